@@ -1,0 +1,25 @@
+"""The built-in methods, tasks and models, registered lazily (listing imports nothing heavy).
+
+Adding a built-in: write the class, add one line here and one YAML spec in `methods/` or
+`tasks/`. Third-party packages use the entry-point groups instead (see the README).
+"""
+
+from fastrm_bench.registry import METHODS, MODELS, TASKS
+
+METHODS.register("random", "fastrm_bench.explainers.random_map:RandomMap",
+                 description="Random baseline: i.i.d. uniform score per patch and token, seeded.")
+
+TASKS.register("vqav2", "fastrm_bench.tasks.vqav2:VQAv2Task",
+               description="VQAv2 open questions; soft accuracy over 10 human answers.", aliases=("vqa",))
+TASKS.register("gqa", "fastrm_bench.tasks.gqa:GQATask",
+               description="GQA compositional questions; exact match.")
+TASKS.register("pope", "fastrm_bench.tasks.pope:POPETask",
+               description="POPE yes/no object probes; accuracy, precision, recall, F1, yes-ratio per category.")
+
+MODELS.register("tiny-llava-shapes", "fastrm_bench.models.zoo:tiny_llava_shapes",
+                description="Embedded LLaVA (CLIP + Llama, 8x8 patches) trained on the synthetic shapes world; "
+                            "ships with the package.")
+MODELS.register("llava-1.5-7b", "fastrm_bench.models.zoo:llava_15_7b",
+                description="LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from the Hugging Face cache.")
+MODELS.register("llava-1.5-13b", "fastrm_bench.models.zoo:llava_15_13b",
+                description="LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from the Hugging Face cache.")

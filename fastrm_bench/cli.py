@@ -1,0 +1,186 @@
+"""The `fastrm-bench` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fastrm_bench import __version__
+from fastrm_bench.registry import MODELS, UnknownNameError
+from fastrm_bench.specs import SPEC_PATH_ENV, add_spec_dir, available
+
+app = typer.Typer(
+    help="Measure how good and how cheap explanation maps of vision-language models are.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Kind(str, Enum):
+    methods = "methods"
+    tasks = "tasks"
+    models = "models"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fastrm-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    spec_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--spec-dir", help=f"Extra folder with methods/ and tasks/ YAML specs (also ${SPEC_PATH_ENV})."),
+    ] = None,
+) -> None:
+    for folder in spec_dir or []:
+        add_spec_dir(folder)
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2)
+
+
+@app.command("list")
+def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]) -> None:
+    """List the registered methods, tasks or models with a one-line description each."""
+    if kind is Kind.models:
+        rows = {name: MODELS.describe(name) for name in MODELS.names()}
+    else:
+        rows = available(kind.value)
+    width = max((len(n) for n in rows), default=0)
+    for name, description in rows.items():
+        typer.echo(f"{name:<{width}}  {description}")
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option("--method", "-m", help="Method spec or registered name (see `list methods`).")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name (see `list tasks`).")],
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    limit: Annotated[int | None, typer.Option(help="Seeded subsample of this many questions.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of subsampling and of seeded methods.")] = 0,
+    output_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/MODEL/TASK/METHOD).")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Folder with the official files (default: the embedded world).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in the same output dir.")] = False,
+) -> None:
+    """Answer, score and explain every sample of a task; write a run directory and print a summary."""
+    from fastrm_bench.models.llava_hf import ModelLoadError
+    from fastrm_bench.runner import RunConfig
+    from fastrm_bench.runner import run as run_evaluation
+
+    cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
+                    data_root=data_root, max_new_tokens=max_new_tokens, device=device)
+    try:
+        result = run_evaluation(cfg, resume=resume, log=typer.echo)
+    except (UnknownNameError, ModelLoadError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+        return
+    metrics = result["metrics"]
+    shown = [k for k in ("accuracy", "mean_f1", "relevance_mass", "pointing_game", "map_seconds") if k in metrics]
+    summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
+    typer.echo(f"{method} on {task} ({result['n']} samples): {summary} -> {result['output_dir']}")
+
+
+@app.command("train-vlm")
+def train_vlm(
+    out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 2400,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and data.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint if present.")] = True,
+) -> None:
+    """Train the embedded LLaVA from scratch (the shipped checkpoint's recipe); resumable."""
+    import torch
+
+    from fastrm_bench.models.train_tiny import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    final = train(TrainConfig(seed=seed, steps=steps), out, resume=resume, log=typer.echo)
+    typer.echo(json.dumps(final, indent=2))
+    typer.echo(f"model written to {out / 'model'}; use it with --model {out / 'model'}")
+
+
+@app.command("eval-vlm")
+def eval_vlm(
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    split: Annotated[str, typer.Option(help="Embedded-world split.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Questions per task (seeded subsample).")] = None,
+    grounding: Annotated[bool, typer.Option(help="Also run the object-vs-random token removal check.")] = True,
+    data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the numbers as JSON here.")] = None,
+) -> None:
+    """Held-out accuracy per question type, and the grounding check, of a model on the embedded world."""
+    from fastrm_bench.models.zoo import load_model
+    from fastrm_bench.world.checks import grounding_check, heldout_accuracy
+
+    adapter = load_model(model)
+    root = Path(data_root) if data_root else None
+    result: dict = {"model": adapter.name, "split": split, "accuracy": heldout_accuracy(adapter, root, split, limit)}
+    typer.echo("accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if k != "n"))
+    if grounding:
+        result["grounding"] = grounding_check(adapter, root, split, limit)
+        for qtype, row in result["grounding"].items():
+            typer.echo(f"grounding {qtype:<14} unmasked {row['unmasked']:.3f}  "
+                       f"object removed {row['object_removed']:.3f} (drop {row['drop_object']:+.3f})  "
+                       f"random removed {row['random_removed']:.3f} (drop {row['drop_random']:+.3f})")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+
+
+@app.command("build-data")
+def build_data(
+    out: Annotated[Path | None, typer.Option(help="Data root to write (default: the user cache).")] = None,
+    seed: Annotated[int, typer.Option(help="World seed.")] = 0,
+) -> None:
+    """Write the embedded world (COCO, VQAv2, GQA and POPE files) for train / val / test."""
+    from fastrm_bench.world.build import build_world, default_data_root
+
+    root = build_world(out or default_data_root(seed), seed)
+    typer.echo(f"embedded world written to {root}")
+
+
+@app.command("build-pope")
+def build_pope(
+    annotations: Annotated[Path, typer.Option(help="COCO-format instances JSON.")],
+    out: Annotated[Path, typer.Option(help="Folder for coco_pope_{random,popular,adversarial}.json.")],
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    num_images: Annotated[int, typer.Option(help="Images to sample (POPE: 500).")] = 500,
+) -> None:
+    """Build the three POPE files from any COCO-format instances file."""
+    from fastrm_bench.tasks.pope_builder import build_pope_files
+
+    try:
+        paths = build_pope_files(annotations, out, seed=seed, num_images=num_images)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+        return
+    for path in paths:
+        typer.echo(f"{path}: {sum(1 for _ in path.open())} questions")
+
+
+def entrypoint() -> None:
+    """Console-script entry; unknown names exit with code 2 and a "did you mean"."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except UnknownNameError as err:
+        typer.secho(str(err), err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,1 @@
+"""Metrics over maps and answers (functional forms; stateful classes where they accumulate)."""

@@ -1,0 +1,32 @@
+"""Localisation of a map against a ground-truth object mask (embedded world: exact masks).
+
+Both metrics work on the patch grid: a patch counts as "on the object" when any pixel of
+the object falls in it (the same rule the grounding check uses to choose tokens to remove).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def mask_to_patches(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Boolean [grid_h, grid_w]: patches containing any pixel of ``mask`` [H, W]."""
+    gh, gw = grid
+    h, w = mask.shape
+    if h % gh or w % gw:
+        raise ValueError(f"mask {mask.shape} is not divisible into a {grid} grid")
+    return mask.reshape(gh, h // gh, gw, w // gw).any(axis=(1, 3))
+
+
+def relevance_mass(sample_map: torch.Tensor, on_object: np.ndarray) -> float:
+    """Share of the (non-negative) map's mass that lies on the object's patches."""
+    m = sample_map.detach().clamp_min(0).double().cpu().numpy()
+    total = m.sum()
+    return float(m[on_object].sum() / total) if total > 0 else float("nan")
+
+
+def pointing_game(sample_map: torch.Tensor, on_object: np.ndarray) -> float:
+    """1 if the map's maximum falls on the object (ties: the first maximum), else 0."""
+    m = sample_map.detach().cpu().numpy()
+    return float(on_object.reshape(-1)[int(np.argmax(m.reshape(-1)))])

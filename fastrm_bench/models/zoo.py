@@ -1,0 +1,46 @@
+"""Named models of the model registry, and `load_model` for names, local folders and hub ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastrm_bench.models.llava_hf import LlavaHFAdapter, ModelLoadError
+from fastrm_bench.registry import MODELS, UnknownNameError
+
+DEFAULT_MODEL = "tiny-llava-shapes"
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def tiny_llava_shapes(device: str | None = None) -> LlavaHFAdapter:
+    """Embedded LLaVA (CLIP + Llama, 8x8 patches) trained on the synthetic shapes world; ships with the package."""
+    path = CHECKPOINTS / "tiny-llava-shapes"
+    if not (path / "config.json").exists():
+        raise ModelLoadError(
+            f"the shipped checkpoint is missing at {path}; reinstall the package or run "
+            "`fastrm-bench train-vlm --out DIR` and pass --model DIR"
+        )
+    return LlavaHFAdapter.from_pretrained(path, device=device, name=DEFAULT_MODEL)
+
+
+def _hub_model(hub_id: str, doc: str):
+    def load(device: str | None = None) -> LlavaHFAdapter:
+        return LlavaHFAdapter.from_pretrained(hub_id, device=device, name=hub_id)
+
+    load.__doc__ = doc
+    return load
+
+
+llava_15_7b = _hub_model("llava-hf/llava-1.5-7b-hf", "LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from the HF cache.")
+llava_15_13b = _hub_model("llava-hf/llava-1.5-13b-hf", "LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from the HF cache.")
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None) -> LlavaHFAdapter:
+    """A registered model name, a local saved-model folder, or a hub id ("org/name")."""
+    if name_or_path in MODELS:
+        return MODELS.get(name_or_path)(device=device)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return LlavaHFAdapter.from_pretrained(path, device=device)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return LlavaHFAdapter.from_pretrained(name_or_path, device=device)
+    raise UnknownNameError("model", name_or_path, MODELS.names(include_aliases=True))

@@ -1,0 +1,124 @@
+"""What the file-based tasks share: the data root, seeded subsampling, images and masks.
+
+Every task reads official-format files from a data root. Without ``data_root`` it is the
+embedded world (built and cached on first use), so a fresh install runs offline; pointing
+``--data-root`` at a folder with the real files runs the same code on COCO / VQAv2 / GQA / POPE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from abc import abstractmethod
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fastrm_bench.interfaces import Sample, Task
+
+log = logging.getLogger(__name__)
+
+PAPER_SUFFIX = " Answer the question using up to two words."
+
+
+@dataclass
+class Record:
+    """One question before its image is opened (cheap to hold for a whole split)."""
+
+    id: str
+    image_path: Path
+    question: str
+    references: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    ann_ids: list[int] = field(default_factory=list)
+
+
+class FileTask(Task):
+    """A task over official files under a data root; subclasses parse their format in `load_records`."""
+
+    def __init__(self, data_root: str | Path | None = None, split: str = "val", prompt_suffix: str = PAPER_SUFFIX,
+                 instances: str | None = "coco/annotations/instances_{split}2014.json", data_source: str | None = None):
+        from fastrm_bench.world.build import ensure_world
+
+        self.uses_embedded_world = data_root is None
+        self.data_root = Path(ensure_world() if data_root is None else data_root).expanduser()
+        if not self.data_root.is_dir():
+            raise FileNotFoundError(f"data root {self.data_root} does not exist")
+        self.split = split
+        self.prompt_suffix = prompt_suffix
+        self.instances_path = self.path(instances) if instances else None
+        manifest = self.data_root / "manifest.json"
+        world = json.loads(manifest.read_text()).get("data_source") if manifest.exists() else None
+        self.data_source = data_source or world or "coco"
+
+    def path(self, template: str) -> Path:
+        return self.data_root / template.format(split=self.split)
+
+    def read_json(self, template: str) -> Any:
+        path = self.path(template)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: expected {path} (under data root {self.data_root})")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from err
+
+    @abstractmethod
+    def load_records(self) -> list[Record]:
+        """Parse the official files into records, sorted by id."""
+
+    @cached_property
+    def records(self) -> list[Record]:
+        return self.load_records()
+
+    @cached_property
+    def _coco(self):
+        if self.instances_path is None or not self.instances_path.is_file():
+            return None
+        from pycocotools.coco import COCO
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(self.instances_path))
+
+    def mask_for(self, ann_ids: list[int]) -> np.ndarray | None:
+        """Union of the referenced objects' masks, where an instances file provides them."""
+        coco = self._coco
+        if coco is None or not ann_ids:
+            return None
+        masks = [coco.annToMask(coco.anns[a]).astype(bool) for a in ann_ids if a in coco.anns]
+        return np.logical_or.reduce(masks) if masks else None
+
+    def select(self, limit: int | None, seed: int) -> list[Record]:
+        """All records, or a seeded subsample of ``limit`` of them (kept in id order)."""
+        records = self.records
+        if limit is None or limit >= len(records):
+            return records
+        if limit <= 0:
+            raise ValueError(f"--limit must be positive, got {limit}")
+        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
+        return [records[i] for i in keep]
+
+    def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:
+        for record in self.select(limit, seed):
+            if not record.image_path.is_file():
+                raise FileNotFoundError(f"{self.name}: image {record.image_path} of question {record.id} is missing")
+            with Image.open(record.image_path) as im:
+                image = im.convert("RGB")
+            yield Sample(record.id, image, record.question, record.references, dict(record.meta), self.mask_for(record.ann_ids))
+
+    def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """Accuracy overall and per question type (``meta["type"]``)."""
+        out = super().aggregate(records)
+        by_type: dict[str, list[float]] = defaultdict(list)
+        for r in records:
+            by_type[str(r.get("meta", {}).get("type"))].append(r["score"])
+        out.update({f"accuracy/{t}": float(np.mean(v)) for t, v in sorted(by_type.items())})
+        return out

@@ -1,0 +1,38 @@
+"""GQA: compositional questions, exact match (official balanced questions JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastrm_bench.interfaces import Sample
+from fastrm_bench.tasks.answers import gqa_exact_match
+from fastrm_bench.tasks.base import FileTask, Record
+
+
+class GQATask(FileTask):
+    """GQA (official questions dict keyed by id, images {imageId}.jpg); exact match after normalisation."""
+
+    name = "gqa"
+
+    def __init__(self, questions: str = "gqa/{split}_balanced_questions.json", images: str = "gqa/images/{imageId}.jpg",
+                 **kwargs: Any):
+        kwargs.setdefault("instances", "coco/annotations/instances_{split}2014.json")
+        super().__init__(**kwargs)
+        self.questions_file, self.images = questions, images
+
+    def load_records(self) -> list[Record]:
+        data = self.read_json(self.questions_file)
+        records = []
+        for qid in sorted(data, key=lambda k: (len(k), k)):
+            q = data[qid]
+            ann_ids = q.get("referenced_ann_ids")
+            if ann_ids is None:  # real GQA: scene-graph object ids, no COCO masks
+                ann_ids = []
+            meta = {"type": (q.get("types") or {}).get("detailed"), "fullAnswer": q.get("fullAnswer")}
+            path = self.data_root / self.images.replace("{split}", self.split).format(imageId=q["imageId"])
+            records.append(Record(str(qid), path, q["question"], [q["answer"]], meta, [int(a) for a in ann_ids]))
+        return records
+
+    def score(self, prediction: str, sample: Sample) -> float:
+        return gqa_exact_match(prediction, sample.references[0])
+

@@ -1,0 +1,85 @@
+"""POPE: yes/no object-hallucination probes, scored as the reference evaluator scores them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastrm_bench.interfaces import Sample
+from fastrm_bench.tasks.answers import parse_pope_answer
+from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.tasks.pope_builder import STRATEGIES
+
+
+def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and yes-ratio *of the predictions* (parsed yes/no)."""
+    pred = np.array([parse_pope_answer(p) == "yes" for p in predictions])
+    gold = np.array([lab == "yes" for lab in labels])
+    tp, fp = int((pred & gold).sum()), int((pred & ~gold).sum())
+    fn, tn = int((~pred & gold).sum()), int((~pred & ~gold).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    n = len(pred)
+    return {"accuracy": (tp + tn) / n if n else float("nan"), "precision": precision, "recall": recall, "f1": f1,
+            "yes_ratio": float(pred.mean()) if n else float("nan")}
+
+
+class POPETask(FileTask):
+    """POPE (coco_pope_{random,popular,adversarial}.json lines, COCO images); accuracy/precision/recall/F1/yes-ratio."""
+
+    name = "pope"
+
+    def __init__(self, categories: Sequence[str] | str = STRATEGIES, questions: str = "pope/coco_pope_{category}.json",
+                 images: str = "coco/images/val2014/{image}", **kwargs: Any):
+        kwargs.setdefault("prompt_suffix", "")  # POPE questions are complete yes/no questions
+        kwargs.setdefault("instances", "coco/annotations/instances_val2014.json")
+        super().__init__(**kwargs)
+        self.categories = [categories] if isinstance(categories, str) else list(categories)
+        unknown = set(self.categories) - set(STRATEGIES)
+        if unknown:
+            raise ValueError(f"unknown POPE categories {sorted(unknown)}; expected some of {STRATEGIES}")
+        self.questions_file, self.images = questions, images
+
+    def load_records(self) -> list[Record]:
+        records = []
+        for category in self.categories:
+            path = self.path(self.questions_file.replace("{category}", category))
+            if not path.is_file():
+                raise FileNotFoundError(f"pope: expected {path} (under data root {self.data_root})")
+            for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    q = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{lineno}: malformed JSON line: {err.msg}") from err
+                missing = {"question_id", "image", "text", "label"} - set(q)
+                if missing:
+                    raise ValueError(f"{path}:{lineno}: missing keys {sorted(missing)}")
+                image = self.data_root / self.images.format(image=q["image"], split=self.split)
+                meta = {"category": category, "label": q["label"], "type": category}
+                records.append(Record(f"{category}/{q['question_id']}", image, q["text"], [q["label"]], meta,
+                                      list(q.get("object_ids", []))))
+        return records
+
+    def score(self, prediction: str, sample: Sample) -> float:
+        return float(parse_pope_answer(prediction) == sample.references[0])
+
+    def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        f1s = []
+        for category in self.categories:
+            rows = [r for r in records if r.get("meta", {}).get("category") == category]
+            if not rows:
+                continue
+            metrics = pope_metrics([r["prediction"] for r in rows], [r["meta"]["label"] for r in rows])
+            out.update({f"{category}/{k}": v for k, v in metrics.items()})
+            f1s.append(metrics["f1"])
+        overall = pope_metrics([r["prediction"] for r in records], [r["meta"]["label"] for r in records])
+        out.update(overall)
+        out["mean_f1"] = float(np.mean(f1s)) if f1s else float("nan")
+        return out

@@ -1,0 +1,123 @@
+"""The default data build of the embedded world: train / val / test in the official layouts.
+
+Layout under the data root (the task specs point at these paths)::
+
+    coco/annotations/instances_{split}2014.json
+    coco/images/{split}2014/COCO_{split}2014_{image_id:012d}.jpg
+    vqav2/v2_OpenEnded_mscoco_{split}2014_questions.json
+    vqav2/v2_mscoco_{split}2014_annotations.json
+    gqa/{split}_balanced_questions.json      gqa/images/{imageId}.jpg
+    pope/coco_pope_{random,popular,adversarial}.json   (built from the val instances)
+    manifest.json
+
+The build is deterministic, takes seconds, and is cached in a user folder
+(``$FASTRM_BENCH_CACHE`` or ``~/.cache/fastrm-bench``); it is written to a temporary folder
+and renamed, so an interrupted build never leaves a half-written data root behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fastrm_bench.tasks.pope_builder import build_pope_files
+from fastrm_bench.world import formats
+from fastrm_bench.world.questions import questions_for_scene
+from fastrm_bench.world.scenes import generate_scene, jpeg_bytes, scene_seed
+
+log = logging.getLogger(__name__)
+
+WORLD_VERSION = "shapes-v1"
+SPLIT_IMAGE_ID_BASE = {"train": 100_000, "val": 200_000, "test": 300_000}
+VQA_TYPES = ("color", "shape", "count", "exist", "position")
+GQA_TYPES = ("relate_color", "relate_shape", "relate_verify")
+
+
+@dataclass(frozen=True)
+class WorldSizes:
+    train: int = 2000
+    val: int = 1000
+    test: int = 1000
+    pope_images: int = 500
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FASTRM_BENCH_CACHE", Path.home() / ".cache" / "fastrm-bench"))
+
+
+def default_data_root(seed: int = 0) -> Path:
+    return cache_root() / "data" / f"{WORLD_VERSION}-seed{seed}"
+
+
+def coco_file_name(split: str, image_id: int) -> str:
+    return f"COCO_{split}2014_{image_id:012d}.jpg"
+
+
+def _write_split(root: Path, split: str, n: int, seed: int) -> None:
+    rng = np.random.default_rng([seed, list(SPLIT_IMAGE_ID_BASE).index(split)])
+    image_dir = root / "coco" / "images" / f"{split}2014"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    (root / "gqa" / "images").mkdir(parents=True, exist_ok=True)
+    coco_images, vqa_questions, vqa_annotations, gqa = [], [], [], {}
+    for i in tqdm(range(n), desc=f"world {split}", leave=False):
+        image_id = SPLIT_IMAGE_ID_BASE[split] + i
+        scene = generate_scene(scene_seed(split, i, seed))
+        data = jpeg_bytes(scene.image)
+        file_name = coco_file_name(split, image_id)
+        (image_dir / file_name).write_bytes(data)
+        gqa_key = f"s{image_id}"
+        (root / "gqa" / "images" / f"{gqa_key}.jpg").write_bytes(data)
+        coco_images.append((image_id, file_name, scene))
+        qs, anns = formats.vqa_records(image_id, questions_for_scene(scene, rng, VQA_TYPES), image_id * 100)
+        vqa_questions += qs
+        vqa_annotations += anns
+        for j, q in enumerate(questions_for_scene(scene, rng, GQA_TYPES)):
+            gqa[str(image_id * 100 + 50 + j)] = formats.gqa_record(gqa_key, image_id, q)
+    common = {"data_subtype": f"{split}2014", "license": {}, "info": {"description": WORLD_VERSION}}
+    formats.write_json(root / "coco" / "annotations" / f"instances_{split}2014.json", formats.coco_instances(coco_images))
+    formats.write_json(
+        root / "vqav2" / f"v2_OpenEnded_mscoco_{split}2014_questions.json",
+        {**common, "task_type": "Open-Ended", "data_type": "mscoco", "questions": vqa_questions},
+    )
+    formats.write_json(root / "vqav2" / f"v2_mscoco_{split}2014_annotations.json",
+                       {**common, "data_type": "mscoco", "annotations": vqa_annotations})
+    formats.write_json(root / "gqa" / f"{split}_balanced_questions.json", gqa)
+
+
+def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes()) -> Path:
+    """Write the whole embedded world under ``root`` (atomically: temp folder, then rename)."""
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
+    try:
+        for split in ("train", "val", "test"):
+            _write_split(tmp, split, getattr(sizes, split), seed)
+        build_pope_files(tmp / "coco" / "annotations" / "instances_val2014.json", tmp / "pope", seed=seed,
+                         num_images=sizes.pope_images)
+        manifest = {"world": WORLD_VERSION, "seed": seed, "sizes": asdict(sizes), "data_source": "shapes"}
+        formats.write_json(tmp / "manifest.json", manifest)
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return root
+
+
+def ensure_world(root: Path | None = None, seed: int = 0) -> Path:
+    """The data root, built on first use (a fresh install works offline)."""
+    root = Path(root) if root else default_data_root(seed)
+    manifest = root / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("world") == WORLD_VERSION:
+        return root
+    log.info("building the embedded world in %s (first use; a few seconds)", root)
+    return build_world(root, seed)

@@ -1,0 +1,70 @@
+"""The `llava-hf` adapter on a tiny random-weight LLaVA-1.5-shaped checkpoint saved to disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from fastrm_bench.models.llava_hf import LlavaHFAdapter, ModelLoadError
+from fastrm_bench.models.zoo import load_model
+from fastrm_bench.registry import UnknownNameError
+
+
+def test_loads_generates_and_reports_image_tokens(tiny_adapter):
+    assert tiny_adapter.grid_shape == (6, 6)
+    assert tiny_adapter.model.config._attn_implementation == "eager"
+    images = [Image.new("RGB", (48, 48), c) for c in ("red", "blue")]
+    inputs = tiny_adapter.build_inputs(images, ["What color is the circle?", "Is there a red square in the image?"])
+    for row in inputs.input_ids:
+        positions = tiny_adapter.image_token_positions(row)
+        assert positions.numel() == 36 and torch.all(positions.diff() == 1)  # one contiguous block
+    out = tiny_adapter.generate(inputs, max_new_tokens=4, min_new_tokens=4, return_hidden=True)
+    assert len(out) == 2 and all(g.num_generated == 4 for g in out)
+    # last hidden states are the final-norm states feeding lm_head: they reproduce the greedy tokens
+    g = out[0]
+    logits = tiny_adapter.model.lm_head(g.last_hidden[inputs.prompt_length - 1 :])
+    assert torch.equal(logits.argmax(-1)[:4], g.generated_ids)
+
+
+def test_removal_strategies_agree_with_each_other_when_nothing_is_removed(tiny_adapter):
+    inputs = tiny_adapter.build_inputs([Image.new("RGB", (48, 48), "green")], ["What shape is the green object?"])
+    plain = tiny_adapter.generate(inputs, max_new_tokens=3, min_new_tokens=3)[0]
+    keep = torch.ones(1, 36)
+    for removal in ("zero", "drop"):
+        assert torch.equal(tiny_adapter.generate(inputs, 3, min_new_tokens=3, image_keep=keep, removal=removal)[0].generated_ids,
+                           plain.generated_ids)
+    keep[0, :18] = 0
+    embeds, mask = tiny_adapter.perturbed_embeds(inputs, keep, "drop")
+    assert embeds.shape[1] == inputs.input_ids.shape[1] - 18 and mask.sum() == embeds.shape[1]
+    with pytest.raises(ValueError, match="unknown removal strategy"):
+        tiny_adapter.perturbed_embeds(inputs, keep, "blur")
+
+
+def test_clear_errors_for_bad_models(tiny_llava_dir, tmp_path):
+    with pytest.raises(UnknownNameError, match="Did you mean 'tiny-llava-shapes'"):
+        load_model("tiny-llava-shape")
+    no_processor = tmp_path / "no-processor"
+    no_processor.mkdir()
+    shutil.copy(tiny_llava_dir / "config.json", no_processor / "config.json")
+    with pytest.raises(ModelLoadError, match="no processor/tokenizer files"):
+        LlavaHFAdapter.from_pretrained(no_processor)
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        LlavaHFAdapter.from_pretrained(tmp_path)
+    no_image_token = tmp_path / "no-image-token"
+    shutil.copytree(tiny_llava_dir, no_image_token)
+    config = json.loads((no_image_token / "config.json").read_text())
+    config.pop("image_token_id", None)
+    config.pop("image_token_index", None)
+    (no_image_token / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="no image token"):  # config default id 32000 is not in its vocabulary
+        LlavaHFAdapter.from_pretrained(no_image_token)
+
+
+def test_wrong_image_token_count_is_reported(tiny_adapter):
+    ids = torch.tensor([1, 2] + [tiny_adapter.image_token_id] * 5)
+    with pytest.raises(ValueError, match="found 5 image tokens, expected 36"):
+        tiny_adapter.image_token_positions(ids)

@@ -1,0 +1,62 @@
+"""An external package exposes a method through the `fastrm_bench.methods` entry point.
+
+The package's code and entry point are taken verbatim from the README's "Add your own
+method" section, installed as a real distribution (a .dist-info on sys.path), found by a
+fresh registry, run on a tiny LLaVA, and listed by the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastrm_bench.registry import Registry
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_block(marker: str, language: str) -> str:
+    text = README.read_text()
+    section = text.split(f"<!-- {marker} -->", 1)[1]
+    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch) -> Path:
+    code = _readme_block("plugin-code", "python")
+    toml = _readme_block("plugin-entry-point", "toml")
+    entry = re.search(r'^(\S+)\s*=\s*"(.+)"', toml.split("]", 1)[1].strip(), re.M)
+    (tmp_path / "my_methods").mkdir()
+    (tmp_path / "my_methods" / "__init__.py").write_text(code)
+    dist = tmp_path / "my_methods-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-methods\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[fastrm_bench.methods]\n{entry.group(1)} = {entry.group(2)}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_entry_point_plugin_runs_through_the_registry(installed_plugin, tiny_adapter):
+    registry: Registry = Registry("method", "fastrm_bench.methods")
+    assert "center-bias" in registry.names()
+    assert registry.entry("center-bias").source == "plugin:my-methods"
+    method = registry.create("center-bias", sharpness=2.0)
+    image = __import__("PIL.Image", fromlist=["Image"]).new("RGB", (48, 48))
+    inputs = tiny_adapter.build_inputs([image], ["What color is the circle?"])
+    generation = tiny_adapter.generate(inputs, max_new_tokens=3, min_new_tokens=3)[0]
+    explanation = method.explain(tiny_adapter, inputs, generation)
+    assert explanation.maps.shape == (3, *tiny_adapter.grid_shape)
+    centre = explanation.maps[0]
+    assert centre[2:4, 2:4].min() > centre[0, 0]  # the prior peaks in the middle
+
+
+def test_cli_lists_the_plugin(installed_plugin):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_plugin), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "fastrm_bench.cli", "list", "methods"], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert re.search(r"^center-bias\s+Centre prior", out, re.M), out
