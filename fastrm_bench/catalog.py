@@ -23,3 +23,9 @@ MODELS.register("llava-1.5-7b", "fastrm_bench.models.zoo:llava_15_7b",
                 description="LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from the Hugging Face cache.")
 MODELS.register("llava-1.5-13b", "fastrm_bench.models.zoo:llava_15_13b",
                 description="LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from the Hugging Face cache.")
+
+METHODS.register("chefer", "fastrm_bench.explainers.chefer:Chefer",
+                 description="Chefer relevancy (the paper's Baseline), exact per token: one forward, batched gradients.",
+                 aliases=("baseline",))
+METHODS.register("chefer-reference", "fastrm_bench.explainers.chefer:CheferReference",
+                 description="Chefer relevancy the slow public way (one backward per token, N x N products); for checks.")

@@ -11,12 +11,25 @@ import torch
 
 
 def mask_to_patches(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Boolean [grid_h, grid_w]: patches containing any pixel of ``mask`` [H, W]."""
+    """Boolean [grid_h, grid_w]: patches containing any pixel of ``mask`` [H, W].
+
+    The mask is first center-cropped to a square, as CLIP's processor does (resize the short
+    side, crop the center); each patch then covers an equal fraction of that square.
+    """
     gh, gw = grid
     h, w = mask.shape
-    if h % gh or w % gw:
-        raise ValueError(f"mask {mask.shape} is not divisible into a {grid} grid")
-    return mask.reshape(gh, h // gh, gw, w // gw).any(axis=(1, 3))
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = mask[top : top + side, left : left + side]
+    rows = np.linspace(0, side, gh + 1)
+    cols = np.linspace(0, side, gw + 1)
+    out = np.zeros((gh, gw), dtype=bool)
+    for i in range(gh):
+        for j in range(gw):
+            r0, r1 = int(np.floor(rows[i])), int(np.ceil(rows[i + 1]))
+            c0, c1 = int(np.floor(cols[j])), int(np.ceil(cols[j + 1]))
+            out[i, j] = square[r0:r1, c0:c1].any()
+    return out
 
 
 def relevance_mass(sample_map: torch.Tensor, on_object: np.ndarray) -> float:

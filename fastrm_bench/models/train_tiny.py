@@ -2,7 +2,10 @@
 
 Why these choices (a 1M-parameter prototype stayed at chance on shape questions):
 - an auxiliary per-patch loss on the vision features LLaVA feeds to the projector (colour and
-  shape class of the object under each patch) teaches the small ViT shapes quickly;
+  shape class of the object under each patch); a ViT trained from scratch learns shapes slowly
+  (an 8x8 patch inside an object is a flat colour: the shape is only in how patches combine),
+  so the recipe starts with a vision-only stage on that loss (cheap: no LM), as LLaVA starts
+  from a pretrained CLIP;
 - several questions share one image per step (the vision tower runs once per image);
 - token-masking augmentation: some image tokens *not* belonging to the question's objects are
   zeroed at the LM input, so that removing irrelevant tokens (what perturbation metrics do)
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from fastrm_bench.metrics.localisation import mask_to_patches
 from fastrm_bench.models.tiny_llava import LLAVA_15_TEMPLATE, TinyLlavaSize, build_model, build_processor
 from fastrm_bench.world.questions import QUESTION_TYPES, Question, questions_for_scene
 from fastrm_bench.world.scenes import (
@@ -33,7 +37,6 @@ from fastrm_bench.world.scenes import (
     generate_scene,
     jpeg_roundtrip,
     patch_labels,
-    patch_mask,
     scene_seed,
 )
 
@@ -48,6 +51,8 @@ class TrainConfig:
     questions_per_image: int = 4
     lr: float = 1.5e-3
     warmup_steps: int = 100
+    #: stage 1: this many steps train only the vision tower on the per-patch loss (~0.2 s each)
+    vision_steps: int = 2000
     weight_decay: float = 0.01
     aux_weight: float = 0.5
     mask_aug_prob: float = 0.5
@@ -106,9 +111,13 @@ def scene_config_at(cfg: TrainConfig, step: int) -> SceneConfig:
     return SceneConfig()
 
 
-def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int, augment: bool) -> Batch:
-    rng = np.random.default_rng([cfg.seed, step, 0 if split == "train" else 1])
+def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int, augment: bool,
+               with_questions: bool = True) -> Batch:
+    """Batch ``step`` of ``split`` ("train", "val", or "vision": stage-1 scenes from the train seeds)."""
+    rng = np.random.default_rng([cfg.seed, step, {"train": 0, "val": 1, "vision": 2}[split]])
     scene_config = scene_config_at(cfg, step) if split == "train" else SceneConfig()
+    if split == "vision":  # stage-1 scenes: train seeds far past the ones stage 2 uses
+        split, step = "train", step + 1_000_000 // n_images
     grid = cfg.size.image_size // cfg.size.patch_size
     tok = processor.tokenizer
     images, seqs, answers, image_index, keeps, qtypes, aux_c, aux_s = [], [], [], [], [], [], [], []
@@ -118,6 +127,8 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
         c, s = patch_labels(scene, grid)
         aux_c.append(c.reshape(-1))
         aux_s.append(s.reshape(-1))
+        if not with_questions:
+            continue
         for q in sample_questions(scene, rng, cfg.questions_per_image, cfg.type_weights):
             text = q.question
             if q.qtype == "exist" and rng.random() < 0.5:
@@ -129,11 +140,15 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
             qtypes.append(q.qtype)
             keep = np.ones(grid * grid, dtype=np.float32)
             if augment and rng.random() < cfg.mask_aug_prob:
-                referenced = patch_mask([scene.objects[r].mask for r in q.refs], grid).reshape(-1)
+                masks = [scene.objects[r].mask for r in q.refs]
+                referenced = mask_to_patches(np.logical_or.reduce(masks), (grid, grid)).reshape(-1) if masks \
+                    else np.zeros(grid * grid, dtype=bool)
                 free = np.flatnonzero(~referenced)
                 k = int(rng.integers(1, cfg.max_masked_tokens + 1))
                 keep[rng.choice(free, size=min(k, len(free)), replace=False)] = 0.0
             keeps.append(keep)
+    if not with_questions:
+        seqs, answers = [format_prompt("")], [""]
     prompt_ids = tok(seqs, add_special_tokens=True)["input_ids"]
     answer_ids = tok(answers, add_special_tokens=False)["input_ids"]
     full = [p + a + [tok.eos_token_id] for p, a in zip(prompt_ids, answer_ids)]
@@ -152,7 +167,7 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
         attention_mask=attn,
         labels=labels,
         image_index=torch.tensor(image_index),
-        keep=torch.from_numpy(np.stack(keeps)),
+        keep=torch.from_numpy(np.stack(keeps)) if keeps else torch.zeros(0, grid * grid),
         aux_color=torch.from_numpy(np.stack(aux_c)),
         aux_shape=torch.from_numpy(np.stack(aux_s)),
         qtypes=qtypes,
@@ -168,17 +183,23 @@ class AuxHeads(torch.nn.Module):
         self.shape = torch.nn.Linear(hidden, len(SHAPES) + 1)
 
 
+def aux_loss(model, heads: AuxHeads, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-patch colour + shape cross-entropy, the vision features LLaVA projects)."""
+    vision = model.model.vision_tower(batch.pixel_values, output_hidden_states=True)
+    feats = vision.hidden_states[model.config.vision_feature_layer][:, 1:]  # "default": drop CLS
+    aux = F.cross_entropy(heads.color(feats).flatten(0, 1), batch.aux_color.flatten()) + F.cross_entropy(
+        heads.shape(feats).flatten(0, 1), batch.aux_shape.flatten()
+    )
+    return aux, feats
+
+
 def forward_batch(model, heads: AuxHeads, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(answer loss, aux loss, per-question exact-match of the teacher-forced argmax).
 
     Teacher-forced exact match of all answer tokens and EOS equals greedy-decoding accuracy.
     """
     cfg = model.config
-    vision = model.model.vision_tower(batch.pixel_values, output_hidden_states=True)
-    feats = vision.hidden_states[cfg.vision_feature_layer][:, 1:]  # "default": drop CLS
-    aux = F.cross_entropy(heads.color(feats).flatten(0, 1), batch.aux_color.flatten()) + F.cross_entropy(
-        heads.shape(feats).flatten(0, 1), batch.aux_shape.flatten()
-    )
+    aux, feats = aux_loss(model, heads, batch)
     image_embeds = model.model.multi_modal_projector(feats)[batch.image_index]
     image_embeds = image_embeds * batch.keep.unsqueeze(-1)
     embeds = model.get_input_embeddings()(batch.input_ids)
@@ -248,21 +269,30 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
         log(f"resuming from step {start}")
 
     def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        """Warmup then cosine, separately for the vision stage and the full stage."""
+        stage_start, stage_len = (0, cfg.vision_steps) if step < cfg.vision_steps else (cfg.vision_steps, cfg.steps)
+        local = step - stage_start
+        if local < cfg.warmup_steps:
+            return cfg.lr * (local + 1) / cfg.warmup_steps
+        progress = (local - cfg.warmup_steps) / max(1, stage_len - cfg.warmup_steps)
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     model.train()
     log_file = (out_dir / "train_log.jsonl").open("a")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-vlm")
+    total_steps = cfg.vision_steps + cfg.steps
+    bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="train-vlm", mininterval=5)
     t0 = time.time()
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        batch = make_batch(processor, cfg, "train", step, cfg.images_per_step, augment=True)
-        loss, aux, correct = forward_batch(model, heads, batch)
-        total = loss + cfg.aux_weight * aux
+        if step < cfg.vision_steps:  # stage 1: vision tower + aux heads only
+            batch = make_batch(processor, cfg, "vision", step, 32, augment=False, with_questions=False)
+            aux, _ = aux_loss(model, heads, batch)
+            loss, correct, total = torch.zeros(()), torch.zeros(1), aux
+        else:
+            batch = make_batch(processor, cfg, "train", step - cfg.vision_steps, cfg.images_per_step, augment=True)
+            loss, aux, correct = forward_batch(model, heads, batch)
+            total = loss + cfg.aux_weight * aux
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -270,12 +300,12 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
         bar.set_postfix(loss=f"{loss.item():.3f}", aux=f"{aux.item():.3f}", acc=f"{correct.float().mean():.2f}")
         record = {"step": step + 1, "loss": loss.item(), "aux": aux.item(), "train_acc": correct.float().mean().item(),
                   "elapsed_s": time.time() - t0}
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        if step >= cfg.vision_steps and ((step + 1 - cfg.vision_steps) % cfg.eval_every == 0 or step + 1 == total_steps):
             record["val"] = evaluate(model, heads, processor, cfg)
             log(f"step {step + 1}: val {json.dumps(record['val'])}")
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total_steps:
             tmp = out_dir / "checkpoint.tmp"
             tmp.mkdir(exist_ok=True)
             save_file(model.state_dict(), str(tmp / "model.safetensors"))

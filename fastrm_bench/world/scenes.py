@@ -131,16 +131,6 @@ def patch_labels(scene: Scene, grid: int) -> tuple[np.ndarray, np.ndarray]:
     return color_lab, shape_lab
 
 
-def patch_mask(masks: list[np.ndarray], grid: int) -> np.ndarray:
-    """Boolean [grid, grid]: patches that contain any pixel of any of ``masks``."""
-    if not masks:
-        return np.zeros((grid, grid), dtype=bool)
-    union = np.logical_or.reduce(masks)
-    n = union.shape[0]
-    p = n // grid
-    return union.reshape(grid, p, grid, p).any(axis=(1, 3))
-
-
 #: Disjoint seed ranges per split, so train, val and test scenes never coincide.
 SPLIT_SEED_OFFSETS: dict[str, int] = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 JPEG_QUALITY = 95

@@ -1,0 +1,71 @@
+"""Shared machinery of the attention/gradient methods (private: the API is the method classes).
+
+- `explaining(model)`: eval mode, eager attention, frozen weights for the duration of a method,
+  then the model is put back exactly as it was found;
+- `teacher_forced`: one forward over prompt + answer that returns the raw logits and the
+  attention probabilities of every LM layer, with a graph to them from the input embeddings
+  (the weights stay frozen: no parameter ever gets a ``.grad``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from fastrm_bench.interfaces import Generation, ModelInputs
+
+
+@contextmanager
+def explaining(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode, eager attention and frozen parameters inside; the previous state restored after."""
+    was_training = model.training
+    implementation = getattr(model.config, "_attn_implementation", None)
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    if implementation not in (None, "eager"):
+        model.set_attn_implementation("eager")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), requires_grad):
+            p.requires_grad_(flag)
+        if implementation not in (None, "eager"):
+            model.set_attn_implementation(implementation)
+        model.train(was_training)
+
+
+@dataclass
+class TeacherForced:
+    logits: torch.Tensor  # [L, vocab] raw logits (no temperature, no processors)
+    attentions: tuple[torch.Tensor, ...]  # per LM layer [1, heads, L, L], as the model used them (graph nodes)
+    embeds: torch.Tensor  # [L, d] the leaf the graph starts from
+
+
+def answer_embeds(adapter, inputs: ModelInputs, generation: Generation, upto: int | None = None) -> torch.Tensor:
+    """LM input embeddings of prompt + generated tokens (all but the last, which predicts nothing we need)."""
+    keep = torch.ones(1, adapter.num_image_tokens)
+    prompt, _ = adapter.perturbed_embeds(inputs, keep, "zero")  # image features scattered in, nothing removed
+    answer = generation.generated_ids[: max(generation.num_generated - 1, 0)].to(prompt.device)
+    embeds = torch.cat([prompt[0], adapter.model.get_input_embeddings()(answer)], dim=0)
+    return embeds if upto is None else embeds[:upto]
+
+
+def teacher_forced(adapter, embeds: torch.Tensor) -> TeacherForced:
+    """One forward with eager attention; gradients can flow from logits to every attention map."""
+    leaf = embeds.detach().to(adapter.model.dtype).requires_grad_(True)
+    out = adapter.model(inputs_embeds=leaf.unsqueeze(0), attention_mask=torch.ones(1, leaf.shape[0], device=leaf.device,
+                        dtype=torch.long), output_attentions=True, use_cache=False)
+    attentions = tuple(out.attentions)  # not sliced: a slice would be a new node outside the logits' graph
+    if any(a is None for a in attentions):
+        raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
+    return TeacherForced(out.logits[0], attentions, leaf)
+
+
+def predicting_positions(inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+    """p_t = L0 - 1 + t: the LM position whose logits choose generated token t."""
+    return inputs.prompt_length - 1 + torch.arange(generation.num_generated)

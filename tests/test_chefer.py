@@ -1,0 +1,72 @@
+"""`chefer` (fast, exact) equals `chefer-reference` for every token; a stale-row variant would not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from fastrm_bench.explainers._attention import answer_embeds, explaining, predicting_positions, teacher_forced
+from fastrm_bench.explainers.chefer import Chefer, CheferReference, _abar
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per token: max |a - b| relative to the max of the reference map."""
+    return (a - b).abs().amax(dim=(1, 2)) / b.abs().amax(dim=(1, 2)).clamp_min(1e-12)
+
+
+def _stale_rows(adapter, inputs, generation) -> torch.Tensor:
+    """The known public bug: the gradients of the first token reused for every later token."""
+    with explaining(adapter.model):
+        image_positions = adapter.image_token_positions(inputs.input_ids[0])
+        forward = teacher_forced(adapter, answer_embeds(adapter, inputs, generation))
+        positions = predicting_positions(inputs, generation)
+        first = forward.logits[positions[0], generation.generated_ids[0]]
+        grads = torch.autograd.grad(first, forward.attentions)
+        relevance = torch.eye(forward.logits.shape[0])
+        for grad, attention in zip(grads, forward.attentions):
+            relevance = relevance + _abar(grad, attention) @ relevance
+        return relevance[positions][:, image_positions].reshape(-1, *adapter.grid_shape)
+
+
+@pytest.fixture(params=["tiny-random", "embedded"])
+def case(request, tiny_adapter):
+    if request.param == "tiny-random":
+        image, question = Image.new("RGB", (48, 48), "red"), "What color is the circle?"
+        return tiny_adapter, image, question
+    from fastrm_bench.models.zoo import load_model
+    from fastrm_bench.world.scenes import generate_scene, jpeg_roundtrip, scene_seed
+
+    adapter = load_model("tiny-llava-shapes", device="cpu")
+    scene = generate_scene(scene_seed("test", 3))
+    return adapter, jpeg_roundtrip(scene.image), f"Where is the {scene.objects[0].category}?"
+
+
+def test_fast_equals_reference_for_every_token(case):
+    adapter, image, question = case
+    inputs = adapter.build_inputs([image], [question])
+    generation = adapter.generate(inputs, max_new_tokens=6, min_new_tokens=6)[0]
+    assert generation.num_generated == 6
+    fast = Chefer(chunk_size=4).explain(adapter, inputs, generation).maps  # chunks of 4 and 2
+    reference = CheferReference().explain(adapter, inputs, generation).maps
+    assert fast.shape == reference.shape == (6, *adapter.grid_shape)
+    assert torch.all(_relative_error(fast, reference) < 1e-5)
+    assert torch.all(reference.amax(dim=(1, 2)) > 0)  # the maps are not trivially zero
+    stale = _stale_rows(adapter, inputs, generation)
+    assert _relative_error(stale[:1], reference[:1]).item() < 1e-5  # the first token is right...
+    assert torch.all(_relative_error(stale[1:], reference[1:]) > 1e-3)  # ...the later ones are not
+
+
+@pytest.mark.parametrize("method", [Chefer(), CheferReference()], ids=["chefer", "chefer-reference"])
+def test_model_state_is_restored_and_no_parameter_gets_a_grad(tiny_adapter, method):
+    model = tiny_adapter.model
+    model.train()
+    model.requires_grad_(True)
+    inputs = tiny_adapter.build_inputs([Image.new("RGB", (48, 48), "blue")], ["What shape is the blue object?"])
+    generation = tiny_adapter.generate(inputs, max_new_tokens=3, min_new_tokens=3)[0]
+    method.explain(tiny_adapter, inputs, generation)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert model.config._attn_implementation == "eager"
+    model.eval()
+    model.requires_grad_(False)

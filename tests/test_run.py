@@ -1,0 +1,72 @@
+"""`fastrm-bench run` end to end on a small world and a tiny model: outputs, resume, determinism, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fastrm_bench.cli import app
+from fastrm_bench.runner import RunConfig, run
+
+
+def _config(world_root, tiny_llava_dir, out, **kw) -> RunConfig:
+    base = dict(method="chefer", task="vqav2", model=str(tiny_llava_dir), limit=6, seed=0, output_dir=str(out),
+                data_root=str(world_root), max_new_tokens=3, device="cpu")
+    return RunConfig(**{**base, **kw})
+
+
+def _without_timings(path):
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    for r in rows:
+        r.pop("map_seconds"), r.pop("generation_seconds")
+    return rows
+
+
+def test_run_writes_a_complete_run_directory(world_root, tiny_llava_dir, tmp_path):
+    result = run(_config(world_root, tiny_llava_dir, tmp_path / "run"), log=lambda *_: None)
+    out = tmp_path / "run"
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_source"] == "shapes" and len(config["model_weights_sha256"]) == 64
+    assert config["method_spec"]["implementation"] == "chefer" and config["versions"]["torch"]
+    rows = _without_timings(out / "samples.jsonl")
+    assert len(rows) == 6 and all("relevance_mass" in r for r in rows)
+    maps = np.load(out / "maps.npz")["maps"]
+    assert maps.shape == (6, 6, 6)
+    results = json.loads((out / "results.json").read_text())
+    assert results["n"] == 6 and results["metrics"]["accuracy"]["higher_is_better"] is True
+    assert result["metrics"]["pointing_game"]["value"] == pytest.approx(np.mean([r["pointing_game"] for r in rows]))
+
+
+def test_interrupted_run_resumes_to_the_same_samples(world_root, tiny_llava_dir, tmp_path):
+    full = tmp_path / "full"
+    run(_config(world_root, tiny_llava_dir, full), log=lambda *_: None)
+    cut = tmp_path / "cut"
+    run(_config(world_root, tiny_llava_dir, cut), log=lambda *_: None)
+    lines = (cut / "samples.jsonl").read_text().splitlines(keepends=True)
+    (cut / "samples.jsonl").write_text("".join(lines[:2]) + lines[2][:15])  # killed while writing the third line
+    run(_config(world_root, tiny_llava_dir, cut), resume=True, log=lambda *_: None)
+    assert _without_timings(cut / "samples.jsonl") == _without_timings(full / "samples.jsonl")
+    np.testing.assert_array_equal(np.load(cut / "maps.npz")["maps"], np.load(full / "maps.npz")["maps"])
+    with pytest.raises(ValueError, match="another configuration"):
+        run(_config(world_root, tiny_llava_dir, cut, limit=5), resume=True, log=lambda *_: None)
+
+
+def test_cli_unknown_names_exit_nonzero_with_the_closest_match():
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--method", "chefr", "--task", "pope"])
+    assert result.exit_code == 2 and "Did you mean 'chefer'" in result.output
+    result = runner.invoke(app, ["run", "--method", "random", "--task", "gqa2"])
+    assert result.exit_code == 2 and "Did you mean 'gqa'" in result.output
+
+
+def test_cli_lists_methods_and_tasks_with_descriptions():
+    runner = CliRunner()
+    methods = runner.invoke(app, ["list", "methods"]).output
+    for name in ("random", "chefer", "chefer-reference"):
+        assert any(line.startswith(name + " ") and len(line.split()) > 2 for line in methods.splitlines()), methods
+    tasks = runner.invoke(app, ["list", "tasks"]).output
+    for name in ("vqav2", "gqa", "pope", "pope-random", "pope-popular", "pope-adversarial"):
+        assert any(line.startswith(name + " ") for line in tasks.splitlines()), tasks
