@@ -29,3 +29,11 @@ METHODS.register("chefer", "fastrm_bench.explainers.chefer:Chefer",
                  aliases=("baseline",))
 METHODS.register("chefer-reference", "fastrm_bench.explainers.chefer:CheferReference",
                  description="Chefer relevancy the slow public way (one backward per token, N x N products); for checks.")
+METHODS.register("gradcam", "fastrm_bench.explainers.gradcam:GradCAM",
+                 description="Grad-CAM on the vision layer feeding the projector (vision_feature_layer), per token.")
+METHODS.register("gradcam-lm", "fastrm_bench.explainers.gradcam:GradCAMLM",
+                 description="LM-side Grad-CAM: attention to image tokens x relu(gradient) on one LM layer.")
+METHODS.register("attention", "fastrm_bench.explainers.attention:RawAttention",
+                 description="Raw attention of the predicting position to the image tokens, mean over heads and layers.")
+METHODS.register("rollout", "fastrm_bench.explainers.attention:AttentionRollout",
+                 description="Attention rollout (Abnar & Zuidema): product of head-mean attention mixed with identity.")

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -46,18 +46,26 @@ class TeacherForced:
     embeds: torch.Tensor  # [L, d] the leaf the graph starts from
 
 
-def answer_embeds(adapter, inputs: ModelInputs, generation: Generation, upto: int | None = None) -> torch.Tensor:
-    """LM input embeddings of prompt + generated tokens (all but the last, which predicts nothing we need)."""
-    keep = torch.ones(1, adapter.num_image_tokens)
-    prompt, _ = adapter.perturbed_embeds(inputs, keep, "zero")  # image features scattered in, nothing removed
+def answer_embeds(adapter, inputs: ModelInputs, generation: Generation, image_features: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """LM input embeddings [L0 + T - 1, d] of prompt + generated tokens (the last one predicts nothing we need).
+
+    ``image_features`` (default: computed from the pixels) lets Grad-CAM keep a graph to them.
+    """
+    if image_features is None:
+        image_features = adapter.image_features(inputs.tensors["pixel_values"])
+    prompt = adapter.embed(inputs.input_ids, image_features)
     answer = generation.generated_ids[: max(generation.num_generated - 1, 0)].to(prompt.device)
-    embeds = torch.cat([prompt[0], adapter.model.get_input_embeddings()(answer)], dim=0)
-    return embeds if upto is None else embeds[:upto]
+    return torch.cat([prompt[0], adapter.model.get_input_embeddings()(answer)], dim=0)
 
 
-def teacher_forced(adapter, embeds: torch.Tensor) -> TeacherForced:
-    """One forward with eager attention; gradients can flow from logits to every attention map."""
-    leaf = embeds.detach().to(adapter.model.dtype).requires_grad_(True)
+def teacher_forced(adapter, embeds: torch.Tensor, keep_graph_from_inputs: bool = False) -> TeacherForced:
+    """One forward with eager attention; gradients can flow from logits to every attention map.
+
+    By default the graph starts at (a detached copy of) ``embeds``; with ``keep_graph_from_inputs``
+    it reaches back to whatever ``embeds`` was computed from (Grad-CAM's vision features).
+    """
+    leaf = embeds if keep_graph_from_inputs else embeds.detach().to(adapter.model.dtype).requires_grad_(True)
     out = adapter.model(inputs_embeds=leaf.unsqueeze(0), attention_mask=torch.ones(1, leaf.shape[0], device=leaf.device,
                         dtype=torch.long), output_attentions=True, use_cache=False)
     attentions = tuple(out.attentions)  # not sliced: a slice would be a new node outside the logits' graph
@@ -69,3 +77,23 @@ def teacher_forced(adapter, embeds: torch.Tensor) -> TeacherForced:
 def predicting_positions(inputs: ModelInputs, generation: Generation) -> torch.Tensor:
     """p_t = L0 - 1 + t: the LM position whose logits choose generated token t."""
     return inputs.prompt_length - 1 + torch.arange(generation.num_generated)
+
+
+def answer_scores(forward: TeacherForced, inputs: ModelInputs, generation: Generation) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p_t for every token, the raw logit Y_t of each generated token at its p_t)."""
+    positions = predicting_positions(inputs, generation).to(forward.logits.device)
+    targets = generation.generated_ids.to(forward.logits.device)
+    return positions, forward.logits[positions, targets]
+
+
+def token_gradients(scores: torch.Tensor, wrt: Sequence[torch.Tensor], chunk_size: int
+                    ) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
+    """Gradients of each score w.r.t. ``wrt``, several tokens per batched `autograd.grad` call.
+
+    Yields (token indices of the chunk, one tensor per ``wrt`` with a leading chunk dim). The
+    gradients are returned, never accumulated into ``.grad``.
+    """
+    for chunk in torch.split(torch.arange(scores.numel()), chunk_size):
+        selector = torch.zeros(len(chunk), scores.numel(), device=scores.device, dtype=scores.dtype)
+        selector[torch.arange(len(chunk)), chunk.to(scores.device)] = 1.0
+        yield chunk, torch.autograd.grad(scores, tuple(wrt), grad_outputs=selector, is_grads_batched=True, retain_graph=True)

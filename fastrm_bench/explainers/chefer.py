@@ -18,7 +18,14 @@ import time
 
 import torch
 
-from fastrm_bench.explainers._attention import answer_embeds, explaining, predicting_positions, teacher_forced
+from fastrm_bench.explainers._attention import (
+    answer_embeds,
+    answer_scores,
+    explaining,
+    predicting_positions,
+    teacher_forced,
+    token_gradients,
+)
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
 from fastrm_bench.profiling import PeakMemory
 
@@ -49,22 +56,15 @@ class Chefer(ExplanationMethod):
         if generation.num_generated == 0:
             return torch.zeros(0, gh, gw)
         image_positions = adapter.image_token_positions(inputs.input_ids[0])
-        positions = predicting_positions(inputs, generation).to(adapter.device)
-        targets = generation.generated_ids.to(adapter.device)
         forward = teacher_forced(adapter, answer_embeds(adapter, inputs, generation))
-        scores = forward.logits[positions, targets]  # raw logits Y_t, [T]
+        positions, scores = answer_scores(forward, inputs, generation)
+        n = forward.logits.shape[0]
         rows = []
-        for chunk in torch.split(torch.arange(len(targets)), self.chunk_size):
-            selector = torch.zeros(len(chunk), len(targets), device=scores.device, dtype=scores.dtype)
-            selector[torch.arange(len(chunk)), chunk] = 1.0
-            grads = torch.autograd.grad(scores, forward.attentions, grad_outputs=selector, is_grads_batched=True,
-                                        retain_graph=True)
-            n = forward.logits.shape[0]
+        for chunk, grads in token_gradients(scores, forward.attentions, self.chunk_size):
             v = torch.zeros(len(chunk), n, device=scores.device, dtype=torch.float32)
             v[torch.arange(len(chunk)), positions[chunk]] = 1.0
             for grad, attention in zip(reversed(grads), reversed(forward.attentions)):
-                abar = _abar(grad, attention)  # [chunk, N, N]
-                v = v + torch.einsum("cn,cnm->cm", v, abar)
+                v = v + torch.einsum("cn,cnm->cm", v, _abar(grad, attention))  # v + v @ Abar_l, l = L..1
             rows.append(v[:, image_positions])
         return torch.cat(rows).reshape(-1, gh, gw).detach().cpu()
 

@@ -132,6 +132,12 @@ class LlavaHFAdapter(ModelAdapter):
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         return torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
 
+    def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """LM input embeddings with ``image_features`` [B, n_image_tokens, d] at the image-token slots."""
+        embeds = self.model.get_input_embeddings()(input_ids)
+        slots = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
+        return embeds.masked_scatter(slots, image_features.to(embeds.dtype))
+
     def perturbed_embeds(
         self, inputs: ModelInputs, image_keep: torch.Tensor, removal: str = "zero"
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,9 +150,7 @@ class LlavaHFAdapter(ModelAdapter):
         feats = self.image_features(inputs.tensors["pixel_values"])
         if removal == "zero":
             feats = feats * keep.unsqueeze(-1).to(feats.dtype)
-        embeds = self.model.get_input_embeddings()(ids)
-        slots = (ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
-        embeds = embeds.masked_scatter(slots, feats.to(embeds.dtype))
+        embeds = self.embed(ids, feats)
         if removal == "zero":
             return embeds, attn
         # drop: delete removed image tokens, then left-pad the rows again

@@ -1,0 +1,51 @@
+"""Every registered method (timm-style, parametrised over the registry) on a tiny LLaVA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from fastrm_bench.builders import create_method
+from fastrm_bench.registry import METHODS
+
+
+@pytest.fixture(scope="module")
+def generation_case(tiny_adapter):
+    inputs = tiny_adapter.build_inputs([Image.new("RGB", (48, 48), "yellow")], ["Where is the yellow square?"])
+    return inputs, tiny_adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5)[0]
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_contract(name, tiny_adapter, generation_case):
+    inputs, generation = generation_case
+    model = tiny_adapter.model
+    method, _ = create_method(name)
+    explanation = method.explain(tiny_adapter, inputs, generation)
+    assert explanation.maps.shape == (5, *tiny_adapter.grid_shape)
+    assert torch.isfinite(explanation.maps).all() and explanation.seconds >= 0
+    assert not model.training and model.config._attn_implementation == "eager"
+    assert all(p.grad is None and not p.requires_grad for p in model.parameters())
+
+
+def test_gradcam_matches_a_hand_written_single_token_gradcam(tiny_adapter, generation_case):
+    inputs, generation = generation_case
+    maps = create_method("gradcam")[0].explain(tiny_adapter, inputs, generation).maps
+    model = tiny_adapter.model
+    hidden = model.model.vision_tower(inputs.tensors["pixel_values"], output_hidden_states=True).hidden_states
+    acts = hidden[model.config.vision_feature_layer].detach().requires_grad_(True)
+    features = model.model.multi_modal_projector(acts[:, 1:])
+    prompt = tiny_adapter.embed(inputs.input_ids, features)
+    answer = model.get_input_embeddings()(generation.generated_ids[:1]).unsqueeze(0)
+    logits = model(inputs_embeds=torch.cat([prompt, answer], dim=1)).logits[0]
+    t = 1  # the second generated token, predicted at p_1 = L0
+    (grad,) = torch.autograd.grad(logits[inputs.prompt_length - 1 + t, generation.generated_ids[t]], acts)
+    weights = grad[0, 1:].mean(0)
+    expected = (acts[0, 1:].detach() @ weights).clamp_min(0).reshape(tiny_adapter.grid_shape)
+    torch.testing.assert_close(maps[t], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_rollout_rows_are_distributions_over_earlier_tokens(tiny_adapter, generation_case):
+    inputs, generation = generation_case
+    maps = create_method("rollout")[0].explain(tiny_adapter, inputs, generation).maps
+    assert (maps >= 0).all() and (maps.flatten(1).sum(1) < 1 + 1e-5).all()
