@@ -37,3 +37,5 @@ METHODS.register("attention", "fastrm_bench.explainers.attention:RawAttention",
                  description="Raw attention of the predicting position to the image tokens, mean over heads and layers.")
 METHODS.register("rollout", "fastrm_bench.explainers.attention:AttentionRollout",
                  description="Attention rollout (Abnar & Zuidema): product of head-mean attention mixed with identity.")
+METHODS.register("fastrm", "fastrm_bench.explainers.fastrm_method:FastRMMethod",
+                 description="FastRM proxy: relevance probabilities from the last hidden states, no gradients.")

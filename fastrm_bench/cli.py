@@ -113,6 +113,38 @@ def train_vlm(
     typer.echo(f"model written to {out / 'model'}; use it with --model {out / 'model'}")
 
 
+@app.command()
+def distill(
+    out: Annotated[Path, typer.Option(help="Folder for the FastRM checkpoint.")],
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    task: Annotated[str, typer.Option(help="Task whose training questions are answered.")] = "vqav2",
+    split: Annotated[str, typer.Option(help="Split of the task's files.")] = "train",
+    questions: Annotated[int | None, typer.Option(help="Seeded subsample of questions (default: all).")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the (resumable) token dataset goes.")] = None,
+    labeling_threshold: Annotated[float, typer.Option(help="y_j = R_j >= t * max(R).")] = 0.3,
+    data_size: Annotated[int | None, typer.Option(help="Token samples used for training (ablation).")] = None,
+    steps: Annotated[int, typer.Option(help="Adam steps.")] = 3500,
+    batch_size: Annotated[int, typer.Option(help="Token samples per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-5,
+    seed: Annotated[int, typer.Option(help="Seed of subsampling, split and training.")] = 0,
+) -> None:
+    """Distil a FastRM proxy: Chefer-labelled token dataset (resumable), then BCE training."""
+    from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
+    from fastrm_bench.world.build import cache_root
+
+    dataset = DatasetConfig(model=model, task=task, split=split, data_root=data_root, questions=questions, seed=seed)
+    folder = data_dir or cache_root() / "distill" / f"{Path(model).name}-{task}-{split}-q{questions or 'all'}-s{seed}"
+    try:
+        build_dataset(dataset, folder, log=typer.echo)
+    except (UnknownNameError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+        return
+    recipe = TrainConfig(labeling_threshold=labeling_threshold, steps=steps, batch_size=batch_size, lr=lr,
+                         data_size=data_size, seed=seed)
+    train_proxy(folder, out, recipe, distilled_from=model, log=typer.echo)
+
+
 @app.command("eval-vlm")
 def eval_vlm(
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",

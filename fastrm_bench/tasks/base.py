@@ -106,13 +106,17 @@ class FileTask(Task):
         keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
         return [records[i] for i in keep]
 
+    def sample(self, record: Record) -> Sample:
+        """Open the record's image and masks."""
+        if not record.image_path.is_file():
+            raise FileNotFoundError(f"{self.name}: image {record.image_path} of question {record.id} is missing")
+        with Image.open(record.image_path) as im:
+            image = im.convert("RGB")
+        return Sample(record.id, image, record.question, record.references, dict(record.meta), self.mask_for(record.ann_ids))
+
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:
         for record in self.select(limit, seed):
-            if not record.image_path.is_file():
-                raise FileNotFoundError(f"{self.name}: image {record.image_path} of question {record.id} is missing")
-            with Image.open(record.image_path) as im:
-                image = im.convert("RGB")
-            yield Sample(record.id, image, record.question, record.references, dict(record.meta), self.mask_for(record.ann_ids))
+            yield self.sample(record)
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, float]:
         """Accuracy overall and per question type (``meta["type"]``)."""

@@ -1,0 +1,84 @@
+"""The FastRM proxy (SPEC section 3): LayerNorm, one attention head with one query, sigmoid.
+
+``q = W_q LN(h[p_t])``, ``k_j = W_k LN(h[j])`` for the image positions j, ``s_j = q.k_j / sqrt(d)``,
+``prob_j = sigmoid(s_j)``. Its input is what the LM computes anyway (the final-norm hidden states
+that feed ``lm_head``), so a map costs two small matrix products: no gradients, no attentions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "fastrm_config.json"
+
+
+class CheckpointError(ValueError):
+    """A FastRM checkpoint that cannot be used (missing files, pickles, wrong hidden size)."""
+
+
+@dataclass
+class FastRMConfig:
+    hidden_size: int
+    labeling_threshold: float = 0.3
+    distilled_from: str = ""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    training_data_sha256: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class FastRM(torch.nn.Module):
+    """Predicts, for the token generated at p_t, the probability that each image token is relevant."""
+
+    def __init__(self, hidden_size: int | FastRMConfig):
+        super().__init__()
+        self.config = hidden_size if isinstance(hidden_size, FastRMConfig) else FastRMConfig(hidden_size)
+        d = self.config.hidden_size
+        self.norm = torch.nn.LayerNorm(d)
+        self.query = torch.nn.Linear(d, d)
+        self.key = torch.nn.Linear(d, d)
+
+    def logits(self, query_states: torch.Tensor, image_states: torch.Tensor) -> torch.Tensor:
+        """``query_states`` [..., d] (h at p_t), ``image_states`` [..., n_img, d] -> scores [..., n_img]."""
+        q = self.query(self.norm(query_states)).unsqueeze(-2)
+        k = self.key(self.norm(image_states))
+        return (q * k).sum(-1) / math.sqrt(self.config.hidden_size)
+
+    def forward(self, query_states: torch.Tensor, image_states: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(query_states, image_states))
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
+        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, expected_hidden_size: int | None = None) -> FastRM:
+        """Load a checkpoint; refuse pickles and a hidden size that does not match the LVLM's."""
+        directory = Path(directory)
+        weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+        if not weights.is_file():
+            pickles = [p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+            hint = f" (found {', '.join(pickles)}: pickled weights are refused; convert them to safetensors)" if pickles else ""
+            raise CheckpointError(f"{directory}: no {WEIGHTS_NAME}{hint}")
+        if not config_path.is_file():
+            raise CheckpointError(f"{directory}: no {CONFIG_NAME}")
+        config = FastRMConfig(**json.loads(config_path.read_text()))
+        if expected_hidden_size is not None and config.hidden_size != expected_hidden_size:
+            raise CheckpointError(
+                f"{directory}: FastRM was distilled for hidden size {config.hidden_size} "
+                f"({config.distilled_from or 'unknown model'}), but the model's hidden size is {expected_hidden_size}"
+            )
+        model = cls(config)
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval()

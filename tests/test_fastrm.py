@@ -1,0 +1,65 @@
+"""FastRM: the proxy, its checkpoints, distillation from scratch, and the `fastrm` method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastrm_bench.fastrm.distill import (
+    DatasetConfig,
+    TrainConfig,
+    build_dataset,
+    load_dataset,
+    predict,
+    split_tokens,
+    train_proxy,
+)
+from fastrm_bench.fastrm.model import CheckpointError, FastRM
+from fastrm_bench.metrics.threshold import binarise, threshold_scores
+
+
+def test_proxy_is_the_spec_formula():
+    torch.manual_seed(0)
+    proxy = FastRM(16)
+    h_query, h_image = torch.randn(16), torch.randn(9, 16)
+    q = proxy.query(proxy.norm(h_query))
+    k = proxy.key(proxy.norm(h_image))
+    torch.testing.assert_close(proxy(h_query, h_image), torch.sigmoid(k @ q / 4.0))
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    proxy = FastRM(16)
+    proxy.save_pretrained(tmp_path / "ok")
+    loaded = FastRM.from_pretrained(tmp_path / "ok", expected_hidden_size=16)
+    assert all(torch.equal(a, b) for a, b in zip(proxy.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(CheckpointError, match="hidden size 16 .* model's hidden size is 4096"):
+        FastRM.from_pretrained(tmp_path / "ok", expected_hidden_size=4096)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    torch.save(proxy.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickled weights are refused"):
+        FastRM.from_pretrained(pickled)
+
+
+def test_labels_follow_the_labeling_threshold():
+    relevancy = torch.tensor([[0.0, 0.2, 0.29, 0.3, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    assert binarise(relevancy, 0.3).tolist() == [[False, False, False, True, True], [False] * 5]
+
+
+def test_distillation_from_scratch_beats_an_untrained_proxy(world_root, tmp_path):
+    data_dir = tmp_path / "data"
+    build_dataset(DatasetConfig(model="tiny-llava-shapes", split="val", data_root=str(world_root), max_new_tokens=5,
+                                shard_size=100), data_dir, log=lambda *_: None)
+    data = load_dataset(data_dir)
+    assert data["query"].shape[0] >= 300  # token samples
+    recipe = TrainConfig(steps=200, lr=1e-3, eval_every=100)
+    trained = train_proxy(data_dir, tmp_path / "proxy", recipe, distilled_from="tiny-llava-shapes", log=lambda *_: None)
+    reloaded = FastRM.from_pretrained(tmp_path / "proxy", expected_hidden_size=data["query"].shape[1])
+    assert reloaded.config.distilled_from == "tiny-llava-shapes" and len(reloaded.config.training_data_sha256) == 64
+    _, val = split_tokens(data, recipe)
+    labels = binarise(data["relevancy"], 0.3)[val]
+    torch.manual_seed(1)
+    untrained = FastRM(data["query"].shape[1])
+    f1 = threshold_scores(predict(trained, data, val), labels, (0.5,))[0.5]["f1"]
+    f1_untrained = threshold_scores(predict(untrained, data, val), labels, (0.5,))[0.5]["f1"]
+    assert f1 > f1_untrained + 0.05, (f1, f1_untrained)
