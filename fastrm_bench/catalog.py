@@ -39,3 +39,5 @@ METHODS.register("rollout", "fastrm_bench.explainers.attention:AttentionRollout"
                  description="Attention rollout (Abnar & Zuidema): product of head-mean attention mixed with identity.")
 METHODS.register("fastrm", "fastrm_bench.explainers.fastrm_method:FastRMMethod",
                  description="FastRM proxy: relevance probabilities from the last hidden states, no gradients.")
+METHODS.register("oracle", "fastrm_bench.explainers.oracle:OracleMap",
+                 description="Ground-truth mask of the referenced objects (upper bound; needs masks).")

@@ -37,10 +37,16 @@ class ModelInputs:
 
     tensors: dict[str, torch.Tensor]
     prompt_length: int  # L0: prompt tokens incl. image tokens (left-padded batch: padded length)
+    sample: Sample | None = None  # the sample these inputs were built for (oracle maps read its mask)
 
     @property
     def input_ids(self) -> torch.Tensor:
         return self.tensors["input_ids"]
+
+    def repeat(self, n: int) -> ModelInputs:
+        """The same (single-sample) inputs ``n`` times along the batch dim, e.g. for perturbed variants."""
+        return ModelInputs({k: v.repeat_interleave(n, dim=0) for k, v in self.tensors.items()}, self.prompt_length,
+                           self.sample)
 
 
 @dataclass

@@ -1,14 +1,17 @@
-"""`fastrm-bench run`: answer every sample, score it, explain it, and save a run directory.
+"""`fastrm-bench run`: answer, score, explain and perturb every sample; save a run directory.
 
 Run directory::
 
     config.json     everything needed to reproduce (versions, seed, resolved specs, model hash)
-    samples.jsonl   one line per sample (appended and flushed as it finishes: nothing lost)
-    maps.npz        the sample maps [N, grid_h, grid_w] in samples.jsonl order
-    results.json    aggregates, each with higher_is_better
+    samples.jsonl   one line per sample, appended and fsynced as it finishes (nothing lost)
+    maps/           one .npy sample map per sample (written before its samples.jsonl line)
+    maps.npz        all sample maps [N, grid_h, grid_w] in samples.jsonl order
+    results.json    aggregates, each metric with ``higher_is_better``
 
-A run interrupted at any point continues with ``resume=True``: samples already in
-``samples.jsonl`` are skipped (a partially written last line is discarded).
+Resume: a run killed at any moment continues with ``resume=True``; samples already in
+``samples.jsonl`` are skipped (a cut last line is dropped and redone), so the final files equal
+those of an uninterrupted run. Per-sample work depends only on (seed, sample), which also lets
+samples be sharded across processes later.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import hashlib
 import json
 import os
 import platform
+import string
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +31,21 @@ import torch
 from tqdm.auto import tqdm
 
 from fastrm_bench.builders import create_method, create_task
+from fastrm_bench.interfaces import Explanation, Generation, ModelInputs, Sample
+from fastrm_bench.metrics.entropy import calibration_split, entropy_confidence, map_entropy
 from fastrm_bench.metrics.localisation import mask_to_patches, pointing_game, relevance_mass
+from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS, DIRECTIONS, curve_auc, keep_masks
+from fastrm_bench.metrics.threshold import DEFAULT_THRESHOLDS, binarise
 from fastrm_bench.specs import resolve
 
-HIGHER_IS_BETTER = {"accuracy": True, "relevance_mass": True, "pointing_game": True, "map_seconds": False,
-                    "generation_seconds": False, "f1": True, "precision": True, "recall": True, "mean_f1": True}
+HIGHER_IS_BETTER = {
+    "accuracy": True, "f1": True, "precision": True, "recall": True, "mean_f1": True, "yes_ratio": None,
+    "pp_auc": False, "np_auc": True, "pp_auc_first20": False, "np_auc_first20": True,
+    "relevance_mass": True, "pointing_game": True, "object_patch_share": None,
+    "map_seconds": False, "generation_seconds": False, "threshold_accuracy": True, "threshold_f1": True,
+    "entropy_tp_rate_below": True, "entropy_fp_rate_below": False, "entropy_share_below": None,
+    "entropy_tn_rate_above": True, "entropy_fn_rate_above": False, "entropy_threshold": None,
+}
 
 
 @dataclass
@@ -45,6 +59,10 @@ class RunConfig:
     data_root: str | None = None
     max_new_tokens: int = 10
     device: str | None = None
+    fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
+    removal: str = "zero"  # how perturbation removes image tokens: "zero" (embeddings zeroed) or "drop"
+    perturbation: bool = True
+    aggregation: str = "mean"  # sample map = mean of the per-token maps over the answer tokens
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -72,16 +90,101 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _read_done(path: Path) -> list[dict[str, Any]]:
+    """Complete lines of an earlier attempt; a line cut by a kill is dropped (and redone)."""
     if not path.exists():
         return []
     done = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text().splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
         try:
             done.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: redo that sample
+        except json.JSONDecodeError:
             break
-    path.write_text("".join(json.dumps(r) + "\n" for r in done))
+    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in done))
     return done
+
+
+_FORMAT_ONLY = set(string.punctuation) | {" "}
+
+
+def sample_map(explanation: Explanation, generation: Generation, tokenizer, aggregation: str = "mean") -> torch.Tensor:
+    """One map per answer: the mean of the per-token maps, format-only tokens (punctuation) left out."""
+    if aggregation != "mean":
+        raise ValueError(f"unknown aggregation {aggregation!r}; only 'mean' is implemented")
+    maps = explanation.maps.float()
+    if generation.num_generated == 0:
+        return maps.mean(0) if len(maps) else torch.zeros(maps.shape[1:])
+    words = [tokenizer.decode([int(t)]).strip() for t in generation.generated_ids]
+    content = [i for i, w in enumerate(words) if w and not set(w) <= _FORMAT_ONLY]
+    return maps[content or list(range(len(maps)))].mean(0)
+
+
+class Evaluator:
+    """Per-sample work of a run: everything here depends only on (config, sample)."""
+
+    def __init__(self, cfg: RunConfig, adapter, task, method):
+        self.cfg, self.adapter, self.task, self.method = cfg, adapter, task, method
+        self._chefer = None
+
+    def answers(self, inputs: ModelInputs, sample: Sample, keeps: torch.Tensor) -> list[float]:
+        """Scores of the answers with each row of ``keeps`` applied, in one batch."""
+        batch = inputs.repeat(keeps.shape[0])
+        outs = self.adapter.generate(batch, self.cfg.max_new_tokens, image_keep=keeps, removal=self.cfg.removal)
+        return [self.task.score(g.text, sample) for g in outs]
+
+    def perturbation(self, inputs: ModelInputs, sample: Sample, generation: Generation, first_map: torch.Tensor
+                     ) -> dict[str, list[float]]:
+        draws = int(getattr(self.method, "perturbation_draws", 1))
+        curves = {d: np.zeros(len(self.cfg.fractions)) for d in DIRECTIONS}
+        for draw in range(draws):
+            smap = first_map if draw == 0 else sample_map(self.method.explain(self.adapter, inputs, generation), generation,
+                                                          self.adapter.processor.tokenizer, self.cfg.aggregation)
+            masks = keep_masks(smap, self.cfg.fractions, seed=self.cfg.seed + draw)
+            scores = self.answers(inputs, sample, torch.cat([masks[d] for d in DIRECTIONS]))
+            n = len(self.cfg.fractions)
+            for i, d in enumerate(DIRECTIONS):
+                curves[d] += np.asarray(scores[i * n : (i + 1) * n]) / draws
+        return {d: c.tolist() for d, c in curves.items()}
+
+    def threshold_counts(self, inputs: ModelInputs, generation: Generation, probs: torch.Tensor) -> dict[str, list[int]]:
+        """Confusion counts of prob >= c against binarised Chefer labels, per threshold c."""
+        from fastrm_bench.explainers.chefer import Chefer
+
+        self._chefer = self._chefer or Chefer()
+        labels = binarise(self._chefer.explain(self.adapter, inputs, generation).maps, 0.3).flatten()
+        p = probs.flatten()
+        out = {}
+        for c in DEFAULT_THRESHOLDS:
+            pred = p >= c
+            out[str(c)] = [int((pred & labels).sum()), int((pred & ~labels).sum()), int((~pred & labels).sum()),
+                           int((~pred & ~labels).sum())]
+        return out
+
+    def __call__(self, sample: Sample) -> tuple[dict[str, Any], np.ndarray]:
+        inputs = self.adapter.build_inputs([sample.image], [self.task.prompt(sample)])
+        inputs.sample = sample
+        t0 = time.perf_counter()
+        generation = self.adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
+        generation_seconds = time.perf_counter() - t0
+        explanation = self.method.explain(self.adapter, inputs, generation)
+        smap = sample_map(explanation, generation, self.adapter.processor.tokenizer, self.cfg.aggregation)
+        record: dict[str, Any] = {
+            "id": sample.id, "question": sample.question, "prediction": generation.text, "reference": sample.references[0],
+            "score": self.task.score(generation.text, sample), "meta": sample.meta, "num_tokens": generation.num_generated,
+            "map_seconds": explanation.seconds, "generation_seconds": generation_seconds,
+            "peak_memory_bytes": explanation.peak_memory_bytes, "entropy": map_entropy(smap),
+        }
+        if self.cfg.perturbation:
+            record["curves"] = self.perturbation(inputs, sample, generation, smap)
+        if explanation.is_probability and generation.num_generated:
+            record["threshold_counts"] = self.threshold_counts(inputs, generation, explanation.maps)
+        if sample.mask is not None:
+            on_object = mask_to_patches(sample.mask, self.adapter.grid_shape)
+            record["relevance_mass"] = relevance_mass(smap, on_object)
+            record["pointing_game"] = pointing_game(smap, on_object)
+            record["object_patch_share"] = float(on_object.mean())
+        return record, smap.cpu().numpy()
 
 
 def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
@@ -95,11 +198,12 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     if getattr(task, "uses_embedded_world", False):
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
     adapter = load_model(cfg.model, device=cfg.device)
-    out = Path(cfg.output_dir or f"runs/{adapter.name.replace('/', '_')}/{task_spec.name}/{method_spec.name}")
+    out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     out.mkdir(parents=True, exist_ok=True)
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": weights_hash(adapter.model), "data_source": task.data_source,
-              "data_root": str(task.data_root), "grid": list(adapter.grid_shape), "versions": _versions()}
+              "data_root": str(task.data_root), "grid": list(adapter.grid_shape), "versions": _versions(),
+              "device": str(adapter.device)}
     config_path = out / "config.json"
     if resume and config_path.exists():
         previous = json.loads(config_path.read_text())
@@ -114,48 +218,65 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     maps_dir = out / "maps"
     maps_dir.mkdir(exist_ok=True)
     done_ids = {r["id"] for r in done}
-    samples = list(task.samples(limit=cfg.limit, seed=cfg.seed))
     records = list(done)
+    evaluate = Evaluator(cfg, adapter, task, method)
+    todo = [s for s in task.select(cfg.limit, cfg.seed) if s.id not in done_ids] if hasattr(task, "select") else None
+    stream = (task.sample(r) for r in todo) if todo is not None else (
+        s for s in task.samples(limit=cfg.limit, seed=cfg.seed) if s.id not in done_ids)
+    total = len(todo) if todo is not None else None
     with samples_path.open("a") as fh:
-        for sample in tqdm(samples, desc=f"{method_spec.name} on {task_spec.name}", unit="sample"):
-            if sample.id in done_ids:
-                continue
-            inputs = adapter.build_inputs([sample.image], [task.prompt(sample)])
-            t0 = time.perf_counter()
-            generation = adapter.generate(inputs, cfg.max_new_tokens, return_hidden=True)[0]
-            gen_seconds = time.perf_counter() - t0
-            explanation = method.explain(adapter, inputs, generation)
-            sample_map = explanation.maps.float().mean(0)
-            record: dict[str, Any] = {
-                "id": sample.id, "question": sample.question, "prediction": generation.text,
-                "references": sample.references[:1], "score": task.score(generation.text, sample), "meta": sample.meta,
-                "num_tokens": generation.num_generated, "map_seconds": explanation.seconds, "generation_seconds": gen_seconds,
-            }
-            if sample.mask is not None:
-                on_object = mask_to_patches(sample.mask, adapter.grid_shape)
-                record["relevance_mass"] = relevance_mass(sample_map, on_object)
-                record["pointing_game"] = pointing_game(sample_map, on_object)
-                record["object_patch_share"] = float(on_object.mean())
-            np.save(maps_dir / f"{len(records):06d}.npy", sample_map.cpu().numpy())
+        for sample in tqdm(stream, total=total, desc=f"{method_spec.name} on {task_spec.name}", unit="sample"):
+            record, smap = evaluate(sample)
+            np.save(maps_dir / f"{len(records):06d}.npy", smap)
             fh.write(json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             records.append(record)
 
-    results = summarise(task, records)
+    results = summarise(task, records, cfg)
+    results["config"] = {"model": adapter.name, "task": task_spec.name, "method": method_spec.name,
+                         "data_source": task.data_source, "removal": cfg.removal, "seed": cfg.seed}
     maps = np.stack([np.load(maps_dir / f"{i:06d}.npy") for i in range(len(records))]) if records else np.zeros((0,))
     np.savez_compressed(out / "maps.npz", maps=maps, ids=np.array([r["id"] for r in records]))
     _atomic_write(out / "results.json", json.dumps(results, indent=2))
     return {"output_dir": str(out), **results}
 
 
-def summarise(task, records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+    """Aggregate per-sample records into the run's metrics (pure: used by resume and leaderboards)."""
     metrics: dict[str, float] = dict(task.aggregate(records))
     for key in ("relevance_mass", "pointing_game", "object_patch_share", "map_seconds", "generation_seconds"):
-        values = [r[key] for r in records if key in r and r[key] == r[key]]
+        values = [r[key] for r in records if r.get(key) is not None and r[key] == r[key]]
         if values:
             metrics[key] = float(np.mean(values))
+    curves: dict[str, list[float]] = {}
+    with_curves = [r for r in records if "curves" in r]
+    if with_curves:
+        fr = cfg.fractions
+        for d, short in (("positive", "pp"), ("negative", "np")):
+            mean_curve = np.mean([r["curves"][d] for r in with_curves], axis=0)
+            curves[d] = mean_curve.tolist()
+            metrics[f"{short}_auc"] = curve_auc(fr, mean_curve)
+            window = [i for i, f in enumerate(fr) if f <= 0.2 + 1e-9]
+            if len(window) >= 2:
+                metrics[f"{short}_auc_first20"] = curve_auc([fr[i] for i in window], mean_curve[window])
+    counts = [r["threshold_counts"] for r in records if "threshold_counts" in r]
+    threshold: dict[str, dict[str, float]] = {}
+    if counts:
+        for c in counts[0]:
+            tp, fp, fn, tn = np.sum([x[c] for x in counts], axis=0)
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            threshold[c] = {"accuracy": float((tp + tn) / (tp + fp + fn + tn)), "f1": float(f1)}
+        metrics["threshold_accuracy"] = threshold["0.5"]["accuracy"]
+        metrics["threshold_f1"] = threshold["0.5"]["f1"]
+    if len(records) >= 4:
+        entropy = np.array([r["entropy"] for r in records])
+        correct = np.array([r["score"] >= 0.5 for r in records])
+        conf = entropy_confidence(entropy, correct, calibration_split(len(records), cfg.seed))
+        metrics.update({f"entropy_{k}": v for k, v in conf.items() if not k.startswith("n_")})
     return {
         "n": len(records),
         "metrics": {k: {"value": v, "higher_is_better": HIGHER_IS_BETTER.get(k.split("/")[-1])} for k, v in metrics.items()},
+        "curves": {"fractions": list(cfg.fractions), **curves},
+        "threshold_sweep": threshold,
     }

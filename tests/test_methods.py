@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from fastrm_bench.builders import create_method
+from fastrm_bench.fastrm.model import FastRM
+from fastrm_bench.interfaces import Sample
 from fastrm_bench.registry import METHODS
 
 
 @pytest.fixture(scope="module")
 def generation_case(tiny_adapter):
-    inputs = tiny_adapter.build_inputs([Image.new("RGB", (48, 48), "yellow")], ["Where is the yellow square?"])
-    return inputs, tiny_adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5)[0]
+    image = Image.new("RGB", (48, 48), "yellow")
+    inputs = tiny_adapter.build_inputs([image], ["Where is the yellow square?"])
+    mask = np.zeros((48, 48), dtype=bool)
+    mask[8:20, 30:44] = True
+    inputs.sample = Sample("q1", image, "Where is the yellow square?", ["top right"], mask=mask)  # for `oracle`
+    return inputs, tiny_adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5, return_hidden=True)[0]
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_contract(name, tiny_adapter, generation_case):
+def test_method_contract(name, tiny_adapter, generation_case, tmp_path):
     inputs, generation = generation_case
     model = tiny_adapter.model
-    method, _ = create_method(name)
+    overrides = {}
+    if name == "fastrm":  # no proxy ships for the random test model: an untrained one of its hidden size
+        overrides["checkpoint"] = str(FastRM(model.config.text_config.hidden_size).save_pretrained(tmp_path / "proxy"))
+    method, _ = create_method(name, **overrides)
     explanation = method.explain(tiny_adapter, inputs, generation)
     assert explanation.maps.shape == (5, *tiny_adapter.grid_shape)
     assert torch.isfinite(explanation.maps).all() and explanation.seconds >= 0

@@ -13,6 +13,8 @@ class RandomMap(ExplanationMethod):
     """Random baseline: i.i.d. uniform score per patch and token, seeded."""
 
     name = "random"
+    #: perturbation metrics average this many independent random maps per sample (the paper: 5)
+    perturbation_draws = 5
 
     def __init__(self, seed: int = 0):
         self.seed = seed

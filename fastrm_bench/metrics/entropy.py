@@ -1,0 +1,59 @@
+"""Entropy-based confidence (paper Fig. 9): a focused map should mean a trustworthy answer.
+
+``p = map / sum(map)``, ``H = -sum p log p`` over patches (maps clipped at 0). On a calibration
+part, the threshold is the mean of the mean entropies of correct and of wrong answers (the
+means of their KDEs, scipy ``gaussian_kde``). On the disjoint evaluation part, an answer whose
+map is below the threshold is predicted "correct": TP / FP rates are taken among the samples
+below, TN / FN among those above, and the share below is reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import gaussian_kde
+
+
+def map_entropy(sample_map: torch.Tensor) -> float:
+    m = sample_map.detach().double().clamp_min(0).flatten()
+    total = m.sum()
+    if total <= 0:
+        return float(np.log(m.numel()))  # an empty map carries no information: maximal entropy
+    p = m / total
+    p = p[p > 0]
+    return float(-(p * p.log()).sum())
+
+
+def calibration_split(n: int, seed: int = 0, fraction: float = 0.5) -> np.ndarray:
+    """Boolean mask of the calibration part (seeded); the rest is the evaluation part."""
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))]] = True
+    return mask
+
+
+def entropy_confidence(entropy: np.ndarray, correct: np.ndarray, calibration: np.ndarray) -> dict[str, float]:
+    """Threshold from the calibration part; rates on the evaluation part (nan where undefined)."""
+    entropy, correct, calibration = np.asarray(entropy, float), np.asarray(correct, bool), np.asarray(calibration, bool)
+    cal_ok, cal_bad = entropy[calibration & correct], entropy[calibration & ~correct]
+    if len(cal_ok) == 0 or len(cal_bad) == 0:
+        return {"threshold": float("nan")}
+    threshold = float((cal_ok.mean() + cal_bad.mean()) / 2)
+    ev = ~calibration
+    below, above = ev & (entropy < threshold), ev & (entropy >= threshold)
+
+    def rate(part: np.ndarray, want: bool) -> float:
+        return float((correct[part] == want).mean()) if part.any() else float("nan")
+
+    return {"threshold": threshold, "share_below": float(below.sum() / max(ev.sum(), 1)),
+            "tp_rate_below": rate(below, True), "fp_rate_below": rate(below, False),
+            "tn_rate_above": rate(above, False), "fn_rate_above": rate(above, True),
+            "n_calibration": int(calibration.sum()), "n_evaluation": int(ev.sum())}
+
+
+def entropy_kdes(entropy: np.ndarray, correct: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
+    """KDE densities of the entropy of correct and of wrong answers on ``grid`` (for Fig. 9)."""
+    out = {}
+    for name, part in (("correct", correct), ("wrong", ~correct)):
+        values = np.asarray(entropy)[np.asarray(part, bool)]
+        out[name] = gaussian_kde(values)(grid) if len(values) > 1 and np.ptp(values) > 0 else np.zeros_like(grid)
+    return out
