@@ -94,6 +94,61 @@ def run(
     typer.echo(f"{method} on {task} ({result['n']} samples): {summary} -> {result['output_dir']}")
 
 
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    markdown = "markdown"
+    latex = "latex"
+
+
+@app.command("leaderboard")
+def leaderboard_(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder searched for run directories.")] = Path("runs"),
+    format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    out: Annotated[Path | None, typer.Option(help="Also save the table here (format from the suffix: .csv .md .tex).")] = None,
+) -> None:
+    """One row per run: model, data, task, method, accuracy, PP/NP AUC, threshold F1, entropy, pointing, latency."""
+    from fastrm_bench.leaderboard import leaderboard, render
+
+    if not runs_dir.is_dir():
+        _fail(f"{runs_dir} is not a folder of runs")
+    frame = leaderboard(runs_dir)
+    if frame.empty:
+        _fail(f"no run directories (results.json + config.json) under {runs_dir}")
+    typer.echo(render(frame, format.value))
+    if out:
+        kind = {".csv": "csv", ".md": "markdown", ".tex": "latex"}.get(out.suffix, "table")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(frame, kind))
+
+
+@app.command("profile")
+def profile_(
+    method: Annotated[list[str], typer.Option("--method", "-m", help="Method(s) to profile; repeat the flag.")] = None,
+    max_new_tokens: Annotated[str, typer.Option(help="Comma-separated output lengths.")] = "1,5,10,25,50,100",
+    repeats: Annotated[int, typer.Option(help="Repeats per point (the median is reported).")] = 3,
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for profile.csv and profile.json.")] = Path("runs/profile"),
+) -> None:
+    """Map latency and peak memory vs number of output tokens, e.g. fastrm vs chefer-reference."""
+    from fastrm_bench.profile import profile, ratios, save
+
+    methods = method or ["fastrm", "chefer-reference"]
+    try:
+        lengths = [int(x) for x in max_new_tokens.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--max-new-tokens takes comma-separated integers, got {max_new_tokens!r}")
+        return
+    frame = profile(methods, lengths, repeats, model, device)
+    summary = ratios(frame, methods[0], methods[1]) if len(methods) >= 2 else {}
+    save(frame, out, summary)
+    typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for key, value in summary.items():
+        typer.echo(f"{methods[0]} vs {methods[1]}: {key} = {value:.3g}")
+    typer.echo(f"written to {out}/profile.csv and profile.json")
+
+
 @app.command("train-vlm")
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],

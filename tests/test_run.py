@@ -70,3 +70,26 @@ def test_cli_lists_methods_and_tasks_with_descriptions():
     tasks = runner.invoke(app, ["list", "tasks"]).output
     for name in ("vqav2", "gqa", "pope", "pope-random", "pope-popular", "pope-adversarial"):
         assert any(line.startswith(name + " ") for line in tasks.splitlines()), tasks
+
+
+def test_leaderboard_csv_has_one_row_per_run(world_root, tiny_llava_dir, tmp_path):
+    for method in ("random", "chefer"):
+        run(_config(world_root, tiny_llava_dir, tmp_path / "runs" / method, method=method, limit=4), log=lambda *_: None)
+    result = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "runs"), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    header = lines[0].split(",")
+    for column in ("model", "data_source", "task", "method", "n", "task_accuracy", "pp_auc", "np_auc", "threshold_f1",
+                   "entropy_tp_rate_below", "pointing_game", "relevance_mass", "map_seconds"):
+        assert column in header
+    assert len(lines) == 3 and {line.split(",")[header.index("method")] for line in lines[1:]} == {"random", "chefer"}
+
+
+def test_profile_reports_both_methods_and_the_ratio(tiny_llava_dir, tmp_path):
+    result = CliRunner().invoke(app, ["profile", "--method", "random", "--method", "chefer-reference", "--max-new-tokens",
+                                      "1,3", "--repeats", "1", "--model", str(tiny_llava_dir), "--device", "cpu",
+                                      "--out", str(tmp_path / "profile")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "profile" / "profile.json").read_text())
+    assert {(r["method"], r["tokens"]) for r in data["rows"]} == {(m, n) for m in ("random", "chefer-reference") for n in (1, 3)}
+    assert data["summary"]["mean_speedup"] > 1

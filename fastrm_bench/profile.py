@@ -1,0 +1,74 @@
+"""`fastrm-bench profile`: map latency and peak memory against the number of output tokens (paper Fig. 7).
+
+For each length N, generation is forced to exactly N new tokens (EOS suppressed), then each
+method explains all N tokens. Reported per (method, N): median seconds over repeats for the maps
+and, apart, for generation; and the peak memory of the generation + explanation phase
+(CUDA ``max_memory_allocated``; on CPU the resident high-water mark reset before the phase).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from fastrm_bench.builders import create_method
+from fastrm_bench.profiling import PeakMemory
+
+DEFAULT_LENGTHS = (1, 5, 10, 25, 50, 100)
+
+
+def profile(methods: list[str], lengths=DEFAULT_LENGTHS, repeats: int = 3, model: str = "tiny-llava-shapes",
+            device: str | None = None, seed: int = 0) -> pd.DataFrame:
+    from fastrm_bench.models.zoo import load_model
+    from fastrm_bench.world.scenes import generate_scene, jpeg_roundtrip, scene_seed
+
+    adapter = load_model(model, device=device)
+    scene = generate_scene(scene_seed("test", seed))
+    question = f"What color is the {scene.objects[0].shape}? Answer the question using up to two words."
+    inputs = adapter.build_inputs([jpeg_roundtrip(scene.image)], [question])
+    rows: list[dict[str, Any]] = []
+    for name in methods:
+        method, spec = create_method(name)
+        for n in tqdm(lengths, desc=f"profile {spec.name}", leave=False):
+            map_times, gen_times, peaks = [], [], []
+            for _ in range(repeats):
+                with PeakMemory(adapter.device) as memory:
+                    t0 = time.perf_counter()
+                    generation = adapter.generate(inputs, n, min_new_tokens=n, return_hidden=True)[0]
+                    t1 = time.perf_counter()
+                    explanation = method.explain(adapter, inputs, generation)
+                    t2 = time.perf_counter()
+                assert explanation.maps.shape[0] == n
+                gen_times.append(t1 - t0)
+                map_times.append(t2 - t1)
+                peaks.append(memory.peak_bytes)
+            rows.append({"method": spec.name, "tokens": n, "map_seconds": statistics.median(map_times),
+                         "generation_seconds": statistics.median(gen_times),
+                         "peak_memory_mb": None if None in peaks else max(peaks) / 2**20,
+                         "repeats": repeats, "device": str(adapter.device), "model": Path(adapter.name).name})
+    return pd.DataFrame(rows)
+
+
+def ratios(frame: pd.DataFrame, fast: str, slow: str) -> dict[str, float]:
+    """The paper's two numbers: mean speed-up of the maps, and the memory saved (share)."""
+    a = frame[frame.method == fast].set_index("tokens")
+    b = frame[frame.method == slow].set_index("tokens")
+    common = a.index.intersection(b.index)
+    speedup = float((b.loc[common, "map_seconds"] / a.loc[common, "map_seconds"]).mean())
+    out = {"mean_speedup": speedup}
+    if a["peak_memory_mb"].notna().all() and b["peak_memory_mb"].notna().all():
+        out["memory_saved_share"] = float(1 - (a.loc[common, "peak_memory_mb"] / b.loc[common, "peak_memory_mb"]).mean())
+    return out
+
+
+def save(frame: pd.DataFrame, out: Path, summary: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "profile.csv", index=False)
+    (out / "profile.json").write_text(json.dumps({"rows": frame.to_dict(orient="records"), "summary": summary}, indent=2))
+
