@@ -120,6 +120,6 @@ def test_missing_image_and_malformed_line_are_reported(world_root, tmp_path):
         list(task.samples())
     task, _ = create_task("vqav2", data_root=str(root))
     first = task.records[0]
-    first.image_path.unlink()
+    first.image.unlink()
     with pytest.raises(FileNotFoundError, match=f"question {first.id} is missing"):
         list(task.samples())

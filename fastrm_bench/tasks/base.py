@@ -11,9 +11,10 @@ import contextlib
 import io
 import json
 import logging
+import tempfile
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +35,7 @@ class Record:
     """One question before its image is opened (cheap to hold for a whole split)."""
 
     id: str
-    image_path: Path
+    image: Path | Callable[[], Image.Image]  # a file, or a loader (Hugging Face datasets decode lazily)
     question: str
     references: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -44,10 +45,20 @@ class Record:
 class FileTask(Task):
     """A task over official files under a data root; subclasses parse their format in `load_records`."""
 
+    #: Hugging Face column names of this task's fields (a spec's ``hf_columns`` overrides them)
+    HF_COLUMNS: dict[str, str] = {"id": "question_id", "question": "question", "answers": "answers", "image": "image"}
+
     def __init__(self, data_root: str | Path | None = None, split: str = "val", prompt_suffix: str = PAPER_SUFFIX,
-                 instances: str | None = "coco/annotations/instances_{split}2014.json", data_source: str | None = None):
+                 instances: str | None = "coco/annotations/instances_{split}2014.json", data_source: str | None = None,
+                 hf_dataset: str | None = None, hf_config: str | None = None, hf_split: str = "test",
+                 hf_columns: dict[str, str] | None = None):
         from fastrm_bench.world.build import ensure_world
 
+        self.hf_dataset, self.hf_config, self.hf_split = hf_dataset, hf_config, hf_split
+        self.hf_columns = {**self.HF_COLUMNS, **(hf_columns or {})}
+        if hf_dataset is not None and data_root is None:
+            data_root = tempfile.mkdtemp(prefix="fastrm-hf-")  # nothing is read from it
+            data_source = data_source or "hf"
         self.uses_embedded_world = data_root is None
         self.data_root = Path(ensure_world() if data_root is None else data_root).expanduser()
         if not self.data_root.is_dir():
@@ -77,7 +88,46 @@ class FileTask(Task):
 
     @cached_property
     def records(self) -> list[Record]:
-        return self.load_records()
+        return self.load_hf_records() if self.hf_dataset else self.load_records()
+
+    def open_hf_dataset(self):
+        """A hub id, a `save_to_disk` folder or a folder of parquet files (needs the `datasets` package)."""
+        try:
+            import datasets
+        except ImportError as err:
+            raise ImportError("reading Hugging Face datasets needs `pip install fastrm-bench[hf]`") from err
+        path = Path(self.hf_dataset).expanduser()
+        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            ds = datasets.load_from_disk(str(path))
+            return ds[self.hf_split] if isinstance(ds, datasets.DatasetDict) else ds
+        if path.is_dir():
+            return datasets.load_dataset("parquet", data_dir=str(path), split=self.hf_split)
+        return datasets.load_dataset(self.hf_dataset, self.hf_config, split=self.hf_split)
+
+    def hf_record(self, row: dict[str, Any], image: Callable[[], Image.Image]) -> Record | None:
+        """One Hugging Face row as a record (None: not part of this task, e.g. another POPE category)."""
+        c = self.hf_columns
+        answers = row[c["answers"]]
+        if isinstance(answers, str):
+            answers = [answers]
+        answers = [a["answer"] if isinstance(a, dict) else str(a) for a in answers]
+        meta = {"type": row.get(c.get("type", ""), None)} if c.get("type") else {}
+        return Record(str(row[c["id"]]), image, row[c["question"]], answers, meta)
+
+    def load_hf_records(self) -> list[Record]:
+        ds = self.open_hf_dataset()
+        image_column = self.hf_columns["image"]
+        missing = {v for k, v in self.hf_columns.items() if k in ("id", "question", "answers", "image")} - set(ds.column_names)
+        if missing:
+            raise ValueError(f"{self.hf_dataset}: no column(s) {sorted(missing)}; set hf_columns in the task spec "
+                             f"(columns are {ds.column_names})")
+        plain = ds.remove_columns([image_column])
+        records = []
+        for i, row in enumerate(plain):
+            record = self.hf_record(row, lambda i=i: ds[i][image_column])
+            if record is not None:
+                records.append(record)
+        return sorted(records, key=lambda r: (len(r.id), r.id))
 
     @cached_property
     def _coco(self):
@@ -108,10 +158,13 @@ class FileTask(Task):
 
     def sample(self, record: Record) -> Sample:
         """Open the record's image and masks."""
-        if not record.image_path.is_file():
-            raise FileNotFoundError(f"{self.name}: image {record.image_path} of question {record.id} is missing")
-        with Image.open(record.image_path) as im:
-            image = im.convert("RGB")
+        if callable(record.image):
+            image = record.image().convert("RGB")
+        else:
+            if not record.image.is_file():
+                raise FileNotFoundError(f"{self.name}: image {record.image} of question {record.id} is missing")
+            with Image.open(record.image) as im:
+                image = im.convert("RGB")
         return Sample(record.id, image, record.question, record.references, dict(record.meta), self.mask_for(record.ann_ids))
 
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:

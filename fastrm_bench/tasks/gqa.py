@@ -20,6 +20,8 @@ class GQATask(FileTask):
         super().__init__(**kwargs)
         self.questions_file, self.images = questions, images
 
+    HF_COLUMNS = {"id": "id", "question": "question", "answers": "answer", "image": "image"}
+
     def load_records(self) -> list[Record]:
         data = self.read_json(self.questions_file)
         records = []

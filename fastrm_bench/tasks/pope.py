@@ -44,6 +44,19 @@ class POPETask(FileTask):
             raise ValueError(f"unknown POPE categories {sorted(unknown)}; expected some of {STRATEGIES}")
         self.questions_file, self.images = questions, images
 
+    HF_COLUMNS = {"id": "question_id", "question": "question", "answers": "answer", "image": "image",
+                  "category": "category"}
+
+    def hf_record(self, row: dict[str, Any], image) -> Record | None:
+        """lmms-lab/POPE style rows: question_id, question, answer, image_source, image, category."""
+        c = self.hf_columns
+        category = row[c["category"]]
+        if category not in self.categories:
+            return None
+        label = row[c["answers"]].strip().lower()
+        meta = {"category": category, "label": label, "type": category}
+        return Record(f"{category}/{row[c['id']]}", image, row[c["question"]], [label], meta)
+
     def load_records(self) -> list[Record]:
         records = []
         for category in self.categories:
