@@ -33,10 +33,11 @@ def test_score_vqa_predictions_by_hand(world_root, tmp_path):
 def test_score_rejects_unknown_ids_and_malformed_lines(world_root, tmp_path):
     path = tmp_path / "pope.jsonl"
     path.write_text('{"question_id": 99999, "text": "yes"}\n')
-    result = CliRunner().invoke(app, ["score", "--task", "pope-random", "--predictions", str(path), "--data-root", str(world_root)])
+    args = ["score", "--task", "pope-random", "--predictions", str(path), "--data-root", str(world_root)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "question ids the task does not have" in result.output
     path.write_text('{"question_id": 1, "text": "yes"}\n{"question_id": 2, \n')
-    result = CliRunner().invoke(app, ["score", "--task", "pope-random", "--predictions", str(path), "--data-root", str(world_root)])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "pope.jsonl:2: malformed JSON line" in result.output
 
 
