@@ -89,7 +89,8 @@ def run(
         _fail(str(err))
         return
     metrics = result["metrics"]
-    shown = [k for k in ("accuracy", "mean_f1", "relevance_mass", "pointing_game", "map_seconds") if k in metrics]
+    shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "threshold_f1", "pointing_game", "relevance_mass",
+                         "map_seconds") if metrics.get(k, {}).get("value") is not None]
     summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
     typer.echo(f"{method} on {task} ({result['n']} samples): {summary} -> {result['output_dir']}")
 

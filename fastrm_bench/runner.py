@@ -276,7 +276,8 @@ def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, 
         metrics.update({f"entropy_{k}": v for k, v in conf.items() if not k.startswith("n_")})
     return {
         "n": len(records),
-        "metrics": {k: {"value": v, "higher_is_better": HIGHER_IS_BETTER.get(k.split("/")[-1])} for k, v in metrics.items()},
+        "metrics": {k: {"value": None if v != v else v, "higher_is_better": HIGHER_IS_BETTER.get(k.split("/")[-1])}
+                    for k, v in metrics.items()},  # NaN (undefined, e.g. no wrong answer) is written as null
         "curves": {"fractions": list(cfg.fractions), **curves},
         "threshold_sweep": threshold,
     }

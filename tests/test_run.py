@@ -19,9 +19,10 @@ def _config(world_root, tiny_llava_dir, out, **kw) -> RunConfig:
 
 
 def _without_timings(path):
+    """Sample records without the measurements that depend on the machine's moment (time, memory)."""
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     for r in rows:
-        r.pop("map_seconds"), r.pop("generation_seconds")
+        r.pop("map_seconds"), r.pop("generation_seconds"), r.pop("peak_memory_bytes")
     return rows
 
 
@@ -93,3 +94,47 @@ def test_profile_reports_both_methods_and_the_ratio(tiny_llava_dir, tmp_path):
     data = json.loads((tmp_path / "profile" / "profile.json").read_text())
     assert {(r["method"], r["tokens"]) for r in data["rows"]} == {(m, n) for m in ("random", "chefer-reference") for n in (1, 3)}
     assert data["summary"]["mean_speedup"] > 1
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(world_root, tiny_llava_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--method", "chefer", "--task", "vqav2", "--model", str(tiny_llava_dir), "--limit", "12", "--data-root",
+            str(world_root), "--max-new-tokens", "3", "--device", "cpu"]
+    cli = [sys.executable, "-m", "fastrm_bench.cli", "run", *args]
+    env = {**os.environ, "FASTRM_BENCH_CACHE": str(tmp_path / "cache")}
+    subprocess.run([*cli, "--output-dir", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*cli, "--output-dir", str(cut)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once a few samples are on disk
+        lines = (cut / "samples.jsonl").read_text().count("\n") if (cut / "samples.jsonl").exists() else 0
+        if lines >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = (cut / "samples.jsonl").read_text().count("\n")
+    assert 3 <= partial < 12 and not (cut / "results.json").exists()
+    subprocess.run([*cli, "--output-dir", str(cut), "--resume"], check=True, env=env, capture_output=True)
+    assert _without_timings(cut / "samples.jsonl") == _without_timings(full := tmp_path / "full" / "samples.jsonl")
+    results = [json.loads((d / "results.json").read_text()) for d in (cut, full.parent)]
+    for r in results:
+        for key in ("map_seconds", "generation_seconds"):
+            r["metrics"].pop(key)
+    assert results[0] == results[1]
+
+
+def test_same_seed_twice_gives_identical_results(world_root, tiny_llava_dir, tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        result = run(_config(world_root, tiny_llava_dir, tmp_path / name, method="random", limit=5), log=lambda *_: None)
+        for key in ("map_seconds", "generation_seconds"):
+            result["metrics"].pop(key)
+        result.pop("output_dir")
+        outs.append(result)
+    assert outs[0] == outs[1]
