@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(2)
 
-SMALL_WORLD = {"train": 12, "val": 40, "test": 40, "pope_images": 10}
+SMALL_WORLD = {"train": 12, "val": 60, "test": 40, "pope_images": 10}
 
 
 @pytest.fixture(scope="session", autouse=True)
