@@ -150,6 +150,27 @@ def profile_(
     typer.echo(f"written to {out}/profile.csv and profile.json")
 
 
+@app.command()
+def report(
+    runs_dirs: Annotated[list[Path], typer.Argument(help="Folders searched for run and profile directories.")],
+    out: Annotated[Path, typer.Option(help="Output folder for figures, tables and index.md.")] = Path("results"),
+) -> None:
+    """Paper-style figures (PNG + PDF) and tables (Markdown + LaTeX) from run and profile directories."""
+    import sys
+
+    from fastrm_bench.report import make_report
+
+    missing = [str(d) for d in runs_dirs if not d.is_dir()]
+    if missing:
+        _fail(f"not a folder: {', '.join(missing)}")
+    made = make_report(runs_dirs, out, "fastrm-bench " + " ".join(sys.argv[1:]))
+    for title, files in made.made:
+        typer.echo(f"made: {title}: {', '.join(files)}")
+    for note in made.skipped:
+        typer.echo(f"skipped: {note}")
+    typer.echo(f"index: {out / 'index.md'}")
+
+
 @app.command("train-vlm")
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],

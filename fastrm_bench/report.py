@@ -1,0 +1,298 @@
+"""`fastrm-bench report`: paper-style figures and tables from run and profile directories.
+
+Each figure is made from whatever runs are given; a figure whose inputs are missing is
+skipped with a note in the index (never a crash). Outputs: PNG + PDF figures, Markdown +
+LaTeX tables, and ``index.md`` that shows them all and names the command that made them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PAPER_TABLE1 = pd.DataFrame(
+    {"accuracy": {"vqav2": 0.981, "gqa": 0.999, "pope": 0.99}, "f1": {"vqav2": 0.57, "gqa": 0.66, "pope": 0.63}}
+)  # FastRM-7 on LLaVA-1.5-7B (paper Table 1)
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    results: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return self.config["method_spec"]["name"]
+
+    @property
+    def task(self) -> str:
+        return self.config["task_spec"]["name"]
+
+    @property
+    def family(self) -> str:
+        """vqav2 / gqa / pope: the task implementation (pope-* variants are POPE)."""
+        return self.config["task_spec"]["implementation"]
+
+    def samples(self) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in (self.path / "samples.jsonl").read_text().splitlines()]
+
+    def metric(self, key: str) -> float | None:
+        return self.results["metrics"].get(key, {}).get("value")
+
+
+@dataclass
+class Report:
+    out: Path
+    command: str
+    made: list[tuple[str, list[str]]] = field(default_factory=list)  # (title, files)
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_runs(roots: list[Path]) -> tuple[list[Run], list[Path]]:
+    """Run directories (results.json + config.json) and profile directories (profile.json) under ``roots``."""
+    runs, profiles = [], []
+    for root in roots:
+        for results in sorted(Path(root).rglob("results.json")):
+            if (results.parent / "config.json").exists():
+                runs.append(Run(results.parent, json.loads((results.parent / "config.json").read_text()),
+                                json.loads(results.read_text())))
+        profiles += sorted(p.parent for p in Path(root).rglob("profile.json"))
+    return runs, profiles
+
+
+def _style():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    return plt
+
+
+def _title(runs: list[Run], what: str) -> str:
+    models = sorted({Path(r.config["model"]).name for r in runs})
+    sources = sorted({r.config["data_source"] for r in runs})
+    n = sorted({r.results["n"] for r in runs})
+    n_text = f"n={n[0]}" if len(n) == 1 else f"n={n[0]}-{n[-1]}"
+    return f"{what}\n{', '.join(models)} on {'/'.join(sources)} data, {n_text} per run"
+
+
+def _save(fig, report: Report, name: str, title: str) -> None:
+    files = []
+    for ext in ("png", "pdf"):
+        path = report.out / f"{name}.{ext}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        files.append(path.name)
+    report.made.append((title, files))
+
+
+def fig_perturbation(runs: list[Run], report: Report) -> None:
+    """Fig. 4 / 10: accuracy vs fraction of image tokens removed, PP and NP, per task."""
+    with_curves = [r for r in runs if r.results.get("curves", {}).get("positive")]
+    if not with_curves:
+        report.skipped.append("Perturbation curves (Fig. 4/10): no run with perturbation curves")
+        return
+    plt = _style()
+    for task in sorted({r.task for r in with_curves}):
+        group = sorted([r for r in with_curves if r.task == task], key=lambda r: r.method)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        for ax, direction, short, better in ((axes[0], "positive", "pp", "lower"), (axes[1], "negative", "np", "higher")):
+            for r in group:
+                x = r.results["curves"]["fractions"]
+                ax.plot(x, r.results["curves"][direction], marker="o", ms=3,
+                        label=f"{r.method} (AUC {r.metric(short + '_auc'):.3f})")
+            ax.set_xlabel("fraction of image tokens removed")
+            ax.set_title(f"{direction} perturbation ({short.upper()}: {better} AUC is better)")
+            ax.legend(fontsize=8)
+        axes[0].set_ylabel("task accuracy (fraction correct)")
+        fig.suptitle(_title(group, f"Perturbation, task {task}"), fontsize=10)
+        _save(fig, report, f"perturbation_{task}", f"Perturbation curves, {task} (Fig. 4/10)")
+        plt.close(fig)
+
+
+def fig_threshold(runs: list[Run], report: Report) -> None:
+    """Fig. 3: FastRM accuracy and F1 vs classification threshold, per task."""
+    swept = [r for r in runs if r.results.get("threshold_sweep")]
+    if not swept:
+        report.skipped.append("Threshold accuracy/F1 (Fig. 3): no run of a probabilistic method (fastrm)")
+        return
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for r in sorted(swept, key=lambda r: r.task):
+        sweep = r.results["threshold_sweep"]
+        c = [float(k) for k in sweep]
+        for ax, key in zip(axes, ("accuracy", "f1")):
+            ax.plot(c, [v[key] for v in sweep.values()], marker="o", ms=3, label=f"{r.task} ({r.method})")
+    for ax, key in zip(axes, ("accuracy", "F1")):
+        ax.set_xlabel("classification threshold c (prob >= c)")
+        ax.set_ylabel(f"per-patch {key} vs binarised Chefer labels")
+        ax.legend(fontsize=8)
+    fig.suptitle(_title(swept, "FastRM vs Chefer labels (labeling threshold 0.3)"), fontsize=10)
+    _save(fig, report, "threshold_sweep", "Threshold accuracy and F1 (Fig. 3)")
+    plt.close(fig)
+
+
+def table1(runs: list[Run], report: Report) -> None:
+    """Table 1: FastRM threshold accuracy and F1 at c = 0.5 per task, beside the paper's FastRM-7."""
+    swept = [r for r in runs if r.results.get("threshold_sweep") and r.task in ("vqav2", "gqa", "pope")]
+    if not swept:
+        report.skipped.append("Table 1: no fastrm run on vqav2 / gqa / pope")
+        return
+    rows = {}
+    for r in swept:
+        v = r.results["threshold_sweep"]["0.5"]
+        rows[r.task] = {"accuracy (ours)": v["accuracy"], "F1 (ours)": v["f1"],
+                        "accuracy (paper, 7B)": PAPER_TABLE1["accuracy"].get(r.task),
+                        "F1 (paper, 7B)": PAPER_TABLE1["f1"].get(r.task)}
+    frame = pd.DataFrame(rows).T.rename_axis("task")
+    (report.out / "table1.md").write_text(frame.to_markdown(floatfmt=".3f") + "\n")
+    (report.out / "table1.tex").write_text(frame.to_latex(float_format="%.3f"))
+    report.made.append(("Table 1: FastRM accuracy and F1 at c = 0.5", ["table1.md", "table1.tex"]))
+
+
+def fig_entropy(runs: list[Run], report: Report) -> None:
+    """Fig. 9: entropy of the maps for correct vs wrong answers, with the calibrated threshold."""
+    from fastrm_bench.metrics.entropy import entropy_kdes
+
+    chosen = [r for r in runs if r.metric("entropy_threshold") is not None and r.method == "fastrm"] or \
+             [r for r in runs if r.metric("entropy_threshold") is not None]
+    if not chosen:
+        report.skipped.append("Entropy confidence (Fig. 9): no run with both correct and wrong answers")
+        return
+    plt = _style()
+    chosen = sorted(chosen, key=lambda r: (r.task, r.method))[:6]
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4.5 * len(chosen), 3.8), squeeze=False)
+    for ax, r in zip(axes[0], chosen):
+        rows = r.samples()
+        h = np.array([s["entropy"] for s in rows])
+        ok = np.array([s["score"] >= 0.5 for s in rows])
+        grid = np.linspace(h.min() - 0.2, h.max() + 0.2, 200)
+        for name, density in entropy_kdes(h, ok, grid).items():
+            ax.plot(grid, density, label=f"{name} ({int(ok.sum()) if name == 'correct' else int((~ok).sum())})")
+        t = r.metric("entropy_threshold")
+        ax.axvline(t, color="k", ls="--", lw=1, label=f"threshold {t:.2f}")
+        tp, fp = r.metric("entropy_tp_rate_below"), r.metric("entropy_fp_rate_below")
+        share = r.metric("entropy_share_below")
+        if tp is not None:
+            ax.text(0.02, 0.97, f"below: {share:.0%} of samples\nTP {tp:.0%} / FP {fp:.0%}", transform=ax.transAxes,
+                    va="top", fontsize=8)
+        ax.set_xlabel("map entropy H (nats)")
+        ax.set_ylabel("density (KDE)")
+        ax.set_title(f"{r.method} on {r.task}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(chosen, "Entropy of the maps, correct vs wrong answers"), fontsize=10)
+    _save(fig, report, "entropy", "Entropy confidence (Fig. 9)")
+    plt.close(fig)
+
+
+def fig_latency(profiles: list[Path], report: Report) -> None:
+    """Fig. 7: map latency and peak memory vs number of output tokens (log scale)."""
+    frames = [pd.DataFrame(json.loads((p / "profile.json").read_text())["rows"]) for p in profiles]
+    if not frames:
+        report.skipped.append("Latency and memory (Fig. 7): no profile directory (run `fastrm-bench profile`)")
+        return
+    frame = pd.concat(frames)
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method, g in frame.groupby("method"):
+        g = g.sort_values("tokens")
+        axes[0].plot(g.tokens, g.map_seconds, marker="o", label=method)
+        if g.peak_memory_mb.notna().all():
+            axes[1].plot(g.tokens, g.peak_memory_mb, marker="o", label=method)
+    gen = frame.groupby("tokens").generation_seconds.median()
+    axes[0].plot(gen.index, gen.values, ls=":", color="gray", label="greedy generation (apart)")
+    axes[0].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="time to produce all maps (s)")
+    axes[1].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="peak memory, generation + maps (MiB)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    device, model = frame.device.iloc[0], frame.model.iloc[0]
+    fig.suptitle(f"Map latency and peak memory\n{model} on {device}, median of {int(frame.repeats.max())} repeats",
+                 fontsize=10)
+    _save(fig, report, "latency_memory", "Latency and memory vs output length (Fig. 7)")
+    plt.close(fig)
+
+
+def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
+    """Fig. 6: images with the chefer and fastrm sample maps overlaid, same samples."""
+    by_method = {r.method: r for r in runs if r.method in ("chefer", "fastrm")}
+    if len(by_method) < 2:
+        report.skipped.append("Qualitative maps (Fig. 6): needs a chefer and a fastrm run of one task")
+        return
+    chefer, fastrm = by_method["chefer"], by_method["fastrm"]
+    from fastrm_bench.builders import create_task
+
+    task, _ = create_task(chefer.task, data_root=chefer.config["data_root"])
+    records = {rec.id: rec for rec in task.records}
+    maps = {m: dict(zip(np.load(r.path / "maps.npz")["ids"].tolist(), np.load(r.path / "maps.npz")["maps"]))
+            for m, r in by_method.items()}
+    rows = [s for s in chefer.samples() if s["score"] >= 1 and s["id"] in maps["fastrm"]][:n]
+    if not rows:
+        report.skipped.append("Qualitative maps (Fig. 6): no shared correctly answered sample")
+        return
+    plt = _style()
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
+    for i, s in enumerate(rows):
+        image = np.asarray(task.sample(records[s["id"]]).image)
+        axes[i][0].imshow(image)
+        axes[i][0].set_title(f"{s['question']}\nanswer: {s['prediction']}", fontsize=7)
+        for j, m in enumerate(("chefer", "fastrm"), start=1):
+            axes[i][j].imshow(image)
+            axes[i][j].imshow(maps[m][s["id"]], cmap="jet", alpha=0.5, extent=(0, image.shape[1], image.shape[0], 0))
+            axes[i][j].set_title(f"{m} (sample map)", fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(_title([chefer, fastrm], f"Chefer vs FastRM maps, {chefer.task}"), fontsize=9)
+    _save(fig, report, "qualitative", "Qualitative maps (Fig. 6)")
+    plt.close(fig)
+
+
+def leaderboard_tables(roots: list[Path], report: Report) -> None:
+    from fastrm_bench.leaderboard import leaderboard, render
+
+    frames = [leaderboard(r) for r in roots]
+    frame = pd.concat(frames) if frames else pd.DataFrame()
+    if frame.empty:
+        report.skipped.append("Leaderboard: no runs")
+        return
+    (report.out / "leaderboard.md").write_text(render(frame, "markdown") + "\n")
+    (report.out / "leaderboard.tex").write_text(render(frame, "latex"))
+    (report.out / "leaderboard.csv").write_text(render(frame, "csv"))
+    report.made.append(("Leaderboard", ["leaderboard.md", "leaderboard.tex", "leaderboard.csv"]))
+
+
+FIGURES: list[Callable[[list[Run], Report], None]] = [fig_perturbation, fig_threshold, table1, fig_entropy, fig_qualitative]
+
+
+def make_report(roots: list[Path], out: Path, command: str) -> Report:
+    out.mkdir(parents=True, exist_ok=True)
+    runs, profiles = load_runs(roots)
+    report = Report(out, command)
+    leaderboard_tables(roots, report)
+    for figure in FIGURES:
+        figure(runs, report)
+    fig_latency(profiles, report)
+    lines = ["# fastrm-bench report", "", f"Made by `{command}` from {len(runs)} runs and {len(profiles)} profiles.", ""]
+    for title, files in report.made:
+        lines += [f"## {title}", ""]
+        for f in files:
+            if f.endswith(".png"):
+                lines.append(f"![{title}]({f})")
+            elif f.endswith(".md"):
+                lines.append((out / f).read_text())
+            else:
+                lines.append(f"[{f}]({f})")
+        lines.append("")
+    if report.skipped:
+        lines += ["## Skipped", ""] + [f"- {s}" for s in report.skipped] + [""]
+    (out / "index.md").write_text("\n".join(lines))
+    return report
