@@ -9,13 +9,16 @@ from fastrm_bench.metrics.localisation import mask_to_patches
 
 
 class OracleMap(ExplanationMethod):
-    """Upper bound: the patches of the objects the question is about (needs ground-truth masks)."""
+    """Upper bound: the patches of the objects the question is about (constant where a question has none)."""
 
     name = "oracle"
 
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         sample = inputs.sample
-        if sample is None or sample.mask is None:
-            raise ValueError("oracle needs ground-truth masks: use a task with object masks (the embedded world)")
-        patches = torch.from_numpy(mask_to_patches(sample.mask, adapter.grid_shape)).float()
+        if sample is None:
+            raise ValueError("oracle needs the sample (inputs.sample) and its ground-truth mask")
+        if sample.mask is None:  # a question about nothing present ("is there a ...?" -> no): no ground truth,
+            patches = torch.zeros(adapter.grid_shape)  # a constant map, i.e. a random removal order
+        else:
+            patches = torch.from_numpy(mask_to_patches(sample.mask, adapter.grid_shape)).float()
         return Explanation(maps=patches.expand(max(generation.num_generated, 1), *patches.shape).clone())
