@@ -256,6 +256,32 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
     plt.close(fig)
 
 
+def fig_ablation(runs: list[Run], report: Report) -> None:
+    """Fig. 5: FastRM ablations (labeling threshold, data size, training steps) as PP AUC over the first 20%."""
+    rows = []
+    for r in runs:
+        meta = r.path / "ablation.json"
+        if meta.exists() and r.metric("pp_auc") is not None:
+            rows.append({**json.loads(meta.read_text()), "pp_auc_first20": r.metric("pp_auc"), "run": r})
+    if not rows:
+        report.skipped.append("Ablations (Fig. 5): no ablation runs (made by `fastrm-bench reproduce`)")
+        return
+    plt = _style()
+    kinds = sorted({row["kind"] for row in rows})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        part = [row for row in rows if row["kind"] == kind]
+        labels = [str(row["value"]) for row in part]
+        ax.bar(labels, [row["pp_auc_first20"] for row in part], color="tab:blue")
+        ax.set_xlabel(kind.replace("_", " "))
+        ax.set_ylabel("PP AUC, first 20% removed (lower is better)")
+        low = min(row["pp_auc_first20"] for row in part)
+        ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    fig.suptitle(_title([row["run"] for row in rows], "FastRM ablations (VQAv2-style questions)"), fontsize=10)
+    _save(fig, report, "ablations", "Ablations (Fig. 5)")
+    plt.close(fig)
+
+
 def leaderboard_tables(roots: list[Path], report: Report) -> None:
     from fastrm_bench.leaderboard import leaderboard, render
 
@@ -278,8 +304,11 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     runs, profiles = load_runs(roots)
     report = Report(out, command)
     leaderboard_tables(roots, report)
+    ablation_runs = [r for r in runs if (r.path / "ablation.json").exists()]
+    main_runs = [r for r in runs if r not in ablation_runs]
     for figure in FIGURES:
-        figure(runs, report)
+        figure(main_runs, report)
+    fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)
     lines = ["# fastrm-bench report", "", f"Made by `{command}` from {len(runs)} runs and {len(profiles)} profiles.", ""]
     for title, files in report.made:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import string
 import time
 from dataclasses import asdict, dataclass, field
@@ -215,8 +216,11 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     done = _read_done(samples_path) if resume else []
     if not resume and samples_path.exists():
         samples_path.unlink()
-    maps_dir = out / "maps"
+    maps_dir = out / "maps"  # one file per finished sample while the run lasts; packed into maps.npz at the end
     maps_dir.mkdir(exist_ok=True)
+    if any(not (maps_dir / f"{i:06d}.npy").exists() for i in range(len(done))):  # a finished run: unpack maps.npz
+        for i, m in enumerate(np.load(out / "maps.npz")["maps"]):
+            np.save(maps_dir / f"{i:06d}.npy", m)
     done_ids = {r["id"] for r in done}
     records = list(done)
     evaluate = Evaluator(cfg, adapter, task, method)
@@ -239,6 +243,7 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     maps = np.stack([np.load(maps_dir / f"{i:06d}.npy") for i in range(len(records))]) if records else np.zeros((0,))
     np.savez_compressed(out / "maps.npz", maps=maps, ids=np.array([r["id"] for r in records]))
     _atomic_write(out / "results.json", json.dumps(results, indent=2))
+    shutil.rmtree(maps_dir)
     return {"output_dir": str(out), **results}
 
 

@@ -42,7 +42,8 @@ def add_spec_dir(path: str | Path) -> None:
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"spec folder {p} does not exist")
-    _extra_dirs.append(p)
+    if p not in _extra_dirs:
+        _extra_dirs.append(p)
 
 
 def _builtin_root() -> Path:

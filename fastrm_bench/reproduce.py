@@ -1,0 +1,91 @@
+"""`fastrm-bench reproduce`: every run, profile and ablation the report needs, then the report.
+
+On the embedded world (CPU, 2 cores). Resumable: a finished run (its results.json exists) is
+skipped, an interrupted one continues where it stopped, so the command can simply be re-run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastrm_bench.runner import RunConfig, run
+from fastrm_bench.specs import add_spec_dir
+
+TASKS = ("vqav2", "gqa", "pope")
+METHODS = ("fastrm", "chefer", "gradcam", "rollout", "random", "oracle")
+ABLATION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+ABLATION_DATA_SIZES = (500, 2000, 5000, None)  # token samples; None = all
+ABLATION_STEPS = (500, 1500, 3500)
+
+
+@dataclass
+class Plan:
+    out: Path
+    limit: int = 300
+    seed: int = 0
+    tasks: tuple[str, ...] = TASKS
+    methods: tuple[str, ...] = METHODS
+    profile_lengths: tuple[int, ...] = (1, 5, 10, 25, 50, 100)
+    ablation_limit: int = 200
+    distill_questions: int | None = None
+    log: Callable[[str], None] = field(default=print)
+
+
+def _run_once(cfg: RunConfig, log) -> None:
+    out = Path(cfg.output_dir)
+    if (out / "results.json").exists():
+        log(f"done already: {out}")
+        return
+    result = run(cfg, resume=(out / "config.json").exists(), log=log)
+    log(f"{cfg.method} on {cfg.task}: n={result['n']} -> {out}")
+
+
+def ablations(plan: Plan) -> None:
+    """Fig. 5: FastRM variants (labeling threshold, data size, steps) scored by PP AUC over the first 20%."""
+    from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
+    from fastrm_bench.world.build import cache_root
+
+    data_dir = cache_root() / "distill" / f"reproduce-vqav2-train-s{plan.seed}"
+    build_dataset(DatasetConfig(task="vqav2", split="train", questions=plan.distill_questions, seed=plan.seed), data_dir,
+                  log=plan.log)
+    variants = [("labeling_threshold", t, TrainConfig(labeling_threshold=t)) for t in ABLATION_THRESHOLDS]
+    variants += [("data_size", d or "all", TrainConfig(data_size=d)) for d in ABLATION_DATA_SIZES]
+    variants += [("steps", s, TrainConfig(steps=s)) for s in ABLATION_STEPS]
+    for kind, value, recipe in variants:
+        name = f"{kind}-{value}"
+        proxy_dir = plan.out / "ablations" / "proxies" / name
+        if not (proxy_dir / "fastrm_config.json").exists():
+            train_proxy(data_dir, proxy_dir, recipe, distilled_from="tiny-llava-shapes", log=plan.log)
+        spec_dir = plan.out / "ablations" / "specs" / "methods"
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        (spec_dir / f"fastrm-{name}.yaml").write_text(json.dumps({
+            "name": f"fastrm-{name}", "implementation": "fastrm", "description": f"FastRM ablation {kind}={value}",
+            "params": {"checkpoint": str(proxy_dir.resolve())}}))
+        add_spec_dir(spec_dir.parent)
+        cfg = RunConfig(method=f"fastrm-{name}", task="vqav2", limit=plan.ablation_limit, seed=plan.seed,
+                        output_dir=str(plan.out / "ablations" / "runs" / name), fractions=[0.0, 0.05, 0.1, 0.15, 0.2])
+        _run_once(cfg, plan.log)
+        meta = plan.out / "ablations" / "runs" / name / "ablation.json"
+        meta.write_text(json.dumps({"kind": kind, "value": value}))
+
+
+def reproduce(plan: Plan) -> None:
+    from fastrm_bench.profile import profile, ratios, save
+    from fastrm_bench.report import make_report
+
+    runs = plan.out / "runs"
+    for task in plan.tasks:
+        for method in plan.methods:
+            _run_once(RunConfig(method=method, task=task, limit=plan.limit, seed=plan.seed,
+                                output_dir=str(runs / task / method)), plan.log)
+    profile_dir = plan.out / "profile"
+    if not (profile_dir / "profile.json").exists():
+        frame = profile(["fastrm", "chefer", "chefer-reference"], plan.profile_lengths, repeats=3)
+        save(frame, profile_dir, {"fastrm_vs_chefer-reference": ratios(frame, "fastrm", "chefer-reference"),
+                                  "chefer_vs_chefer-reference": ratios(frame, "chefer", "chefer-reference")})
+    ablations(plan)
+    make_report([runs, profile_dir, plan.out / "ablations" / "runs"], plan.out / "report",
+                f"fastrm-bench reproduce --out {plan.out}")
