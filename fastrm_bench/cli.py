@@ -188,7 +188,7 @@ def reproduce(
 @app.command("train-vlm")
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 2400,
+    steps: Annotated[int, typer.Option(help="Optimiser steps of the full (second) stage.")] = 2600,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and data.")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint if present.")] = True,

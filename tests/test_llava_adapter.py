@@ -68,3 +68,13 @@ def test_wrong_image_token_count_is_reported(tiny_adapter):
     ids = torch.tensor([1, 2] + [tiny_adapter.image_token_id] * 5)
     with pytest.raises(ValueError, match="found 5 image tokens, expected 36"):
         tiny_adapter.image_token_positions(ids)
+
+
+def test_prompt_template_comes_from_the_model_folder(tiny_llava_dir, tmp_path):
+    shutil.copytree(tiny_llava_dir, tmp_path / "m")
+    assert LlavaHFAdapter.from_pretrained(tmp_path / "m").prompt_template.startswith("USER: <image>")  # LLaVA-1.5
+    (tmp_path / "m" / "fastrm_bench.json").write_text(json.dumps({"prompt_template": "USER: {prompt} <image> ASSISTANT:"}))
+    adapter = LlavaHFAdapter.from_pretrained(tmp_path / "m")
+    inputs = adapter.build_inputs([Image.new("RGB", (48, 48))], ["Is there a red circle?"])
+    text = adapter.processor.tokenizer.decode(inputs.input_ids[0][:10])
+    assert text.startswith("<s> USER : Is there a red circle ? <image>"), text

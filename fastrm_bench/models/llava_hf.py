@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from fastrm_bench.interfaces import Generation, ModelAdapter, ModelInputs
 
 LLAVA_15_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 REMOVAL_STRATEGIES = ("zero", "drop")
+#: optional file in a model folder: {"prompt_template": "..."} (the template belongs to the model)
+HARNESS_CONFIG = "fastrm_bench.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -57,14 +60,21 @@ class LlavaHFAdapter(ModelAdapter):
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, *, prompt_template: str = LLAVA_15_TEMPLATE,
+        cls, name_or_path: str | os.PathLike, *, prompt_template: str | None = None,
         device: str | torch.device | None = None, dtype: torch.dtype = torch.float32, name: str | None = None,
     ) -> LlavaHFAdapter:
-        """Load model and processor from a local folder or a hub id (offline: from the HF cache)."""
+        """Load model and processor from a local folder or a hub id (offline: from the HF cache).
+
+        The prompt template is, in order: the argument, ``fastrm_bench.json`` in the model folder,
+        LLaVA-1.5's ``USER: <image>\\n{prompt} ASSISTANT:``.
+        """
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         source = str(name_or_path)
         local = Path(source)
+        if prompt_template is None and (local / HARNESS_CONFIG).is_file():
+            prompt_template = json.loads((local / HARNESS_CONFIG).read_text()).get("prompt_template")
+        prompt_template = prompt_template or LLAVA_15_TEMPLATE
         if local.exists():
             if not (local / "config.json").is_file():
                 raise ModelLoadError(f"{local} has no config.json: not a saved model folder")

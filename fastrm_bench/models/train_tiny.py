@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from fastrm_bench.metrics.localisation import mask_to_patches
-from fastrm_bench.models.tiny_llava import LLAVA_15_TEMPLATE, TinyLlavaSize, build_model, build_processor
+from fastrm_bench.models.tiny_llava import EMBEDDED_TEMPLATE, TinyLlavaSize, build_model, build_processor, save_template
 from fastrm_bench.world.questions import QUESTION_TYPES, Question, questions_for_scene
 from fastrm_bench.world.scenes import (
     COLOR_NAMES,
@@ -46,7 +46,7 @@ PROMPT_SUFFIXES = ("", " Answer the question using up to two words.", " Answer t
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 2400
+    steps: int = 2600
     images_per_step: int = 24
     questions_per_image: int = 4
     lr: float = 1.5e-3
@@ -65,7 +65,7 @@ class TrainConfig:
     eval_images: int = 150
     type_weights: dict[str, float] = field(
         default_factory=lambda: {
-            "color": 1.0, "shape": 1.5, "count": 1.5, "exist": 1.0, "position": 1.0,
+            "color": 1.0, "shape": 1.5, "count": 1.5, "exist": 1.5, "position": 1.5,
             "relate_color": 1.5, "relate_shape": 1.5, "relate_verify": 1.5,
         }
     )
@@ -86,7 +86,7 @@ class Batch:
 
 
 def format_prompt(question: str, suffix: str = "") -> str:
-    return LLAVA_15_TEMPLATE.format(prompt=question + suffix)
+    return EMBEDDED_TEMPLATE.format(prompt=question + suffix)
 
 
 def sample_questions(scene, rng: np.random.Generator, k: int, weights: dict[str, float]) -> list[Question]:
@@ -321,5 +321,6 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
     model.eval()
     model.save_pretrained(out_dir / "model", safe_serialization=True)
     processor.save_pretrained(out_dir / "model")
+    save_template(out_dir / "model")
     (out_dir / "model" / "training.json").write_text(json.dumps({"config": asdict(cfg), "val": final}, indent=2))
     return final
