@@ -77,4 +77,4 @@ def test_prompt_template_comes_from_the_model_folder(tiny_llava_dir, tmp_path):
     adapter = LlavaHFAdapter.from_pretrained(tmp_path / "m")
     inputs = adapter.build_inputs([Image.new("RGB", (48, 48))], ["Is there a red circle?"])
     text = adapter.processor.tokenizer.decode(inputs.input_ids[0][:10])
-    assert text.startswith("<s> USER : Is there a red circle ? <image>"), text
+    assert text.startswith("<s> USER : Is there a red circle? <image>"), text
