@@ -65,3 +65,24 @@ def test_metric_orderings_hold_on_300_samples(embedded, world_root, tmp_path):
     assert r["fastrm"]["np_auc"] > r["random"]["np_auc"], r
     assert r["chefer"]["pointing_game"] > r["random"]["pointing_game"], r
     assert r["fastrm"]["pointing_game"] > r["random"]["pointing_game"], r
+
+
+def test_shipped_fastrm_beats_constant_and_random_predictors(embedded, world_root):
+    """Issue 6: threshold F1 (c = 0.5) of the shipped proxy vs binarised Chefer labels, on a fixed set."""
+    import torch
+
+    from fastrm_bench.metrics.threshold import binarise, threshold_scores
+
+    task, _ = create_task("vqav2", data_root=str(world_root))
+    fastrm, chefer = create_method("fastrm")[0], create_method("chefer")[0]
+    probs, labels = [], []
+    for sample in task.samples(limit=60, seed=0):
+        inputs = embedded.build_inputs([sample.image], [task.prompt(sample)])
+        generation = embedded.generate(inputs, 10, return_hidden=True)[0]
+        probs.append(fastrm.explain(embedded, inputs, generation).maps.flatten())
+        labels.append(binarise(chefer.explain(embedded, inputs, generation).maps, 0.3).flatten())
+    p, y = torch.cat(probs), torch.cat(labels)
+    ours = threshold_scores(p, y, (0.5,))[0.5]["f1"]
+    constant = threshold_scores(torch.ones_like(p), y, (0.5,))[0.5]["f1"]  # always "relevant": the best constant
+    uniform = threshold_scores(torch.rand(p.shape, generator=torch.Generator().manual_seed(0)), y, (0.5,))[0.5]["f1"]
+    assert ours > max(constant, uniform) + 0.1, (ours, constant, uniform)
