@@ -44,7 +44,9 @@ def test_gradient_and_attention_maps_find_the_referenced_object_better_than_rand
             smap = sample_map(method.explain(embedded, inputs, generation), generation, embedded.processor.tokenizer)
             mass[name].append(relevance_mass(smap, on_object))
     assert len(mass["random"]) >= 200
-    means = {name: float(np.mean(v)) for name, v in mass.items()}
+    # a Grad-CAM map can be all zero after its relu: its mass is undefined (nan) and left out
+    assert np.mean(np.isnan(mass["gradcam"])) < 0.5
+    means = {name: float(np.nanmean(v)) for name, v in mass.items()}
     for name in ("chefer", "gradcam", "rollout"):
         assert means[name] > means["random"] + 0.02, means
 
