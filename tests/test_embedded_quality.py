@@ -57,7 +57,8 @@ def test_metric_orderings_hold_on_300_samples(embedded, world_root, tmp_path):
     results = {}
     for method in ("oracle", "chefer", "fastrm", "random"):
         cfg = RunConfig(method=method, task="vqav2", limit=300, seed=0, output_dir=str(tmp_path / method),
-                        data_root=str(world_root), device="cpu")
+                        data_root=str(world_root), device="cpu", max_new_tokens=4,  # answers are <= 2 words
+                        fractions=[0.0, 0.2, 0.4, 0.6, 0.8])  # a coarser curve keeps the suite within budget
         metrics = run(cfg, log=lambda *_: None)["metrics"]
         results[method] = {k: metrics[k]["value"] for k in ("pp_auc", "np_auc", "pointing_game")}
     r = results
