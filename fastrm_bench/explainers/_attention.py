@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from fastrm_bench.interfaces import Generation, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelInputs
+from fastrm_bench.profiling import PeakMemory
 
 
 @contextmanager
@@ -97,3 +99,16 @@ def token_gradients(scores: torch.Tensor, wrt: Sequence[torch.Tensor], chunk_siz
         selector = torch.zeros(len(chunk), scores.numel(), device=scores.device, dtype=scores.dtype)
         selector[torch.arange(len(chunk)), chunk.to(scores.device)] = 1.0
         yield chunk, torch.autograd.grad(scores, tuple(wrt), grad_outputs=selector, is_grads_batched=True, retain_graph=True)
+
+
+class GradientMethod(ExplanationMethod):
+    """A method whose maps come from `_maps` under `explaining`, timed, with its peak memory."""
+
+    def explain(self, adapter, inputs: ModelInputs, generation: Generation) -> Explanation:
+        start = time.perf_counter()
+        with PeakMemory(adapter.device) as memory, explaining(adapter.model):
+            maps = self._maps(adapter, inputs, generation)
+        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+
+    def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+        raise NotImplementedError

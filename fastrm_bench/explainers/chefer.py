@@ -19,6 +19,7 @@ import time
 import torch
 
 from fastrm_bench.explainers._attention import (
+    GradientMethod,
     answer_embeds,
     answer_scores,
     explaining,
@@ -35,7 +36,7 @@ def _abar(grads: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
     return (grads.float() * attention.detach().float()).clamp_min(0).mean(dim=-3).squeeze(-3)
 
 
-class Chefer(ExplanationMethod):
+class Chefer(GradientMethod):
     """Exact Chefer relevancy of every generated token, fast: one forward, batched gradients, one row."""
 
     name = "chefer"
@@ -44,12 +45,6 @@ class Chefer(ExplanationMethod):
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.chunk_size = chunk_size
-
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
-        with PeakMemory(adapter.device) as memory, explaining(adapter.model):
-            maps = self._maps(adapter, inputs, generation)
-        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         gh, gw = adapter.grid_shape

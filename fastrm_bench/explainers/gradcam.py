@@ -13,24 +13,25 @@ import time
 
 import torch
 
-from fastrm_bench.explainers._attention import answer_embeds, answer_scores, explaining, teacher_forced, token_gradients
+from fastrm_bench.explainers._attention import (
+    GradientMethod,
+    answer_embeds,
+    answer_scores,
+    explaining,
+    teacher_forced,
+    token_gradients,
+)
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
 from fastrm_bench.profiling import PeakMemory
 
 
-class GradCAM(ExplanationMethod):
+class GradCAM(GradientMethod):
     """Grad-CAM on the vision layer feeding the projector (vision_feature_layer), per generated token."""
 
     name = "gradcam"
 
     def __init__(self, chunk_size: int = 16):
         self.chunk_size = chunk_size
-
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
-        with PeakMemory(adapter.device) as memory, explaining(adapter.model):
-            maps = self._maps(adapter, inputs, generation)
-        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         gh, gw = adapter.grid_shape
