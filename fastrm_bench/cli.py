@@ -219,6 +219,7 @@ def distill(
     batch_size: Annotated[int, typer.Option(help="Token samples per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-5,
     seed: Annotated[int, typer.Option(help="Seed of subsampling, split and training.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for the dataset stage (one thread each).")] = 1,
 ) -> None:
     """Distil a FastRM proxy: Chefer-labelled token dataset (resumable), then BCE training."""
     from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
@@ -227,7 +228,7 @@ def distill(
     dataset = DatasetConfig(model=model, task=task, split=split, data_root=data_root, questions=questions, seed=seed)
     folder = data_dir or cache_root() / "distill" / f"{Path(model).name}-{task}-{split}-q{questions or 'all'}-s{seed}"
     try:
-        build_dataset(dataset, folder, log=typer.echo)
+        build_dataset(dataset, folder, log=typer.echo, workers=workers)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
         return
@@ -296,11 +297,16 @@ def score(
 def build_data(
     out: Annotated[Path | None, typer.Option(help="Data root to write (default: the user cache).")] = None,
     seed: Annotated[int, typer.Option(help="World seed.")] = 0,
+    train_images: Annotated[int, typer.Option(min=1, help="Images of the train split (a larger one needs --out).")] = 2000,
 ) -> None:
     """Write the embedded world (COCO, VQAv2, GQA and POPE files) for train / val / test."""
-    from fastrm_bench.world.build import build_world, default_data_root
+    from fastrm_bench.world.build import WorldSizes, build_world, default_data_root
 
-    root = build_world(out or default_data_root(seed), seed)
+    sizes = WorldSizes(train=train_images)
+    if sizes != WorldSizes() and out is None:
+        _fail("a world of non-default size needs --out (the cache holds the default world)")
+        return
+    root = build_world(out or default_data_root(seed), seed, sizes)
     typer.echo(f"embedded world written to {root}")
 
 

@@ -63,3 +63,23 @@ def test_distillation_from_scratch_beats_an_untrained_proxy(world_root, tmp_path
     f1 = threshold_scores(predict(trained, data, val), labels, (0.5,))[0.5]["f1"]
     f1_untrained = threshold_scores(predict(untrained, data, val), labels, (0.5,))[0.5]["f1"]
     assert f1 > f1_untrained + 0.05, (f1, f1_untrained)
+
+
+def test_dataset_workers_write_the_same_shards_and_resume(world_root, tmp_path):
+    """Shards are independent: two processes write what one does, and a lost shard is rebuilt."""
+    from safetensors.torch import load_file
+
+    cfg = DatasetConfig(model="tiny-llava-shapes", split="val", data_root=str(world_root), questions=24, max_new_tokens=3,
+                        shard_size=8)
+    serial = build_dataset(cfg, tmp_path / "serial", log=lambda *_: None)
+    parallel = build_dataset(cfg, tmp_path / "parallel", log=lambda *_: None, workers=2)
+    assert [p.name for p in serial] == [p.name for p in parallel] == [f"shard_{i:05d}.safetensors" for i in range(3)]
+    for a, b in zip(serial, parallel):
+        x, y = load_file(str(a)), load_file(str(b))
+        assert x.keys() == y.keys()
+        for key in x:
+            torch.testing.assert_close(x[key], y[key], rtol=1e-4, atol=1e-5)
+    parallel[1].unlink()
+    kept = parallel[0].stat().st_mtime_ns
+    build_dataset(cfg, tmp_path / "parallel", log=lambda *_: None, workers=2)
+    assert parallel[1].exists() and parallel[0].stat().st_mtime_ns == kept

@@ -53,37 +53,34 @@ class TrainConfig:
     eval_every: int = 500
 
 
-def build_dataset(cfg: DatasetConfig, out: Path, log=print) -> list[Path]:
-    """Stage 1: shards ``out/shard_XXXXX.safetensors``; completed shards are kept on resume."""
-    from fastrm_bench.builders import create_task
-    from fastrm_bench.explainers.chefer import Chefer
-    from fastrm_bench.models.zoo import load_model
+class _ShardMaker:
+    """Model, task and question list of one process; writes one shard per call."""
 
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "dataset.json"
-    if manifest.exists() and json.loads(manifest.read_text())["config"] != asdict(cfg):
-        raise ValueError(f"{out} holds a dataset built with another configuration; use another folder")
-    manifest.write_text(json.dumps({"config": asdict(cfg)}, indent=2))
-    adapter = load_model(cfg.model)
-    task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
-    samples = task.select(cfg.questions, cfg.seed)
-    chefer = Chefer()
-    shards = []
-    starts = range(0, len(samples), cfg.shard_size)
-    for index, start in enumerate(tqdm(starts, desc="distill data (shards)", unit="shard")):
-        path = out / f"shard_{index:05d}.safetensors"
-        shards.append(path)
-        if path.exists():
-            continue
+    def __init__(self, cfg: DatasetConfig, threads: int | None = None) -> None:
+        from fastrm_bench.builders import create_task
+        from fastrm_bench.explainers.chefer import Chefer
+        from fastrm_bench.models.zoo import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.cfg = cfg
+        self.adapter = load_model(cfg.model)
+        self.task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
+        self.samples = self.task.select(cfg.questions, cfg.seed)
+        self.chefer = Chefer()
+
+    def __call__(self, index: int, path: Path) -> int:
+        """Answer questions ``index*shard_size ...``, explain every token, write ``path`` atomically."""
+        start = index * self.cfg.shard_size
         queries, keys, relevancy, owner = [], [], [], []
-        for q_index, record in enumerate(samples[start : start + cfg.shard_size]):
-            sample = task.sample(record)
-            inputs = adapter.build_inputs([sample.image], [task.prompt(sample)])
-            generation = adapter.generate(inputs, cfg.max_new_tokens, return_hidden=True)[0]
+        for q_index, record in enumerate(self.samples[start : start + self.cfg.shard_size]):
+            sample = self.task.sample(record)
+            inputs = self.adapter.build_inputs([sample.image], [self.task.prompt(sample)])
+            generation = self.adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
             if generation.num_generated == 0:
                 continue
-            maps = chefer.explain(adapter, inputs, generation).maps.flatten(1)
-            image_positions = adapter.image_token_positions(inputs.input_ids[0])
+            maps = self.chefer.explain(self.adapter, inputs, generation).maps.flatten(1)
+            image_positions = self.adapter.image_token_positions(inputs.input_ids[0])
             rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated)
             queries.append(generation.last_hidden[rows].float().cpu())
             keys.append(generation.last_hidden[image_positions].float().cpu())
@@ -94,7 +91,56 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print) -> list[Path]:
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp))
         os.replace(tmp, path)
-    log(f"dataset: {len(samples)} questions in {len(shards)} shards at {out}")
+        return len(owner)
+
+
+_WORKER: _ShardMaker | None = None
+
+
+def _init_worker(cfg: DatasetConfig) -> None:
+    global _WORKER
+    _WORKER = _ShardMaker(cfg, threads=1)  # small models: one thread per process beats threads in one process
+
+
+def _worker_shard(index: int, path: Path) -> int:
+    assert _WORKER is not None
+    return _WORKER(index, path)
+
+
+def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1) -> list[Path]:
+    """Stage 1: shards ``out/shard_XXXXX.safetensors``; completed shards are kept on resume.
+
+    Shards are independent, so ``workers > 1`` spreads them over processes (one thread each);
+    the result is the same files as with one worker.
+    """
+    from fastrm_bench.builders import create_task
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "dataset.json"
+    if manifest.exists() and json.loads(manifest.read_text())["config"] != asdict(cfg):
+        raise ValueError(f"{out} holds a dataset built with another configuration; use another folder")
+    manifest.write_text(json.dumps({"config": asdict(cfg)}, indent=2))
+    task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
+    n_questions = len(task.select(cfg.questions, cfg.seed))
+    shards = [out / f"shard_{i:05d}.safetensors" for i in range(-(-n_questions // cfg.shard_size))]
+    todo = [(i, p) for i, p in enumerate(shards) if not p.exists()]
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="distill data (shards)", unit="shard")
+    if workers <= 1:
+        maker = _ShardMaker(cfg) if todo else None
+        for index, path in todo:
+            maker(index, path)
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(cfg,)) as pool:
+            for future in as_completed([pool.submit(_worker_shard, i, p) for i, p in todo]):
+                future.result()
+                bar.update()
+    bar.close()
+    log(f"dataset: {n_questions} questions in {len(shards)} shards at {out}")
     return shards
 
 
