@@ -176,12 +176,13 @@ def reproduce(
     out: Annotated[Path, typer.Option(help="Output folder (runs, profile, ablations, report).")] = Path("results"),
     limit: Annotated[int, typer.Option(help="Questions per task and method.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of everything.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for the ablations' distillation dataset.")] = 2,
 ) -> None:
     """Every run, profile and ablation of the paper's evaluation on the embedded world, then the report (resumable)."""
     from fastrm_bench.reproduce import Plan
     from fastrm_bench.reproduce import reproduce as reproduce_all
 
-    reproduce_all(Plan(out=out, limit=limit, seed=seed, log=typer.echo))
+    reproduce_all(Plan(out=out, limit=limit, seed=seed, workers=workers, log=typer.echo))
     typer.echo(f"report: {out / 'report' / 'index.md'}")
 
 

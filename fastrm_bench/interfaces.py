@@ -79,7 +79,11 @@ class ModelAdapter(ABC):
         self, inputs: ModelInputs, max_new_tokens: int, *, return_hidden: bool = False, image_keep: torch.Tensor | None = None,
         removal: str = "zero",
     ) -> list[Generation]:
-        """Greedy generation; ``image_keep`` [B, n_image_tokens] (1 keep, 0 remove) perturbs images."""
+        """Greedy generation; ``image_keep`` [B, n_image_tokens] (1 keep, 0 remove) perturbs images.
+
+        With single-sample ``inputs`` and ``image_keep`` of K rows, the K perturbed variants of
+        that sample are answered as one batch of K.
+        """
 
     @abstractmethod
     def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fastrm_bench.runner import RunConfig, run
@@ -17,7 +17,7 @@ from fastrm_bench.specs import add_spec_dir
 TASKS = ("vqav2", "gqa", "pope")
 METHODS = ("fastrm", "chefer", "gradcam", "rollout", "random", "oracle")
 ABLATION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
-ABLATION_DATA_SIZES = (500, 2000, 5000, None)  # token samples; None = all
+ABLATION_DATA_SIZES = (500, 1000, 2000, None)  # token samples; None = all of the ablation dataset
 ABLATION_STEPS = (500, 1500, 3500)
 
 
@@ -30,7 +30,8 @@ class Plan:
     methods: tuple[str, ...] = METHODS
     profile_lengths: tuple[int, ...] = (1, 5, 10, 25, 50, 100)
     ablation_limit: int = 200
-    distill_questions: int | None = None
+    distill_questions: int | None = 4000  # ablation dataset: ~5k token samples, a few minutes to build
+    workers: int = 2  # processes for the ablation dataset
     log: Callable[[str], None] = field(default=print)
 
 
@@ -45,15 +46,19 @@ def _run_once(cfg: RunConfig, log) -> None:
 
 def ablations(plan: Plan) -> None:
     """Fig. 5: FastRM variants (labeling threshold, data size, steps) scored by PP AUC over the first 20%."""
+    from fastrm_bench.explainers.fastrm_method import SHIPPED
     from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
+    from fastrm_bench.fastrm.model import FastRM
     from fastrm_bench.world.build import cache_root
 
-    data_dir = cache_root() / "distill" / f"reproduce-vqav2-train-s{plan.seed}"
+    data_dir = cache_root() / "distill" / f"reproduce-vqav2-train-q{plan.distill_questions or 'all'}-s{plan.seed}"
     build_dataset(DatasetConfig(task="vqav2", split="train", questions=plan.distill_questions, seed=plan.seed), data_dir,
-                  log=plan.log)
-    variants = [("labeling_threshold", t, TrainConfig(labeling_threshold=t)) for t in ABLATION_THRESHOLDS]
-    variants += [("data_size", d or "all", TrainConfig(data_size=d)) for d in ABLATION_DATA_SIZES]
-    variants += [("steps", s, TrainConfig(steps=s)) for s in ABLATION_STEPS]
+                  log=plan.log, workers=plan.workers)
+    # every variant changes one factor of the shipped proxy's recipe
+    base = TrainConfig(**FastRM.from_pretrained(SHIPPED["tiny-llava-shapes"]).config.recipe)
+    variants = [("labeling_threshold", t, replace(base, labeling_threshold=t)) for t in ABLATION_THRESHOLDS]
+    variants += [("data_size", d or "all", replace(base, data_size=d)) for d in ABLATION_DATA_SIZES]
+    variants += [("steps", s, replace(base, steps=s)) for s in ABLATION_STEPS]
     for kind, value, recipe in variants:
         name = f"{kind}-{value}"
         proxy_dir = plan.out / "ablations" / "proxies" / name

@@ -130,8 +130,7 @@ class Evaluator:
 
     def answers(self, inputs: ModelInputs, sample: Sample, keeps: torch.Tensor) -> list[float]:
         """Scores of the answers with each row of ``keeps`` applied, in one batch."""
-        batch = inputs.repeat(keeps.shape[0])
-        outs = self.adapter.generate(batch, self.cfg.max_new_tokens, image_keep=keeps, removal=self.cfg.removal)
+        outs = self.adapter.generate(inputs, self.cfg.max_new_tokens, image_keep=keeps, removal=self.cfg.removal)
         return [self.task.score(g.text, sample) for g in outs]
 
     def perturbation(self, inputs: ModelInputs, sample: Sample, generation: Generation, first_map: torch.Tensor

@@ -44,6 +44,17 @@ def test_removal_strategies_agree_with_each_other_when_nothing_is_removed(tiny_a
         tiny_adapter.perturbed_embeds(inputs, keep, "blur")
 
 
+def test_many_removals_of_one_sample_equal_the_repeated_batch(tiny_adapter):
+    """The vision tower runs once per sample; the result must equal encoding every copy."""
+    inputs = tiny_adapter.build_inputs([Image.new("RGB", (48, 48), "green")], ["What shape is the green object?"])
+    keep = (torch.rand(4, 36, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    for removal in ("zero", "drop"):
+        broadcast = tiny_adapter.perturbed_embeds(inputs, keep, removal)
+        repeated = tiny_adapter.perturbed_embeds(inputs.repeat(4), keep, removal)
+        for a, b in zip(broadcast, repeated):
+            torch.testing.assert_close(a, b)
+
+
 def test_clear_errors_for_bad_models(tiny_llava_dir, tmp_path):
     with pytest.raises(UnknownNameError, match="Did you mean 'tiny-llava-shapes'"):
         load_model("tiny-llava-shape")

@@ -151,13 +151,20 @@ class LlavaHFAdapter(ModelAdapter):
     def perturbed_embeds(
         self, inputs: ModelInputs, image_keep: torch.Tensor, removal: str = "zero"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """LM input embeddings and attention mask with image tokens removed where keep == 0."""
+        """LM input embeddings and attention mask with image tokens removed where keep == 0.
+
+        ``image_keep`` [K, n] may give many removals of one sample (inputs of batch 1): the image
+        is encoded once and broadcast, which is what makes perturbation curves cheap.
+        """
         if removal not in REMOVAL_STRATEGIES:
             raise ValueError(f"unknown removal strategy {removal!r}; expected one of {REMOVAL_STRATEGIES}")
         ids = inputs.input_ids
         attn = inputs.tensors["attention_mask"]
         keep = image_keep.to(self.device)
-        feats = self.image_features(inputs.tensors["pixel_values"])
+        feats = self.image_features(inputs.tensors["pixel_values"])  # one sample: the vision tower runs once
+        if ids.shape[0] == 1 and keep.shape[0] > 1:
+            ids, attn = ids.expand(keep.shape[0], -1), attn.expand(keep.shape[0], -1)
+            feats = feats.expand(keep.shape[0], -1, -1)
         if removal == "zero":
             feats = feats * keep.unsqueeze(-1).to(feats.dtype)
         embeds = self.embed(ids, feats)
