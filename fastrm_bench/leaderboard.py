@@ -13,7 +13,8 @@ COLUMNS: dict[str, str | None] = {
     "task_accuracy": "accuracy", "pp_auc": "pp_auc", "np_auc": "np_auc",
     "threshold_accuracy": "threshold_accuracy", "threshold_f1": "threshold_f1",
     "entropy_tp_rate_below": "entropy_tp_rate_below", "entropy_fp_rate_below": "entropy_fp_rate_below",
-    "pointing_game": "pointing_game", "relevance_mass": "relevance_mass", "map_seconds": "map_seconds",
+    "pointing_game": "pointing_game", "relevance_mass": "relevance_mass",
+    "relevance_mass_correct": "relevance_mass_correct", "map_seconds": "map_seconds",
 }
 
 

@@ -222,7 +222,11 @@ def fig_latency(profiles: list[Path], report: Report) -> None:
 
 
 def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
-    """Fig. 6: images with the chefer and fastrm sample maps overlaid, same samples."""
+    """Fig. 6: images with the chefer and fastrm maps of the answer token overlaid, same samples.
+
+    Runs store one map per sample (the mean over answer tokens), so one-token answers are chosen:
+    their sample map is the map of that answer token.
+    """
     by_method = {r.method: r for r in runs if r.method in ("chefer", "fastrm")}
     if len(by_method) < 2:
         report.skipped.append("Qualitative maps (Fig. 6): needs a chefer and a fastrm run of one task")
@@ -234,9 +238,10 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
     records = {rec.id: rec for rec in task.records}
     maps = {m: dict(zip(np.load(r.path / "maps.npz")["ids"].tolist(), np.load(r.path / "maps.npz")["maps"]))
             for m, r in by_method.items()}
-    rows = [s for s in chefer.samples() if s["score"] >= 1 and s["id"] in maps["fastrm"]][:n]
+    rows = [s for s in chefer.samples()
+            if s["score"] >= 1 and s.get("num_tokens") == 1 and s["id"] in maps["fastrm"]][:n]
     if not rows:
-        report.skipped.append("Qualitative maps (Fig. 6): no shared correctly answered sample")
+        report.skipped.append("Qualitative maps (Fig. 6): no shared correctly answered one-token sample")
         return
     plt = _style()
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
@@ -247,7 +252,7 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
         for j, m in enumerate(("chefer", "fastrm"), start=1):
             axes[i][j].imshow(image)
             axes[i][j].imshow(maps[m][s["id"]], cmap="jet", alpha=0.5, extent=(0, image.shape[1], image.shape[0], 0))
-            axes[i][j].set_title(f"{m} (sample map)", fontsize=8)
+            axes[i][j].set_title(f"{m}: map of answer token '{s['prediction']}'", fontsize=8)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])

@@ -43,6 +43,7 @@ HIGHER_IS_BETTER = {
     "accuracy": True, "f1": True, "precision": True, "recall": True, "mean_f1": True, "yes_ratio": None,
     "pp_auc": False, "np_auc": True, "pp_auc_first20": False, "np_auc_first20": True,
     "relevance_mass": True, "pointing_game": True, "object_patch_share": None,
+    "relevance_mass_correct": True, "pointing_game_correct": True, "n_correct_localised": None,
     "map_seconds": False, "generation_seconds": False, "threshold_accuracy": True, "threshold_f1": True,
     "entropy_tp_rate_below": True, "entropy_fp_rate_below": False, "entropy_share_below": None,
     "entropy_tn_rate_above": True, "entropy_fn_rate_above": False, "entropy_threshold": None,
@@ -253,6 +254,12 @@ def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, 
         values = [r[key] for r in records if r.get(key) is not None and r[key] == r[key]]
         if values:
             metrics[key] = float(np.mean(values))
+    # maps of wrong answers need not show the question's object: the localisation of right answers apart
+    for key in ("relevance_mass", "pointing_game"):
+        values = [r[key] for r in records if r["score"] >= 1 and r.get(key) is not None and r[key] == r[key]]
+        if values:
+            metrics[f"{key}_correct"] = float(np.mean(values))
+            metrics["n_correct_localised"] = float(len(values))
     curves: dict[str, list[float]] = {}
     with_curves = [r for r in records if "curves" in r]
     if with_curves:
