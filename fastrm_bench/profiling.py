@@ -4,7 +4,10 @@
   allocated at the start.
 - CPU (Linux): the kernel's resident-set high-water mark (VmHWM) is reset by writing "5" to
   ``/proc/self/clear_refs``; the peak is VmHWM at the end minus the resident size at the start.
-  Where that is not possible the peak is reported as None rather than guessed.
+  Where that is not possible the peak is reported as None rather than guessed. The CPU number
+  is a lower bound in a process that already did similar work (freed memory is reused without
+  growing the resident set): `fastrm-bench profile` therefore measures each point in a fresh
+  process; the per-sample peaks of a run on CPU are only indicative.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class _ShardMaker:
         """Answer questions ``index*shard_size ...``, explain every token, write ``path`` atomically."""
         start = index * self.cfg.shard_size
         queries, keys, relevancy, owner = [], [], [], []
-        for q_index, record in enumerate(self.samples[start : start + self.cfg.shard_size]):
+        for record in self.samples[start : start + self.cfg.shard_size]:
             sample = self.task.sample(record)
             inputs = self.adapter.build_inputs([sample.image], [self.task.prompt(sample)])
             generation = self.adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
@@ -82,10 +82,10 @@ class _ShardMaker:
             maps = self.chefer.explain(self.adapter, inputs, generation).maps.flatten(1)
             image_positions = self.adapter.image_token_positions(inputs.input_ids[0])
             rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated)
+            owner += [len(keys)] * generation.num_generated  # index into this shard's keys (skipped questions have none)
             queries.append(generation.last_hidden[rows].float().cpu())
             keys.append(generation.last_hidden[image_positions].float().cpu())
             relevancy.append(maps.float())
-            owner += [q_index] * generation.num_generated
         tensors = {"query": torch.cat(queries), "keys": torch.stack(keys), "relevancy": torch.cat(relevancy),
                    "owner": torch.tensor(owner, dtype=torch.long)}
         tmp = path.with_suffix(".tmp")
