@@ -75,6 +75,7 @@ def _style():
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    plt.rcParams["figure.constrained_layout.use"] = True  # keeps two-line suptitles clear of the axes titles
     return plt
 
 
