@@ -262,6 +262,10 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
     plt.close(fig)
 
 
+ABLATION_AXES = {"data_size": "training data (token samples)", "labeling_threshold": "labeling threshold (x max of the map)",
+                 "steps": "training steps (batch 128)"}
+
+
 def fig_ablation(runs: list[Run], report: Report) -> None:
     """Fig. 5: FastRM ablations (labeling threshold, data size, training steps) as PP AUC over the first 20%."""
     rows = []
@@ -276,10 +280,12 @@ def fig_ablation(runs: list[Run], report: Report) -> None:
     kinds = sorted({row["kind"] for row in rows})
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        part = [row for row in rows if row["kind"] == kind]
+        part = sorted((row for row in rows if row["kind"] == kind),  # numeric order, "all" last
+                      key=lambda row: (isinstance(row["value"], str), row["value"] if not isinstance(row["value"], str) else 0))
         labels = [str(row["value"]) for row in part]
-        ax.bar(labels, [row["pp_auc_first20"] for row in part], color="tab:blue")
-        ax.set_xlabel(kind.replace("_", " "))
+        bars = ax.bar(labels, [row["pp_auc_first20"] for row in part], color="tab:blue")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        ax.set_xlabel(ABLATION_AXES.get(kind, kind.replace("_", " ")))
         ax.set_ylabel("PP AUC, first 20% removed (lower is better)")
         low = min(row["pp_auc_first20"] for row in part)
         ax.set_ylim(max(0.0, low - 0.1), 1.0)
@@ -293,6 +299,8 @@ def leaderboard_tables(roots: list[Path], report: Report) -> None:
 
     frames = [leaderboard(r) for r in roots]
     frame = pd.concat(frames) if frames else pd.DataFrame()
+    if not frame.empty:  # ablation variants are compared in their own figure (Fig. 5), not ranked here
+        frame = frame[[not (Path(d) / "ablation.json").exists() for d in frame.run_dir]]
     if frame.empty:
         report.skipped.append("Leaderboard: no runs")
         return

@@ -7,8 +7,9 @@ skipped, an interrupted one continues where it stopped, so the command can simpl
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fastrm_bench.runner import RunConfig, run
@@ -47,7 +48,7 @@ def _run_once(cfg: RunConfig, log) -> None:
 def ablations(plan: Plan) -> None:
     """Fig. 5: FastRM variants (labeling threshold, data size, steps) scored by PP AUC over the first 20%."""
     from fastrm_bench.explainers.fastrm_method import SHIPPED
-    from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
+    from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset
     from fastrm_bench.fastrm.model import FastRM
     from fastrm_bench.world.build import cache_root
 
@@ -59,22 +60,33 @@ def ablations(plan: Plan) -> None:
     variants = [("labeling_threshold", t, replace(base, labeling_threshold=t)) for t in ABLATION_THRESHOLDS]
     variants += [("data_size", d or "all", replace(base, data_size=d)) for d in ABLATION_DATA_SIZES]
     variants += [("steps", s, replace(base, steps=s)) for s in ABLATION_STEPS]
+    first_run_of: dict[str, Path] = {}  # recipe -> run dir: the base recipe appears in all three sweeps
     for kind, value, recipe in variants:
         name = f"{kind}-{value}"
-        proxy_dir = plan.out / "ablations" / "proxies" / name
-        if not (proxy_dir / "fastrm_config.json").exists():
-            train_proxy(data_dir, proxy_dir, recipe, distilled_from="tiny-llava-shapes", log=plan.log)
-        spec_dir = plan.out / "ablations" / "specs" / "methods"
-        spec_dir.mkdir(parents=True, exist_ok=True)
-        (spec_dir / f"fastrm-{name}.yaml").write_text(json.dumps({
-            "name": f"fastrm-{name}", "implementation": "fastrm", "description": f"FastRM ablation {kind}={value}",
-            "params": {"checkpoint": str(proxy_dir.resolve())}}))
-        add_spec_dir(spec_dir.parent)
-        cfg = RunConfig(method=f"fastrm-{name}", task="vqav2", limit=plan.ablation_limit, seed=plan.seed,
-                        output_dir=str(plan.out / "ablations" / "runs" / name), fractions=[0.0, 0.05, 0.1, 0.15, 0.2])
-        _run_once(cfg, plan.log)
-        meta = plan.out / "ablations" / "runs" / name / "ablation.json"
-        meta.write_text(json.dumps({"kind": kind, "value": value}))
+        run_dir = plan.out / "ablations" / "runs" / name
+        same = first_run_of.setdefault(json.dumps(asdict(recipe), sort_keys=True), run_dir)
+        if same == run_dir:
+            _ablation_run(plan, data_dir, name, kind, value, recipe, run_dir)
+        elif not (run_dir / "results.json").exists():
+            shutil.copytree(same, run_dir, dirs_exist_ok=True)  # the same proxy and run as an earlier variant
+        (run_dir / "ablation.json").write_text(json.dumps({"kind": kind, "value": value}))
+
+
+def _ablation_run(plan: Plan, data_dir: Path, name: str, kind: str, value, recipe, run_dir: Path) -> None:
+    from fastrm_bench.fastrm.distill import train_proxy
+
+    proxy_dir = plan.out / "ablations" / "proxies" / name
+    if not (proxy_dir / "fastrm_config.json").exists():
+        train_proxy(data_dir, proxy_dir, recipe, distilled_from="tiny-llava-shapes", log=plan.log)
+    spec_dir = plan.out / "ablations" / "specs" / "methods"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    (spec_dir / f"fastrm-{name}.yaml").write_text(json.dumps({
+        "name": f"fastrm-{name}", "implementation": "fastrm", "description": f"FastRM ablation {kind}={value}",
+        "params": {"checkpoint": str(proxy_dir.resolve())}}))
+    add_spec_dir(spec_dir.parent)
+    cfg = RunConfig(method=f"fastrm-{name}", task="vqav2", limit=plan.ablation_limit, seed=plan.seed,
+                    output_dir=str(run_dir), fractions=[0.0, 0.05, 0.1, 0.15, 0.2])
+    _run_once(cfg, plan.log)
 
 
 def reproduce(plan: Plan) -> None:
