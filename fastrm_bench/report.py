@@ -91,7 +91,8 @@ def _save(fig, report: Report, name: str, title: str) -> None:
     files = []
     for ext in ("png", "pdf"):
         path = report.out / f"{name}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        metadata = {"CreationDate": None} if ext == "pdf" else None  # no timestamp: reruns give equal files
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata)
         files.append(path.name)
     report.made.append((title, files))
 
@@ -216,7 +217,8 @@ def fig_latency(profiles: list[Path], report: Report) -> None:
     for ax in axes:
         ax.legend(fontsize=8)
     device, model = frame.device.iloc[0], frame.model.iloc[0]
-    fig.suptitle(f"Map latency and peak memory\n{model} on {device}, median of {int(frame.repeats.max())} repeats",
+    fig.suptitle(f"Map latency and peak memory\n{model} on {device}, one fixed test question of the shapes world (n=1), "
+                 f"median of {int(frame.repeats.max())} repeats",
                  fontsize=10)
     _save(fig, report, "latency_memory", "Latency and memory vs output length (Fig. 7)")
     plt.close(fig)
