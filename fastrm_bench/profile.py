@@ -36,16 +36,22 @@ def _case(model: str, device: str | None, seed: int):
     return adapter, adapter.build_inputs([jpeg_roundtrip(scene.image)], [question])
 
 
-def _phase_peak(method_name: str, n: int, model: str, device: str | None, seed: int) -> int | None:
-    """Peak memory of generate(n) + explain, in this (fresh) process."""
-    import torch
+def _phase(adapter, inputs, method, n: int) -> tuple[float, float]:
+    """(generation seconds, map seconds) of generating exactly ``n`` tokens and explaining them all."""
+    t0 = time.perf_counter()
+    generation = adapter.generate(inputs, n, min_new_tokens=n, return_hidden=True)[0]
+    t1 = time.perf_counter()
+    explanation = method.explain(adapter, inputs, generation)
+    t2 = time.perf_counter()
+    assert explanation.maps.shape[0] == n
+    return t1 - t0, t2 - t1
 
-    torch.manual_seed(seed)
+
+def _phase_peak(method_name: str, n: int, model: str, device: str | None, seed: int) -> int | None:
+    """Peak memory of one phase, in this process (run it in a fresh one on CPU)."""
     adapter, inputs = _case(model, device, seed)
-    method = create_method(method_name)[0]
     with PeakMemory(adapter.device) as memory:
-        generation = adapter.generate(inputs, n, min_new_tokens=n, return_hidden=True)[0]
-        method.explain(adapter, inputs, generation)
+        _phase(adapter, inputs, create_method(method_name)[0], n)
     return memory.peak_bytes
 
 
@@ -64,23 +70,16 @@ def profile(methods: list[str], lengths=DEFAULT_LENGTHS, repeats: int = 3, model
     for name in methods:
         method, spec = create_method(name)
         for n in tqdm(lengths, desc=f"profile {spec.name}", leave=False):
-            map_times, gen_times, peaks = [], [], []
-            for _ in range(repeats):
+            times = [_phase(adapter, inputs, method, n) for _ in range(repeats)]
+            if adapter.device.type == "cuda":  # the allocator's peak counter is exact in-process
                 with PeakMemory(adapter.device) as memory:
-                    t0 = time.perf_counter()
-                    generation = adapter.generate(inputs, n, min_new_tokens=n, return_hidden=True)[0]
-                    t1 = time.perf_counter()
-                    explanation = method.explain(adapter, inputs, generation)
-                    t2 = time.perf_counter()
-                assert explanation.maps.shape[0] == n
-                gen_times.append(t1 - t0)
-                map_times.append(t2 - t1)
-                peaks.append(memory.peak_bytes)
-            if adapter.device.type == "cpu":
-                peaks = [_fresh_process_peak(name, n, model, device, seed)]
-            rows.append({"method": spec.name, "tokens": n, "map_seconds": statistics.median(map_times),
-                         "generation_seconds": statistics.median(gen_times),
-                         "peak_memory_mb": None if None in peaks else max(peaks) / 2**20,
+                    _phase(adapter, inputs, method, n)
+                peak = memory.peak_bytes
+            else:
+                peak = _fresh_process_peak(name, n, model, device, seed)
+            rows.append({"method": spec.name, "tokens": n, "map_seconds": statistics.median(t[1] for t in times),
+                         "generation_seconds": statistics.median(t[0] for t in times),
+                         "peak_memory_mb": None if peak is None else peak / 2**20,
                          "repeats": repeats, "device": str(adapter.device), "model": Path(adapter.name).name})
     return pd.DataFrame(rows)
 

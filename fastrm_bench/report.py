@@ -274,7 +274,8 @@ def fig_ablation(runs: list[Run], report: Report) -> None:
     for r in runs:
         meta = r.path / "ablation.json"
         if meta.exists() and r.metric("pp_auc") is not None:
-            rows.append({**json.loads(meta.read_text()), "pp_auc_first20": r.metric("pp_auc"), "run": r})
+            # a list of {kind, value}: one run can stand for several variants (the base recipe)
+            rows += [{**tag, "pp_auc_first20": r.metric("pp_auc"), "run": r} for tag in json.loads(meta.read_text())]
     if not rows:
         report.skipped.append("Ablations (Fig. 5): no ablation runs (made by `fastrm-bench reproduce`)")
         return

@@ -7,7 +7,6 @@ skipped, an interrupted one continues where it stopped, so the command can simpl
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -60,21 +59,21 @@ def ablations(plan: Plan) -> None:
     variants = [("labeling_threshold", t, replace(base, labeling_threshold=t)) for t in ABLATION_THRESHOLDS]
     variants += [("data_size", d or "all", replace(base, data_size=d)) for d in ABLATION_DATA_SIZES]
     variants += [("steps", s, replace(base, steps=s)) for s in ABLATION_STEPS]
-    first_run_of: dict[str, Path] = {}  # recipe -> run dir: the base recipe appears in all three sweeps
-    for kind, value, recipe in variants:
-        name = f"{kind}-{value}"
-        run_dir = plan.out / "ablations" / "runs" / name
-        same = first_run_of.setdefault(json.dumps(asdict(recipe), sort_keys=True), run_dir)
-        if same == run_dir:
-            _ablation_run(plan, data_dir, name, kind, value, recipe, run_dir)
-        elif not (run_dir / "results.json").exists():
-            shutil.copytree(same, run_dir, dirs_exist_ok=True)  # the same proxy and run as an earlier variant
-        (run_dir / "ablation.json").write_text(json.dumps({"kind": kind, "value": value}))
+    # the base recipe recurs in all three sweeps: one proxy and one run per distinct recipe, tagged with each variant
+    by_recipe: dict[str, list[tuple[str, object, TrainConfig]]] = {}
+    for variant in variants:
+        by_recipe.setdefault(json.dumps(asdict(variant[2]), sort_keys=True), []).append(variant)
+    for same in by_recipe.values():
+        run_dir = _ablation_run(plan, data_dir, *same[0])
+        (run_dir / "ablation.json").write_text(json.dumps([{"kind": k, "value": v} for k, v, _ in same]))
 
 
-def _ablation_run(plan: Plan, data_dir: Path, name: str, kind: str, value, recipe, run_dir: Path) -> None:
+def _ablation_run(plan: Plan, data_dir: Path, kind: str, value, recipe) -> Path:
+    """Train the variant's proxy and run it on VQAv2 (both skipped when done); returns the run dir."""
     from fastrm_bench.fastrm.distill import train_proxy
 
+    name = f"{kind}-{value}"
+    run_dir = plan.out / "ablations" / "runs" / name
     proxy_dir = plan.out / "ablations" / "proxies" / name
     if not (proxy_dir / "fastrm_config.json").exists():
         train_proxy(data_dir, proxy_dir, recipe, distilled_from="tiny-llava-shapes", log=plan.log)
@@ -87,6 +86,7 @@ def _ablation_run(plan: Plan, data_dir: Path, name: str, kind: str, value, recip
     cfg = RunConfig(method=f"fastrm-{name}", task="vqav2", limit=plan.ablation_limit, seed=plan.seed,
                     output_dir=str(run_dir), fractions=[0.0, 0.05, 0.1, 0.15, 0.2])
     _run_once(cfg, plan.log)
+    return run_dir
 
 
 def reproduce(plan: Plan) -> None:

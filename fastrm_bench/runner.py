@@ -259,7 +259,7 @@ def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, 
         values = [r[key] for r in records if r["score"] >= 1 and r.get(key) is not None and r[key] == r[key]]
         if values:
             metrics[f"{key}_correct"] = float(np.mean(values))
-            metrics["n_correct_localised"] = float(len(values))
+            metrics.setdefault("n_correct_localised", float(len(values)))  # questions behind relevance_mass_correct
     curves: dict[str, list[float]] = {}
     with_curves = [r for r in records if "curves" in r]
     if with_curves:

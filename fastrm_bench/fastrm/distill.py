@@ -69,7 +69,7 @@ class _ShardMaker:
         self.samples = self.task.select(cfg.questions, cfg.seed)
         self.chefer = Chefer()
 
-    def __call__(self, index: int, path: Path) -> int:
+    def __call__(self, index: int, path: Path) -> None:
         """Answer questions ``index*shard_size ...``, explain every token, write ``path`` atomically."""
         start = index * self.cfg.shard_size
         queries, keys, relevancy, owner = [], [], [], []
@@ -91,7 +91,6 @@ class _ShardMaker:
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp))
         os.replace(tmp, path)
-        return len(owner)
 
 
 _WORKER: _ShardMaker | None = None
@@ -102,9 +101,9 @@ def _init_worker(cfg: DatasetConfig) -> None:
     _WORKER = _ShardMaker(cfg, threads=1)  # small models: one thread per process beats threads in one process
 
 
-def _worker_shard(index: int, path: Path) -> int:
+def _worker_shard(index: int, path: Path) -> None:
     assert _WORKER is not None
-    return _WORKER(index, path)
+    _WORKER(index, path)
 
 
 def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1) -> list[Path]:
