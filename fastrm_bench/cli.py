@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -189,18 +190,26 @@ def reproduce(
 @app.command("train-vlm")
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],
-    steps: Annotated[int, typer.Option(help="Optimiser steps of the full (second) stage.")] = 2600,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation and data.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps of the full (second) stage [recipe's: 2600].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation and data [recipe's: 0].")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint if present.")] = True,
+    recipe: Annotated[Path | None, typer.Option(
+        help="JSON of recipe fields to change (or a model's training.json); --steps/--seed override it.")] = None,
 ) -> None:
-    """Train the embedded LLaVA from scratch (the shipped checkpoint's recipe); resumable."""
+    """Train the embedded LLaVA from scratch (the shipped checkpoint's recipe by default); resumable."""
     import torch
 
     from fastrm_bench.models.train_tiny import TrainConfig, train
 
+    try:
+        cfg = TrainConfig.from_dict(json.loads(recipe.read_text())) if recipe else TrainConfig()
+    except (OSError, ValueError, TypeError) as err:
+        _fail(f"cannot read recipe {recipe}: {err}")
+        return
     torch.set_num_threads(threads)
-    final = train(TrainConfig(seed=seed, steps=steps), out, resume=resume, log=typer.echo)
+    cfg = replace(cfg, **{k: v for k, v in {"seed": seed, "steps": steps}.items() if v is not None})
+    final = train(cfg, out, resume=resume, log=typer.echo)
     typer.echo(json.dumps(final, indent=2))
     typer.echo(f"model written to {out / 'model'}; use it with --model {out / 'model'}")
 

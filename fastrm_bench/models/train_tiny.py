@@ -10,6 +10,13 @@ Why these choices (a 1M-parameter prototype stayed at chance on shape questions)
 - token-masking augmentation: some image tokens *not* belonging to the question's objects are
   zeroed at the LM input, so that removing irrelevant tokens (what perturbation metrics do)
   leaves the answer unchanged, while the answer still depends on the referenced tokens.
+- where objects are, as values: attention retrieves an object's *features*, and RoPE positions
+  shape only the attention weights, not the values; a model trained on colour/shape alone kept no
+  linear trace of position in its image features (probe R^2 ~0 for object centre x) and could not
+  compare two objects' positions ("is A left of B" at chance) though it answered quadrant
+  questions. So every object patch's feature also regresses its object's centre (``centre_weight``),
+  and a middle LM layer at the last prompt token regresses the centre x of the question's target
+  and anchor (``locate_weight``); relational questions get more of each batch (``type_weights``).
 Every step's data is a pure function of (seed, step), so a resumed run sees the same batches.
 """
 
@@ -18,8 +25,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +45,7 @@ from fastrm_bench.world.scenes import (
     generate_scene,
     jpeg_roundtrip,
     patch_labels,
+    patch_owners,
     scene_seed,
 )
 
@@ -63,6 +72,18 @@ class TrainConfig:
     checkpoint_every: int = 100
     eval_every: int = 300
     eval_images: int = 150
+    #: "centre" auxiliary loss: every object patch's vision feature regresses its object's centre (x, y),
+    #: so that attending to an object retrieves where it is (values carry no position otherwise)
+    centre_weight: float = 0.0
+    #: "locate" auxiliary loss: at the last prompt token, a middle LM layer regresses the centre x of the
+    #: question's target object and (relational questions) of its anchor; 0 disables it
+    locate_weight: float = 0.0
+    #: "role" auxiliary loss: at the same layer, every image token (which follows the question) classifies
+    #: itself as part of the question's target, its anchor, or neither; binds the named objects to
+    #: their roles, which "is A left of B" needs and no other question type teaches
+    role_weight: float = 0.0
+    #: the LM layer (hidden_states index) the locate and role losses read
+    locate_layer: int = 2
     type_weights: dict[str, float] = field(
         default_factory=lambda: {
             "color": 1.0, "shape": 1.5, "count": 1.5, "exist": 1.5, "position": 1.5,
@@ -70,6 +91,19 @@ class TrainConfig:
         }
     )
     size: TinyLlavaSize = field(default_factory=TinyLlavaSize)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A recipe from a JSON dict: overrides of the defaults, or a model's ``training.json`` (its "config")."""
+        values = dict(values.get("config", values))
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}")
+        if "size" in values:
+            values["size"] = TinyLlavaSize(**values["size"])
+        if "curriculum" in values:
+            values["curriculum"] = tuple(tuple(stage) for stage in values["curriculum"])
+        return cls(**values)
 
 
 @dataclass
@@ -83,6 +117,46 @@ class Batch:
     aux_color: torch.Tensor  # [I, n_patches]
     aux_shape: torch.Tensor
     qtypes: list[str]
+    aux_centre: torch.Tensor  # [I, n_patches, 2] centre (x, y) in [-1, 1] of each patch's object, NaN for none
+    locate: torch.Tensor  # [Q, 2] centre x in [-1, 1] of the target / anchor object, NaN where the question has none
+    role: torch.Tensor  # [Q, n_patches] 1 = patch of a target object, 2 = of the anchor, 0 = neither
+    prompt_length: torch.Tensor  # [Q] tokens before the answer
+
+
+def object_centres(scene) -> np.ndarray:
+    """[n_objects, 2] object centres (x, y) scaled to [-1, 1]."""
+    size = scene.image.shape[0]
+    return np.array([o.center for o in scene.objects], dtype=np.float32) * 2 / size - 1
+
+
+def patch_centres(scene, grid: int) -> np.ndarray:
+    """[grid * grid, 2] centre of the object owning each patch (see ``patch_owners``), NaN for background."""
+    owner = patch_owners(scene, grid).reshape(-1)
+    out = np.full((grid * grid, 2), np.nan, dtype=np.float32)
+    out[owner >= 0] = object_centres(scene)[owner[owner >= 0]]
+    return out
+
+
+def locate_targets(scene, q: Question) -> list[float]:
+    """[target x, anchor x]: relational questions refer to (target, anchor); one-object questions to a target."""
+    xs = [float(object_centres(scene)[i, 0]) for i in q.refs]
+    if q.qtype.startswith("relate_"):
+        return xs[:2]
+    return [xs[0], math.nan] if len(xs) == 1 else [math.nan, math.nan]
+
+
+def patch_roles(owners: np.ndarray, q: Question) -> np.ndarray:
+    """[n_patches] role of each patch in ``q`` (``owners`` from ``patch_owners``, flattened): 1 target, 2 anchor."""
+    role = np.zeros(owners.shape, dtype=np.int64)
+    for k, ref in enumerate(q.refs):
+        role[owners == ref] = 2 if (k == 1 and q.qtype.startswith("relate_")) else 1
+    return role
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the non-NaN targets (0 when there is none)."""
+    valid = ~torch.isnan(target)
+    return ((prediction[valid] - target[valid]) ** 2).mean() if valid.any() else prediction.sum() * 0.0
 
 
 def format_prompt(question: str, suffix: str = "") -> str:
@@ -120,13 +194,16 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
         split, step = "train", step + 1_000_000 // n_images
     grid = cfg.size.image_size // cfg.size.patch_size
     tok = processor.tokenizer
-    images, seqs, answers, image_index, keeps, qtypes, aux_c, aux_s = [], [], [], [], [], [], [], []
+    images, seqs, answers, image_index, keeps, qtypes, locate, roles = [], [], [], [], [], [], [], []
+    aux_c, aux_s, aux_xy = [], [], []
     for i in range(n_images):
         scene = generate_scene(scene_seed(split, step * n_images + i, cfg.seed), scene_config)
         images.append(jpeg_roundtrip(scene.image))
         c, s = patch_labels(scene, grid)
         aux_c.append(c.reshape(-1))
         aux_s.append(s.reshape(-1))
+        aux_xy.append(patch_centres(scene, grid))
+        owners = patch_owners(scene, grid).reshape(-1)
         if not with_questions:
             continue
         for q in sample_questions(scene, rng, cfg.questions_per_image, cfg.type_weights):
@@ -138,6 +215,8 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
             answers.append(q.answer)
             image_index.append(i)
             qtypes.append(q.qtype)
+            locate.append(locate_targets(scene, q))
+            roles.append(patch_roles(owners, q))
             keep = np.ones(grid * grid, dtype=np.float32)
             if augment and rng.random() < cfg.mask_aug_prob:
                 masks = [scene.objects[r].mask for r in q.refs]
@@ -171,47 +250,69 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
         aux_color=torch.from_numpy(np.stack(aux_c)),
         aux_shape=torch.from_numpy(np.stack(aux_s)),
         qtypes=qtypes,
+        aux_centre=torch.from_numpy(np.stack(aux_xy)),
+        locate=torch.tensor(locate, dtype=torch.float32).reshape(-1, 2),
+        role=torch.from_numpy(np.stack(roles)) if roles else torch.zeros(0, grid * grid, dtype=torch.long),
+        prompt_length=torch.tensor([len(p) for p in prompt_ids]),
     )
 
 
 class AuxHeads(torch.nn.Module):
     """Training-only per-patch classifiers on the projector's input; not shipped."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, text_hidden: int):
         super().__init__()
         self.color = torch.nn.Linear(hidden, len(COLOR_NAMES) + 1)
         self.shape = torch.nn.Linear(hidden, len(SHAPES) + 1)
+        self.centre = torch.nn.Linear(hidden, 2)
+        self.locate = torch.nn.Linear(text_hidden, 2)
+        self.role = torch.nn.Linear(text_hidden, 3)
 
 
-def aux_loss(model, heads: AuxHeads, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-patch colour + shape cross-entropy, the vision features LLaVA projects)."""
+def aux_loss(model, heads: AuxHeads, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-patch colour + shape cross-entropy, per-patch object-centre MSE, the vision features LLaVA projects)."""
     vision = model.model.vision_tower(batch.pixel_values, output_hidden_states=True)
     feats = vision.hidden_states[model.config.vision_feature_layer][:, 1:]  # "default": drop CLS
     aux = F.cross_entropy(heads.color(feats).flatten(0, 1), batch.aux_color.flatten()) + F.cross_entropy(
         heads.shape(feats).flatten(0, 1), batch.aux_shape.flatten()
     )
-    return aux, feats
+    return aux, masked_mse(heads.centre(feats), batch.aux_centre), feats
 
 
-def forward_batch(model, heads: AuxHeads, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(answer loss, aux loss, per-question exact-match of the teacher-forced argmax).
+class Losses(NamedTuple):
+    answer: torch.Tensor  # answer-token cross-entropy
+    aux: torch.Tensor  # per-patch colour + shape cross-entropy of the vision features
+    centre: torch.Tensor  # per-patch object-centre MSE of the vision features
+    locate: torch.Tensor  # centre-x MSE of the referenced objects at the last prompt token (0 if off)
+    role: torch.Tensor  # per-image-token target/anchor/neither cross-entropy (0 if off)
+    correct: torch.Tensor  # [Q] teacher-forced exact match per question
+
+
+def forward_batch(model, heads: AuxHeads, batch: Batch, locate_layer: int | None = None) -> Losses:
+    """The losses of one batch; ``locate_layer`` (a LM hidden-states index) turns on the locate and role losses.
 
     Teacher-forced exact match of all answer tokens and EOS equals greedy-decoding accuracy.
     """
     cfg = model.config
-    aux, feats = aux_loss(model, heads, batch)
+    aux, centre, feats = aux_loss(model, heads, batch)
     image_embeds = model.model.multi_modal_projector(feats)[batch.image_index]
     image_embeds = image_embeds * batch.keep.unsqueeze(-1)
     embeds = model.get_input_embeddings()(batch.input_ids)
     image_slots = (batch.input_ids == cfg.image_token_id).unsqueeze(-1).expand_as(embeds)
     embeds = embeds.masked_scatter(image_slots, image_embeds.to(embeds.dtype))
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
-    logits = model.lm_head(hidden[:, :-1])
+    lm_out = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                                        output_hidden_states=locate_layer is not None)
+    logits = model.lm_head(lm_out.last_hidden_state[:, :-1])
     target = batch.labels[:, 1:]
     loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
     answer_positions = target != -100
     correct = ((logits.argmax(-1) == target) | ~answer_positions).all(dim=1)
-    return loss, aux, correct
+    locate = role = torch.zeros(())
+    if locate_layer is not None:
+        states = lm_out.hidden_states[locate_layer]
+        locate = masked_mse(heads.locate(states[torch.arange(len(states)), batch.prompt_length - 1]), batch.locate)
+        role = F.cross_entropy(heads.role(states[image_slots[..., 0]]), batch.role.flatten())
+    return Losses(loss, aux, centre, locate, role, correct)
 
 
 def evaluate(model, heads, processor, cfg: TrainConfig) -> dict[str, float]:
@@ -221,7 +322,7 @@ def evaluate(model, heads, processor, cfg: TrainConfig) -> dict[str, float]:
     with torch.no_grad():
         for chunk in range(0, cfg.eval_images, 50):
             batch = make_batch(processor, cfg, "val", chunk // 50, 50, augment=False)
-            _, _, correct = forward_batch(model, heads, batch)
+            correct = forward_batch(model, heads, batch).correct
             for t, c in zip(batch.qtypes, correct.tolist()):
                 per_type.setdefault(t, []).append(c)
     model.train()
@@ -254,7 +355,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
     torch.manual_seed(cfg.seed)
     processor = build_processor(cfg.size)
     model = build_model(processor.tokenizer, cfg.size)
-    heads = AuxHeads(cfg.size.vision_hidden)
+    heads = AuxHeads(cfg.size.vision_hidden, cfg.size.text_hidden)
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -287,18 +388,22 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
             group["lr"] = lr_at(step)
         if step < cfg.vision_steps:  # stage 1: vision tower + aux heads only
             batch = make_batch(processor, cfg, "vision", step, 32, augment=False, with_questions=False)
-            aux, _ = aux_loss(model, heads, batch)
-            loss, correct, total = torch.zeros(()), torch.zeros(1), aux
+            aux, centre, _ = aux_loss(model, heads, batch)
+            loss, locate, role, correct = torch.zeros(()), torch.zeros(()), torch.zeros(()), torch.zeros(1)
+            total = aux + cfg.centre_weight * centre
         else:
             batch = make_batch(processor, cfg, "train", step - cfg.vision_steps, cfg.images_per_step, augment=True)
-            loss, aux, correct = forward_batch(model, heads, batch)
-            total = loss + cfg.aux_weight * aux
+            lm_aux = cfg.locate_weight or cfg.role_weight
+            loss, aux, centre, locate, role, correct = forward_batch(model, heads, batch, cfg.locate_layer if lm_aux else None)
+            total = loss + cfg.aux_weight * (aux + cfg.centre_weight * centre) + cfg.locate_weight * locate \
+                + cfg.role_weight * role
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", aux=f"{aux.item():.3f}", acc=f"{correct.float().mean():.2f}")
-        record = {"step": step + 1, "loss": loss.item(), "aux": aux.item(), "train_acc": correct.float().mean().item(),
+        record = {"step": step + 1, "loss": loss.item(), "aux": aux.item(), "centre": centre.item(),
+                  "locate": locate.item(), "role": role.item(), "train_acc": correct.float().mean().item(),
                   "elapsed_s": time.time() - t0}
         if step >= cfg.vision_steps and ((step + 1 - cfg.vision_steps) % cfg.eval_every == 0 or step + 1 == total_steps):
             record["val"] = evaluate(model, heads, processor, cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -52,7 +53,7 @@ class SceneObject:
     def category(self) -> str:
         return f"{self.color} {self.shape}"
 
-    @property
+    @cached_property  # questions and training targets ask for it many times per scene
     def center(self) -> tuple[float, float]:
         ys, xs = np.nonzero(self.mask)
         return float(xs.mean()), float(ys.mean())
@@ -112,22 +113,31 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
     return Scene(image=np.clip(image, 0, 255).astype(np.uint8), objects=objects)
 
 
+def patch_owners(scene: Scene, grid: int) -> np.ndarray:
+    """[grid, grid] index of the object covering most of each patch (at least 20% of it), -1 for none."""
+    n = scene.image.shape[0]
+    p = n // grid
+    owner = np.full((grid, grid), -1, dtype=np.int64)
+    best = np.zeros((grid, grid))
+    for i, obj in enumerate(scene.objects):
+        cover = obj.mask.reshape(grid, p, grid, p).mean(axis=(1, 3))
+        take = (cover > best) & (cover >= 0.2)
+        owner[take] = i
+        best = np.maximum(best, np.where(take, cover, best))
+    return owner
+
+
 def patch_labels(scene: Scene, grid: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch colour and shape class (0 = background) of the object covering most of it.
 
     Used as an auxiliary training target for the vision tower of the embedded model.
     """
-    n = scene.image.shape[0]
-    p = n // grid
+    owner = patch_owners(scene, grid)
     color_lab = np.zeros((grid, grid), dtype=np.int64)
     shape_lab = np.zeros((grid, grid), dtype=np.int64)
-    best = np.zeros((grid, grid))
-    for obj in scene.objects:
-        cover = obj.mask.reshape(grid, p, grid, p).mean(axis=(1, 3))
-        take = (cover > best) & (cover >= 0.2)
-        color_lab[take] = COLOR_NAMES.index(obj.color) + 1
-        shape_lab[take] = SHAPES.index(obj.shape) + 1
-        best = np.maximum(best, np.where(take, cover, best))
+    for i, obj in enumerate(scene.objects):
+        color_lab[owner == i] = COLOR_NAMES.index(obj.color) + 1
+        shape_lab[owner == i] = SHAPES.index(obj.shape) + 1
     return color_lab, shape_lab
 
 
