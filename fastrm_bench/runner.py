@@ -16,7 +16,6 @@ samples be sharded across processes later.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from fastrm_bench.metrics.entropy import calibration_split, entropy_confidence, 
 from fastrm_bench.metrics.localisation import mask_to_patches, pointing_game, relevance_mass
 from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS, DIRECTIONS, curve_auc, keep_masks
 from fastrm_bench.metrics.threshold import DEFAULT_THRESHOLDS, binarise
+from fastrm_bench.models.zoo import weights_hash
 from fastrm_bench.specs import resolve
 
 HIGHER_IS_BETTER = {
@@ -65,15 +65,6 @@ class RunConfig:
     removal: str = "zero"  # how perturbation removes image tokens: "zero" (embeddings zeroed) or "drop"
     perturbation: bool = True
     aggregation: str = "mean"  # sample map = mean of the per-token maps over the answer tokens
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """SHA-256 over parameter names and bytes (identifies the exact weights a run used)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:

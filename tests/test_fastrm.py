@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -83,3 +85,18 @@ def test_dataset_workers_write_the_same_shards_and_resume(world_root, tmp_path):
     kept = parallel[0].stat().st_mtime_ns
     build_dataset(cfg, tmp_path / "parallel", log=lambda *_: None, workers=2)
     assert parallel[1].exists() and parallel[0].stat().st_mtime_ns == kept
+
+
+def test_a_dataset_of_other_weights_is_not_resumed(world_root, tmp_path):
+    """Retraining a model keeps its name: shards labelled by the old weights must not be reused."""
+    cfg = DatasetConfig(model="tiny-llava-shapes", split="val", data_root=str(world_root), questions=4, max_new_tokens=2,
+                        shard_size=2)
+    build_dataset(cfg, tmp_path / "data", log=lambda *_: None)
+    manifest = tmp_path / "data" / "dataset.json"
+    recorded = json.loads(manifest.read_text())
+    assert len(recorded["model_weights_sha256"]) == 64
+    build_dataset(cfg, tmp_path / "data", log=lambda *_: None)  # same weights: resumes
+    for other in ({**recorded, "model_weights_sha256": "0" * 64}, {"config": recorded["config"]}):
+        manifest.write_text(json.dumps(other))
+        with pytest.raises(ValueError, match="other weights"):
+            build_dataset(cfg, tmp_path / "data", log=lambda *_: None)

@@ -113,19 +113,29 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1) ->
     the result is the same files as with one worker.
     """
     from fastrm_bench.builders import create_task
+    from fastrm_bench.models.zoo import load_model, weights_hash
 
+    # the labels depend on the exact weights, not only the model's name: a retrained checkpoint under the
+    # same name must not silently resume (or reuse) shards of the old one
+    maker = _ShardMaker(cfg) if workers <= 1 else None
+    weights = weights_hash((maker.adapter if maker else load_model(cfg.model)).model)
+    wanted = {"config": asdict(cfg), "model_weights_sha256": weights}
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "dataset.json"
-    if manifest.exists() and json.loads(manifest.read_text())["config"] != asdict(cfg):
-        raise ValueError(f"{out} holds a dataset built with another configuration; use another folder")
-    manifest.write_text(json.dumps({"config": asdict(cfg)}, indent=2))
+    if manifest.exists():
+        found = json.loads(manifest.read_text())
+        if found["config"] != wanted["config"]:
+            raise ValueError(f"{out} holds a dataset built with another configuration; use another folder")
+        if found.get("model_weights_sha256") != weights:
+            raise ValueError(f"{out} holds a dataset built with other weights of {cfg.model!r} (or with unrecorded "
+                             "weights); use another folder or delete it")
+    manifest.write_text(json.dumps(wanted, indent=2))
     task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
     n_questions = len(task.select(cfg.questions, cfg.seed))
     shards = [out / f"shard_{i:05d}.safetensors" for i in range(-(-n_questions // cfg.shard_size))]
     todo = [(i, p) for i, p in enumerate(shards) if not p.exists()]
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="distill data (shards)", unit="shard")
-    if workers <= 1:
-        maker = _ShardMaker(cfg) if todo else None
+    if maker is not None:
         for index, path in todo:
             maker(index, path)
             bar.update()

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import torch
 
 from fastrm_bench.models.llava_hf import LlavaHFAdapter, ModelLoadError
 from fastrm_bench.registry import MODELS, UnknownNameError
 
 DEFAULT_MODEL = "tiny-llava-shapes"
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """SHA-256 over parameter names and bytes (identifies the exact weights a run or a dataset used)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def tiny_llava_shapes(device: str | None = None) -> LlavaHFAdapter:
