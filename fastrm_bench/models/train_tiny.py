@@ -74,20 +74,20 @@ class TrainConfig:
     eval_images: int = 150
     #: "centre" auxiliary loss: every object patch's vision feature regresses its object's centre (x, y),
     #: so that attending to an object retrieves where it is (values carry no position otherwise)
-    centre_weight: float = 0.0
+    centre_weight: float = 1.0
     #: "locate" auxiliary loss: at the last prompt token, a middle LM layer regresses the centre x of the
     #: question's target object and (relational questions) of its anchor; 0 disables it
-    locate_weight: float = 0.0
+    locate_weight: float = 1.0
     #: "role" auxiliary loss: at the same layer, every image token (which follows the question) classifies
     #: itself as part of the question's target, its anchor, or neither; binds the named objects to
     #: their roles, which "is A left of B" needs and no other question type teaches
-    role_weight: float = 0.0
+    role_weight: float = 1.0
     #: the LM layer (hidden_states index) the locate and role losses read
     locate_layer: int = 2
     type_weights: dict[str, float] = field(
         default_factory=lambda: {
-            "color": 1.0, "shape": 1.5, "count": 1.5, "exist": 1.5, "position": 1.5,
-            "relate_color": 1.5, "relate_shape": 1.5, "relate_verify": 1.5,
+            "color": 1.0, "shape": 1.5, "count": 1.5, "exist": 1.0, "position": 1.0,
+            "relate_color": 2.0, "relate_shape": 2.0, "relate_verify": 3.0,
         }
     )
     size: TinyLlavaSize = field(default_factory=TinyLlavaSize)
