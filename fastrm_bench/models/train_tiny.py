@@ -15,8 +15,12 @@ Why these choices (a 1M-parameter prototype stayed at chance on shape questions)
   linear trace of position in its image features (probe R^2 ~0 for object centre x) and could not
   compare two objects' positions ("is A left of B" at chance) though it answered quadrant
   questions. So every object patch's feature also regresses its object's centre (``centre_weight``),
-  and a middle LM layer at the last prompt token regresses the centre x of the question's target
-  and anchor (``locate_weight``); relational questions get more of each batch (``type_weights``).
+  a middle LM layer at the last prompt token regresses the centre x of the question's target
+  and anchor (``locate_weight``), and at that layer every image token says whether it belongs to
+  the target, the anchor or neither (``role_weight``: without it "is A left of B", the only
+  question naming two objects, stayed at chance); relational questions get more of each batch.
+  These three are off by default (the shipped checkpoint's recipe); docs/recipes/relational-aux.json
+  turns them on.
 Every step's data is a pure function of (seed, step), so a resumed run sees the same batches.
 """
 
