@@ -19,8 +19,7 @@ Why these choices (a 1M-parameter prototype stayed at chance on shape questions)
   and anchor (``locate_weight``), and at that layer every image token says whether it belongs to
   the target, the anchor or neither (``role_weight``: without it "is A left of B", the only
   question naming two objects, stayed at chance); relational questions get more of each batch.
-  These three are off by default (the shipped checkpoint's recipe); docs/recipes/relational-aux.json
-  turns them on.
+  These three are on by default (the shipped checkpoint's recipe).
 Every step's data is a pure function of (seed, step), so a resumed run sees the same batches.
 """
 
