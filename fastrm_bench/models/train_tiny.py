@@ -142,7 +142,8 @@ def patch_centres(scene, grid: int) -> np.ndarray:
 
 def locate_targets(scene, q: Question) -> list[float]:
     """[target x, anchor x]: relational questions refer to (target, anchor); one-object questions to a target."""
-    xs = [float(object_centres(scene)[i, 0]) for i in q.refs]
+    centres_x = object_centres(scene)[:, 0]
+    xs = [float(centres_x[i]) for i in q.refs]
     if q.qtype.startswith("relate_"):
         return xs[:2]
     return [xs[0], math.nan] if len(xs) == 1 else [math.nan, math.nan]
@@ -188,6 +189,16 @@ def scene_config_at(cfg: TrainConfig, step: int) -> SceneConfig:
     return SceneConfig()
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One question of a batch: the index of its scene, the question, its prompt and the image tokens it keeps."""
+
+    scene: int
+    question: Question
+    prompt: str  # a ``format_prompt`` text with one "<image>"
+    keep: np.ndarray | None = None  # [n_patches] 1 = kept, 0 = zeroed (augmentation); None = all kept
+
+
 def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int, augment: bool,
                with_questions: bool = True) -> Batch:
     """Batch ``step`` of ``split`` ("train", "val", or "vision": stage-1 scenes from the train seeds)."""
@@ -196,30 +207,14 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
     if split == "vision":  # stage-1 scenes: train seeds far past the ones stage 2 uses
         split, step = "train", step + 1_000_000 // n_images
     grid = cfg.size.image_size // cfg.size.patch_size
-    tok = processor.tokenizer
-    images, seqs, answers, image_index, keeps, qtypes, locate, roles = [], [], [], [], [], [], [], []
-    aux_c, aux_s, aux_xy = [], [], []
-    for i in range(n_images):
-        scene = generate_scene(scene_seed(split, step * n_images + i, cfg.seed), scene_config)
-        images.append(jpeg_roundtrip(scene.image))
-        c, s = patch_labels(scene, grid)
-        aux_c.append(c.reshape(-1))
-        aux_s.append(s.reshape(-1))
-        aux_xy.append(patch_centres(scene, grid))
-        owners = patch_owners(scene, grid).reshape(-1)
-        if not with_questions:
-            continue
+    scenes = [generate_scene(scene_seed(split, step * n_images + i, cfg.seed), scene_config) for i in range(n_images)]
+    asked: list[Asked] = []
+    for i, scene in enumerate(scenes if with_questions else []):
         for q in sample_questions(scene, rng, cfg.questions_per_image, cfg.type_weights):
             text = q.question
             if q.qtype == "exist" and rng.random() < 0.5:
                 text = text[:-1] + " in the image?"
             suffix = PROMPT_SUFFIXES[int(rng.integers(len(PROMPT_SUFFIXES)))]
-            seqs.append(format_prompt(text, suffix).replace("<image>", "<image>" * grid * grid))
-            answers.append(q.answer)
-            image_index.append(i)
-            qtypes.append(q.qtype)
-            locate.append(locate_targets(scene, q))
-            roles.append(patch_roles(owners, q))
             keep = np.ones(grid * grid, dtype=np.float32)
             if augment and rng.random() < cfg.mask_aug_prob:
                 masks = [scene.objects[r].mask for r in q.refs]
@@ -228,35 +223,43 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
                 free = np.flatnonzero(~referenced)
                 k = int(rng.integers(1, cfg.max_masked_tokens + 1))
                 keep[rng.choice(free, size=min(k, len(free)), replace=False)] = 0.0
-            keeps.append(keep)
-    if not with_questions:
-        seqs, answers = [format_prompt("")], [""]
-    prompt_ids = tok(seqs, add_special_tokens=True)["input_ids"]
-    answer_ids = tok(answers, add_special_tokens=False)["input_ids"]
+            asked.append(Asked(i, q, format_prompt(text, suffix), keep))
+    return encode_batch(processor, scenes, asked, grid)
+
+
+def encode_batch(processor, scenes: list, asked: list[Asked], grid: int) -> Batch:
+    """The tensors of ``asked`` about ``scenes``: teacher-forced answers + EOS, and every auxiliary target."""
+    tok = processor.tokenizer
+    owners = [patch_owners(scene, grid).reshape(-1) for scene in scenes]
+    labels_per_scene = [patch_labels(scene, grid) for scene in scenes]
+    prompt_ids = tok([a.prompt.replace("<image>", "<image>" * grid * grid) for a in asked],
+                     add_special_tokens=True)["input_ids"] if asked else []
+    answer_ids = tok([a.question.answer for a in asked], add_special_tokens=False)["input_ids"] if asked else []
     full = [p + a + [tok.eos_token_id] for p, a in zip(prompt_ids, answer_ids)]
-    length = max(len(f) for f in full)
-    ids = torch.full((len(full), length), tok.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(full), max(map(len, full), default=0)), tok.pad_token_id, dtype=torch.long)
     labels = torch.full_like(ids, -100)
     attn = torch.zeros_like(ids)
     for r, (p, f) in enumerate(zip(prompt_ids, full)):
         ids[r, : len(f)] = torch.tensor(f)
         attn[r, : len(f)] = 1
         labels[r, len(p) : len(f)] = torch.tensor(f[len(p) :])
-    pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    n = grid * grid
     return Batch(
-        pixel_values=pixel_values,
+        pixel_values=processor.image_processor([jpeg_roundtrip(s.image) for s in scenes], return_tensors="pt")["pixel_values"],
         input_ids=ids,
         attention_mask=attn,
         labels=labels,
-        image_index=torch.tensor(image_index),
-        keep=torch.from_numpy(np.stack(keeps)) if keeps else torch.zeros(0, grid * grid),
-        aux_color=torch.from_numpy(np.stack(aux_c)),
-        aux_shape=torch.from_numpy(np.stack(aux_s)),
-        qtypes=qtypes,
-        aux_centre=torch.from_numpy(np.stack(aux_xy)),
-        locate=torch.tensor(locate, dtype=torch.float32).reshape(-1, 2),
-        role=torch.from_numpy(np.stack(roles)) if roles else torch.zeros(0, grid * grid, dtype=torch.long),
-        prompt_length=torch.tensor([len(p) for p in prompt_ids]),
+        image_index=torch.tensor([a.scene for a in asked], dtype=torch.long),
+        keep=torch.from_numpy(np.stack([np.ones(n, np.float32) if a.keep is None else a.keep for a in asked]))
+        if asked else torch.zeros(0, n),
+        aux_color=torch.from_numpy(np.stack([c.reshape(-1) for c, _ in labels_per_scene])),
+        aux_shape=torch.from_numpy(np.stack([s.reshape(-1) for _, s in labels_per_scene])),
+        qtypes=[a.question.qtype for a in asked],
+        aux_centre=torch.from_numpy(np.stack([patch_centres(scene, grid) for scene in scenes])),
+        locate=torch.tensor([locate_targets(scenes[a.scene], a.question) for a in asked], dtype=torch.float32).reshape(-1, 2),
+        role=torch.from_numpy(np.stack([patch_roles(owners[a.scene], a.question) for a in asked]))
+        if asked else torch.zeros(0, n, dtype=torch.long),
+        prompt_length=torch.tensor([len(p) for p in prompt_ids], dtype=torch.long),
     )
 
 
