@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from fastrm_bench.models.train_tiny import (
     patch_centres,
     patch_roles,
 )
+from fastrm_bench.models.zoo import CHECKPOINTS
 from fastrm_bench.world.questions import QUESTION_TYPES
 from fastrm_bench.world.scenes import generate_scene, patch_labels, patch_owners
 
@@ -141,3 +143,14 @@ def test_a_recipe_round_trips_through_training_json_and_unknown_fields_are_refus
     result = CliRunner().invoke(app, ["train-vlm", "--out", str(tmp_path / "out"), "--recipe", str(bad)])
     assert result.exit_code == 2 and "rol_weight" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_recipe_is_the_shipped_checkpoints_recipe():
+    """`train-vlm` with no options must retrain what ships, or the README's model card lies."""
+    shipped = json.loads((CHECKPOINTS / "tiny-llava-shapes" / "training.json").read_text())
+    assert TrainConfig.from_dict(shipped) == TrainConfig()
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "docs" / "recipes").glob("*.json")), ids=lambda p: p.name)
+def test_documented_recipes_parse(recipe):
+    assert TrainConfig.from_dict(json.loads(recipe.read_text())) != TrainConfig()
