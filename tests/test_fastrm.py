@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from fastrm_bench.explainers.fastrm_method import SHIPPED, FastRMMethod
 from fastrm_bench.fastrm.distill import (
     DatasetConfig,
     TrainConfig,
@@ -16,8 +17,9 @@ from fastrm_bench.fastrm.distill import (
     split_tokens,
     train_proxy,
 )
-from fastrm_bench.fastrm.model import CheckpointError, FastRM
+from fastrm_bench.fastrm.model import CheckpointError, FastRM, FastRMConfig
 from fastrm_bench.metrics.threshold import binarise, threshold_scores
+from fastrm_bench.models.zoo import load_model, weights_hash
 
 
 def test_proxy_is_the_spec_formula():
@@ -58,6 +60,7 @@ def test_distillation_from_scratch_beats_an_untrained_proxy(world_root, tmp_path
     trained = train_proxy(data_dir, tmp_path / "proxy", recipe, distilled_from="tiny-llava-shapes", log=lambda *_: None)
     reloaded = FastRM.from_pretrained(tmp_path / "proxy", expected_hidden_size=data["query"].shape[1])
     assert reloaded.config.distilled_from == "tiny-llava-shapes" and len(reloaded.config.training_data_sha256) == 64
+    assert reloaded.config.model_weights_sha256 == json.loads((data_dir / "dataset.json").read_text())["model_weights_sha256"]
     _, val = split_tokens(data, recipe)
     labels = binarise(data["relevancy"], 0.3)[val]
     torch.manual_seed(1)
@@ -100,3 +103,24 @@ def test_a_dataset_of_other_weights_is_not_resumed(world_root, tmp_path):
         manifest.write_text(json.dumps(other))
         with pytest.raises(ValueError, match="other weights"):
             build_dataset(cfg, tmp_path / "data", log=lambda *_: None)
+
+
+def test_fastrm_refuses_a_proxy_distilled_from_other_weights(tmp_path):
+    """A retrained model keeps its name and hidden size; only the recorded weights tell its old proxy apart."""
+    adapter = load_model("tiny-llava-shapes")
+    hidden = adapter.model.config.text_config.hidden_size
+    for recorded, refused in (("0" * 64, True), (weights_hash(adapter.model), False), ("", False)):
+        FastRM(FastRMConfig(hidden, distilled_from="tiny-llava-shapes", model_weights_sha256=recorded)).save_pretrained(
+            tmp_path / recorded
+        )
+        method = FastRMMethod(checkpoint=str(tmp_path / recorded))
+        if refused:
+            with pytest.raises(CheckpointError, match="distilled from other weights.*re-distil"):
+                method.proxy_for(adapter)
+        else:
+            assert method.proxy_for(adapter).config.model_weights_sha256 == recorded
+
+
+def test_the_shipped_proxy_was_distilled_from_the_shipped_model():
+    proxy = FastRM.from_pretrained(SHIPPED["tiny-llava-shapes"])
+    assert proxy.config.model_weights_sha256 == weights_hash(load_model("tiny-llava-shapes").model)

@@ -14,6 +14,7 @@ import torch
 
 from fastrm_bench.fastrm.model import CheckpointError, FastRM
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.models.zoo import weights_hash
 from fastrm_bench.profiling import PeakMemory
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -39,7 +40,15 @@ class FastRMMethod(ExplanationMethod):
                     "and pass it with a method spec (params: {checkpoint: DIR})"
                 )
             hidden = adapter.model.config.text_config.hidden_size
-            self._proxy = FastRM.from_pretrained(path, expected_hidden_size=hidden).to(adapter.device)
+            proxy = FastRM.from_pretrained(path, expected_hidden_size=hidden)
+            recorded = proxy.config.model_weights_sha256
+            if recorded and recorded != weights_hash(adapter.model):
+                raise CheckpointError(
+                    f"{path}: this FastRM proxy was distilled from other weights of "
+                    f"{proxy.config.distilled_from or 'its model'!r} (sha256 {recorded[:12]}...) than {adapter.name!r} has "
+                    "now; re-distil it with `fastrm-bench distill` for these weights"
+                )
+            self._proxy = proxy.to(adapter.device)
         return self._proxy
 
     @torch.no_grad()

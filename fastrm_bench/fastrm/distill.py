@@ -196,8 +196,11 @@ def train_proxy(data_dir: Path, out: Path, cfg: TrainConfig, distilled_from: str
     data = load_dataset(data_dir)
     labels = binarise(data["relevancy"], cfg.labeling_threshold).float()
     train, val = split_tokens(data, cfg)
+    manifest = data_dir / "dataset.json"
+    model_weights = json.loads(manifest.read_text()).get("model_weights_sha256", "") if manifest.exists() else ""
     proxy = FastRM(FastRMConfig(hidden_size=data["query"].shape[1], labeling_threshold=cfg.labeling_threshold,
-                                distilled_from=distilled_from, recipe=asdict(cfg), training_data_sha256=data_hash(data_dir)))
+                                distilled_from=distilled_from, recipe=asdict(cfg), training_data_sha256=data_hash(data_dir),
+                                model_weights_sha256=model_weights))
     optimizer = torch.optim.Adam(proxy.parameters(), lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)

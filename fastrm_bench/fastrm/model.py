@@ -31,6 +31,9 @@ class FastRMConfig:
     distilled_from: str = ""
     recipe: dict[str, Any] = field(default_factory=dict)
     training_data_sha256: str = ""
+    #: weights_hash of the LVLM whose hidden states and Chefer labels it learned from ("" = unrecorded):
+    #: a proxy read from other weights of a same-named model is meaningless, so `fastrm` refuses it
+    model_weights_sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
