@@ -26,6 +26,8 @@ class Run:
     path: Path
     config: dict[str, Any]
     results: dict[str, Any]
+    #: the task's name, plus the data source where one report holds a task on several (set by make_report)
+    task_label: str = ""
 
     @property
     def method(self) -> str:
@@ -67,6 +69,19 @@ def load_runs(roots: list[Path]) -> tuple[list[Run], list[Path]]:
     return runs, profiles
 
 
+def label_tasks(runs: list[Run]) -> None:
+    """Name each run's task; a task run on several data sources (e.g. a shifted world) gets the source added."""
+    sources: dict[str, set[str]] = {}
+    for r in runs:
+        sources.setdefault(r.task, set()).add(r.config.get("data_source", ""))
+    for r in runs:
+        r.task_label = r.task if len(sources[r.task]) == 1 else f"{r.task} ({r.config.get('data_source', '')})"
+
+
+def _slug(label: str) -> str:
+    return label.replace(" (", "_").replace(")", "").replace(" ", "_")
+
+
 def _style():
     import matplotlib
 
@@ -104,8 +119,8 @@ def fig_perturbation(runs: list[Run], report: Report) -> None:
         report.skipped.append("Perturbation curves (Fig. 4/10): no run with perturbation curves")
         return
     plt = _style()
-    for task in sorted({r.task for r in with_curves}):
-        group = sorted([r for r in with_curves if r.task == task], key=lambda r: r.method)
+    for task in sorted({r.task_label for r in with_curves}):
+        group = sorted([r for r in with_curves if r.task_label == task], key=lambda r: r.method)
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
         for ax, direction, short, better in ((axes[0], "positive", "pp", "lower"), (axes[1], "negative", "np", "higher")):
             for r in group:
@@ -117,7 +132,7 @@ def fig_perturbation(runs: list[Run], report: Report) -> None:
             ax.legend(fontsize=8)
         axes[0].set_ylabel("task accuracy (fraction correct)")
         fig.suptitle(_title(group, f"Perturbation, task {task}"), fontsize=10)
-        _save(fig, report, f"perturbation_{task}", f"Perturbation curves, {task} (Fig. 4/10)")
+        _save(fig, report, f"perturbation_{_slug(task)}", f"Perturbation curves, {task} (Fig. 4/10)")
         plt.close(fig)
 
 
@@ -129,11 +144,11 @@ def fig_threshold(runs: list[Run], report: Report) -> None:
         return
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for r in sorted(swept, key=lambda r: r.task):
+    for r in sorted(swept, key=lambda r: r.task_label):
         sweep = r.results["threshold_sweep"]
         c = [float(k) for k in sweep]
         for ax, key in zip(axes, ("accuracy", "f1")):
-            ax.plot(c, [v[key] for v in sweep.values()], marker="o", ms=3, label=f"{r.task} ({r.method})")
+            ax.plot(c, [v[key] for v in sweep.values()], marker="o", ms=3, label=f"{r.task_label}, {r.method}")
     for ax, key in zip(axes, ("accuracy", "F1")):
         ax.set_xlabel("classification threshold c (prob >= c)")
         ax.set_ylabel(f"per-patch {key} vs binarised Chefer labels")
@@ -152,10 +167,10 @@ def table1(runs: list[Run], report: Report) -> None:
     rows = {}
     for r in swept:
         v = r.results["threshold_sweep"]["0.5"]
-        rows[r.task] = {"accuracy (ours)": v["accuracy"], "F1 (ours)": v["f1"],
+        rows[r.task_label] = {"accuracy (ours)": v["accuracy"], "F1 (ours)": v["f1"],
                         "accuracy (paper, 7B)": PAPER_TABLE1["accuracy"].get(r.task),
                         "F1 (paper, 7B)": PAPER_TABLE1["f1"].get(r.task)}
-    frame = pd.DataFrame(rows).T.rename_axis("task")
+    frame = pd.DataFrame(rows).T.sort_index().rename_axis("task")
     (report.out / "table1.md").write_text(frame.to_markdown(floatfmt=".3f") + "\n")
     (report.out / "table1.tex").write_text(frame.to_latex(float_format="%.3f"))
     report.made.append(("Table 1: FastRM accuracy and F1 at c = 0.5", ["table1.md", "table1.tex"]))
@@ -171,7 +186,7 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
         report.skipped.append("Entropy confidence (Fig. 9): no run with both correct and wrong answers")
         return
     plt = _style()
-    chosen = sorted(chosen, key=lambda r: (r.task, r.method))[:6]
+    chosen = sorted(chosen, key=lambda r: (r.task_label, r.method))[:6]
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.5 * len(chosen), 3.8), squeeze=False)
     for ax, r in zip(axes[0], chosen):
         rows = r.samples()
@@ -189,7 +204,7 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
                     va="top", fontsize=8)
         ax.set_xlabel("map entropy H (nats)")
         ax.set_ylabel("density (KDE)")
-        ax.set_title(f"{r.method} on {r.task}", fontsize=9)
+        ax.set_title(f"{r.method} on {r.task_label}", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(_title(chosen, "Entropy of the maps, correct vs wrong answers"), fontsize=10)
     _save(fig, report, "entropy", "Entropy confidence (Fig. 9)")
@@ -230,10 +245,15 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
     Runs store one map per sample (the mean over answer tokens), so one-token answers are chosen:
     their sample map is the map of that answer token.
     """
-    by_method = {r.method: r for r in runs if r.method in ("chefer", "fastrm")}
-    if len(by_method) < 2:
+    pairs: dict[str, dict[str, Run]] = {}
+    for r in runs:
+        if r.method in ("chefer", "fastrm"):
+            pairs.setdefault(r.task_label, {})[r.method] = r
+    complete = sorted(label for label, found in pairs.items() if len(found) == 2)
+    if not complete:
         report.skipped.append("Qualitative maps (Fig. 6): needs a chefer and a fastrm run of one task")
         return
+    by_method = pairs[next((label for label in complete if pairs[label]["chefer"].task == "vqav2"), complete[0])]
     chefer, fastrm = by_method["chefer"], by_method["fastrm"]
     from fastrm_bench.builders import create_task
 
@@ -259,7 +279,7 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(_title([chefer, fastrm], f"Chefer vs FastRM maps, {chefer.task}"), fontsize=9)
+    fig.suptitle(_title([chefer, fastrm], f"Chefer vs FastRM maps, {chefer.task_label}"), fontsize=9)
     _save(fig, report, "qualitative", "Qualitative maps (Fig. 6)")
     plt.close(fig)
 
@@ -318,7 +338,12 @@ FIGURES: list[Callable[[list[Run], Report], None]] = [fig_perturbation, fig_thre
 
 def make_report(roots: list[Path], out: Path, command: str) -> Report:
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "index.md").exists():  # a report made here before: drop its files, so none of them outlives its inputs
+        for old in out.iterdir():
+            if old.is_file() and old.suffix in (".png", ".pdf", ".md", ".tex", ".csv"):
+                old.unlink()
     runs, profiles = load_runs(roots)
+    label_tasks(runs)
     report = Report(out, command)
     leaderboard_tables(roots, report)
     ablation_runs = [r for r in runs if (r.path / "ablation.json").exists()]

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from fastrm_bench.tasks.pope_builder import build_pope_files
 from fastrm_bench.world import formats
 from fastrm_bench.world.questions import questions_for_scene
-from fastrm_bench.world.scenes import generate_scene, jpeg_bytes, scene_seed
+from fastrm_bench.world.scenes import SceneConfig, generate_scene, jpeg_bytes, scene_seed
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def coco_file_name(split: str, image_id: int) -> str:
     return f"COCO_{split}2014_{image_id:012d}.jpg"
 
 
-def _write_split(root: Path, split: str, n: int, seed: int) -> None:
+def _write_split(root: Path, split: str, n: int, seed: int, scene_config: SceneConfig = SceneConfig()) -> None:
     rng = np.random.default_rng([seed, list(SPLIT_IMAGE_ID_BASE).index(split)])
     image_dir = root / "coco" / "images" / f"{split}2014"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def _write_split(root: Path, split: str, n: int, seed: int) -> None:
     coco_images, vqa_questions, vqa_annotations, gqa = [], [], [], {}
     for i in tqdm(range(n), desc=f"world {split}", leave=False):
         image_id = SPLIT_IMAGE_ID_BASE[split] + i
-        scene = generate_scene(scene_seed(split, i, seed))
+        scene = generate_scene(scene_seed(split, i, seed), scene_config)
         data = jpeg_bytes(scene.image)
         file_name = coco_file_name(split, image_id)
         (image_dir / file_name).write_bytes(data)
@@ -92,17 +92,23 @@ def _write_split(root: Path, split: str, n: int, seed: int) -> None:
     formats.write_json(root / "gqa" / f"{split}_balanced_questions.json", gqa)
 
 
-def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes()) -> Path:
-    """Write the whole embedded world under ``root`` (atomically: temp folder, then rename)."""
+def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes(), scene_config: SceneConfig = SceneConfig()) -> Path:
+    """Write the whole embedded world under ``root`` (atomically: temp folder, then rename).
+
+    A non-default ``scene_config`` (more, smaller objects, more noise) makes a *shifted* world, one the
+    shipped model was not trained on: its data source is "shapes-shifted", so runs on it stay apart.
+    """
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
     try:
         for split in ("train", "val", "test"):
-            _write_split(tmp, split, getattr(sizes, split), seed)
+            _write_split(tmp, split, getattr(sizes, split), seed, scene_config)
         build_pope_files(tmp / "coco" / "annotations" / "instances_val2014.json", tmp / "pope", seed=seed,
                          num_images=sizes.pope_images)
         manifest = {"world": WORLD_VERSION, "seed": seed, "sizes": asdict(sizes), "data_source": "shapes"}
+        if scene_config != SceneConfig():
+            manifest.update(data_source="shapes-shifted", scenes=asdict(scene_config))
         formats.write_json(tmp / "manifest.json", manifest)
         if root.exists():
             shutil.rmtree(root)
