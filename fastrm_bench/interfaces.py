@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,14 @@ class ModelAdapter(ABC):
 
     model: torch.nn.Module
     name: str
+
+    @cached_property
+    def weights_sha256(self) -> str:
+        """SHA-256 of the weights (`zoo.weights_hash`), computed once per adapter: runs, distillation
+        datasets and FastRM proxies record it, and hashing a 7B model takes seconds."""
+        from fastrm_bench.models.zoo import weights_hash
+
+        return weights_hash(self.model)
 
     @abstractmethod
     def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:

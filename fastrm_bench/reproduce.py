@@ -53,11 +53,11 @@ def ablations(plan: Plan) -> None:
     from fastrm_bench.explainers.fastrm_method import SHIPPED
     from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset
     from fastrm_bench.fastrm.model import FastRM
-    from fastrm_bench.models.zoo import load_model, weights_hash
+    from fastrm_bench.models.zoo import load_model
     from fastrm_bench.world.build import cache_root
 
     # one folder per weights: after a model update the cache holds the old labels, which must not be reused
-    weights = weights_hash(load_model("tiny-llava-shapes", device="cpu").model)[:12]
+    weights = load_model("tiny-llava-shapes", device="cpu").weights_sha256[:12]
     data_dir = cache_root() / "distill" / f"reproduce-vqav2-train-q{plan.distill_questions or 'all'}-s{plan.seed}-{weights}"
     build_dataset(DatasetConfig(task="vqav2", split="train", questions=plan.distill_questions, seed=plan.seed), data_dir,
                   log=plan.log, workers=plan.workers)
@@ -98,14 +98,11 @@ def _ablation_run(plan: Plan, data_dir: Path, kind: str, value, recipe) -> Path:
 
 def shifted_world_runs(plan: Plan) -> None:
     """FastRM on a world the model was not trained on, where it makes mistakes (entropy confidence, Fig. 9)."""
-    from fastrm_bench.world.build import WORLD_VERSION, WorldSizes, build_world, cache_root
+    from fastrm_bench.world.build import WORLD_VERSION, WorldSizes, cache_root, ensure_world
     from fastrm_bench.world.scenes import SceneConfig
 
-    root = cache_root() / "data" / f"{WORLD_VERSION}-seed{plan.seed}-shifted"
-    scenes = SceneConfig(**SHIFTED_SCENES)
-    manifest = root / "manifest.json"
-    if not (manifest.exists() and json.loads(manifest.read_text()).get("scenes") == asdict(scenes)):
-        build_world(root, plan.seed, WorldSizes(train=10, val=400, test=10, pope_images=50), scenes)
+    root = ensure_world(cache_root() / "data" / f"{WORLD_VERSION}-seed{plan.seed}-shifted", plan.seed,
+                        WorldSizes(train=10, val=400, test=10, pope_images=50), SceneConfig(**SHIFTED_SCENES))
     for task in SHIFTED_TASKS:
         _run_once(RunConfig(method="fastrm", task=task, limit=plan.limit, seed=plan.seed, data_root=str(root),
                             output_dir=str(plan.out / "runs" / "shifted" / task / "fastrm")), plan.log)

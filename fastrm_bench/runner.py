@@ -36,7 +36,6 @@ from fastrm_bench.metrics.entropy import calibration_split, entropy_confidence, 
 from fastrm_bench.metrics.localisation import mask_to_patches, pointing_game, relevance_mass
 from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS, DIRECTIONS, curve_auc, keep_masks
 from fastrm_bench.metrics.threshold import DEFAULT_THRESHOLDS, binarise
-from fastrm_bench.models.zoo import weights_hash
 from fastrm_bench.specs import resolve
 
 HIGHER_IS_BETTER = {
@@ -193,7 +192,7 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     out.mkdir(parents=True, exist_ok=True)
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
-              "model": adapter.name, "model_weights_sha256": weights_hash(adapter.model), "data_source": task.data_source,
+              "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
               "data_root": str(task.data_root), "grid": list(adapter.grid_shape), "versions": _versions(),
               "device": str(adapter.device)}
     config_path = out / "config.json"

@@ -14,7 +14,6 @@ import torch
 
 from fastrm_bench.fastrm.model import CheckpointError, FastRM
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
-from fastrm_bench.models.zoo import weights_hash
 from fastrm_bench.profiling import PeakMemory
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -42,7 +41,7 @@ class FastRMMethod(ExplanationMethod):
             hidden = adapter.model.config.text_config.hidden_size
             proxy = FastRM.from_pretrained(path, expected_hidden_size=hidden)
             recorded = proxy.config.model_weights_sha256
-            if recorded and recorded != weights_hash(adapter.model):
+            if recorded and recorded != adapter.weights_sha256:
                 raise CheckpointError(
                     f"{path}: this FastRM proxy was distilled from other weights of "
                     f"{proxy.config.distilled_from or 'its model'!r} (sha256 {recorded[:12]}...) than {adapter.name!r} has "

@@ -113,12 +113,12 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1) ->
     the result is the same files as with one worker.
     """
     from fastrm_bench.builders import create_task
-    from fastrm_bench.models.zoo import load_model, weights_hash
+    from fastrm_bench.models.zoo import load_model
 
     # the labels depend on the exact weights, not only the model's name: a retrained checkpoint under the
     # same name must not silently resume (or reuse) shards of the old one
     maker = _ShardMaker(cfg) if workers <= 1 else None
-    weights = weights_hash((maker.adapter if maker else load_model(cfg.model)).model)
+    weights = (maker.adapter if maker else load_model(cfg.model)).weights_sha256
     wanted = {"config": asdict(cfg), "model_weights_sha256": weights}
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "dataset.json"

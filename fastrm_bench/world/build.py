@@ -119,11 +119,17 @@ def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes(), sce
     return root
 
 
-def ensure_world(root: Path | None = None, seed: int = 0) -> Path:
-    """The data root, built on first use (a fresh install works offline)."""
+def ensure_world(root: Path | None = None, seed: int = 0, sizes: WorldSizes = WorldSizes(),
+                 scene_config: SceneConfig = SceneConfig()) -> Path:
+    """The data root, built on first use (a fresh install works offline), or rebuilt if its manifest
+    records another world version, size or scene geometry."""
     root = Path(root) if root else default_data_root(seed)
     manifest = root / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("world") == WORLD_VERSION:
-        return root
+    if manifest.exists():
+        found = json.loads(manifest.read_text())
+        scenes = asdict(scene_config) if scene_config != SceneConfig() else None
+        if (found.get("world"), found.get("seed"), found.get("sizes"), found.get("scenes")) == (
+                WORLD_VERSION, seed, asdict(sizes), scenes):
+            return root
     log.info("building the embedded world in %s (first use; a few seconds)", root)
-    return build_world(root, seed)
+    return build_world(root, seed, sizes, scene_config)
