@@ -78,7 +78,7 @@ def run(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in the same output dir.")] = False,
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
-    from fastrm_bench.models.llava_hf import ModelLoadError
+    from fastrm_bench.models.adapter import ModelLoadError
     from fastrm_bench.runner import RunConfig
     from fastrm_bench.runner import run as run_evaluation
 

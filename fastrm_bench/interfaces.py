@@ -1,9 +1,11 @@
 """The three small contracts everything else plugs into: model adapter, task, explanation method.
 
-Conventions (see shared SPEC section 1):
-- image-token positions come from the input ids (`config.image_token_id`), never a constant;
+Conventions:
+- the image tokens of an input are described by its `ImageLayout` (positions in the sequence, grouped
+  into grids over image regions), computed by the adapter from the processor's output, never a constant;
 - the LM position that predicts generated token t is ``p_t = prompt_length - 1 + t``;
-- a method returns one map per generated token, ``[T, grid_h, grid_w]``, plus what it cost.
+- a method returns one map per generated token, ``[T, n_image_tokens]`` in the layout's token order,
+  plus what it cost; the layout turns a map into an image-space heatmap.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from fastrm_bench.layout import ImageLayout
 
 
 @dataclass
@@ -38,16 +42,30 @@ class ModelInputs:
 
     tensors: dict[str, torch.Tensor]
     prompt_length: int  # L0: prompt tokens incl. image tokens (left-padded batch: padded length)
+    layouts: list[ImageLayout]  # one per batch row, positions in that (padded) row
     sample: Sample | None = None  # the sample these inputs were built for (oracle maps read its mask)
 
     @property
     def input_ids(self) -> torch.Tensor:
         return self.tensors["input_ids"]
 
+    @property
+    def layout(self) -> ImageLayout:
+        """The layout of a single-sample batch."""
+        if len(self.layouts) != 1:
+            raise ValueError(f"a batch of {len(self.layouts)} inputs has no single layout; index `layouts`")
+        return self.layouts[0]
+
     def repeat(self, n: int) -> ModelInputs:
-        """The same (single-sample) inputs ``n`` times along the batch dim, e.g. for perturbed variants."""
-        return ModelInputs({k: v.repeat_interleave(n, dim=0) for k, v in self.tensors.items()}, self.prompt_length,
-                           self.sample)
+        """The same single-sample inputs ``n`` times along the batch dim (e.g. perturbed variants).
+
+        Every tensor is tiled along its first dim: for per-sample tensors ``[1, ...]`` that is the batch,
+        for flattened per-patch tensors (Qwen2-VL's ``pixel_values``) it is whole copies of the image.
+        """
+        if len(self.layouts) != 1:
+            raise ValueError("repeat() takes single-sample inputs")
+        tensors = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in self.tensors.items()}
+        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample)
 
 
 @dataclass
@@ -65,11 +83,29 @@ class Generation:
         return int(self.generated_ids.numel())
 
 
+@dataclass
+class TeacherForced:
+    """One forward over prompt + answer as the family's own forward computes it (positions, masks)."""
+
+    logits: torch.Tensor  # [L, vocab] raw logits (no temperature, no processors)
+    attentions: tuple[torch.Tensor, ...]  # per LM layer [1, heads, L, L], graph nodes between the leaf and the logits
+    leaf: torch.Tensor  # what the graph starts from: the LM input embeddings, or the hooked vision activations
+
+
 class ModelAdapter(ABC):
-    """What the harness needs from an LVLM. `LlavaHFAdapter` serves every LLaVA-1.5 checkpoint."""
+    """What the harness needs from an LVLM; `HFVisionLanguageAdapter` serves the supported HF families.
+
+    Every forward the adapter makes itself (teacher-forced, perturbed) goes through the family's own
+    forward with the family's own position ids, so its logits equal those of ``generate``.
+    """
 
     model: torch.nn.Module
     name: str
+    device: torch.device
+    #: the family's name (``config.model_type`` family, e.g. "llava", "qwen2_vl")
+    family: str
+    #: removal strategies `generate(image_keep=...)` supports for this family ("zero", maybe "drop")
+    removals: tuple[str, ...]
 
     @cached_property
     def weights_sha256(self) -> str:
@@ -79,29 +115,47 @@ class ModelAdapter(ABC):
 
         return weights_hash(self.model)
 
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Any:
+        """The tokenizer (decoding answer tokens, telling content from format tokens)."""
+
+    @property
+    @abstractmethod
+    def hidden_size(self) -> int:
+        """Width of the LM's hidden states (what FastRM reads)."""
+
     @abstractmethod
     def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:
-        """Wrap prompts in the model's template and encode a batch (left padding)."""
+        """Wrap prompts in the model's prompt format and encode a batch (left padding), with a layout per row."""
 
     @abstractmethod
     def generate(
         self, inputs: ModelInputs, max_new_tokens: int, *, return_hidden: bool = False, image_keep: torch.Tensor | None = None,
-        removal: str = "zero",
+        removal: str = "zero", min_new_tokens: int = 0,
     ) -> list[Generation]:
         """Greedy generation; ``image_keep`` [B, n_image_tokens] (1 keep, 0 remove) perturbs images.
 
         With single-sample ``inputs`` and ``image_keep`` of K rows, the K perturbed variants of
-        that sample are answered as one batch of K.
+        that sample are answered as one batch of K. ``return_hidden`` adds the final-norm hidden states.
         """
 
     @abstractmethod
-    def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Indices of the image tokens in one sequence ``[L]``."""
+    def teacher_forced(self, inputs: ModelInputs, generation: Generation, length: int | None = None,
+                       vision_leaf: bool = False) -> TeacherForced:
+        """One forward over prompt + generated tokens (the first ``length`` positions) with eager attention.
 
-    @property
+        Gradients flow from the logits to every attention map; the weights stay frozen. The graph starts
+        at the LM input embeddings, or with ``vision_leaf`` at the vision activations Grad-CAM targets.
+        """
+
     @abstractmethod
-    def grid_shape(self) -> tuple[int, int]:
-        """Patch grid of the image tokens (rows, cols)."""
+    def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
+        """Per-patch values of the Grad-CAM vision layer ``[..., n_patches]`` as per-token values ``[..., n_tokens]``.
+
+        The family's geometry (CLS token or not, merged or pooled patches, tiles), as pytorch-grad-cam's
+        ``reshape_transform``; ``n_patches`` is the leaf's token dim of `teacher_forced(vision_leaf=True)`.
+        """
 
 
 class Task(ABC):
@@ -132,7 +186,7 @@ class Task(ABC):
 class Explanation:
     """Maps of every generated token and what producing them cost."""
 
-    maps: torch.Tensor  # [T, grid_h, grid_w]
+    maps: torch.Tensor  # [T, n_image_tokens] in the input layout's token order
     seconds: float = 0.0
     peak_memory_bytes: int | None = None
     is_probability: bool = False  # True when maps are calibrated per-patch probabilities (fastrm)

@@ -150,3 +150,5 @@ class Registry(Generic[T]):
 METHODS: Registry = Registry("method", "fastrm_bench.methods")
 TASKS: Registry = Registry("task", "fastrm_bench.tasks")
 MODELS: Registry = Registry("model", "fastrm_bench.models")
+#: model families keyed by ``config.model_type`` (values: `fastrm_bench.models.families.Family` objects)
+FAMILIES: Registry = Registry("model family", "fastrm_bench.families")

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fastrm_bench.maps_io import load_sample_maps, record_layout
+
 PAPER_TABLE1 = pd.DataFrame(
     {"accuracy": {"vqav2": 0.981, "gqa": 0.999, "pope": 0.99}, "f1": {"vqav2": 0.57, "gqa": 0.66, "pope": 0.63}}
 )  # FastRM-7 on LLaVA-1.5-7B (paper Table 1)
@@ -259,8 +261,7 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
 
     task, _ = create_task(chefer.task, data_root=chefer.config["data_root"])
     records = {rec.id: rec for rec in task.records}
-    maps = {m: dict(zip(np.load(r.path / "maps.npz")["ids"].tolist(), np.load(r.path / "maps.npz")["maps"]))
-            for m, r in by_method.items()}
+    maps = {m: load_sample_maps(r.path / "maps.npz") for m, r in by_method.items()}
     rows = [s for s in chefer.samples()
             if s["score"] >= 1 and s.get("num_tokens") == 1 and s["id"] in maps["fastrm"]][:n]
     if not rows:
@@ -270,11 +271,12 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
     for i, s in enumerate(rows):
         image = np.asarray(task.sample(records[s["id"]]).image)
+        layout = record_layout(s, chefer.config, image.shape[:2])
         axes[i][0].imshow(image)
         axes[i][0].set_title(f"{s['question']}\nanswer: {s['prediction']}", fontsize=7)
         for j, m in enumerate(("chefer", "fastrm"), start=1):
             axes[i][j].imshow(image)
-            axes[i][j].imshow(maps[m][s["id"]], cmap="jet", alpha=0.5, extent=(0, image.shape[1], image.shape[0], 0))
+            axes[i][j].imshow(layout.to_image(maps[m][s["id"]]), cmap="jet", alpha=0.5)  # NaN (unseen pixels): clear
             axes[i][j].set_title(f"{m}: map of answer token '{s['prediction']}'", fontsize=8)
         for ax in axes[i]:
             ax.set_xticks([])

@@ -5,7 +5,8 @@ Run directory::
     config.json     everything needed to reproduce (versions, seed, resolved specs, model hash)
     samples.jsonl   one line per sample, appended and fsynced as it finishes (nothing lost)
     maps/           one .npy sample map per sample (written before its samples.jsonl line)
-    maps.npz        all sample maps [N, grid_h, grid_w] in samples.jsonl order
+    maps.npz        all sample maps (one value per image token of each sample's layout), samples.jsonl order;
+                    read with `fastrm_bench.maps_io.load_sample_maps`, drawn with the record's ``layout``
     results.json    aggregates, each metric with ``higher_is_better``
 
 Resume: a run killed at any moment continues with ``resume=True``; samples already in
@@ -32,8 +33,9 @@ from tqdm.auto import tqdm
 
 from fastrm_bench.builders import create_method, create_task
 from fastrm_bench.interfaces import Explanation, Generation, ModelInputs, Sample
+from fastrm_bench.maps_io import load_sample_maps, save_sample_maps
 from fastrm_bench.metrics.entropy import calibration_split, entropy_confidence, map_entropy
-from fastrm_bench.metrics.localisation import mask_to_patches, pointing_game, relevance_mass
+from fastrm_bench.metrics.localisation import object_tokens, pointing_game, relevance_mass
 from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS, DIRECTIONS, curve_auc, keep_masks
 from fastrm_bench.metrics.threshold import DEFAULT_THRESHOLDS, binarise
 from fastrm_bench.specs import resolve
@@ -130,7 +132,7 @@ class Evaluator:
         curves = {d: np.zeros(len(self.cfg.fractions)) for d in DIRECTIONS}
         for draw in range(draws):
             smap = first_map if draw == 0 else sample_map(self.method.explain(self.adapter, inputs, generation), generation,
-                                                          self.adapter.processor.tokenizer, self.cfg.aggregation)
+                                                          self.adapter.tokenizer, self.cfg.aggregation)
             masks = keep_masks(smap, self.cfg.fractions, seed=self.cfg.seed + draw)
             scores = self.answers(inputs, sample, torch.cat([masks[d] for d in DIRECTIONS]))
             n = len(self.cfg.fractions)
@@ -159,19 +161,20 @@ class Evaluator:
         generation = self.adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
         generation_seconds = time.perf_counter() - t0
         explanation = self.method.explain(self.adapter, inputs, generation)
-        smap = sample_map(explanation, generation, self.adapter.processor.tokenizer, self.cfg.aggregation)
+        smap = sample_map(explanation, generation, self.adapter.tokenizer, self.cfg.aggregation)
         record: dict[str, Any] = {
             "id": sample.id, "question": sample.question, "prediction": generation.text, "reference": sample.references[0],
             "score": self.task.score(generation.text, sample), "meta": sample.meta, "num_tokens": generation.num_generated,
             "map_seconds": explanation.seconds, "generation_seconds": generation_seconds,
             "peak_memory_bytes": explanation.peak_memory_bytes, "entropy": map_entropy(smap),
+            "layout": inputs.layout.to_dict(),
         }
         if self.cfg.perturbation:
             record["curves"] = self.perturbation(inputs, sample, generation, smap)
         if explanation.is_probability and generation.num_generated:
             record["threshold_counts"] = self.threshold_counts(inputs, generation, explanation.maps)
         if sample.mask is not None:
-            on_object = mask_to_patches(sample.mask, self.adapter.grid_shape)
+            on_object = object_tokens(inputs.layout, sample.mask)
             record["relevance_mass"] = relevance_mass(smap, on_object)
             record["pointing_game"] = pointing_game(smap, on_object)
             record["object_patch_share"] = float(on_object.mean())
@@ -193,8 +196,8 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
-              "data_root": str(task.data_root), "grid": list(adapter.grid_shape), "versions": _versions(),
-              "device": str(adapter.device)}
+              "data_root": str(task.data_root), "family": adapter.family, "eager_check": adapter.eager_check,
+              "versions": _versions(), "device": str(adapter.device)}
     config_path = out / "config.json"
     if resume and config_path.exists():
         previous = json.loads(config_path.read_text())
@@ -209,7 +212,7 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     maps_dir = out / "maps"  # one file per finished sample while the run lasts; packed into maps.npz at the end
     maps_dir.mkdir(exist_ok=True)
     if any(not (maps_dir / f"{i:06d}.npy").exists() for i in range(len(done))):  # a finished run: unpack maps.npz
-        for i, m in enumerate(np.load(out / "maps.npz")["maps"]):
+        for i, m in enumerate(load_sample_maps(out / "maps.npz").values()):
             np.save(maps_dir / f"{i:06d}.npy", m)
     done_ids = {r["id"] for r in done}
     records = list(done)
@@ -230,8 +233,8 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     results = summarise(task, records, cfg)
     results["config"] = {"model": adapter.name, "task": task_spec.name, "method": method_spec.name,
                          "data_source": task.data_source, "removal": cfg.removal, "seed": cfg.seed}
-    maps = np.stack([np.load(maps_dir / f"{i:06d}.npy") for i in range(len(records))]) if records else np.zeros((0,))
-    np.savez_compressed(out / "maps.npz", maps=maps, ids=np.array([r["id"] for r in records]))
+    save_sample_maps(out / "maps.npz", [r["id"] for r in records],
+                     [np.load(maps_dir / f"{i:06d}.npy") for i in range(len(records))])
     _atomic_write(out / "results.json", json.dumps(results, indent=2))
     shutil.rmtree(maps_dir)
     return {"output_dir": str(out), **results}

@@ -45,6 +45,6 @@ def tiny_llava_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_llava_dir):
-    from fastrm_bench.models.llava_hf import LlavaHFAdapter
+    from fastrm_bench.models.adapter import HFVisionLanguageAdapter
 
-    return LlavaHFAdapter.from_pretrained(tiny_llava_dir, device="cpu")
+    return HFVisionLanguageAdapter.from_pretrained(tiny_llava_dir, device="cpu")

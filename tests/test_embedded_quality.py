@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastrm_bench.builders import create_method, create_task
-from fastrm_bench.metrics.localisation import mask_to_patches, relevance_mass
+from fastrm_bench.metrics.localisation import object_tokens, relevance_mass
 from fastrm_bench.models.zoo import load_model
 from fastrm_bench.runner import RunConfig, run, sample_map
 
@@ -44,9 +44,9 @@ def test_gradient_and_attention_maps_find_the_referenced_object_better_than_rand
         generation = embedded.generate(inputs, 10)[0]
         if task.score(generation.text, sample) < 1:
             continue
-        on_object = mask_to_patches(sample.mask, embedded.grid_shape)
+        on_object = object_tokens(inputs.layout, sample.mask)
         for name, method in methods.items():
-            smap = sample_map(method.explain(embedded, inputs, generation), generation, embedded.processor.tokenizer)
+            smap = sample_map(method.explain(embedded, inputs, generation), generation, embedded.tokenizer)
             mass[name].append(relevance_mass(smap, on_object))
     assert len(mass["random"]) >= 200
     # a map that is all zero (possible after a relu) has no mass to share out: nan, left out, and rare

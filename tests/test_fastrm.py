@@ -108,7 +108,7 @@ def test_a_dataset_of_other_weights_is_not_resumed(world_root, tmp_path):
 def test_fastrm_refuses_a_proxy_distilled_from_other_weights(tmp_path):
     """A retrained model keeps its name and hidden size; only the recorded weights tell its old proxy apart."""
     adapter = load_model("tiny-llava-shapes")
-    hidden = adapter.model.config.text_config.hidden_size
+    hidden = adapter.hidden_size
     for recorded, refused in (("0" * 64, True), (weights_hash(adapter.model), False), ("", False)):
         FastRM(FastRMConfig(hidden, distilled_from="tiny-llava-shapes", model_weights_sha256=recorded)).save_pretrained(
             tmp_path / recorded

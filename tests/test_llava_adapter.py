@@ -9,19 +9,23 @@ import pytest
 import torch
 from PIL import Image
 
-from fastrm_bench.models.llava_hf import LlavaHFAdapter, ModelLoadError
+from fastrm_bench.models.adapter import HFVisionLanguageAdapter, ModelLoadError
+from fastrm_bench.models.families import LayoutError
 from fastrm_bench.models.zoo import load_model
 from fastrm_bench.registry import UnknownNameError
 
 
 def test_loads_generates_and_reports_image_tokens(tiny_adapter):
-    assert tiny_adapter.grid_shape == (6, 6)
+    assert tiny_adapter.family == "llava" and tiny_adapter.removals == ("zero", "drop")
     assert tiny_adapter.model.config._attn_implementation == "eager"
+    assert tiny_adapter.eager_check["equal"] is True  # eager and SDPA answer the probe alike
     images = [Image.new("RGB", (48, 48), c) for c in ("red", "blue")]
     inputs = tiny_adapter.build_inputs(images, ["What color is the circle?", "Is there a red square in the image?"])
-    for row in inputs.input_ids:
-        positions = tiny_adapter.image_token_positions(row)
+    for row, layout in zip(inputs.input_ids, inputs.layouts):
+        positions = layout.positions
+        assert [g.grid for g in layout.groups] == [(6, 6)]
         assert positions.numel() == 36 and torch.all(positions.diff() == 1)  # one contiguous block
+        assert torch.all(row[positions] == tiny_adapter.image_token_id)
     out = tiny_adapter.generate(inputs, max_new_tokens=4, min_new_tokens=4, return_hidden=True)
     assert len(out) == 2 and all(g.num_generated == 4 for g in out)
     # last hidden states are the final-norm states feeding lm_head: they reproduce the greedy tokens
@@ -62,9 +66,9 @@ def test_clear_errors_for_bad_models(tiny_llava_dir, tmp_path):
     no_processor.mkdir()
     shutil.copy(tiny_llava_dir / "config.json", no_processor / "config.json")
     with pytest.raises(ModelLoadError, match="no processor/tokenizer files"):
-        LlavaHFAdapter.from_pretrained(no_processor)
+        HFVisionLanguageAdapter.from_pretrained(no_processor)
     with pytest.raises(ModelLoadError, match="no config.json"):
-        LlavaHFAdapter.from_pretrained(tmp_path)
+        HFVisionLanguageAdapter.from_pretrained(tmp_path)
     no_image_token = tmp_path / "no-image-token"
     shutil.copytree(tiny_llava_dir, no_image_token)
     config = json.loads((no_image_token / "config.json").read_text())
@@ -72,20 +76,21 @@ def test_clear_errors_for_bad_models(tiny_llava_dir, tmp_path):
     config.pop("image_token_index", None)
     (no_image_token / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="no image token"):  # config default id 32000 is not in its vocabulary
-        LlavaHFAdapter.from_pretrained(no_image_token)
+        HFVisionLanguageAdapter.from_pretrained(no_image_token)
 
 
 def test_wrong_image_token_count_is_reported(tiny_adapter):
-    ids = torch.tensor([1, 2] + [tiny_adapter.image_token_id] * 5)
-    with pytest.raises(ValueError, match="found 5 image tokens, expected 36"):
-        tiny_adapter.image_token_positions(ids)
+    ids = torch.tensor([[1, 2] + [tiny_adapter.image_token_id] * 5])
+    family = tiny_adapter.family_spec
+    with pytest.raises(LayoutError, match="found 5 image tokens, expected 36"):
+        family.layouts(tiny_adapter.model, tiny_adapter.processor, {"input_ids": ids}, [Image.new("RGB", (48, 48))])
 
 
 def test_prompt_template_comes_from_the_model_folder(tiny_llava_dir, tmp_path):
     shutil.copytree(tiny_llava_dir, tmp_path / "m")
-    assert LlavaHFAdapter.from_pretrained(tmp_path / "m").prompt_template.startswith("USER: <image>")  # LLaVA-1.5
+    assert HFVisionLanguageAdapter.from_pretrained(tmp_path / "m").format_prompt("Q").startswith("USER: <image>")  # LLaVA-1.5
     (tmp_path / "m" / "fastrm_bench.json").write_text(json.dumps({"prompt_template": "USER: {prompt} <image> ASSISTANT:"}))
-    adapter = LlavaHFAdapter.from_pretrained(tmp_path / "m")
+    adapter = HFVisionLanguageAdapter.from_pretrained(tmp_path / "m")
     inputs = adapter.build_inputs([Image.new("RGB", (48, 48))], ["Is there a red circle?"])
     text = adapter.processor.tokenizer.decode(inputs.input_ids[0][:10])
     assert text.startswith("<s> USER : Is there a red circle? <image>"), text

@@ -29,10 +29,10 @@ def test_method_contract(name, tiny_adapter, generation_case, tmp_path):
     model = tiny_adapter.model
     overrides = {}
     if name == "fastrm":  # no proxy ships for the random test model: an untrained one of its hidden size
-        overrides["checkpoint"] = str(FastRM(model.config.text_config.hidden_size).save_pretrained(tmp_path / "proxy"))
+        overrides["checkpoint"] = str(FastRM(tiny_adapter.hidden_size).save_pretrained(tmp_path / "proxy"))
     method, _ = create_method(name, **overrides)
     explanation = method.explain(tiny_adapter, inputs, generation)
-    assert explanation.maps.shape == (5, *tiny_adapter.grid_shape)
+    assert explanation.maps.shape == (5, inputs.layout.num_tokens)
     assert torch.isfinite(explanation.maps).all() and explanation.seconds >= 0
     assert not model.training and model.config._attn_implementation == "eager"
     assert all(p.grad is None and not p.requires_grad for p in model.parameters())
@@ -45,13 +45,15 @@ def test_gradcam_matches_a_hand_written_single_token_gradcam(tiny_adapter, gener
     hidden = model.model.vision_tower(inputs.tensors["pixel_values"], output_hidden_states=True).hidden_states
     acts = hidden[model.config.vision_feature_layer].detach().requires_grad_(True)
     features = model.model.multi_modal_projector(acts[:, 1:])
-    prompt = tiny_adapter.embed(inputs.input_ids, features)
+    embeds = model.get_input_embeddings()(inputs.input_ids)
+    slots = (inputs.input_ids == tiny_adapter.image_token_id).unsqueeze(-1).expand_as(embeds)
+    prompt = embeds.masked_scatter(slots, features)
     answer = model.get_input_embeddings()(generation.generated_ids[:1]).unsqueeze(0)
     logits = model(inputs_embeds=torch.cat([prompt, answer], dim=1)).logits[0]
     t = 1  # the second generated token, predicted at p_1 = L0
     (grad,) = torch.autograd.grad(logits[inputs.prompt_length - 1 + t, generation.generated_ids[t]], acts)
     weights = grad[0, 1:].mean(0)
-    expected = (acts[0, 1:].detach() @ weights).clamp_min(0).reshape(tiny_adapter.grid_shape)
+    expected = (acts[0, 1:].detach() @ weights).clamp_min(0)
     torch.testing.assert_close(maps[t], expected, rtol=1e-4, atol=1e-6)
 
 

@@ -50,8 +50,8 @@ def test_entry_point_plugin_runs_through_the_registry(installed_plugin, tiny_ada
     inputs = tiny_adapter.build_inputs([image], ["What color is the circle?"])
     generation = tiny_adapter.generate(inputs, max_new_tokens=3, min_new_tokens=3)[0]
     explanation = method.explain(tiny_adapter, inputs, generation)
-    assert explanation.maps.shape == (3, *tiny_adapter.grid_shape)
-    centre = explanation.maps[0]
+    assert explanation.maps.shape == (3, inputs.layout.num_tokens)
+    centre = explanation.maps[0].reshape(6, 6)
     assert centre[2:4, 2:4].min() > centre[0, 0]  # the prior peaks in the middle
 
 

@@ -2,9 +2,11 @@
 
 - `explaining(model)`: eval mode, eager attention, frozen weights for the duration of a method,
   then the model is put back exactly as it was found;
-- `teacher_forced`: one forward over prompt + answer that returns the raw logits and the
-  attention probabilities of every LM layer, with a graph to them from the input embeddings
-  (the weights stay frozen: no parameter ever gets a ``.grad``).
+- `answer_scores`: the raw logit of every generated token at its predicting position, from the
+  adapter's teacher-forced forward (`ModelAdapter.teacher_forced`: one forward over prompt + answer
+  through the family's own forward, attention probabilities of every LM layer as graph nodes; the
+  weights stay frozen, no parameter ever gets a ``.grad``);
+- `token_gradients`: gradients of several tokens' scores per batched `autograd.grad` call.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelInputs, TeacherForced
 from fastrm_bench.profiling import PeakMemory
 
 
@@ -39,41 +40,6 @@ def explaining(model: torch.nn.Module) -> Iterator[None]:
         if implementation not in (None, "eager"):
             model.set_attn_implementation(implementation)
         model.train(was_training)
-
-
-@dataclass
-class TeacherForced:
-    logits: torch.Tensor  # [L, vocab] raw logits (no temperature, no processors)
-    attentions: tuple[torch.Tensor, ...]  # per LM layer [1, heads, L, L], as the model used them (graph nodes)
-    embeds: torch.Tensor  # [L, d] the leaf the graph starts from
-
-
-def answer_embeds(adapter, inputs: ModelInputs, generation: Generation, image_features: torch.Tensor | None = None
-                  ) -> torch.Tensor:
-    """LM input embeddings [L0 + T - 1, d] of prompt + generated tokens (the last one predicts nothing we need).
-
-    ``image_features`` (default: computed from the pixels) lets Grad-CAM keep a graph to them.
-    """
-    if image_features is None:
-        image_features = adapter.image_features(inputs.tensors["pixel_values"])
-    prompt = adapter.embed(inputs.input_ids, image_features)
-    answer = generation.generated_ids[: max(generation.num_generated - 1, 0)].to(prompt.device)
-    return torch.cat([prompt[0], adapter.model.get_input_embeddings()(answer)], dim=0)
-
-
-def teacher_forced(adapter, embeds: torch.Tensor, keep_graph_from_inputs: bool = False) -> TeacherForced:
-    """One forward with eager attention; gradients can flow from logits to every attention map.
-
-    By default the graph starts at (a detached copy of) ``embeds``; with ``keep_graph_from_inputs``
-    it reaches back to whatever ``embeds`` was computed from (Grad-CAM's vision features).
-    """
-    leaf = embeds if keep_graph_from_inputs else embeds.detach().to(adapter.model.dtype).requires_grad_(True)
-    out = adapter.model(inputs_embeds=leaf.unsqueeze(0), attention_mask=torch.ones(1, leaf.shape[0], device=leaf.device,
-                        dtype=torch.long), output_attentions=True, use_cache=False)
-    attentions = tuple(out.attentions)  # not sliced: a slice would be a new node outside the logits' graph
-    if any(a is None for a in attentions):
-        raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
-    return TeacherForced(out.logits[0], attentions, leaf)
 
 
 def predicting_positions(inputs: ModelInputs, generation: Generation) -> torch.Tensor:

@@ -6,13 +6,13 @@ import time
 
 import torch
 
-from fastrm_bench.explainers._attention import answer_embeds, explaining, predicting_positions, teacher_forced
+from fastrm_bench.explainers._attention import explaining, predicting_positions
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
 
 
 def _head_mean_attentions(adapter, inputs: ModelInputs, generation: Generation) -> list[torch.Tensor]:
     with torch.no_grad():
-        forward = teacher_forced(adapter, answer_embeds(adapter, inputs, generation).detach())
+        forward = adapter.teacher_forced(inputs, generation)
     return [a[0].float().mean(dim=0) for a in forward.attentions]  # per layer [N, N]
 
 
@@ -27,12 +27,12 @@ class RawAttention(ExplanationMethod):
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()
         with explaining(adapter.model):
-            image_positions = adapter.image_token_positions(inputs.input_ids[0])
+            image_positions = inputs.layout.positions
             attentions = _head_mean_attentions(adapter, inputs, generation)
             chosen = [attentions[i] for i in (self.layers or range(len(attentions)))]
             rows = predicting_positions(inputs, generation)
-            maps = torch.stack(chosen).mean(0)[rows][:, image_positions]
-        return Explanation(maps=maps.reshape(-1, *adapter.grid_shape).cpu(), seconds=time.perf_counter() - start)
+            maps = torch.stack(chosen).mean(0)[rows.to(chosen[0].device)][:, image_positions.to(chosen[0].device)]
+        return Explanation(maps=maps.cpu(), seconds=time.perf_counter() - start)
 
 
 class AttentionRollout(ExplanationMethod):
@@ -43,7 +43,7 @@ class AttentionRollout(ExplanationMethod):
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()
         with explaining(adapter.model):
-            image_positions = adapter.image_token_positions(inputs.input_ids[0])
+            image_positions = inputs.layout.positions
             attentions = _head_mean_attentions(adapter, inputs, generation)
             rows = predicting_positions(inputs, generation)
             n = attentions[0].shape[0]
@@ -53,5 +53,5 @@ class AttentionRollout(ExplanationMethod):
             for a in reversed(attentions):  # e_p^T (A_L' ... A_1'): apply the last layer first
                 mixed = 0.5 * a.cpu() + 0.5 * eye
                 v = v @ (mixed / mixed.sum(dim=-1, keepdim=True))
-            maps = v[:, image_positions.cpu()]
-        return Explanation(maps=maps.reshape(-1, *adapter.grid_shape), seconds=time.perf_counter() - start)
+            maps = v[:, image_positions]
+        return Explanation(maps=maps, seconds=time.perf_counter() - start)

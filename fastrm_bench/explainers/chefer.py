@@ -20,11 +20,9 @@ import torch
 
 from fastrm_bench.explainers._attention import (
     GradientMethod,
-    answer_embeds,
     answer_scores,
     explaining,
     predicting_positions,
-    teacher_forced,
     token_gradients,
 )
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
@@ -32,7 +30,7 @@ from fastrm_bench.profiling import PeakMemory
 
 
 def _abar(grads: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """mean over heads of relu(grad * A) in fp32: [..., 1, H, N, N] -> [..., N, N]."""
+    """mean over heads of relu(grad * A), accumulated in fp32 whatever the model's dtype: [..., 1, H, N, N] -> [..., N, N]."""
     return (grads.float() * attention.detach().float()).clamp_min(0).mean(dim=-3).squeeze(-3)
 
 
@@ -47,11 +45,10 @@ class Chefer(GradientMethod):
         self.chunk_size = chunk_size
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
-        gh, gw = adapter.grid_shape
+        image_positions = inputs.layout.positions
         if generation.num_generated == 0:
-            return torch.zeros(0, gh, gw)
-        image_positions = adapter.image_token_positions(inputs.input_ids[0])
-        forward = teacher_forced(adapter, answer_embeds(adapter, inputs, generation))
+            return torch.zeros(0, len(image_positions))
+        forward = adapter.teacher_forced(inputs, generation)
         positions, scores = answer_scores(forward, inputs, generation)
         n = forward.logits.shape[0]
         rows = []
@@ -60,8 +57,8 @@ class Chefer(GradientMethod):
             v[torch.arange(len(chunk)), positions[chunk]] = 1.0
             for grad, attention in zip(reversed(grads), reversed(forward.attentions)):
                 v = v + torch.einsum("cn,cnm->cm", v, _abar(grad, attention))  # v + v @ Abar_l, l = L..1
-            rows.append(v[:, image_positions])
-        return torch.cat(rows).reshape(-1, gh, gw).detach().cpu()
+            rows.append(v[:, image_positions.to(v.device)])
+        return torch.cat(rows).detach().cpu()
 
 
 class CheferReference(ExplanationMethod):
@@ -71,19 +68,17 @@ class CheferReference(ExplanationMethod):
 
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()
-        gh, gw = adapter.grid_shape
+        image_positions = inputs.layout.positions
         maps = []
         with PeakMemory(adapter.device) as memory, explaining(adapter.model):
-            image_positions = adapter.image_token_positions(inputs.input_ids[0])
-            embeds = answer_embeds(adapter, inputs, generation)
             for t, p in enumerate(predicting_positions(inputs, generation).tolist()):
-                forward = teacher_forced(adapter, embeds[: p + 1])
+                forward = adapter.teacher_forced(inputs, generation, length=p + 1)
                 score = forward.logits[p, int(generation.generated_ids[t])]
                 grads = torch.autograd.grad(score, forward.attentions)
                 n = p + 1
                 relevance = torch.eye(n, device=score.device)
                 for grad, attention in zip(grads, forward.attentions):
                     relevance = relevance + _abar(grad, attention) @ relevance
-                maps.append(relevance[p, image_positions].detach().cpu())
-        stacked = torch.stack(maps).reshape(-1, gh, gw) if maps else torch.zeros(0, gh, gw)
+                maps.append(relevance[p, image_positions.to(relevance.device)].detach().cpu())
+        stacked = torch.stack(maps) if maps else torch.zeros(0, len(image_positions))
         return Explanation(maps=stacked, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)

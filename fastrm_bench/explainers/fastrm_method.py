@@ -38,8 +38,7 @@ class FastRMMethod(ExplanationMethod):
                     f"no FastRM checkpoint ships for {adapter.name!r}: distil one with `fastrm-bench distill` "
                     "and pass it with a method spec (params: {checkpoint: DIR})"
                 )
-            hidden = adapter.model.config.text_config.hidden_size
-            proxy = FastRM.from_pretrained(path, expected_hidden_size=hidden)
+            proxy = FastRM.from_pretrained(path, expected_hidden_size=adapter.hidden_size)
             recorded = proxy.config.model_weights_sha256
             if recorded and recorded != adapter.weights_sha256:
                 raise CheckpointError(
@@ -57,10 +56,10 @@ class FastRMMethod(ExplanationMethod):
             raise ValueError("fastrm needs the hidden states of generation: call adapter.generate(..., return_hidden=True)")
         start = time.perf_counter()
         with PeakMemory(adapter.device) as memory:
-            image_positions = adapter.image_token_positions(inputs.input_ids[0])
+            image_positions = inputs.layout.positions.to(generation.last_hidden.device)
             rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated, device=generation.last_hidden.device)
             hidden = generation.last_hidden.to(next(proxy.parameters()).dtype)
             probs = proxy(hidden[rows], hidden[image_positions].unsqueeze(0))
-        maps = probs.reshape(-1, *adapter.grid_shape).cpu()
+        maps = probs.reshape(generation.num_generated, -1).cpu()
         return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes,
                            is_probability=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
-from fastrm_bench.metrics.localisation import mask_to_patches
+from fastrm_bench.metrics.localisation import object_tokens
 
 
 class OracleMap(ExplanationMethod):
-    """Upper bound: the patches of the objects the question is about (constant where a question has none)."""
+    """Upper bound: the image tokens of the objects the question is about (constant where a question has none)."""
 
     name = "oracle"
 
@@ -17,8 +17,9 @@ class OracleMap(ExplanationMethod):
         sample = inputs.sample
         if sample is None:
             raise ValueError("oracle needs the sample (inputs.sample) and its ground-truth mask")
+        layout = inputs.layout
         if sample.mask is None:  # a question about nothing present ("is there a ...?" -> no): no ground truth,
-            patches = torch.zeros(adapter.grid_shape)  # a constant map, i.e. a random removal order
+            tokens = torch.zeros(layout.num_tokens)  # a constant map, i.e. a random removal order
         else:
-            patches = torch.from_numpy(mask_to_patches(sample.mask, adapter.grid_shape)).float()
-        return Explanation(maps=patches.expand(max(generation.num_generated, 1), *patches.shape).clone())
+            tokens = torch.from_numpy(object_tokens(layout, sample.mask)).float()
+        return Explanation(maps=tokens.expand(max(generation.num_generated, 1), -1).clone())

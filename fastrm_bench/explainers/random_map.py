@@ -25,6 +25,5 @@ class RandomMap(ExplanationMethod):
         # one generator per (seed, call) so a sample's map does not depend on batch composition
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
         self._calls += 1
-        gh, gw = adapter.grid_shape
-        maps = torch.rand(max(generation.num_generated, 1), gh, gw, generator=gen)
+        maps = torch.rand(max(generation.num_generated, 1), inputs.layout.num_tokens, generator=gen)
         return Explanation(maps=maps, seconds=time.perf_counter() - start)

@@ -80,7 +80,11 @@ class _ShardMaker:
             if generation.num_generated == 0:
                 continue
             maps = self.chefer.explain(self.adapter, inputs, generation).maps.flatten(1)
-            image_positions = self.adapter.image_token_positions(inputs.input_ids[0])
+            image_positions = inputs.layout.positions.to(generation.last_hidden.device)
+            if keys and len(image_positions) != keys[0].shape[0]:
+                raise ValueError(f"question {sample.id}: {len(image_positions)} image tokens where earlier questions had "
+                                 f"{keys[0].shape[0]}; distillation needs one image-token count per dataset (give a "
+                                 "dynamic-resolution model images of one size)")
             rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated)
             owner += [len(keys)] * generation.num_generated  # index into this shard's keys (skipped questions have none)
             queries.append(generation.last_hidden[rows].float().cpu())

@@ -1,7 +1,7 @@
 """Localisation of a map against a ground-truth object mask (embedded world: exact masks).
 
-Both metrics work on the patch grid: a patch counts as "on the object" when any pixel of
-the object falls in it (the same rule the grounding check uses to choose tokens to remove).
+Both metrics work on the image tokens of the input's layout: a token counts as "on the object" when
+any pixel of the object falls in its cell (the rule the grounding check uses to choose tokens to remove).
 """
 
 from __future__ import annotations
@@ -9,34 +9,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastrm_bench.layout import ImageLayout
 
-def mask_to_patches(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Boolean [grid_h, grid_w]: patches containing any pixel of ``mask`` [H, W].
+#: a token is "on the object" when any pixel of the object falls in its cell (``min_coverage`` 0 of
+#: `ImageLayout.mask_to_tokens`): the rule every committed localisation number and the shipped model's
+#: grounding check use. The layout's own default, half of the cell covered, is stricter.
+OBJECT_COVERAGE = 0.0
 
-    The mask is first center-cropped to a square, as CLIP's processor does (resize the short
-    side, crop the center); each patch then covers an equal fraction of that square.
-    """
-    gh, gw = grid
-    h, w = mask.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = mask[top : top + side, left : left + side]
-    rows = np.linspace(0, side, gh + 1)
-    cols = np.linspace(0, side, gw + 1)
-    out = np.zeros((gh, gw), dtype=bool)
-    for i in range(gh):
-        for j in range(gw):
-            r0, r1 = int(np.floor(rows[i])), int(np.ceil(rows[i + 1]))
-            c0, c1 = int(np.floor(cols[j])), int(np.ceil(cols[j + 1]))
-            out[i, j] = square[r0:r1, c0:c1].any()
-    return out
+
+def object_tokens(layout: ImageLayout, mask: np.ndarray) -> np.ndarray:
+    """Boolean ``[n_image_tokens]``: the tokens of ``layout`` that see the object ``mask`` [H, W]."""
+    return layout.mask_to_tokens(mask, min_coverage=OBJECT_COVERAGE)
 
 
 def relevance_mass(sample_map: torch.Tensor, on_object: np.ndarray) -> float:
-    """Share of the (non-negative) map's mass that lies on the object's patches."""
-    m = sample_map.detach().clamp_min(0).double().cpu().numpy()
+    """Share of the (non-negative) map's mass that lies on the object's tokens."""
+    m = sample_map.detach().clamp_min(0).double().cpu().numpy().reshape(-1)
     total = m.sum()
-    return float(m[on_object].sum() / total) if total > 0 else float("nan")
+    return float(m[np.asarray(on_object).reshape(-1)].sum() / total) if total > 0 else float("nan")
 
 
 def pointing_game(sample_map: torch.Tensor, on_object: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from fastrm_bench.models.llava_hf import HARNESS_CONFIG
+from fastrm_bench.models.adapter import HARNESS_CONFIG
 from fastrm_bench.world.questions import vocabulary
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")

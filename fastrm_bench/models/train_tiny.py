@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from fastrm_bench.metrics.localisation import mask_to_patches
+from fastrm_bench.layout import ImageLayout, centre_square, single_grid
+from fastrm_bench.metrics.localisation import object_tokens
 from fastrm_bench.models.tiny_llava import EMBEDDED_TEMPLATE, TinyLlavaSize, build_model, build_processor, save_template
 from fastrm_bench.world.questions import QUESTION_TYPES, Question, questions_for_scene
 from fastrm_bench.world.scenes import (
@@ -125,6 +126,11 @@ class Batch:
     role: torch.Tensor  # [Q, n_patches] 1 = patch of a target object, 2 = of the anchor, 0 = neither
     prompt_length: torch.Tensor  # [Q] tokens before the answer
 
+
+
+def _square_layout(grid: int, image_size: tuple[int, int]) -> ImageLayout:
+    """The embedded model's layout: one grid x grid block over the centre square (what its processor keeps)."""
+    return single_grid(range(grid * grid), (grid, grid), centre_square(image_size), image_size)
 
 def object_centres(scene) -> np.ndarray:
     """[n_objects, 2] object centres (x, y) scaled to [-1, 1]."""
@@ -218,7 +224,8 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
             keep = np.ones(grid * grid, dtype=np.float32)
             if augment and rng.random() < cfg.mask_aug_prob:
                 masks = [scene.objects[r].mask for r in q.refs]
-                referenced = mask_to_patches(np.logical_or.reduce(masks), (grid, grid)).reshape(-1) if masks \
+                union = np.logical_or.reduce(masks) if masks else None
+                referenced = object_tokens(_square_layout(grid, union.shape), union) if masks \
                     else np.zeros(grid * grid, dtype=bool)
                 free = np.flatnonzero(~referenced)
                 k = int(rng.integers(1, cfg.max_masked_tokens + 1))

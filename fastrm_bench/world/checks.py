@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fastrm_bench.interfaces import Sample, Task
-from fastrm_bench.metrics.localisation import mask_to_patches
-from fastrm_bench.models.llava_hf import LlavaHFAdapter
+from fastrm_bench.interfaces import ModelAdapter, ModelInputs, Sample, Task
+from fastrm_bench.metrics.localisation import object_tokens
 from fastrm_bench.tasks.gqa import GQATask
 from fastrm_bench.tasks.vqav2 import VQAv2Task
 
@@ -33,12 +32,17 @@ def _batches(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
         yield samples[i : i + size]
 
 
-def _answers(adapter: LlavaHFAdapter, task: Task, batch: list[Sample], keep: torch.Tensor | None = None) -> list[str]:
-    inputs = adapter.build_inputs([s.image for s in batch], [task.prompt(s) for s in batch])
+def _inputs(adapter: ModelAdapter, task: Task, batch: list[Sample]) -> ModelInputs:
+    return adapter.build_inputs([s.image for s in batch], [task.prompt(s) for s in batch])
+
+
+def _answers(adapter: ModelAdapter, task: Task, batch: list[Sample], keep: torch.Tensor | None = None,
+             inputs: ModelInputs | None = None) -> list[str]:
+    inputs = inputs or _inputs(adapter, task, batch)
     return [g.text for g in adapter.generate(inputs, max_new_tokens=5, image_keep=keep)]
 
 
-def heldout_accuracy(adapter: LlavaHFAdapter, data_root: Path | None = None, split: str = "test", limit: int | None = None,
+def heldout_accuracy(adapter: ModelAdapter, data_root: Path | None = None, split: str = "test", limit: int | None = None,
                      batch_size: int = 32, seed: int = 0) -> dict[str, float]:
     """Accuracy per question type and overall (mean over questions) on ``split``."""
     per_type: dict[str, list[float]] = defaultdict(list)
@@ -53,23 +57,23 @@ def heldout_accuracy(adapter: LlavaHFAdapter, data_root: Path | None = None, spl
     return out
 
 
-def grounding_check(adapter: LlavaHFAdapter, data_root: Path | None = None, split: str = "test", limit: int | None = None,
+def grounding_check(adapter: ModelAdapter, data_root: Path | None = None, split: str = "test", limit: int | None = None,
                     batch_size: int = 32, seed: int = 0) -> dict[str, dict[str, float]]:
     """Accuracy unmasked / referenced objects removed / as many random other tokens removed, per type."""
     rng = np.random.default_rng(seed)
-    grid = adapter.grid_shape
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for task in _tasks(data_root, split):
         samples = [s for s in task.samples(limit=limit, seed=seed) if s.mask is not None]
         for batch in tqdm(list(_batches(samples, batch_size)), desc=f"grounding {task.name}", leave=False):
-            on_object = np.stack([mask_to_patches(s.mask, grid).reshape(-1) for s in batch])
+            inputs = _inputs(adapter, task, batch)
+            on_object = np.stack([object_tokens(layout, s.mask) for layout, s in zip(inputs.layouts, batch)])
             object_keep = torch.from_numpy(~on_object).float()
             random_keep = torch.ones_like(object_keep)
             for row, obj in enumerate(on_object):
                 free = np.flatnonzero(~obj)
                 random_keep[row, rng.choice(free, size=min(int(obj.sum()), len(free)), replace=False)] = 0
             for condition, keep in (("unmasked", None), ("object_removed", object_keep), ("random_removed", random_keep)):
-                for sample, answer in zip(batch, _answers(adapter, task, batch, keep)):
+                for sample, answer in zip(batch, _answers(adapter, task, batch, keep, inputs)):
                     scores[sample.meta["type"]][condition].append(task.score(answer, sample))
     out: dict[str, dict[str, float]] = {}
     for qtype, by_condition in sorted(scores.items()):

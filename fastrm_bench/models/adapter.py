@@ -1,0 +1,361 @@
+"""`HFVisionLanguageAdapter`: one adapter for every supported Hugging Face VLM family.
+
+The family (`fastrm_bench.models.families`, chosen by ``config.model_type``) supplies the geometry;
+this class does the rest the same way for all of them:
+
+- loading with eager attention (explanation methods read attention probabilities), a dtype and an
+  optional ``device_map``; an eager-vs-SDPA probe whose result is recorded (`eager_check`);
+- prompts: the model folder's ``fastrm_bench.json`` template, else the processor's chat template,
+  else the family's fallback (LLaVA-1.5's ``USER: <image>\\n{prompt} ASSISTANT:``);
+- every forward the harness makes goes through the family's own ``forward`` / ``generate`` (its
+  position ids, M-RoPE included, and its attention masks). Hooks do the rest: a forward pre-hook on
+  the language model reads, perturbs or detaches its input embeddings; a forward hook on the vision
+  layer Grad-CAM targets makes its output a leaf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from fastrm_bench.interfaces import Generation, ModelAdapter, ModelInputs, TeacherForced
+from fastrm_bench.models.families import Family, family_for
+
+REMOVAL_STRATEGIES = ("zero", "drop")
+#: optional file in a model folder: {"prompt_template": "..."} (the template belongs to the model)
+HARNESS_CONFIG = "fastrm_bench.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint that cannot serve as a supported vision-language model, with the reason and the fix."""
+
+
+class _Captured(Exception):
+    """Raised by a capture hook to stop a forward once the language model's inputs are known."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class HFVisionLanguageAdapter(ModelAdapter):
+    """A transformers VLM of a registered family, with its processor (local folder or hub id in the cache)."""
+
+    def __init__(self, model: torch.nn.Module, processor: Any, name: str, family: Family, prompt_template: str | None = None,
+                 device: torch.device | None = None):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.family_spec = family
+        self.family = family.name
+        self.prompt_template = prompt_template
+        self.device = device or model.get_input_embeddings().weight.device
+        self.image_token_id = family.image_token_id(model.config)
+        tokenizer = processor.tokenizer
+        if tokenizer.convert_ids_to_tokens(self.image_token_id) in (None, tokenizer.unk_token):
+            raise ModelLoadError(f"{name}: the tokenizer has no image token for id {self.image_token_id}")
+        tokenizer.padding_side = "left"
+        if prompt_template is not None and "<image>" not in prompt_template:
+            raise ModelLoadError(f"{name}: the prompt template {prompt_template!r} has no <image> placeholder")
+        if prompt_template is None and getattr(processor, "chat_template", None) is None and family.fallback_template is None:
+            raise ModelLoadError(f"{name}: the processor has no chat template; put a prompt template with an <image> "
+                                 f"placeholder in {HARNESS_CONFIG} in the model folder")
+        self.eager_check: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, prompt_template: str | None = None, device: str | torch.device | None = None,
+        dtype: torch.dtype | str = torch.float32, device_map: str | None = None, name: str | None = None,
+        check_eager: bool = True,
+    ) -> HFVisionLanguageAdapter:
+        """Load model and processor from a local folder or a hub id (offline: from the HF cache).
+
+        The family comes from ``config.model_type``. The prompt template is, in order: the argument,
+        ``fastrm_bench.json`` in the model folder, the processor's chat template, the family's fallback.
+        ``device_map="auto"`` spreads a model larger than one GPU (accelerate); ``device`` is then ignored.
+        """
+        import transformers
+        from transformers import AutoConfig
+
+        from fastrm_bench.models.processors import load_processor
+
+        source = str(name_or_path)
+        local = Path(source)
+        if prompt_template is None and (local / HARNESS_CONFIG).is_file():
+            prompt_template = json.loads((local / HARNESS_CONFIG).read_text()).get("prompt_template")
+        if local.exists():
+            if not (local / "config.json").is_file():
+                raise ModelLoadError(f"{local} has no config.json: not a saved model folder")
+            if not any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "processor_config.json")):
+                raise ModelLoadError(
+                    f"{local} has no processor/tokenizer files (tokenizer.json, processor_config.json); "
+                    "save them with processor.save_pretrained(dir)"
+                )
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot read the config of {source!r}: {err}") from err
+        family = family_for(config.model_type)
+        processor = load_processor(source)
+        if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+            raise ModelLoadError(f"{source!r}: the processor has no tokenizer and image processor; not a VLM checkpoint")
+        dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        model_class = getattr(transformers, family.model_class)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                model = model_class.from_pretrained(source, attn_implementation="eager", dtype=dtype, device_map=device_map)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load the model {source!r}: {err}") from err
+        if device_map is None:
+            model.to(torch.device(device) if device else default_device())
+        model.eval()
+        model.requires_grad_(False)
+        adapter = cls(model, processor, name or source, family, prompt_template)
+        if check_eager:
+            adapter.eager_check = adapter.compare_attention_implementations()
+            if adapter.eager_check.get("equal") is False:
+                warnings.warn(f"{adapter.name}: greedy answers differ between eager and SDPA attention on a probe input "
+                              f"({adapter.eager_check['eager']!r} vs {adapter.eager_check['sdpa']!r}); maps explain the "
+                              "eager model", stacklevel=2)
+        return adapter
+
+    # ---------------------------------------------------------------- properties of the contract
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+    @property
+    def removals(self) -> tuple[str, ...]:
+        return ("zero", "drop") if self.family_spec.embeds_suffice else ("zero",)
+
+    # ---------------------------------------------------------------- inputs
+    def format_prompt(self, prompt: str) -> str:
+        if self.prompt_template is not None:
+            return self.prompt_template.format(prompt=prompt)
+        if getattr(self.processor, "chat_template", None) is not None:
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.family_spec.fallback_template.format(prompt=prompt)
+
+    def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:
+        images = [im.convert("RGB") for im in images]
+        texts = [self.format_prompt(p) for p in prompts]
+        enc = self.processor(images=self.family_spec.batch_images(images), text=texts, padding=True, return_tensors="pt")
+        tensors = {k: v.to(self.device) for k, v in enc.items() if torch.is_tensor(v)}
+        if "pixel_values" in tensors and tensors["pixel_values"].is_floating_point():
+            tensors["pixel_values"] = tensors["pixel_values"].to(self.model.dtype)
+        layouts = self.family_spec.layouts(self.model, self.processor, tensors, images)
+        return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts)
+
+    # ---------------------------------------------------------------- hooks on the language model's input
+    @contextlib.contextmanager
+    def _on_lm_input(self, change: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Inside: the language model receives ``change(inputs_embeds)`` instead of its input embeddings."""
+
+        def pre_hook(module, args, kwargs):
+            if kwargs.get("inputs_embeds") is None:
+                return None
+            kwargs["inputs_embeds"] = change(kwargs["inputs_embeds"])
+            return args, kwargs
+
+        handle = self.family_spec.language_model(self.model).register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def lm_input_embeds(self, inputs: ModelInputs) -> torch.Tensor:
+        """The language model's input embeddings ``[B, L, d]`` (image features in place), computed once."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(embeds: torch.Tensor) -> torch.Tensor:
+            captured["embeds"] = embeds
+            raise _Captured
+
+        with self._on_lm_input(capture), contextlib.suppress(_Captured):
+            self.model(**inputs.tensors, use_cache=False)
+        return captured["embeds"]
+
+    def perturbed_embeds(self, inputs: ModelInputs, image_keep: torch.Tensor, removal: str = "zero"
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """LM input embeddings and attention mask with image tokens removed where keep == 0.
+
+        For families whose language model depends on its input embeddings and mask alone (1D positions):
+        ``image_keep`` [K, n] may give many removals of single-sample inputs, which are encoded once and
+        broadcast (cheap perturbation curves). ``drop`` deletes the removed tokens and left-pads again.
+        """
+        self._check_removal(removal)
+        if not self.family_spec.embeds_suffice:
+            raise ValueError(f"{self.family}: its language model needs more than embeddings (positions or masks of "
+                             "its own); perturb through generate(image_keep=...) with removal 'zero'")
+        keep = image_keep.to(self.device)
+        embeds = self.lm_input_embeds(inputs)
+        attn = inputs.tensors["attention_mask"]
+        positions = torch.stack([layout.positions for layout in inputs.layouts]).to(self.device)
+        if embeds.shape[0] == 1 and keep.shape[0] > 1:
+            embeds, attn = embeds.expand(keep.shape[0], -1, -1), attn.expand(keep.shape[0], -1)
+            positions = positions.expand(keep.shape[0], -1)
+        if removal == "zero":
+            return _scale_rows(embeds, positions, keep), attn
+        rows = []
+        for b in range(embeds.shape[0]):
+            row_keep = attn[b].bool().clone()
+            row_keep[positions[b]] = keep[b].bool() & row_keep[positions[b]]
+            rows.append(embeds[b][row_keep])
+        length = max(r.shape[0] for r in rows)
+        out = embeds.new_zeros(len(rows), length, embeds.shape[-1])
+        out_mask = attn.new_zeros(len(rows), length)
+        for b, r in enumerate(rows):
+            out[b, length - r.shape[0] :] = r
+            out_mask[b, length - r.shape[0] :] = 1
+        return out, out_mask
+
+    def _check_removal(self, removal: str) -> None:
+        if removal not in REMOVAL_STRATEGIES:
+            raise ValueError(f"unknown removal strategy {removal!r}; expected one of {REMOVAL_STRATEGIES}")
+        if removal not in self.removals:
+            raise ValueError(f"removal {removal!r} is not supported for the {self.family} family (its position ids or "
+                             f"attention mask depend on the image tokens' places); use one of {self.removals}")
+
+    # ---------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self, inputs: ModelInputs, max_new_tokens: int, *, return_hidden: bool = False, image_keep: torch.Tensor | None = None,
+        removal: str = "zero", min_new_tokens: int = 0,
+    ) -> list[Generation]:
+        tok = self.tokenizer
+        kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1,
+                      temperature=None, top_p=None, top_k=None, return_dict_in_generate=True,
+                      output_hidden_states=return_hidden, pad_token_id=tok.pad_token_id)
+        prompt_ids = inputs.input_ids
+        if image_keep is None:
+            out = self.model.generate(**inputs.tensors, **kwargs)
+            new = out.sequences[:, inputs.prompt_length :]
+        elif self.family_spec.embeds_suffice:
+            embeds, attn = self.perturbed_embeds(inputs, image_keep, removal)
+            out = self.model.generate(inputs_embeds=embeds, attention_mask=attn, **kwargs)
+            new = out.sequences  # generation from embeddings returns only the new tokens
+            prompt_ids = None
+        else:
+            self._check_removal(removal)
+            keep = image_keep.to(self.device)
+            batch = inputs.repeat(keep.shape[0]) if len(inputs.layouts) == 1 and keep.shape[0] > 1 else inputs
+            positions = torch.stack([layout.positions for layout in batch.layouts]).to(self.device)
+            zero = lambda embeds: _scale_rows(embeds, positions, keep) if embeds.shape[1] > positions.max() else embeds  # noqa: E731
+            with self._on_lm_input(zero):
+                out = self.model.generate(**batch.tensors, **kwargs)
+            new = out.sequences[:, inputs.prompt_length :]
+            prompt_ids = None
+        stops = self._stop_ids()
+        results = []
+        for b in range(new.shape[0]):
+            ids = new[b]
+            stop = [i for i, t in enumerate(ids.tolist()) if t in stops]
+            ids = ids[: stop[0]] if stop and min_new_tokens == 0 else ids
+            hidden = None
+            if return_hidden:
+                steps = [out.hidden_states[0][-1][b]] + [h[-1][b] for h in out.hidden_states[1:]]
+                hidden = torch.cat(steps, dim=0)  # [L0 + T_max - 1, d]
+            results.append(Generation(
+                sequences=(torch.cat([prompt_ids[b], ids]) if prompt_ids is not None else ids).unsqueeze(0),
+                prompt_length=inputs.prompt_length, generated_ids=ids,
+                text=tok.decode(ids, skip_special_tokens=True).strip(), last_hidden=hidden,
+            ))
+        return results
+
+    def _stop_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        ids |= {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
+        return ids
+
+    # ---------------------------------------------------------------- teacher forcing
+    def _with_answer(self, inputs: ModelInputs, generation: Generation, length: int | None) -> dict[str, torch.Tensor]:
+        """The prompt's tensors with the generated tokens appended (all but the last: it predicts nothing we need).
+
+        Per-token tensors (shape ``[1, L0]``) are extended: ids by the answer, the attention mask by ones, any
+        other (token types) by zeros; the rest (pixels, grids, sizes) is passed as the processor made it.
+        """
+        if len(inputs.layouts) != 1:
+            raise ValueError("teacher forcing takes single-sample inputs")
+        answer = generation.generated_ids[: max(generation.num_generated - 1, 0)].to(self.device).unsqueeze(0)
+        prompt_shape = inputs.input_ids.shape
+        out = {}
+        for key, value in inputs.tensors.items():
+            if value.shape[:2] == prompt_shape:
+                extra = answer if key == "input_ids" else (torch.ones_like(answer) if key == "attention_mask"
+                                                           else torch.zeros_like(answer))
+                value = torch.cat([value, extra.to(value.dtype)], dim=1)
+                value = value[:, :length] if length is not None else value
+            out[key] = value
+        return out
+
+    def teacher_forced(self, inputs: ModelInputs, generation: Generation, length: int | None = None,
+                       vision_leaf: bool = False) -> TeacherForced:
+        tensors = self._with_answer(inputs, generation, length)
+        leaves: list[torch.Tensor] = []
+
+        def lm_leaf(embeds: torch.Tensor) -> torch.Tensor:
+            leaf = embeds.detach().requires_grad_(True)
+            leaves.append(leaf)
+            return leaf
+
+        def vision_hook(module, args, output):
+            first = output[0] if isinstance(output, tuple) else output
+            leaf = first.detach().requires_grad_(True)
+            leaves.append(leaf)
+            return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
+
+        with contextlib.ExitStack() as stack:
+            if vision_leaf:
+                handle = self.family_spec.vision_target(self.model).register_forward_hook(vision_hook, prepend=True)  # before transformers' output recorders
+                stack.callback(handle.remove)
+            else:
+                stack.enter_context(self._on_lm_input(lm_leaf))
+            out = self.model(**tensors, output_attentions=True, use_cache=False)
+        attentions = tuple(out.attentions)  # not sliced: a slice would be a new node outside the logits' graph
+        if not attentions or any(a is None for a in attentions):
+            raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
+        if len(leaves) != 1:
+            raise RuntimeError(f"{self.family}: expected one graph leaf from the hooks, got {len(leaves)}")
+        return TeacherForced(out.logits[0], attentions, leaves[0])
+
+    def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
+        return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
+
+    # ---------------------------------------------------------------- eager attention guard
+    def compare_attention_implementations(self, max_new_tokens: int = 8) -> dict[str, Any]:
+        """Greedy output on a probe input under eager and SDPA attention (some families' eager paths differ)."""
+        probe = self.build_inputs([Image.new("RGB", (64, 48), (120, 130, 140))], ["Describe the image."])
+        eager = self.generate(probe, max_new_tokens, min_new_tokens=max_new_tokens)[0].generated_ids.tolist()
+        try:
+            self.model.set_attn_implementation("sdpa")
+            sdpa = self.generate(probe, max_new_tokens, min_new_tokens=max_new_tokens)[0].generated_ids.tolist()
+        except (ValueError, NotImplementedError, RuntimeError) as err:
+            return {"equal": None, "reason": f"SDPA unavailable: {err}"}
+        finally:
+            self.model.set_attn_implementation("eager")
+        return {"equal": eager == sdpa, "eager": self.tokenizer.decode(eager), "sdpa": self.tokenizer.decode(sdpa)}
+
+
+def _scale_rows(embeds: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``embeds`` [B, L, d] with the rows at ``positions`` [B, n] multiplied by ``keep`` [B, n]."""
+    factor = torch.ones(embeds.shape[:2], device=embeds.device, dtype=embeds.dtype)
+    factor.scatter_(1, positions.to(embeds.device), keep.to(embeds.device, embeds.dtype))
+    return embeds * factor.unsqueeze(-1)

@@ -1,0 +1,273 @@
+"""Model families: the geometry of each Hugging Face VLM family, behind one small interface.
+
+A `Family` knows, for its transformers classes: where an input's image tokens are and what image
+region each covers (`layouts`), which vision module Grad-CAM targets and how its patches become LM
+tokens (`vision_target`, `vision_to_tokens`), and which perturbation removals it supports. Everything
+else (loading, prompts, generation, teacher-forced forwards, hooks) is family-agnostic and lives in
+`fastrm_bench.models.adapter`. Families register under their ``config.model_type`` in `FAMILIES`,
+so loading a checkpoint dispatches on its config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from fastrm_bench.layout import ImageLayout, LayoutGroup, centre_square, single_grid, whole_image
+from fastrm_bench.registry import FAMILIES
+
+
+class LayoutError(ValueError):
+    """The processor's output does not have the image tokens the family's geometry predicts."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """Base family: LLaVA-1.5 style (one grid of patches, CLS dropped by the "default" strategy)."""
+
+    name: str
+    model_class: str  # the transformers class (documentation, and loading by class name)
+    layout_note: str  # one line for the README's family table
+    #: the language model's output depends on its input embeddings and attention mask alone (1D positions from
+    #: the mask, causal attention): then perturbed inputs can be built once as embeddings, and "drop" is possible
+    embeds_suffice: bool = True
+    #: prompt used when neither the model folder nor the processor gives one (LLaVA-1.5's)
+    fallback_template: str | None = None
+
+    # ------------------------------------------------------------------ helpers shared by families
+    @staticmethod
+    def image_token_id(config) -> int:
+        for key in ("image_token_id", "image_token_index"):
+            value = getattr(config, key, None)
+            if value is not None:
+                return int(value)
+        raise LayoutError("the model config has no image_token_id; not a vision-language checkpoint of a supported family")
+
+    @staticmethod
+    def _image_positions(input_ids: torch.Tensor, token_id: int) -> list[int]:
+        return torch.nonzero(input_ids == token_id).flatten().tolist()
+
+    @staticmethod
+    def _check(count: int, expected: int, what: str) -> None:
+        if count != expected:
+            raise LayoutError(f"found {count} image tokens, expected {expected} for {what}; "
+                              "check the processor's patch size / vision_feature_select_strategy against the model config")
+
+    def batch_images(self, images: Sequence[Image.Image]) -> list:
+        """Images as the family's processor takes them for a batch of one image per prompt."""
+        return list(images)
+
+    def language_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The decoder whose input embeddings the harness reads and perturbs."""
+        return model.get_decoder()
+
+    # ------------------------------------------------------------------ geometry (override per family)
+    def layouts(self, model, processor, tensors: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
+        config = model.config
+        vision = config.vision_config
+        size = vision.image_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        grid = (h // vision.patch_size, w // vision.patch_size)
+        crops = bool(getattr(processor.image_processor, "do_center_crop", False))
+        out = []
+        for ids, image in zip(tensors["input_ids"], images):
+            positions = self._image_positions(ids, self.image_token_id(config))
+            self._check(len(positions), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} grid")
+            image_size = (image.height, image.width)
+            out.append(single_grid(positions, grid, centre_square(image_size) if crops else whole_image(image_size), image_size))
+        return out
+
+    def vision_target(self, model) -> torch.nn.Module:
+        """The vision layer whose output feeds the projector (`vision_feature_layer`)."""
+        layer = model.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise NotImplementedError(f"{self.name}: Grad-CAM supports a single vision_feature_layer, not {layer!r}")
+        tower = model.model.vision_tower  # CLIPVisionModel (wraps vision_model) or a bare CLIP/SigLIP transformer
+        encoder_layers = (tower.vision_model if hasattr(tower, "vision_model") else tower).encoder.layers
+        # hidden_states[k] is the output of encoder layer k-1 (k >= 1) or of layer k (k < 0)
+        return encoder_layers[layer if layer < 0 else layer - 1]
+
+    def vision_to_tokens(self, model, tensors: dict[str, torch.Tensor], values: torch.Tensor) -> torch.Tensor:
+        """Per-patch values ``[..., n_patches]`` (the vision layer's token dim, CLS included) -> per LM token."""
+        grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        return values[..., -grid * grid :] if model.config.vision_feature_select_strategy == "default" else values
+
+
+class LlavaNextFamily(Family):
+    """LLaVA-NeXT (1.6): a base grid over the whole (resized) image, then the anyres tiles as one grid whose
+    rows end in an image-newline token (not a patch: not in the layout), unpadded to the image's aspect."""
+
+    def _tile_indices(self, model, image_size: tuple[int, int]) -> torch.Tensor:
+        """Index of each kept tile patch in the crops' patch order, as the rows x cols grid the LM sees."""
+        from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+
+        config = model.config
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        nph, npw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, config.vision_config.image_size)
+        index = torch.arange(nph * npw * side * side).view(nph, npw, side, side, 1)
+        index = index.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # as pack_image_features arranges the tiles
+        return unpad_image(index, list(image_size))[0]
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        config = model.config
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        out = []
+        for row, (ids, image) in enumerate(zip(tensors["input_ids"], images)):
+            image_size = tuple(int(x) for x in tensors["image_sizes"][row].tolist())
+            positions = self._image_positions(ids, self.image_token_id(config))
+            tiles = self._tile_indices(model, image_size)
+            rows, cols = tiles.shape
+            self._check(len(positions), side * side + rows * (cols + 1), f"a {side}x{side} base + {rows}x{cols} tiles + newlines")
+            base = LayoutGroup(tuple(positions[: side * side]), (side, side), whole_image(image_size))
+            tile_positions = torch.tensor(positions[side * side :]).view(rows, cols + 1)[:, :cols]  # newline slots left out
+            tile_group = LayoutGroup(tuple(tile_positions.flatten().tolist()), (rows, cols), whole_image(image_size))
+            out.append(ImageLayout((base, tile_group), (image.height, image.width)))
+        return out
+
+    def vision_to_tokens(self, model, tensors, values):
+        config = model.config
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        # the vision layer sees the crops as a batch: [..., crops * tokens per crop] (CLS first in each crop)
+        n_crops = tensors["pixel_values"].shape[1]
+        crops = values.reshape(*values.shape[:-1], n_crops, -1)[..., -side * side :]
+        image_size = tuple(int(x) for x in tensors["image_sizes"][0].tolist())
+        base = crops[..., 0, :]
+        tiles = crops[..., 1:, :].flatten(-2)
+        return torch.cat([base, tiles[..., self._tile_indices(model, image_size).flatten()]], dim=-1)
+
+
+class QwenVLFamily(Family):
+    """Qwen2-VL / Qwen2.5-VL: dynamic resolution, one grid per image of 2x2-merged patches (`image_grid_thw`),
+    M-RoPE position ids; the image is resized as a whole (no crop)."""
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        merge = model.config.vision_config.spatial_merge_size
+        thw = tensors["image_grid_thw"]
+        out = []
+        for row, (ids, image) in enumerate(zip(tensors["input_ids"], images)):
+            t, h, w = (int(x) for x in thw[row].tolist())
+            grid = (t * h // merge, w // merge)
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            self._check(len(positions), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} merged grid")
+            image_size = (image.height, image.width)
+            out.append(single_grid(positions, grid, whole_image(image_size), image_size))
+        return out
+
+    def vision_target(self, model):
+        return model.model.visual.blocks[-1]  # feeds the patch merger
+
+    def vision_to_tokens(self, model, tensors, values):
+        merge = model.config.vision_config.spatial_merge_size
+        units = values.reshape(*values.shape[:-1], -1, merge * merge).mean(-1)  # the merger's 2x2 windows
+        visual = model.model.visual
+        if hasattr(visual, "get_window_index"):  # Qwen2.5-VL runs its blocks in window order, the merger restores it
+            window_index, _ = visual.get_window_index(tensors["image_grid_thw"])
+            units = units[..., torch.argsort(window_index.to(units.device))]
+        return units
+
+
+class Idefics3Family(Family):
+    """Idefics3 / SmolVLM: the image split into tiles (row-major) plus the global image last, each tile a
+    square grid after the connector's pixel shuffle; `<row_i_col_j>` markers say how the tiles are laid out."""
+
+    def batch_images(self, images):
+        return [[image] for image in images]
+
+    def _tiles(self, processor, ids: torch.Tensor) -> tuple[int, int]:
+        tokenizer = processor.tokenizer
+        rows = cols = 0
+        for token in tokenizer.convert_ids_to_tokens(ids.tolist()):
+            if token and token.startswith("<row_") and "_col_" in token:
+                r, c = token[len("<row_") : -1].split("_col_")
+                rows, cols = max(rows, int(r)), max(cols, int(c))
+        return rows, cols
+
+    def _side(self, model) -> int:
+        vision = model.config.vision_config
+        return vision.image_size // vision.patch_size // model.config.scale_factor
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        side = self._side(model)
+        per_tile = side * side
+        out = []
+        for ids, image in zip(tensors["input_ids"], images):
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            rows, cols = self._tiles(processor, ids)
+            tiles = rows * cols
+            self._check(len(positions), per_tile * (tiles + 1 if tiles else 1), f"{rows}x{cols} tiles + the global image")
+            height, width = image.height, image.width
+            groups = []
+            for k in range(tiles):
+                i, j = divmod(k, cols)
+                region = (i * height / rows, j * width / cols, (i + 1) * height / rows, (j + 1) * width / cols)
+                groups.append(LayoutGroup(tuple(positions[k * per_tile : (k + 1) * per_tile]), (side, side), region))
+            groups.append(LayoutGroup(tuple(positions[tiles * per_tile :]), (side, side), whole_image((height, width))))
+            out.append(ImageLayout(tuple(groups), (height, width)))
+        return out
+
+    def vision_target(self, model):
+        return model.model.vision_model.post_layernorm  # what the connector reads
+
+    def vision_to_tokens(self, model, tensors, values):
+        scale = model.config.scale_factor
+        vision = model.config.vision_config
+        patches = vision.image_size // vision.patch_size
+        side = patches // scale
+        blocks = values.reshape(*values.shape[:-1], -1, side, scale, side, scale)  # [..., tiles, r, s, c, s]
+        return blocks.mean(dim=(-1, -3)).flatten(-3)  # pixel shuffle merges s x s patches into one token
+
+
+class Gemma3Family(Family):
+    """Gemma 3: a fixed grid of soft image tokens (avg-pooled SigLIP patches) over the whole resized image;
+    the image tokens attend to each other bidirectionally (token_type_ids), so `drop` is refused."""
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        side = int(round(model.config.mm_tokens_per_image ** 0.5))
+        out = []
+        for ids, image in zip(tensors["input_ids"], images):
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            self._check(len(positions), side * side, f"{side}x{side} soft tokens")
+            image_size = (image.height, image.width)
+            out.append(single_grid(positions, (side, side), whole_image(image_size), image_size))
+        return out
+
+    def vision_target(self, model):
+        return model.model.vision_tower.vision_model.post_layernorm
+
+    def vision_to_tokens(self, model, tensors, values):
+        vision = model.config.vision_config
+        patches = vision.image_size // vision.patch_size
+        side = int(round(model.config.mm_tokens_per_image ** 0.5))
+        k = patches // side
+        blocks = values.reshape(*values.shape[:-1], side, k, side, k)
+        return blocks.mean(dim=(-1, -3)).flatten(-2)  # the projector's average pooling
+
+
+_LLAVA_15 = "USER: <image>\n{prompt} ASSISTANT:"
+for _family, _types in (
+    (Family("llava", "LlavaForConditionalGeneration", "one square grid over the centre crop (CLS dropped)",
+            fallback_template=_LLAVA_15), ("llava",)),
+    (LlavaNextFamily("llava_next", "LlavaNextForConditionalGeneration",
+                     "base grid + anyres tile grid (unpadded), rows end in a newline token", fallback_template=_LLAVA_15),
+     ("llava_next",)),
+    (QwenVLFamily("qwen2_vl", "Qwen2VLForConditionalGeneration", "one non-square grid of 2x2-merged patches per image",
+                  embeds_suffice=False), ("qwen2_vl",)),
+    (QwenVLFamily("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "as Qwen2-VL (window attention in the vision tower)",
+                  embeds_suffice=False), ("qwen2_5_vl",)),
+    (Idefics3Family("idefics3", "Idefics3ForConditionalGeneration", "one grid per tile + the global image (pixel shuffle)"),
+     ("idefics3",)),
+    (Idefics3Family("smolvlm", "SmolVLMForConditionalGeneration", "as Idefics3"), ("smolvlm",)),
+    (Gemma3Family("gemma3", "Gemma3ForConditionalGeneration", "one fixed grid of soft tokens over the whole image",
+                  embeds_suffice=False),
+     ("gemma3",)),
+):
+    for _type in _types:
+        FAMILIES.register(_type, _family, description=_family.layout_note)
+
+
+def family_for(model_type: str) -> Family:
+    """The family serving ``config.model_type`` (clear error with the supported list otherwise)."""
+    return FAMILIES.get(model_type)
