@@ -1,0 +1,497 @@
+"""Tiny random-weight checkpoints of several Hugging Face VLM families, built offline.
+
+Each family is built from its OWN transformers classes (model, config, processor, image
+processor) so that the harness runs, on a model that forwards in milliseconds, exactly the code
+paths a real checkpoint of that family takes: LLaVA-NeXT anyres tiles, Qwen2-VL's merged
+dynamic grid, Idefics3/SmolVLM image splitting, Gemma 3's pooled soft tokens. Only sizes differ;
+the tokenizer is word-level over the embedded world's vocabulary plus the family's special
+tokens, and each processor gets a small chat template in the family's style.
+
+Image processors are the PIL backends (``*ImageProcessorPil``) so nothing needs torchvision.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from fastrm_bench.world.questions import vocabulary
+
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3")
+
+#: Words the chat templates write outside the special tokens (role names).
+ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
+
+# ------------------------------------------------------------------ chat templates (Jinja)
+# All share one shape: each message's text parts in order, an image placeholder where the
+# message has an image part, and the family's generation prompt.
+
+_LLAVA_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}"
+    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+_QWEN_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_IDEFICS3_TEMPLATE = (
+    "<|im_start|>"
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}:"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %} {{ part['text'] }}{% endif %}"
+    "{% endfor %}"
+    "<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+_GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<start_of_turn>{% if message['role'] == 'assistant' %}model{% else %}{{ message['role'] }}{% endif %}{{ '\\n' }}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<start_of_image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}"
+    "<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+# ------------------------------------------------------------------ tokenizer
+
+
+def build_word_tokenizer(
+    specials: Sequence[str],
+    *,
+    bos: str | None,
+    eos: str,
+    pad: str,
+    unk: str,
+    prepend_bos: bool,
+    extra_special_tokens: dict[str, str] | None = None,
+    chat_template: str | None = None,
+) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over the world's vocabulary; every family token is an added special token.
+
+    Added tokens are matched before the Whitespace pre-tokenizer runs, so ``<|im_start|>`` or
+    ``<row_1_col_2>`` stay one token instead of being split at their punctuation.
+    """
+    names = [unk, pad, eos] + ([bos] if bos else []) + list(specials)
+    vocab: dict[str, int] = {}
+    for tok in names:
+        vocab.setdefault(tok, len(vocab))
+    for word in list(vocabulary()) + list(ROLE_WORDS):
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(names)])
+    if prepend_bos and bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
+        )
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    kwargs: dict = {"eos_token": eos, "pad_token": pad, "unk_token": unk}
+    if bos:
+        kwargs["bos_token"] = bos
+    if extra_special_tokens:
+        kwargs["extra_special_tokens"] = extra_special_tokens
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+    if chat_template is not None:
+        fast.chat_template = chat_template
+    fast.padding_side = "left"
+    return fast
+
+
+def _set_generation_ids(model, tokenizer: PreTrainedTokenizerFast) -> None:
+    """generate() must never guess pad/eos/bos (random weights would otherwise warn or stop early)."""
+    gen = model.generation_config
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    gen.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id
+    for cfg in (model.config, getattr(model.config, "text_config", None)):
+        if cfg is not None:
+            cfg.pad_token_id = tokenizer.pad_token_id
+            cfg.eos_token_id = tokenizer.eos_token_id
+            cfg.bos_token_id = gen.bos_token_id
+
+
+def _llama_text(tokenizer: PreTrainedTokenizerFast, hidden: int = 32, layers: int = 2, heads: int = 2) -> dict:
+    return {
+        "model_type": "llama",
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "max_position_embeddings": 1024,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": False,
+    }
+
+
+def _clip_vision(image_size: int, patch_size: int, hidden: int = 32) -> dict:
+    return {
+        "model_type": "clip_vision_model",
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "projection_dim": hidden,
+    }
+
+
+# ------------------------------------------------------------------ families
+
+
+def _llava():
+    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    tok = build_word_tokenizer(
+        ["<image>"],
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        unk="<unk>",
+        prepend_bos=True,
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True)
+    proc = LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=_LLAVA_TEMPLATE,
+    )
+    config = LlavaConfig(
+        vision_config=_clip_vision(32, 8),
+        text_config=_llama_text(tok),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    return LlavaForConditionalGeneration(config), proc
+
+
+def _llava_next():
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    tok = build_word_tokenizer(
+        ["<image>"],
+        bos="<s>",
+        eos="</s>",
+        pad="<pad>",
+        unk="<unk>",
+        prepend_bos=True,
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    pinpoints = [[32, 64], [64, 32], [64, 64]]  # [height, width]: a wide image gets a 1x2 tile grid
+    ip = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints, do_center_crop=True
+    )
+    proc = LlavaNextProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=_LLAVA_TEMPLATE,
+    )
+    config = LlavaNextConfig(
+        vision_config=_clip_vision(32, 8),
+        text_config=_llama_text(tok),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_grid_pinpoints=pinpoints,
+    )
+    return LlavaNextForConditionalGeneration(config), proc
+
+
+_QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+#: min/max pixels: an 80x48 image becomes 84x56 -> a 6x4 patch grid -> 3x2 merged tokens.
+_QWEN_PIXELS = {"shortest_edge": 28 * 28 * 2, "longest_edge": 28 * 28 * 12}
+
+
+def _qwen_common():
+    from transformers import Qwen2VLImageProcessorPil
+
+    tok = build_word_tokenizer(
+        _QWEN_SPECIALS,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        unk="<unk>",
+        prepend_bos=False,
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
+    ip = Qwen2VLImageProcessorPil(size=dict(_QWEN_PIXELS), patch_size=14, merge_size=2, temporal_patch_size=2)
+    ids = {
+        "image_token_id": tok.convert_tokens_to_ids("<|image_pad|>"),
+        "video_token_id": tok.convert_tokens_to_ids("<|video_pad|>"),
+        "vision_start_token_id": tok.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tok.convert_tokens_to_ids("<|vision_end|>"),
+    }
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},  # sums to head_dim/2
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    return tok, ip, ids, text
+
+
+def _image_only(processor_cls: type, **kwargs):
+    """Instantiate a processor whose class wants a video processor, without one (see processors.py)."""
+    from fastrm_bench.models.processors import image_only_processor_class
+
+    return image_only_processor_class(processor_cls)(video_processor=None, **kwargs)
+
+
+def _qwen2_vl():
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    tok, ip, ids, text = _qwen_common()
+    proc = _image_only(Qwen2VLProcessor, image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": text["hidden_size"], "mlp_ratio": 2, "num_heads": 2, "patch_size": 14}
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
+    return Qwen2VLForConditionalGeneration(config), proc
+
+
+def _qwen2_5_vl():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    tok, ip, ids, text = _qwen_common()
+    proc = _image_only(Qwen2_5_VLProcessor, image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 14,
+        "out_hidden_size": text["hidden_size"],
+        "window_size": 56,
+        "fullatt_block_indexes": [1],
+    }
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+    return Qwen2_5_VLForConditionalGeneration(config), proc
+
+
+def _idefics_tokens() -> list[str]:
+    rows = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    return ["<|im_start|>", "<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *rows]
+
+
+#: Tiles are 32x32 (= the vision tower's image_size). An image is resized to longest edge 96, then
+#: each side up to a multiple of 32: an 80x48 image becomes 96x64, i.e. 2 rows x 3 columns of tiles,
+#: followed by the global image (the whole image resized to 32x32).
+_IDEFICS_SIZE = {"longest_edge": 96}
+_IDEFICS_TILE = {"longest_edge": 32}
+
+
+def _idefics_vision(cls):
+    return cls(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+
+
+def _idefics3():
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
+    from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
+
+    tok = build_word_tokenizer(
+        _idefics_tokens(),
+        bos="<s>",
+        eos="<end_of_utterance>",
+        pad="<pad>",
+        unk="<unk>",
+        prepend_bos=True,
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    ip = Idefics3ImageProcessorPil(size=dict(_IDEFICS_SIZE), max_image_size=dict(_IDEFICS_TILE), do_image_splitting=True)
+    # (32/8)^2 = 16 patches per tile, pixel-shuffled by scale_factor 2 -> 4 tokens per tile
+    proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=_IDEFICS3_TEMPLATE)
+    config = Idefics3Config(
+        vision_config=_idefics_vision(Idefics3VisionConfig),
+        text_config=_llama_text(tok),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+        pad_token_id=tok.pad_token_id,
+    )
+    return Idefics3ForConditionalGeneration(config), proc
+
+
+def _smolvlm():
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil, SmolVLMProcessor
+    from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
+
+    tok = build_word_tokenizer(
+        _idefics_tokens(),
+        bos="<s>",
+        eos="<end_of_utterance>",
+        pad="<pad>",
+        unk="<unk>",
+        prepend_bos=True,
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    ip = SmolVLMImageProcessorPil(size=dict(_IDEFICS_SIZE), max_image_size=dict(_IDEFICS_TILE), do_image_splitting=True)
+    proc = _image_only(SmolVLMProcessor, image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=_IDEFICS3_TEMPLATE)
+    config = SmolVLMConfig(
+        vision_config=_idefics_vision(SmolVLMVisionConfig),
+        text_config=_llama_text(tok),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+        pad_token_id=tok.pad_token_id,
+    )
+    return SmolVLMForConditionalGeneration(config), proc
+
+
+#: Gemma 3: 32px images, 8px patches -> 4x4 patches avg-pooled to 2x2 = 4 soft tokens per image.
+GEMMA3_MM_TOKENS = 4
+
+
+def _gemma3():
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+
+    specials = ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<image_soft_token>", "<end_of_image>"]
+    tok = build_word_tokenizer(
+        specials,
+        bos="<bos>",
+        eos="<eos>",
+        pad="<pad>",
+        unk="<unk>",
+        prepend_bos=False,  # the template writes <bos>
+        extra_special_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+    )
+    ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
+    proc = Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=GEMMA3_MM_TOKENS, chat_template=_GEMMA3_TEMPLATE)
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "query_pre_attn_scalar": 16,
+        "sliding_window": 16,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "max_position_embeddings": 1024,
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "vision_use_head": False,
+    }
+    config = Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=GEMMA3_MM_TOKENS,
+        boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
+    )
+    return Gemma3ForConditionalGeneration(config), proc
+
+
+_BUILDERS: dict[str, Callable] = {
+    "llava": _llava,
+    "llava_next": _llava_next,
+    "qwen2_vl": _qwen2_vl,
+    "qwen2_5_vl": _qwen2_5_vl,
+    "idefics3": _idefics3,
+    "smolvlm": _smolvlm,
+    "gemma3": _gemma3,
+}
+
+
+#: Video processor settings written next to an image-only processor, so that where torchvision is
+#: installed the folder loads as the stock processor (video processor included) with the same sizes.
+_VIDEO_PROCESSOR_KEYS = {
+    "Qwen2VLProcessor": ("Qwen2VLVideoProcessor", ("size", "patch_size", "temporal_patch_size", "merge_size")),
+    "Qwen2_5_VLProcessor": ("Qwen2VLVideoProcessor", ("size", "patch_size", "temporal_patch_size", "merge_size")),
+    "SmolVLMProcessor": ("SmolVLMVideoProcessor", ("size", "max_image_size", "resample")),
+}
+
+
+def _save_video_processor_config(processor, out: Path) -> None:
+    """Add a "video_processor" entry to processor_config.json (read by AutoVideoProcessor, ignored by the image-only class)."""
+    if not getattr(processor, "image_only", False):
+        return
+    video_type, keys = _VIDEO_PROCESSOR_KEYS[type(processor).__name__]
+    image = processor.image_processor.to_dict()  # JSON-ready (sizes as plain dicts)
+    entry = {"video_processor_type": video_type, **{k: image[k] for k in ("image_mean", "image_std", *keys) if k in image}}
+    path = out / "processor_config.json"
+    data = json.loads(path.read_text())
+    data["video_processor"] = entry
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _force_eager(config) -> None:
+    """Explanation methods read attention probabilities: every (sub)config saves eager attention."""
+    for cfg in (config, *(getattr(config, k, None) for k in ("text_config", "vision_config"))):
+        if cfg is not None:
+            cfg._attn_implementation = "eager"
+
+
+def build_tiny_random(family: str, out: Path, seed: int = 0) -> Path:
+    """Build a random-weight `family` checkpoint and save model, processor and chat template in `out`."""
+    if family not in _BUILDERS:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model, processor = _BUILDERS[family]()
+    _force_eager(model.config)
+    _set_generation_ids(model, processor.tokenizer)
+    model.eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    _save_video_processor_config(processor, out)
+    return out

@@ -1,0 +1,157 @@
+"""Tiny random checkpoints of every VLM family: build, load offline without torchvision, process a
+non-square image, generate, and return one attention map per LM layer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from fastrm_bench.models.tiny_random import FAMILIES, GEMMA3_MM_TOKENS, build_tiny_random
+
+#: 80 wide x 48 high: every family handles it and none sees it as square.
+IMAGE_SIZE = (80, 48)
+QUESTION = "What color is the circle?"
+
+#: Image-token count for the 80x48 image, from the sizes tiny_random builds with:
+EXPECTED_IMAGE_TOKENS = {
+    "llava": 16,  # 32px / 8px patches = 4x4, CLS dropped
+    "llava_next": 52,  # base 4x4 = 16, then 2x2 tiles = 8x8 features unpadded to 4 rows x (8 + 1 newline) = 36
+    "qwen2_vl": 6,  # 84x56 -> 6x4 patches of 14px, 2x2-merged -> 3x2
+    "qwen2_5_vl": 6,
+    "idefics3": 28,  # 2x3 tiles + the global image, 4 tokens each ((32/8)^2 / 2^2)
+    "smolvlm": 28,
+    "gemma3": GEMMA3_MM_TOKENS,
+}
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def loaded(request, tmp_path_factory):
+    """(family, folder, processor, model): each family is built and loaded once per session."""
+    from transformers import AutoModelForImageTextToText
+
+    from fastrm_bench.models.processors import load_processor
+
+    family = request.param
+    folder = build_tiny_random(family, tmp_path_factory.mktemp(f"tiny-{family}"), seed=0)
+    processor = load_processor(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, attn_implementation="eager").eval()
+    return family, folder, processor, model
+
+
+def _inputs(processor):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    image = Image.new("RGB", IMAGE_SIZE, (200, 30, 30))
+    return processor(images=[image], text=[prompt], return_tensors="pt")
+
+
+def _image_token_id(config) -> int:
+    value = getattr(config, "image_token_id", None)
+    return int(value if value is not None else config.image_token_index)
+
+
+def test_saved_folder_is_complete_and_eager(loaded):
+    family, folder, processor, model = loaded
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "chat_template.jinja"} <= names
+    assert model.config._attn_implementation == "eager"
+    # an image-only processor (no torchvision) saves the stock class name, so it loads as the stock class elsewhere
+    assert json.loads((folder / "processor_config.json").read_text())["processor_class"] == type(processor).__name__
+    gen = model.generation_config
+    assert None not in (gen.pad_token_id, gen.eos_token_id, gen.bos_token_id)
+
+
+def test_chat_template_special_tokens_are_single_tokens(loaded):
+    family, folder, processor, model = loaded
+    tok = processor.tokenizer
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in ids, tok.convert_ids_to_tokens(ids)
+    image_token = tok.convert_ids_to_tokens(_image_token_id(model.config))
+    if family != "gemma3":  # Gemma 3's template writes <start_of_image>; the processor expands it to soft tokens
+        assert image_token in tok.convert_ids_to_tokens(ids)
+
+
+def test_non_square_image_layout(loaded):
+    family, folder, processor, model = loaded
+    inputs = _inputs(processor)
+    n_image = int((inputs["input_ids"] == _image_token_id(model.config)).sum())
+    assert n_image == EXPECTED_IMAGE_TOKENS[family]
+    if family == "llava_next":
+        assert inputs["pixel_values"].shape[1] > 2  # base image + several anyres tiles
+        assert inputs["image_sizes"].tolist() == [[IMAGE_SIZE[1], IMAGE_SIZE[0]]]
+    elif family in ("qwen2_vl", "qwen2_5_vl"):
+        t, h, w = inputs["image_grid_thw"][0].tolist()
+        assert t == 1 and h != w
+        assert n_image == h * w // processor.image_processor.merge_size**2
+    elif family in ("idefics3", "smolvlm"):
+        assert inputs["pixel_values"].shape[1] > 2  # several tiles plus the global image
+        tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+        assert "<row_2_col_3>" in tokens and "<global-img>" in tokens
+    elif family == "gemma3":
+        assert n_image == model.config.mm_tokens_per_image
+
+
+def test_generate_and_attentions(loaded):
+    family, folder, processor, model = loaded
+    inputs = _inputs(processor)
+    out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape[1] - inputs["input_ids"].shape[1] == 4
+    with torch.no_grad():
+        result = model(**inputs, output_attentions=True)
+    seq = inputs["input_ids"].shape[1]
+    assert len(result.attentions) == model.config.text_config.num_hidden_layers
+    assert all(a.shape[-2:] == (seq, seq) for a in result.attentions)
+
+
+def test_build_is_deterministic(tmp_path):
+    from safetensors.torch import load_file
+
+    a = load_file(build_tiny_random("llava_next", tmp_path / "a", seed=3) / "model.safetensors")
+    b = load_file(build_tiny_random("llava_next", tmp_path / "b", seed=3) / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unknown_family(tmp_path):
+    with pytest.raises(ValueError, match="unknown family"):
+        build_tiny_random("blip", tmp_path)
+
+
+def test_load_processor_error_names_folder_and_fix(tmp_path):
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.models.processors import load_processor
+
+    with pytest.raises(ModelLoadError, match=str(tmp_path)) as err:
+        load_processor(tmp_path)
+    assert "save_pretrained" in str(err.value)
+
+
+def test_image_only_class_keeps_stock_names():
+    from transformers import LlavaProcessor, Qwen2VLProcessor
+
+    from fastrm_bench.models.processors import image_only_processor_class
+
+    assert image_only_processor_class(LlavaProcessor) is LlavaProcessor  # no video processor: unchanged
+    sub = image_only_processor_class(Qwen2VLProcessor)
+    assert issubclass(sub, Qwen2VLProcessor) and sub.__name__ == "Qwen2VLProcessor"
+    assert "video_processor" not in sub.get_attributes() and "video_processor" in Qwen2VLProcessor.get_attributes()
+
+
+def test_image_only_processor_round_trips(loaded, tmp_path):
+    """A processor loaded without its video processor saves a folder that loads again, stock class name kept."""
+    from fastrm_bench.models.processors import load_processor
+
+    family, folder, processor, model = loaded
+    processor.save_pretrained(tmp_path)
+    again = load_processor(tmp_path)
+    assert type(again).__name__ == type(processor).__name__
+    assert again.chat_template == processor.chat_template
+    assert _inputs(again)["input_ids"].tolist() == _inputs(processor)["input_ids"].tolist()
+    if getattr(processor, "image_only", False):
+        config = json.loads((folder / "processor_config.json").read_text())
+        assert config["video_processor"]["video_processor_type"].endswith("VideoProcessor")
+        assert not hasattr(processor, "video_processor")
