@@ -27,6 +27,7 @@ class Kind(str, Enum):
     methods = "methods"
     tasks = "tasks"
     models = "models"
+    families = "families"
 
 
 def _version(value: bool) -> None:
@@ -54,9 +55,13 @@ def _fail(message: str) -> None:
 
 @app.command("list")
 def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]) -> None:
-    """List the registered methods, tasks or models with a one-line description each."""
+    """List the registered methods, tasks, models or model families (by config.model_type), one line each."""
     if kind is Kind.models:
         rows = {name: MODELS.describe(name) for name in MODELS.names()}
+    elif kind is Kind.families:
+        from fastrm_bench.models.families import FAMILIES
+
+        rows = {name: f"{FAMILIES.get(name).model_class}: {FAMILIES.describe(name)}" for name in FAMILIES.names()}
     else:
         rows = available(kind.value)
     width = max((len(n) for n in rows), default=0)
@@ -75,6 +80,10 @@ def run(
     data_root: Annotated[str | None, typer.Option(help="Folder with the official files (default: the embedded world).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    removal: Annotated[str, typer.Option(help="How perturbation removes image tokens: zero (every family) or drop.")] = "zero",
+    dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (gradient methods "
+                                            "accumulate relevancy in float32 whatever it is).")] = "float32",
+    device_map: Annotated[str | None, typer.Option(help="'auto' spreads a model larger than one GPU (accelerate).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in the same output dir.")] = False,
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
@@ -83,7 +92,8 @@ def run(
     from fastrm_bench.runner import run as run_evaluation
 
     cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
-                    data_root=data_root, max_new_tokens=max_new_tokens, device=device)
+                    data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
+                    device_map=device_map)
     try:
         result = run_evaluation(cfg, resume=resume, log=typer.echo)
     except (UnknownNameError, ModelLoadError, FileNotFoundError, ValueError) as err:

@@ -66,6 +66,8 @@ class RunConfig:
     removal: str = "zero"  # how perturbation removes image tokens: "zero" (embeddings zeroed) or "drop"
     perturbation: bool = True
     aggregation: str = "mean"  # sample map = mean of the per-token maps over the answer tokens
+    dtype: str = "float32"  # the weights' dtype (gradient methods accumulate in float32 whatever it is)
+    device_map: str | None = None  # "auto": accelerate spreads a model larger than one GPU
 
 
 def _versions() -> dict[str, str]:
@@ -183,6 +185,7 @@ class Evaluator:
 
 def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Evaluate one method on one task; returns the aggregated results."""
+    from fastrm_bench.models.adapter import DTYPES
     from fastrm_bench.models.zoo import load_model
 
     torch.manual_seed(cfg.seed)
@@ -191,7 +194,15 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     task, task_spec = create_task(cfg.task, data_root=cfg.data_root)
     if getattr(task, "uses_embedded_world", False):
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
-    adapter = load_model(cfg.model, device=cfg.device)
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {cfg.dtype!r}; expected one of {sorted(DTYPES)}")
+    adapter = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, device_map=cfg.device_map)
+    if cfg.perturbation and cfg.removal not in adapter.removals:
+        raise ValueError(f"removal {cfg.removal!r} is not supported for the {adapter.family} family of {adapter.name}; "
+                         f"use one of {adapter.removals}")
+    if adapter.eager_check and adapter.eager_check.get("equal") is False:
+        log(f"Warning: {adapter.name} answers a probe input differently with eager and SDPA attention "
+            f"({adapter.eager_check['eager']!r} vs {adapter.eager_check['sdpa']!r}); the maps explain the eager model.")
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     out.mkdir(parents=True, exist_ok=True)
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),

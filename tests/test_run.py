@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fastrm_bench.cli import app
+from fastrm_bench.maps_io import load_sample_maps
 from fastrm_bench.runner import RunConfig, run
 
 
@@ -36,8 +37,8 @@ def test_run_writes_a_complete_run_directory(world_root, tiny_llava_dir, tmp_pat
     assert len(rows) == 6 and any("relevance_mass" in r for r in rows)
     # localisation only where the question has objects: "is there ...? no" / "how many ...? 0" have none
     assert all(r["reference"] in ("no", "0") for r in rows if "relevance_mass" not in r)
-    maps = np.load(out / "maps.npz")["maps"]
-    assert maps.shape == (6, 6, 6)
+    maps = load_sample_maps(out / "maps.npz")
+    assert len(maps) == 6 and all(m.shape == (36,) for m in maps.values())  # one value per image token (6x6)
     results = json.loads((out / "results.json").read_text())
     assert results["n"] == 6 and results["metrics"]["accuracy"]["higher_is_better"] is True
     pointing = [r["pointing_game"] for r in rows if "pointing_game" in r]
@@ -53,7 +54,10 @@ def test_interrupted_run_resumes_to_the_same_samples(world_root, tiny_llava_dir,
     (cut / "samples.jsonl").write_text("".join(lines[:2]) + lines[2][:15])  # killed while writing the third line
     run(_config(world_root, tiny_llava_dir, cut), resume=True, log=lambda *_: None)
     assert _without_timings(cut / "samples.jsonl") == _without_timings(full / "samples.jsonl")
-    np.testing.assert_array_equal(np.load(cut / "maps.npz")["maps"], np.load(full / "maps.npz")["maps"])
+    cut_maps, full_maps = load_sample_maps(cut / "maps.npz"), load_sample_maps(full / "maps.npz")
+    assert list(cut_maps) == list(full_maps)
+    for key, value in full_maps.items():
+        np.testing.assert_array_equal(cut_maps[key], value)
     with pytest.raises(ValueError, match="another configuration"):
         run(_config(world_root, tiny_llava_dir, cut, limit=5), resume=True, log=lambda *_: None)
 

@@ -173,7 +173,8 @@ class HFVisionLanguageAdapter(ModelAdapter):
             kwargs["inputs_embeds"] = change(kwargs["inputs_embeds"])
             return args, kwargs
 
-        handle = self.family_spec.language_model(self.model).register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)
+        language_model = self.family_spec.language_model(self.model)
+        handle = language_model.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)
         try:
             yield
         finally:
@@ -242,7 +243,8 @@ class HFVisionLanguageAdapter(ModelAdapter):
         tok = self.tokenizer
         kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1,
                       temperature=None, top_p=None, top_k=None, return_dict_in_generate=True,
-                      output_hidden_states=return_hidden, pad_token_id=tok.pad_token_id)
+                      output_hidden_states=return_hidden, pad_token_id=tok.pad_token_id,
+                      suppress_tokens=[self.image_token_id])  # an image placeholder in an answer would break re-encoding
         prompt_ids = inputs.input_ids
         if image_keep is None:
             out = self.model.generate(**inputs.tensors, **kwargs)
@@ -324,7 +326,8 @@ class HFVisionLanguageAdapter(ModelAdapter):
 
         with contextlib.ExitStack() as stack:
             if vision_leaf:
-                handle = self.family_spec.vision_target(self.model).register_forward_hook(vision_hook, prepend=True)  # before transformers' output recorders
+                # prepended: transformers' own output recorders (hidden_states) must see the leaf, not the original
+                handle = self.family_spec.vision_target(self.model).register_forward_hook(vision_hook, prepend=True)
                 stack.callback(handle.remove)
             else:
                 stack.enter_context(self._on_lm_input(lm_leaf))

@@ -24,6 +24,11 @@ class LayoutError(ValueError):
     """The processor's output does not have the image tokens the family's geometry predicts."""
 
 
+def _vision_transformer(tower: torch.nn.Module) -> torch.nn.Module:
+    """The transformer inside a vision tower: CLIP/SigLIP `*VisionModel` wrappers hold it as ``vision_model``."""
+    return tower.vision_model if hasattr(tower, "vision_model") else tower
+
+
 @dataclass(frozen=True)
 class Family:
     """Base family: LLaVA-1.5 style (one grid of patches, CLS dropped by the "default" strategy)."""
@@ -85,8 +90,7 @@ class Family:
         layer = model.config.vision_feature_layer
         if not isinstance(layer, int):
             raise NotImplementedError(f"{self.name}: Grad-CAM supports a single vision_feature_layer, not {layer!r}")
-        tower = model.model.vision_tower  # CLIPVisionModel (wraps vision_model) or a bare CLIP/SigLIP transformer
-        encoder_layers = (tower.vision_model if hasattr(tower, "vision_model") else tower).encoder.layers
+        encoder_layers = _vision_transformer(model.model.vision_tower).encoder.layers
         # hidden_states[k] is the output of encoder layer k-1 (k >= 1) or of layer k (k < 0)
         return encoder_layers[layer if layer < 0 else layer - 1]
 
@@ -209,7 +213,7 @@ class Idefics3Family(Family):
         return out
 
     def vision_target(self, model):
-        return model.model.vision_model.post_layernorm  # what the connector reads
+        return _vision_transformer(model.model.vision_model).post_layernorm  # what the connector reads
 
     def vision_to_tokens(self, model, tensors, values):
         scale = model.config.scale_factor
@@ -235,7 +239,7 @@ class Gemma3Family(Family):
         return out
 
     def vision_target(self, model):
-        return model.model.vision_tower.vision_model.post_layernorm
+        return _vision_transformer(model.model.vision_tower).post_layernorm
 
     def vision_to_tokens(self, model, tensors, values):
         vision = model.config.vision_config

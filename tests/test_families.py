@@ -1,0 +1,164 @@
+"""Every supported family, through the one adapter: layouts, exact Chefer, masks to tokens, removals, runs.
+
+Each family is a tiny random-weight checkpoint built offline with the family's own config, model and
+processor classes (`fastrm_bench.models.tiny_random`), loaded by path as a user's `--model DIR` is.
+The test image is 80 wide x 48 high: LLaVA-1.5 crops its centre, LLaVA-NeXT adds anyres tiles,
+Qwen gets a non-square merged grid, Idefics3/SmolVLM split it into 2x3 tiles plus the global image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastrm_bench.explainers.chefer import Chefer, CheferReference
+from fastrm_bench.models.adapter import HFVisionLanguageAdapter
+from fastrm_bench.models.tiny_random import FAMILIES, build_tiny_random
+
+IMAGE = (80, 48)  # width, height
+
+#: (grid, region) of each layout group for the 80x48 image, worked out by hand from each family's processor
+EXPECTED_GROUPS = {
+    "llava": [((4, 4), (0, 16, 48, 64))],  # centre 48x48 crop, 12 px cells
+    "llava_next": [((4, 4), (0, 0, 48, 80)), ((4, 8), (0, 0, 48, 80))],  # base, then 2x2 tiles unpadded to 4x8
+    "qwen2_vl": [((2, 3), (0, 0, 48, 80))],
+    "qwen2_5_vl": [((2, 3), (0, 0, 48, 80))],
+    "idefics3": [((2, 2), (r * 24, c * 80 / 3, (r + 1) * 24, (c + 1) * 80 / 3)) for r in range(2) for c in range(3)]
+    + [((2, 2), (0, 0, 48, 80))],
+    "gemma3": [((2, 2), (0, 0, 48, 80))],
+}
+EXPECTED_GROUPS["smolvlm"] = EXPECTED_GROUPS["idefics3"]
+
+#: tokens on an object filling rows 0-23 and columns 0-27 (top left) at >= half coverage, by hand:
+#: llava: crop columns 16-28 = its first cell column; next: base cells are 20 px wide (28 px covers 1.4 of them),
+#: tile cells 10 px (2.8); qwen cells 26.7 px wide; idefics tile (0,0) is all covered and the global cell (0,0)
+#: 28/40 of it; gemma 28/40 of cell (0,0)
+EXPECTED_CORNER_TOKENS = {
+    "llava": [0, 4],
+    "llava_next": [0, 4, 16, 17, 18, 24, 25, 26],
+    "qwen2_vl": [0],
+    "qwen2_5_vl": [0],
+    "idefics3": [0, 1, 2, 3, 24],
+    "smolvlm": [0, 1, 2, 3, 24],
+    "gemma3": [0],
+}
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory):
+    return {family: build_tiny_random(family, tmp_path_factory.mktemp(f"tiny-{family}"), seed=0) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family_adapter(request, family_dirs):
+    return HFVisionLanguageAdapter.from_pretrained(family_dirs[request.param], device="cpu")
+
+
+def _inputs(adapter):
+    return adapter.build_inputs([Image.new("RGB", IMAGE, (200, 30, 30))], ["What color is the circle?"])
+
+
+def test_layout_follows_the_family_geometry(family_adapter):
+    inputs = _inputs(family_adapter)
+    layout = inputs.layout
+    found = [(g.grid, g.region) for g in layout.groups]
+    expected = EXPECTED_GROUPS[family_adapter.family]
+    assert [g for g, _ in found] == [g for g, _ in expected]
+    for (_, region), (_, want) in zip(found, expected):
+        assert region == pytest.approx(want)
+    ids = inputs.input_ids[0]
+    assert torch.all(ids[layout.positions] == family_adapter.image_token_id)
+    if family_adapter.family == "llava_next":  # the newline slots carry the image token but are not patches
+        assert int((ids == family_adapter.image_token_id).sum()) == layout.num_tokens + 4
+    assert family_adapter.eager_check["equal"] is True
+
+
+def test_a_corner_mask_lands_on_the_right_tokens(family_adapter):
+    layout = _inputs(family_adapter).layout
+    mask = np.zeros((IMAGE[1], IMAGE[0]), dtype=bool)
+    mask[:24, :28] = True
+    assert np.flatnonzero(layout.mask_to_tokens(mask)).tolist() == EXPECTED_CORNER_TOKENS[family_adapter.family]
+    heat = layout.to_image(layout.mask_to_tokens(mask).astype(float))  # and back to image space
+    assert heat.shape == mask.shape and np.nanmax(heat[24:, 40:]) == 0
+
+
+def test_chefer_equals_the_reference_on_every_family(family_adapter):
+    inputs = _inputs(family_adapter)
+    generation = family_adapter.generate(inputs, max_new_tokens=4, min_new_tokens=4)[0]
+    fast = Chefer(chunk_size=3).explain(family_adapter, inputs, generation).maps  # chunks of 3 and 1
+    reference = CheferReference().explain(family_adapter, inputs, generation).maps
+    assert fast.shape == reference.shape == (4, inputs.layout.num_tokens)
+    scale = reference.abs().amax(dim=1)
+    assert (scale > 0).sum() >= 3  # at least three tokens with a non-trivial map
+    assert torch.all((fast - reference).abs().amax(dim=1) <= 1e-5 * scale.clamp_min(1e-12))
+
+
+def test_removals_supported_or_refused_by_name(family_adapter):
+    inputs = _inputs(family_adapter)
+    n = inputs.layout.num_tokens
+    keep = torch.ones(3, n)
+    keep[1, ::2] = 0
+    keep[2] = 0
+    plain = family_adapter.generate(inputs, 3, min_new_tokens=3)[0].generated_ids
+    for removal in ("zero", "drop"):
+        if removal not in family_adapter.removals:
+            with pytest.raises(ValueError, match=f"not supported for the {family_adapter.family} family"):
+                family_adapter.generate(inputs, 3, image_keep=keep, removal=removal)
+            continue
+        out = family_adapter.generate(inputs, 3, min_new_tokens=3, image_keep=keep, removal=removal)
+        assert torch.equal(out[0].generated_ids, plain)  # keeping everything changes nothing
+    assert family_adapter.removals[0] == "zero"
+    assert ("drop" in family_adapter.removals) == (family_adapter.family not in ("qwen2_vl", "qwen2_5_vl", "gemma3"))
+
+
+def test_zero_removal_equals_zeroing_the_image_features(family_adapter):
+    """The hook path (families with positions of their own) against embeddings built by hand."""
+    inputs = _inputs(family_adapter)
+    n = inputs.layout.num_tokens
+    keep = torch.ones(1, n)
+    keep[0, : n // 2] = 0
+    zeroed = family_adapter.lm_input_embeds(inputs).clone()
+    zeroed[0, inputs.layout.positions[: n // 2]] = 0
+    if family_adapter.family_spec.embeds_suffice:  # encoded once, then generated from embeddings
+        got, _ = family_adapter.perturbed_embeds(inputs, keep, "zero")
+    else:  # the family's own generate, its language model's input changed by a hook
+        captured: list[torch.Tensor] = []
+        with family_adapter._on_lm_input(lambda x: captured.append(x) or x):  # noqa: SLF001 - watch the hooked input
+            family_adapter.generate(inputs, 1, image_keep=keep)
+        got = captured[0]
+    torch.testing.assert_close(got, zeroed)
+
+
+def test_every_method_runs_on_every_family(family_adapter, family_dirs, world_root, tmp_path):
+    """`fastrm-bench run --model DIR --task pope --limit 3` for every registered method; fastrm after `distill`."""
+    from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
+    from fastrm_bench.registry import METHODS
+    from fastrm_bench.runner import RunConfig, run
+
+    model_dir = str(family_dirs[family_adapter.family])
+    data = DatasetConfig(model=model_dir, task="vqav2", data_root=str(world_root), questions=4, shard_size=2, max_new_tokens=3)
+    build_dataset(data, tmp_path / "data", log=lambda *_: None)
+    proxy = tmp_path / "proxy"
+    train_proxy(tmp_path / "data", proxy, TrainConfig(steps=5, batch_size=8, eval_every=5), distilled_from=model_dir,
+                log=lambda *_: None)
+    specs = tmp_path / "specs" / "methods"
+    specs.mkdir(parents=True)
+    (specs / "fastrm-here.yaml").write_text(f"name: fastrm-here\nimplementation: fastrm\nparams: {{checkpoint: '{proxy}'}}\n")
+    for name in METHODS.names():
+        method = "fastrm-here" if name == "fastrm" else name
+        out = tmp_path / "runs" / name
+        cfg = RunConfig(method=method, task="pope", model=model_dir, limit=3, output_dir=str(out), data_root=str(world_root),
+                        max_new_tokens=3, device="cpu")
+        os.environ["FASTRM_BENCH_SPEC_PATH"] = str(tmp_path / "specs")
+        try:
+            result = run(cfg, log=lambda *_: None)
+        finally:
+            os.environ.pop("FASTRM_BENCH_SPEC_PATH")
+        assert result["n"] == 3, name
+        records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert all(len(r["curves"]["positive"]) == 10 and "layout" in r for r in records), name
