@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fastrm_bench.layout import ImageLayout
 from fastrm_bench.maps_io import load_sample_maps, record_layout
 
 PAPER_TABLE1 = pd.DataFrame(
@@ -241,6 +242,14 @@ def fig_latency(profiles: list[Path], report: Report) -> None:
     plt.close(fig)
 
 
+def draw_map(ax, image: np.ndarray, layout: ImageLayout, values: np.ndarray, alpha: float = 0.5,
+             vmin: float | None = None, vmax: float | None = None):
+    """A map over its image, in image space: every layout group spread over its region (tiles, crops,
+    non-square grids); pixels no token sees stay uncovered. Returns the overlay (for a colour bar)."""
+    ax.imshow(image)
+    return ax.imshow(layout.to_image(values, size=image.shape[:2]), cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
+
+
 def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
     """Fig. 6: images with the chefer and fastrm maps of the answer token overlaid, same samples.
 
@@ -275,8 +284,7 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
         axes[i][0].imshow(image)
         axes[i][0].set_title(f"{s['question']}\nanswer: {s['prediction']}", fontsize=7)
         for j, m in enumerate(("chefer", "fastrm"), start=1):
-            axes[i][j].imshow(image)
-            axes[i][j].imshow(layout.to_image(maps[m][s["id"]]), cmap="jet", alpha=0.5)  # NaN (unseen pixels): clear
+            draw_map(axes[i][j], image, layout, maps[m][s["id"]])
             axes[i][j].set_title(f"{m}: map of answer token '{s['prediction']}'", fontsize=8)
         for ax in axes[i]:
             ax.set_xticks([])
