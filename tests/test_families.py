@@ -162,3 +162,22 @@ def test_every_method_runs_on_every_family(family_adapter, family_dirs, world_ro
         assert result["n"] == 3, name
         records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         assert all(len(r["curves"]["positive"]) == 2 and "layout" in r for r in records), name
+
+
+def test_gradcam_pools_patches_into_the_tokens_they_feed(family_adapter):
+    """The family's patch -> token pooling (Grad-CAM's geometry) equals the model's own dependency structure:
+    LM image token k depends on exactly the vision-layer patches that `vision_to_tokens` pools into k."""
+    adapter = family_adapter
+    inputs = _inputs(adapter)
+    generation = adapter.generate(inputs, max_new_tokens=2, min_new_tokens=2)[0]
+    captured: list[torch.Tensor] = []
+    with adapter._on_lm_input(lambda x: captured.append(x) or x):  # noqa: SLF001 - read the LM input with its graph
+        forward = adapter.teacher_forced(inputs, generation, vision_leaf=True)
+    leaf, embeds = forward.leaf, captured[0][0]
+    n_patches = leaf.shape[:-1].numel()
+    pooling = adapter.vision_to_tokens(inputs, torch.eye(n_patches))  # [patch, token]: how each patch is pooled
+    positions = inputs.layout.positions
+    for k in range(inputs.layout.num_tokens):
+        (grad,) = torch.autograd.grad(embeds[positions[k]].sum(), leaf, retain_graph=True)
+        feeds = grad.reshape(n_patches, -1).abs().sum(-1) > 0
+        assert torch.equal(feeds, pooling[:, k] != 0), (adapter.family, k)

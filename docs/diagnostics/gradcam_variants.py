@@ -15,15 +15,13 @@ import numpy as np
 import torch
 
 from fastrm_bench.builders import create_method, create_task
-from fastrm_bench.explainers._attention import answer_embeds, answer_scores, teacher_forced, token_gradients
-from fastrm_bench.metrics.localisation import mask_to_patches, relevance_mass
+from fastrm_bench.explainers._attention import answer_scores, token_gradients
+from fastrm_bench.metrics.localisation import object_tokens, relevance_mass
 from fastrm_bench.models.zoo import load_model
 
 adapter = load_model(sys.argv[1] if len(sys.argv) > 1 else "tiny-llava-shapes", device="cpu")
 limit = int(sys.argv[2]) if len(sys.argv) > 2 else 150
 task, _ = create_task("vqav2")
-grid = adapter.grid_shape
-layer = adapter.model.config.vision_feature_layer
 gradcam_lm = create_method("gradcam-lm")[0]
 rng = torch.Generator().manual_seed(0)
 mass: dict[str, list[float]] = {}
@@ -34,14 +32,11 @@ for sample in task.samples(limit=limit, seed=0):
     generation = adapter.generate(inputs, 4)[0]
     if task.score(generation.text, sample) < 1:
         continue
-    with torch.no_grad():
-        hidden = adapter.model.model.vision_tower(inputs.tensors["pixel_values"], output_hidden_states=True).hidden_states
-    acts = hidden[layer].detach().requires_grad_(True)
-    features = adapter.model.model.multi_modal_projector(acts[:, 1:])  # the "default" strategy drops CLS
-    forward = teacher_forced(adapter, answer_embeds(adapter, inputs, generation, features), keep_graph_from_inputs=True)
+    forward = adapter.teacher_forced(inputs, generation, vision_leaf=True)  # graph from vision_feature_layer
+    acts = forward.leaf
     _, scores = answer_scores(forward, inputs, generation)
     (_, (grad,)), *_ = list(token_gradients(scores, [acts], 16))
-    g, a = grad[0, 0, 1:].float(), acts[0, 1:].detach().float()  # first answer token; [patches, channels]
+    g, a = grad[0, 0, 1:].float(), acts[0, 1:].detach().float()  # first answer token, CLS dropped; [patches, channels]
     cam, gxa = (a * g.mean(0)).sum(-1), (a * g).sum(-1)
     maps = {
         "gradcam (relu of pooled-weight CAM)": cam.clamp_min(0),
@@ -51,11 +46,11 @@ for sample in task.samples(limit=limit, seed=0):
         "|A| per patch": a.norm(dim=-1),
         "|G| per patch": g.norm(dim=-1),
         "gradcam-lm": gradcam_lm.explain(adapter, inputs, generation).maps[0].flatten(),
-        "random": torch.rand(grid[0] * grid[1], generator=rng),
+        "random": torch.rand(inputs.layout.num_tokens, generator=rng),
     }
-    on_object = mask_to_patches(sample.mask, grid)
+    on_object = object_tokens(inputs.layout, sample.mask)
     for name, m in maps.items():
-        mass.setdefault(name, []).append(relevance_mass(m.reshape(grid), on_object))
+        mass.setdefault(name, []).append(relevance_mass(m, on_object))
 print(f"{len(mass['random'])} correctly answered questions with object masks; share of the map on the objects:")
 for name, values in mass.items():
     print(f"  {name:38s} {np.nanmean(values):.3f}")

@@ -165,12 +165,24 @@ class QwenVLFamily(Family):
 
     def vision_to_tokens(self, model, tensors, values):
         merge = model.config.vision_config.spatial_merge_size
-        units = values.reshape(*values.shape[:-1], -1, merge * merge).mean(-1)  # the merger's 2x2 windows
+        return values.reshape(*values.shape[:-1], -1, merge * merge).mean(-1)  # the merger's 2x2 windows
+
+
+class Qwen25VLFamily(QwenVLFamily):
+    """Qwen2.5-VL: as Qwen2-VL, but the vision blocks run on the merge units in window-attention order
+    (the merger's output is put back in image order), so Grad-CAM's units are reordered the same way."""
+
+    def vision_to_tokens(self, model, tensors, values):
+        units = super().vision_to_tokens(model, tensors, values)
         visual = model.model.visual
-        if hasattr(visual, "get_window_index"):  # Qwen2.5-VL runs its blocks in window order, the merger restores it
+        if hasattr(visual, "get_window_index"):  # transformers < 5.17
             window_index, _ = visual.get_window_index(tensors["image_grid_thw"])
-            units = units[..., torch.argsort(window_index.to(units.device))]
-        return units
+        else:
+            from transformers.vision_utils import get_vision_window_index
+
+            window_index, _ = get_vision_window_index(tensors["image_grid_thw"], spatial_merge_size=visual.spatial_merge_size,
+                                                      window_size=visual.window_size, patch_size=visual.patch_size)
+        return units[..., torch.argsort(window_index.to(units.device))]
 
 
 class Idefics3Family(Family):
@@ -259,7 +271,7 @@ for _family, _types in (
      ("llava_next",)),
     (QwenVLFamily("qwen2_vl", "Qwen2VLForConditionalGeneration", "one non-square grid of 2x2-merged patches per image",
                   embeds_suffice=False), ("qwen2_vl",)),
-    (QwenVLFamily("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "as Qwen2-VL (window attention in the vision tower)",
+    (Qwen25VLFamily("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "as Qwen2-VL (window attention in the vision tower)",
                   embeds_suffice=False), ("qwen2_5_vl",)),
     (Idefics3Family("idefics3", "Idefics3ForConditionalGeneration", "one grid per tile + the global image (pixel shuffle)"),
      ("idefics3",)),

@@ -480,6 +480,15 @@ def _force_eager(config) -> None:
             cfg._attn_implementation = "eager"
 
 
+def _randomise_zero_matrices(model: torch.nn.Module) -> None:
+    """Random weights where a family's init leaves a matrix at zero (Gemma 3's image projection): with it,
+    the image would not reach the LM at all, and every map of the tiny model would be meaningless."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() >= 2 and not parameter.any():
+                parameter.normal_(std=0.02)
+
+
 def build_tiny_random(family: str, out: Path, seed: int = 0) -> Path:
     """Build a random-weight `family` checkpoint and save model, processor and chat template in `out`."""
     if family not in _BUILDERS:
@@ -488,6 +497,7 @@ def build_tiny_random(family: str, out: Path, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model, processor = _BUILDERS[family]()
+    _randomise_zero_matrices(model)
     _force_eager(model.config)
     _set_generation_ids(model, processor.tokenizer)
     model.eval()
