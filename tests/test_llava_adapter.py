@@ -94,3 +94,27 @@ def test_prompt_template_comes_from_the_model_folder(tiny_llava_dir, tmp_path):
     inputs = adapter.build_inputs([Image.new("RGB", (48, 48))], ["Is there a red circle?"])
     text = adapter.processor.tokenizer.decode(inputs.input_ids[0][:10])
     assert text.startswith("<s> USER : Is there a red circle? <image>"), text
+
+
+def test_bfloat16_weights_give_float32_relevancy(tiny_llava_dir):
+    from fastrm_bench.builders import create_method
+
+    adapter = load_model(str(tiny_llava_dir), device="cpu", dtype="bfloat16")
+    assert adapter.model.dtype == torch.bfloat16
+    inputs = adapter.build_inputs([Image.new("RGB", (48, 48), "green")], ["What shape is the green object?"])
+    generation = adapter.generate(inputs, max_new_tokens=3, min_new_tokens=3)[0]
+    for name in ("chefer", "gradcam"):
+        maps = create_method(name)[0].explain(adapter, inputs, generation).maps
+        assert maps.dtype == torch.float32 and maps.shape == (3, 36) and torch.isfinite(maps).all(), name
+
+
+def test_families_are_listed_by_model_type():
+    from typer.testing import CliRunner
+
+    from fastrm_bench.cli import app
+
+    out = CliRunner().invoke(app, ["list", "families"]).output
+    expected = {"llava_next": "LlavaNextForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                "gemma3": "Gemma3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration"}
+    for model_type, cls in expected.items():
+        assert model_type in out and cls in out, out
