@@ -90,6 +90,9 @@ class TeacherForced:
     logits: torch.Tensor  # [L, vocab] raw logits (no temperature, no processors)
     attentions: tuple[torch.Tensor, ...]  # per LM layer [1, heads, L, L], graph nodes between the leaf and the logits
     leaf: torch.Tensor  # what the graph starts from: the LM input embeddings, or the hooked vision activations
+    #: with ``hidden_states=True``: per LM layer [L, d] its output (the residual stream, before the final norm),
+    #: graph nodes like the attentions; the logit lens reads them through the final norm and the LM head
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 class ModelAdapter(ABC):
@@ -142,11 +145,12 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def teacher_forced(self, inputs: ModelInputs, generation: Generation, length: int | None = None,
-                       vision_leaf: bool = False) -> TeacherForced:
+                       vision_leaf: bool = False, hidden_states: bool = False) -> TeacherForced:
         """One forward over prompt + generated tokens (the first ``length`` positions) with eager attention.
 
         Gradients flow from the logits to every attention map; the weights stay frozen. The graph starts
         at the LM input embeddings, or with ``vision_leaf`` at the vision activations Grad-CAM targets.
+        ``hidden_states`` adds every LM layer's output before the final norm (for the logit lens).
         """
 
     @abstractmethod

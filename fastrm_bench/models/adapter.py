@@ -309,9 +309,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
         return out
 
     def teacher_forced(self, inputs: ModelInputs, generation: Generation, length: int | None = None,
-                       vision_leaf: bool = False) -> TeacherForced:
+                       vision_leaf: bool = False, hidden_states: bool = False) -> TeacherForced:
         tensors = self._with_answer(inputs, generation, length)
         leaves: list[torch.Tensor] = []
+        last: list[torch.Tensor] = []  # the final norm's input: the last layer's output before the norm
 
         def lm_leaf(embeds: torch.Tensor) -> torch.Tensor:
             leaf = embeds.detach().requires_grad_(True)
@@ -331,13 +332,25 @@ class HFVisionLanguageAdapter(ModelAdapter):
                 stack.callback(handle.remove)
             else:
                 stack.enter_context(self._on_lm_input(lm_leaf))
-            out = self.model(**tensors, output_attentions=True, use_cache=False)
+            if hidden_states:
+                # transformers returns the last hidden state after the final norm (``hidden_states[-1]``
+                # tied to ``last_hidden_state``); the norm's input is the last layer's own output
+                norm = self.family_spec.final_norm(self.model)
+                handle = norm.register_forward_pre_hook(lambda module, args: last.append(args[0]))
+                stack.callback(handle.remove)
+            out = self.model(**tensors, output_attentions=True, output_hidden_states=hidden_states, use_cache=False)
         attentions = tuple(out.attentions)  # not sliced: a slice would be a new node outside the logits' graph
         if not attentions or any(a is None for a in attentions):
             raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
         if len(leaves) != 1:
             raise RuntimeError(f"{self.family}: expected one graph leaf from the hooks, got {len(leaves)}")
-        return TeacherForced(out.logits[0], attentions, leaves[0])
+        layers = None
+        if hidden_states:
+            if len(out.hidden_states) != len(attentions) + 1 or len(last) != 1:
+                raise RuntimeError(f"{self.family}: expected {len(attentions) + 1} hidden states and one final norm call, "
+                                   f"got {len(out.hidden_states)} and {len(last)}")
+            layers = tuple(h[0] for h in out.hidden_states[1:-1]) + (last[0][0],)  # [0]: the batch of one
+        return TeacherForced(out.logits[0], attentions, leaves[0], layers)
 
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
         return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)

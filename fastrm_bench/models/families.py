@@ -69,6 +69,15 @@ class Family:
         """The decoder whose input embeddings the harness reads and perturbs."""
         return model.get_decoder()
 
+    def final_norm(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The decoder's last normalisation, the one before the LM head.
+
+        The logit lens (`dex-ar`) reads an intermediate layer's hidden state the way the model reads its
+        last one, ``lm_head(final_norm(h))``; the adapter also hooks this module to get the last layer's
+        output before the norm. Every supported decoder (Llama, Qwen2, Gemma 3, Mistral) names it ``norm``.
+        """
+        return self.language_model(model).norm
+
     # ------------------------------------------------------------------ geometry (override per family)
     def layouts(self, model, processor, tensors: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         config = model.config
