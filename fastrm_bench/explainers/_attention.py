@@ -47,6 +47,19 @@ def predicting_positions(inputs: ModelInputs, generation: Generation) -> torch.T
     return inputs.prompt_length - 1 + torch.arange(generation.num_generated)
 
 
+def text_positions(inputs: ModelInputs, generation: Generation, length: int) -> torch.Tensor:
+    """Positions ``j < length`` of prompt + answer that hold text: every token but the image placeholders.
+
+    A placeholder is any position carrying the id found at the layout's positions, so slots that carry
+    the image token without being a patch of the layout (LLaVA-NeXT's row-end newlines) are not text
+    either; tile markers and template tokens are (the harness knows no family's template boundaries).
+    """
+    prompt = inputs.input_ids[0].cpu()
+    ids = torch.cat([prompt, generation.generated_ids.cpu()])[:length]
+    placeholders = prompt[inputs.layout.positions].unique()
+    return torch.nonzero(~torch.isin(ids, placeholders)).flatten()
+
+
 def answer_scores(forward: TeacherForced, inputs: ModelInputs, generation: Generation) -> tuple[torch.Tensor, torch.Tensor]:
     """(p_t for every token, the raw logit Y_t of each generated token at its p_t)."""
     positions = predicting_positions(inputs, generation).to(forward.logits.device)

@@ -1,0 +1,109 @@
+"""`dex-ar` and `dex-ar-sentence`: DEX-AR (Bousselham et al.), per-token and sentence maps, every family.
+
+Teacher-forced, one forward (attentions and hidden states as graph nodes). For generated token t
+(class y_t, predicted at p_t) and each LM layer l among the last K:
+
+- the layer's logit-lens logit ``z_l = lm_head(final_norm(h_l[p_t]))[y_t]`` (``h_l`` the layer's
+  output before the final norm; for the last layer this is the model's own logit);
+- ``G = relu(dz_l / dA_l)`` on the query row p_t, per head (the gradient alone, not times A);
+- its keys split into image tokens and text tokens (the prompt's non-image tokens and the answer
+  so far, keys <= p_t); head scores ``S_img = max_j G_img``, ``S_txt = max_j G_txt``; head weight
+  ``w = relu(S_img - S_txt)`` keeps the heads that look at the image more than at the text;
+- every ``G_img`` (all tokens, layers, heads) min-max normalised together; the per-token map is
+  ``minmax(sum_{l,h} w * G_img)``;
+- sentence map: token weight ``delta_t = relu(max_{l,h} S_img - max_{l,h} S_txt)`` (a token whose
+  strongest head looks at text more than at the image is linguistic), ``minmax(sum_t delta_t
+  sum_{l,h} w * G_img)``; `dex-ar-sentence` gives every token this map, so the runner's mean over
+  tokens is the sentence map.
+
+Unfiltered variants set w = 1 (and delta = 1). ``minmax`` of a constant vector is all zeros.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastrm_bench.explainers._attention import GradientMethod, predicting_positions, text_positions, token_gradients
+from fastrm_bench.interfaces import Generation, ModelInputs
+
+
+def minmax(values: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """``(x - min) / (max - min)`` over ``dim`` (all values when None); 0 where max == min."""
+    dims = tuple(range(values.dim())) if dim is None else dim
+    lo, hi = values.amin(dim=dims, keepdim=True), values.amax(dim=dims, keepdim=True)
+    span = hi - lo
+    return torch.where(span > 0, (values - lo) / span.where(span > 0, torch.ones_like(span)), torch.zeros_like(values))
+
+
+class DexAR(GradientMethod):
+    """DEX-AR per-token maps: logit-lens gradients of the attention rows of the last K layers,
+    heads weighted by how much more their gradient looks at the image than at the text."""
+
+    name = "dex-ar"
+
+    def __init__(self, layers: int = 10, head_filter: bool = True, chunk_size: int = 16):
+        if layers < 1 or chunk_size < 1:
+            raise ValueError("layers and chunk_size must be >= 1")
+        self.layers = layers
+        self.head_filter = head_filter
+        self.chunk_size = chunk_size
+
+    def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+        if generation.num_generated == 0:
+            return torch.zeros(0, inputs.layout.num_tokens)
+        weighted, _ = self._weighted_maps(adapter, inputs, generation)
+        return minmax(weighted, dim=1)
+
+    def _weighted_maps(self, adapter, inputs: ModelInputs, generation: Generation) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``sum_{l,h} w * minmax(G_img)`` per token ``[T, n]``, token weight ``delta_t`` ``[T]``)."""
+        g_img, s_img, s_txt = self._gradients(adapter, inputs, generation)
+        w = (s_img - s_txt).clamp_min(0) if self.head_filter else torch.ones_like(s_img)
+        weighted = (w.unsqueeze(-1) * minmax(g_img)).sum(dim=(1, 2))
+        delta = (s_img.amax(dim=(1, 2)) - s_txt.amax(dim=(1, 2))).clamp_min(0)
+        return weighted, delta
+
+    def _gradients(self, adapter, inputs: ModelInputs, generation: Generation
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``G_img`` ``[T, K, H, n]`` and the head scores ``S_img``, ``S_txt`` ``[T, K, H]`` (float32, CPU)."""
+        forward = adapter.teacher_forced(inputs, generation, hidden_states=True)
+        norm = adapter.family_spec.final_norm(adapter.model)
+        head = adapter.model.get_output_embeddings()
+        device = forward.logits.device
+        positions = predicting_positions(inputs, generation)
+        targets = generation.generated_ids.to(device)
+        image = inputs.layout.positions
+        text = text_positions(inputs, generation, int(positions[-1]) + 1)
+        text_masks = torch.stack([text <= p for p in positions])  # [T, n_text]: the keys token t can see
+        total = len(forward.attentions)
+        chosen = list(range(max(total - self.layers, 0), total))
+        heads = forward.attentions[0].shape[1]
+        n_tokens = generation.num_generated
+        g_img = torch.zeros(n_tokens, len(chosen), heads, len(image))
+        s_txt = torch.zeros(n_tokens, len(chosen), heads)
+        for k, layer in enumerate(chosen):
+            lens = head(norm(forward.hidden_states[layer][positions.to(device)])).float()  # [T, vocab]
+            z = lens[torch.arange(n_tokens, device=device), targets]
+            for chunk, (grad,) in token_gradients(z, [forward.attentions[layer]], self.chunk_size):
+                rows = grad[:, 0][torch.arange(len(chunk)), :, positions[chunk].to(device)].float().clamp_min(0).cpu()
+                g_img[chunk, k] = rows[..., image]  # rows: [chunk, H, N], the query row p_t of each head
+                text_rows = rows[..., text].masked_fill(~text_masks[chunk].unsqueeze(1), 0.0)  # G >= 0: 0 is neutral
+                s_txt[chunk, k] = text_rows.amax(dim=-1)
+        return g_img, g_img.amax(dim=-1), s_txt
+
+
+class DexARSentence(DexAR):
+    """DEX-AR's sentence map, every token weighted by delta_t (visual vs linguistic), given to every token."""
+
+    name = "dex-ar-sentence"
+
+    def __init__(self, layers: int = 10, head_filter: bool = True, token_filter: bool = True, chunk_size: int = 16):
+        super().__init__(layers=layers, head_filter=head_filter, chunk_size=chunk_size)
+        self.token_filter = token_filter
+
+    def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+        if generation.num_generated == 0:
+            return torch.zeros(0, inputs.layout.num_tokens)
+        weighted, delta = self._weighted_maps(adapter, inputs, generation)
+        delta = delta if self.token_filter else torch.ones_like(delta)
+        sentence = minmax((delta.unsqueeze(-1) * weighted).sum(0))
+        return sentence.expand(generation.num_generated, -1).clone()
