@@ -7,6 +7,10 @@ is ``R[p_t, image_positions]``. Every row comes from the gradient of the *curren
 - `chefer` (exact and fast): one teacher-forced forward over prompt + answer, the gradients
   of all answer tokens from batched `autograd.grad` calls (chunked to bound memory), and only
   the needed row: ``v = e_{p_t}; for l = L..1: v = v + v @ Abar_l`` (O(L N^2) per token).
+- `chefer-stale`: the row-reusing approximation of the most used LLaVA interpretability app
+  (greedy decoding with the KV cache, relevancy built step by step): the attention rows of the
+  prompt come from token 0's gradient, row p_s from token s's; rows are never recomputed, so
+  token t's map mixes gradients of earlier tokens. Equals `chefer` at t = 0, differs after.
 - `chefer-reference`: what public tools do, one forward and one backward per token over the
   sequence up to ``p_t`` and full N x N products ``R = R + Abar_l @ R``; kept for equality
   tests and the latency comparison.
@@ -82,3 +86,38 @@ class CheferReference(ExplanationMethod):
                 maps.append(relevance[p, image_positions.to(relevance.device)].detach().cpu())
         stacked = torch.stack(maps) if maps else torch.zeros(0, len(image_positions))
         return Explanation(maps=stacked, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+
+
+class CheferStale(Chefer):
+    """Chefer relevancy with stale rows, as an app that keeps each step's attention rows computes it.
+
+    With the KV cache, step s only has the new query row p_s, and its gradient is that of token s;
+    the rows of earlier positions were stored at earlier steps (the prompt's at step 0). One stale
+    ``Abar_l`` per layer holds exactly those rows: rows 0..L0-1 from token 0's gradient, row p_s from
+    token s's. In the teacher-forced forward, token s's gradient on row p_s equals the KV-cached
+    step's (keys and values of earlier positions are constants of that step either way), so the
+    rows are those the app computes; every map is a row of ``prod_l (I + Abar_l)`` over them.
+    """
+
+    name = "chefer-stale"
+
+    def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+        image_positions = inputs.layout.positions
+        if generation.num_generated == 0:
+            return torch.zeros(0, len(image_positions))
+        forward = adapter.teacher_forced(inputs, generation)
+        positions, scores = answer_scores(forward, inputs, generation)
+        n = forward.logits.shape[0]
+        prompt = inputs.prompt_length
+        stale = [torch.zeros(n, n, device=scores.device) for _ in forward.attentions]
+        for chunk, grads in token_gradients(scores, forward.attentions, self.chunk_size):
+            for layer, (grad, attention) in enumerate(zip(grads, forward.attentions)):
+                abar = _abar(grad, attention)  # [chunk, N, N]: token t's rows, of which one (or the prompt's) is kept
+                for i, t in enumerate(chunk.tolist()):
+                    rows = slice(0, prompt) if t == 0 else slice(int(positions[t]), int(positions[t]) + 1)
+                    stale[layer][rows] = abar[i, rows]
+        v = torch.zeros(len(positions), n, device=scores.device)
+        v[torch.arange(len(positions)), positions] = 1.0
+        for abar in reversed(stale):
+            v = v + v @ abar  # row p_t of prod_l (I + Abar_l), l = L..1
+        return v[:, image_positions.to(v.device)].detach().cpu()
