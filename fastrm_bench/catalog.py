@@ -41,3 +41,11 @@ METHODS.register("fastrm", "fastrm_bench.explainers.fastrm_method:FastRMMethod",
                  description="FastRM proxy: relevance probabilities from the last hidden states, no gradients.")
 METHODS.register("oracle", "fastrm_bench.explainers.oracle:OracleMap",
                  description="Ground-truth mask of the referenced objects (upper bound; needs masks).")
+METHODS.register("chefer-stale", "fastrm_bench.explainers.chefer:CheferStale",
+                 description="Chefer with stale rows (the LLaVA interpretability app's KV-cache relevancy): exact at t=0 only.")
+METHODS.register("dex-ar", "fastrm_bench.explainers.dex_ar:DexAR",
+                 description="DEX-AR per-token maps: logit-lens attention gradients of the last layers, heads filtered.")
+METHODS.register("dex-ar-sentence", "fastrm_bench.explainers.dex_ar:DexARSentence",
+                 description="DEX-AR sentence map (tokens weighted visual vs linguistic), the same for every token.")
+METHODS.register("tam", "fastrm_bench.explainers.tam:TokenActivationMap",
+                 description="Token Activation Map: gradient-free logit activations, interference removed, rank Gaussian filter.")
