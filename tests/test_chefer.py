@@ -70,3 +70,49 @@ def test_model_state_is_restored_and_no_parameter_gets_a_grad(tiny_adapter, meth
     assert model.config._attn_implementation == "eager"
     model.eval()
     model.requires_grad_(False)
+
+
+def _app_stale_relevancy(adapter, inputs, generation) -> torch.Tensor:
+    """The KV-cache app's relevancy, re-enacted: decode step by step with the cache, one backward per step
+    on that step's new attention rows, each layer's stored rows grown by the new one, ``R += cam @ R``."""
+    model = adapter.model
+    lm = model.model.language_model
+    image_positions = inputs.layout.positions
+    prompt = adapter.lm_input_embeds(inputs).detach().requires_grad_(True)
+    cams: list[torch.Tensor] = []
+    maps = []
+    with explaining(model):
+        out = lm(inputs_embeds=prompt, use_cache=True, output_attentions=True)
+        for s in range(generation.num_generated):
+            if s > 0:
+                step = model.get_input_embeddings()(generation.generated_ids[s - 1 : s]).unsqueeze(0)
+                out = lm(inputs_embeds=step, past_key_values=out.past_key_values, use_cache=True, output_attentions=True)
+            score = model.lm_head(out.last_hidden_state[0, -1])[int(generation.generated_ids[s])]
+            grads = torch.autograd.grad(score, out.attentions, retain_graph=True)
+            n = inputs.prompt_length + s
+            relevance = torch.eye(n)
+            for layer, (grad, attention) in enumerate(zip(grads, out.attentions)):
+                cam = (grad * attention.detach()).clamp_min(0).mean(dim=1)[0]  # this step's rows [1 or L0, n]
+                if s == 0:
+                    cams.append(cam)
+                else:
+                    cams[layer] = torch.cat([torch.cat([cams[layer], torch.zeros(n - 1, 1)], dim=1), cam])
+                relevance = relevance + cams[layer] @ relevance
+            maps.append(relevance[-1, image_positions])
+    return torch.stack(maps)
+
+
+def test_chefer_stale_is_the_apps_relevancy_exact_at_the_first_token_only(case):
+    """`chefer-stale` equals the app's KV-cache relevancy re-enacted step by step, and exact Chefer at t = 0 only."""
+    from fastrm_bench.explainers.chefer import CheferStale
+
+    adapter, image, question = case
+    inputs = adapter.build_inputs([image], [question])
+    generation = adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5)[0]
+    stale = CheferStale(chunk_size=2).explain(adapter, inputs, generation).maps  # chunks of 2, 2 and 1
+    app = _app_stale_relevancy(adapter, inputs, generation)
+    exact = Chefer().explain(adapter, inputs, generation).maps
+    assert stale.shape == exact.shape == (5, inputs.layout.num_tokens)
+    assert torch.all(_relative_error(stale, app) < 1e-5)
+    assert _relative_error(stale[:1], exact[:1]).item() < 1e-5
+    assert torch.all(_relative_error(stale[1:], exact[1:]) > 1e-4)
