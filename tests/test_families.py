@@ -181,3 +181,25 @@ def test_gradcam_pools_patches_into_the_tokens_they_feed(family_adapter):
         (grad,) = torch.autograd.grad(embeds[positions[k]].sum(), leaf, retain_graph=True)
         feeds = grad.reshape(n_patches, -1).abs().sum(-1) > 0
         assert torch.equal(feeds, pooling[:, k] != 0), (adapter.family, k)
+
+
+def test_dex_ar_tam_and_stale_chefer_on_every_family(family_adapter):
+    """The methods beyond the paper on every layout (several groups, non-square grids): a finite map per
+    token in the layout's order; DEX-AR's sentence map the same for every token; chefer-stale exact at t = 0."""
+    from fastrm_bench.builders import create_method
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(IMAGE[1], IMAGE[0], 3), dtype=np.uint8)
+    inputs = family_adapter.build_inputs([Image.fromarray(pixels)], ["What color is the circle?"])
+    generation = family_adapter.generate(inputs, max_new_tokens=3, min_new_tokens=3)[0]
+    n = inputs.layout.num_tokens
+    maps = {}
+    for name in ("dex-ar", "dex-ar-unfiltered", "dex-ar-sentence", "dex-ar-sentence-unfiltered", "tam", "chefer-stale"):
+        maps[name] = create_method(name)[0].explain(family_adapter, inputs, generation).maps
+        assert maps[name].shape == (3, n) and torch.isfinite(maps[name]).all(), name
+    for name in ("dex-ar-sentence", "dex-ar-sentence-unfiltered"):
+        assert torch.equal(maps[name], maps[name][:1].expand(3, -1)), name
+    # gradients differ from patch to patch on a noise image (TAM's activations may all be negative on random weights)
+    assert maps["dex-ar-unfiltered"].amax(dim=1).min() > 0
+    exact = Chefer().explain(family_adapter, inputs, generation).maps
+    scale = exact[0].abs().max().clamp_min(1e-12)
+    assert (maps["chefer-stale"][0] - exact[0]).abs().max() <= 1e-5 * scale

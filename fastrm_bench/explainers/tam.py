@@ -100,7 +100,7 @@ class TokenActivationMap(ExplanationMethod):
         return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
 
     def _maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, layout: ImageLayout) -> torch.Tensor:
-        logits = adapter.teacher_forced(inputs, generation).logits.detach().float().cpu()
+        forward = adapter.teacher_forced(inputs, generation)
         image = layout.positions
         targets = generation.generated_ids.cpu()
         answer_positions = predicting_positions(inputs, generation)
@@ -110,13 +110,17 @@ class TokenActivationMap(ExplanationMethod):
         classes = torch.cat([prompt_ids[prompt_text], targets])
         places = torch.cat([prompt_text, answer_positions])
         n_prompt = len(prompt_text)
-        token_maps = logits[image][:, classes].clamp_min(0).T  # A_u, [U, n]
+        # only the columns of these classes are ever read: [N, C] instead of [N, vocab] on the CPU
+        needed, column = torch.unique(classes, return_inverse=True)
+        logits = forward.logits[:, needed.to(forward.logits.device)].detach().float().cpu()
+        token_maps = logits[image][:, column].clamp_min(0).T  # A_u, [U, n]
         rows = []
         for t in range(generation.num_generated):
             target = int(targets[t])
-            a = logits[image, target].clamp_min(0)
+            target_column = int(column[n_prompt + t])
+            a = logits[image, target_column].clamp_min(0)
             earlier = n_prompt + t  # the prompt's text tokens and the answer's first t
-            s = logits[places[:earlier], target].clamp_min(0)
+            s = logits[places[:earlier], target_column].clamp_min(0)
             m = a
             if self.interference:
                 other = classes[:earlier] != target  # TAM leaves the same word out of the interference
