@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from fastrm_bench.checkpoint_files import InvalidWeightsFile, loading_problem, read_safetensors_shapes
 from fastrm_bench.interfaces import Generation, ModelAdapter, ModelInputs
 
 LLAVA_15_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
@@ -83,6 +84,11 @@ class LlavaHFAdapter(ModelAdapter):
                     f"{local} has no processor/tokenizer files (tokenizer.json, processor_config.json); "
                     "save them with processor.save_pretrained(dir)"
                 )
+            for weights in sorted(local.glob("*.safetensors")):
+                try:
+                    read_safetensors_shapes(weights)
+                except InvalidWeightsFile as err:
+                    raise ModelLoadError(str(err)) from None
         device = torch.device(device) if device else default_device()
         try:
             with contextlib.redirect_stderr(io.StringIO()):
@@ -92,9 +98,13 @@ class LlavaHFAdapter(ModelAdapter):
         if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"{source!r}: the processor has no tokenizer and image processor; not a LLaVA checkpoint")
         try:
-            model = LlavaForConditionalGeneration.from_pretrained(source, attn_implementation="eager", dtype=dtype)
+            model, info = LlavaForConditionalGeneration.from_pretrained(
+                source, attn_implementation="eager", dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot load the model {source!r}: {err}") from err
+        problem = loading_problem(info)
+        if problem:
+            raise ModelLoadError(f"{source}: {problem}")
         model.to(device).eval()
         model.requires_grad_(False)
         return cls(model, processor, name or source, prompt_template, device)
