@@ -242,7 +242,7 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
               "data_root": str(Path(task.data_root).resolve()), "grid": list(adapter.grid_shape), "versions": _versions(),
               "device": str(adapter.device)}
     with RunDir.open(out, config, resume=resume, overwrite=overwrite) as rundir, _stop_on_sigterm():
-        if rundir.finished:  # killed after results.json was in place: only the clean-up was left
+        if rundir.finished:  # resumed to report it, or killed after results.json was in place (only the clean-up left)
             rundir.clean_up()
             results = rundir.results()
             return {"output_dir": str(out), "n_skipped": results.get("n_skipped", 0), **results}
