@@ -69,6 +69,11 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]) -> None:
         typer.echo(f"{name:<{width}}  {description}")
 
 
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
 @app.command()
 def run(
     method: Annotated[str, typer.Option("--method", "-m", help="Method spec or registered name (see `list methods`).")],
@@ -84,26 +89,38 @@ def run(
     dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (gradient methods "
                                             "accumulate relevancy in float32 whatever it is).")] = "float32",
     device_map: Annotated[str | None, typer.Option(help="'auto' spreads a model larger than one GPU (accelerate).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in the same output dir.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run of this configuration in the output dir (even if moved).")
+                      ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard the run already in the output dir and start again.")] = False,
+    on_error: Annotated[OnError, typer.Option(
+        help="A sample with bad data (missing or corrupt image, unparsable entry): skip it (recorded in "
+             "skipped.jsonl and counted) or fail. Model and configuration errors always fail.")] = OnError.skip,
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
+    from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.adapter import ModelLoadError
-    from fastrm_bench.runner import RunConfig
+    from fastrm_bench.runner import RunConfig, RunInterrupted
     from fastrm_bench.runner import run as run_evaluation
 
+    if resume and overwrite:
+        _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
     cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
-                    device_map=device_map)
+                    device_map=device_map, on_error=on_error.value)
     try:
-        result = run_evaluation(cfg, resume=resume, log=typer.echo)
-    except (UnknownNameError, ModelLoadError, FileNotFoundError, ValueError) as err:
+        result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
+    except RunInterrupted as err:
+        typer.secho(f"{err}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=128 + err.signum) from None
+    except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
         return
     metrics = result["metrics"]
     shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "threshold_f1", "pointing_game", "relevance_mass",
                          "map_seconds") if metrics.get(k, {}).get("value") is not None]
     summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
-    typer.echo(f"{method} on {task} ({result['n']} samples): {summary} -> {result['output_dir']}")
+    skipped = f", {result['n_skipped']} skipped (see skipped.jsonl)" if result["n_skipped"] else ""
+    typer.echo(f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}")
 
 
 class Format(str, Enum):

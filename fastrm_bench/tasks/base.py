@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError
 from fastrm_bench.interfaces import Sample, Task
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class Record:
     references: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
     ann_ids: list[int] = field(default_factory=list)
+    #: why this entry of the task's files could not be parsed (the sample is then reported, or skipped by a run)
+    error: str | None = None
 
 
 class FileTask(Task):
@@ -85,6 +88,10 @@ class FileTask(Task):
     @abstractmethod
     def load_records(self) -> list[Record]:
         """Parse the official files into records, sorted by id."""
+
+    def unparsable(self, record_id: str, reason: str) -> Record:
+        """A placeholder for an entry that cannot be parsed: it keeps its place in the order, and `sample` reports it."""
+        return Record(record_id, self.data_root, "", [], error=reason)
 
     @cached_property
     def records(self) -> list[Record]:
@@ -157,14 +164,19 @@ class FileTask(Task):
         return [records[i] for i in keep]
 
     def sample(self, record: Record) -> Sample:
-        """Open the record's image and masks."""
+        """Open the record's image and masks; bad data raises a `SampleDataError` naming the question."""
+        if record.error is not None:
+            raise UnparsableRecordError(record.id, record.error)
         if callable(record.image):
             image = record.image().convert("RGB")
         else:
             if not record.image.is_file():
-                raise FileNotFoundError(f"{self.name}: image {record.image} of question {record.id} is missing")
-            with Image.open(record.image) as im:
-                image = im.convert("RGB")
+                raise MissingImageError(record.id, f"{self.name}: image {record.image} of question {record.id} is missing")
+            try:
+                with Image.open(record.image) as im:
+                    image = im.convert("RGB")
+            except (OSError, Image.DecompressionBombError) as err:  # UnidentifiedImageError, truncated files
+                raise CorruptImageError(record.id, f"{self.name}: image {record.image} cannot be decoded ({err})") from None
         return Sample(record.id, image, record.question, record.references, dict(record.meta), self.mask_for(record.ann_ids))
 
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:

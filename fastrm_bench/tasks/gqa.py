@@ -27,6 +27,10 @@ class GQATask(FileTask):
         records = []
         for qid in sorted(data, key=lambda k: (len(k), k)):
             q = data[qid]
+            if not isinstance(q, dict) or not {"imageId", "question", "answer"} <= set(q):
+                records.append(self.unparsable(str(qid), f"{self.path(self.questions_file)}: question {qid} lacks "
+                                               "imageId, question or answer"))
+                continue
             ann_ids = q.get("referenced_ann_ids")
             if ann_ids is None:  # real GQA: scene-graph object ids, no COCO masks
                 ann_ids = []

@@ -69,10 +69,15 @@ class POPETask(FileTask):
                 try:
                     q = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON line: {err.msg}") from err
-                missing = {"question_id", "image", "text", "label"} - set(q)
+                    records.append(self.unparsable(f"{category}/{path.name}:{lineno}", f"{path}:{lineno}: malformed JSON "
+                                                   f"line: {err.msg}"))
+                    continue
+                missing = {"question_id", "image", "text", "label"} - set(q) if isinstance(q, dict) else {"all"}
                 if missing:
-                    raise ValueError(f"{path}:{lineno}: missing keys {sorted(missing)}")
+                    records.append(self.unparsable(f"{category}/{q.get('question_id', f'{path.name}:{lineno}')}"
+                                                   if isinstance(q, dict) else f"{category}/{path.name}:{lineno}",
+                                                   f"{path}:{lineno}: missing keys {sorted(missing)}"))
+                    continue
                 image = self.data_root / self.images.format(image=q["image"], split=self.split)
                 meta = {"category": category, "label": q["label"], "type": category}
                 records.append(Record(f"{category}/{q['question_id']}", image, q["text"], [q["label"]], meta,

@@ -62,6 +62,9 @@ def read_predictions(task: Task, path: Path) -> dict[str, str]:
 
 
 def score_predictions(task: Task, predictions: dict[str, str], allow_missing: bool = False) -> Scored:
+    unparsable = [r.error for r in task.records if r.error is not None]
+    if unparsable:  # scoring needs every reference: an entry that cannot be read is an error here, not a skip
+        raise ValueError(f"{unparsable[0]} ({len(unparsable)} unparsable entries in the task's files)")
     records = {r.id: r for r in task.records}
     unknown = sorted(set(predictions) - set(records))
     if unknown:

@@ -26,8 +26,11 @@ class VQAv2Task(FileTask):
         records = []
         for q in sorted(questions, key=lambda q: q["question_id"]):
             ann = annotations.get(q["question_id"])
-            if ann is None:
-                raise ValueError(f"{self.path(self.annotations_file)}: no annotation for question {q['question_id']}")
+            if ann is None or not {"image_id", "question"} <= set(q) or "answers" not in ann:
+                what = "no annotation" if ann is None else "missing keys"
+                records.append(self.unparsable(str(q["question_id"]), f"{self.path(self.annotations_file)}: {what} for "
+                                               f"question {q['question_id']}"))
+                continue
             image = self.images.replace("{split}", self.split).format(image_id=q["image_id"])
             meta = {"question_type": ann.get("question_type"), "answer_type": ann.get("answer_type"),
                     "type": ann.get("embedded_type", ann.get("answer_type")), "image_id": q["image_id"]}
