@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from fastrm_bench import rundir
 from fastrm_bench.cli import app
 from fastrm_bench.fastrm.model import FastRM
+from fastrm_bench.maps_io import load_sample_maps
 from fastrm_bench.rundir import TEST_HOOK_ENV, RunDirError, RunLockedError
 from fastrm_bench.runner import RunConfig, run
 from fastrm_bench.specs import SPEC_PATH_ENV
@@ -81,9 +82,9 @@ def comparable_outputs(out: Path) -> tuple[list, dict, np.ndarray, list]:
     results = json.loads((out / "results.json").read_text())
     for key in TIMINGS:
         results["metrics"].pop(key, None)
-    maps = np.load(out / "maps.npz")
+    maps = load_sample_maps(out / "maps.npz")
     assert not (out / "maps").exists()
-    return rows, results, maps["maps"], maps["ids"].tolist()
+    return rows, results, np.concatenate(list(maps.values())) if maps else np.zeros(0), list(maps)
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -402,9 +403,8 @@ def test_random_maps_depend_on_the_sample_not_on_the_order(world_root, tiny_llav
     for limit in (LIMIT, LIMIT + 1):
         out = tmp_path / str(limit)
         run(config(world_root, tiny_llava_dir, out, limit=limit, **CHEAP), log=quiet)
-        data = np.load(out / "maps.npz")
         rows = {json.loads(x)["id"]: json.loads(x)["curves"] for x in (out / "samples.jsonl").read_text().splitlines()}
-        by_limit[limit] = (dict(zip(data["ids"].tolist(), data["maps"])), rows)
+        by_limit[limit] = (load_sample_maps(out / "maps.npz"), rows)
     (maps_a, curves_a), (maps_b, curves_b) = by_limit[LIMIT], by_limit[LIMIT + 1]
     common = sorted(set(maps_a) & set(maps_b))
     assert len(common) >= LIMIT - 1
