@@ -278,29 +278,35 @@ def eval_vlm(
 @app.command()
 def score(
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name.")],
-    predictions: Annotated[Path, typer.Option(help="Predictions in the task's official result format.")],
+    predictions: Annotated[Path, typer.Option(help="Answers file: LLaVA's JSON lines or the benchmark's official format.")],
     data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
+    scoring: Annotated[str | None, typer.Option(
+        help="Named scoring convention of the task (e.g. vqav2: vqaeval [official, default] or always) "
+             "(default: the spec's).")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Score only the answered questions (counted and reported).")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
 ) -> None:
-    """Score a predictions file (VQAv2 / GQA JSON, POPE JSON lines) with the task's reference metric."""
+    """Score an answers file with the task's metric; its format (LLaVA's or the official one) is read from the file."""
     from fastrm_bench.builders import create_task
-    from fastrm_bench.tasks.predictions import read_predictions, score_predictions
+    from fastrm_bench.tasks.predictions import read_answers, score_predictions
 
     try:
-        task_obj, spec = create_task(task, data_root=data_root)
-        result = score_predictions(task_obj, read_predictions(task_obj, predictions), allow_missing)
+        task_obj, spec = create_task(task, data_root=data_root, scoring=scoring)
+        answers, fmt = read_answers(task_obj, predictions)
+        result = score_predictions(task_obj, answers, allow_missing)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
         return
+    typer.echo(f"answers: {fmt.describe()}; scoring: {task_obj.scoring}")
     if result.missing:
         typer.echo(f"{len(result.missing)} question(s) without a prediction were left out (--allow-missing)")
     for key, value in result.metrics.items():
         typer.echo(f"{key:<28} {value:.4f}")
     typer.echo(f"scored {result.scored} predictions for {spec.name} ({task_obj.data_source})")
     if out:
-        out.write_text(json.dumps({"task": spec.name, "scored": result.scored, "missing": len(result.missing),
-                                   "metrics": result.metrics}, indent=2))
+        out.write_text(json.dumps({"task": spec.name, "scoring": task_obj.scoring, "answers_format": fmt.name,
+                                   "scored": result.scored, "missing": len(result.missing), "metrics": result.metrics},
+                                  indent=2))
 
 
 @app.command("build-data")

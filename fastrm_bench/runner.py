@@ -193,6 +193,7 @@ def run(cfg: RunConfig, resume: bool = False, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
+              "scoring": task.scoring,
               "data_root": str(task.data_root), "grid": list(adapter.grid_shape), "versions": _versions(),
               "device": str(adapter.device)}
     config_path = out / "config.json"
