@@ -124,6 +124,22 @@ def leaderboard_(
         out.write_text(render(frame, kind))
 
 
+@app.command("summarise")
+def summarise_(
+    runs_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.")],
+) -> None:
+    """Aggregate finished runs again from their samples.jsonl (intervals included) and rewrite their results.json."""
+    from fastrm_bench.leaderboard import find_runs
+    from fastrm_bench.runner import resummarise
+
+    found = [d for root in runs_dirs for d in find_runs(root)]
+    if not found:
+        _fail(f"no finished run (config.json + results.json + samples.jsonl) under {', '.join(map(str, runs_dirs))}")
+    for run_dir in found:
+        result = resummarise(run_dir)
+        typer.echo(f"{run_dir}: n={result['n']}, {len(result['metrics'])} metrics")
+
+
 @app.command("profile")
 def profile_(
     method: Annotated[list[str], typer.Option("--method", "-m", help="Method(s) to profile; repeat the flag.")] = None,
