@@ -259,12 +259,16 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
         for name, density in entropy_kdes(h, ok, grid).items():
             ax.plot(grid, density, label=f"{name} ({int(ok.sum()) if name == 'correct' else int((~ok).sum())})")
         t = r.metric("entropy_threshold")
-        ax.axvline(t, color="k", ls="--", lw=1, label=f"threshold {t:.2f}")
+        ax.axvline(t, color="k", ls="--", lw=1, label=f"threshold {t:.2f} (mean over splits)")
         tp, fp = r.metric("entropy_tp_rate_below"), r.metric("entropy_fp_rate_below")
-        share = r.metric("entropy_share_below")
+        share, gain = r.metric("entropy_share_below"), r.metric("entropy_tp_gain_below")
         if tp is not None:
-            ax.text(0.02, 0.97, f"below: {share:.0%} of samples\nTP {tp:.0%} / FP {fp:.0%}", transform=ax.transAxes,
-                    va="top", fontsize=8)
+            entry = r.results["metrics"]["entropy_tp_rate_below"]
+            text = (f"mean over {entry.get('splits')} random splits\nbelow: {share:.0%} of samples\n"
+                    f"TP {tp:.0%} \u00b1 {entry.get('spread') or 0:.0%} / FP {fp:.0%}")
+            if gain is not None:
+                text += f"\nTP minus base accuracy {gain:+.1%}"
+            ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=8)
         ax.set_xlabel("map entropy H (nats)")
         ax.set_ylabel("density (KDE)")
         ax.set_title(f"{r.method} on {r.task_label}", fontsize=9)
