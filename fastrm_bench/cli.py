@@ -297,8 +297,8 @@ def score(
     predictions: Annotated[Path, typer.Option(help="Answers file: LLaVA's JSON lines or the benchmark's official format.")],
     data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
     scoring: Annotated[str | None, typer.Option(
-        help="Named scoring convention of the task (e.g. vqav2: vqaeval [official, default] or always) "
-             "(default: the spec's).")] = None,
+        help="Named scoring convention of the task (a wrong name lists the task's; default: the spec's, "
+             "else the task's first).")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Score only the answered questions (counted and reported).")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
 ) -> None:
