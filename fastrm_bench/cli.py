@@ -151,6 +151,22 @@ def leaderboard_(
         out.write_text(render(frame, kind))
 
 
+@app.command("summarise")
+def summarise_(
+    runs_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.")],
+) -> None:
+    """Aggregate finished runs again from their samples.jsonl (intervals included) and rewrite their results.json."""
+    from fastrm_bench.leaderboard import find_runs
+    from fastrm_bench.runner import resummarise
+
+    found = [d for root in runs_dirs for d in find_runs(root)]
+    if not found:
+        _fail(f"no finished run (config.json + results.json + samples.jsonl) under {', '.join(map(str, runs_dirs))}")
+    for run_dir in found:
+        result = resummarise(run_dir)
+        typer.echo(f"{run_dir}: n={result['n']}, {len(result['metrics'])} metrics")
+
+
 @app.command("profile")
 def profile_(
     method: Annotated[list[str], typer.Option("--method", "-m", help="Method(s) to profile; repeat the flag.")] = None,
@@ -305,29 +321,35 @@ def eval_vlm(
 @app.command()
 def score(
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name.")],
-    predictions: Annotated[Path, typer.Option(help="Predictions in the task's official result format.")],
+    predictions: Annotated[Path, typer.Option(help="Answers file: LLaVA's JSON lines or the benchmark's official format.")],
     data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
+    scoring: Annotated[str | None, typer.Option(
+        help="Named scoring convention of the task (a wrong name lists the task's; default: the spec's, "
+             "else the task's first).")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Score only the answered questions (counted and reported).")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
 ) -> None:
-    """Score a predictions file (VQAv2 / GQA JSON, POPE JSON lines) with the task's reference metric."""
+    """Score an answers file with the task's metric; its format (LLaVA's or the official one) is read from the file."""
     from fastrm_bench.builders import create_task
-    from fastrm_bench.tasks.predictions import read_predictions, score_predictions
+    from fastrm_bench.tasks.predictions import read_answers, score_predictions
 
     try:
-        task_obj, spec = create_task(task, data_root=data_root)
-        result = score_predictions(task_obj, read_predictions(task_obj, predictions), allow_missing)
+        task_obj, spec = create_task(task, data_root=data_root, scoring=scoring)
+        answers, fmt = read_answers(task_obj, predictions)
+        result = score_predictions(task_obj, answers, allow_missing)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
         return
+    typer.echo(f"answers: {fmt.describe()}; scoring: {task_obj.scoring}")
     if result.missing:
         typer.echo(f"{len(result.missing)} question(s) without a prediction were left out (--allow-missing)")
     for key, value in result.metrics.items():
         typer.echo(f"{key:<28} {value:.4f}")
     typer.echo(f"scored {result.scored} predictions for {spec.name} ({task_obj.data_source})")
     if out:
-        out.write_text(json.dumps({"task": spec.name, "scored": result.scored, "missing": len(result.missing),
-                                   "metrics": result.metrics}, indent=2))
+        out.write_text(json.dumps({"task": spec.name, "scoring": task_obj.scoring, "answers_format": fmt.name,
+                                   "scored": result.scored, "missing": len(result.missing), "metrics": result.metrics},
+                                  indent=2))
 
 
 @app.command("build-data")

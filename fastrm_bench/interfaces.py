@@ -167,6 +167,8 @@ class Task(ABC):
     name: str
     data_source: str  # e.g. "shapes" (embedded world) or "coco"
     prompt_suffix: str = ""
+    #: the named scoring convention in use (runs record it: several evaluators of one benchmark disagree)
+    scoring: str = "default"
 
     @abstractmethod
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from fastrm_bench.runner import RunConfig, run
+from fastrm_bench.runner import RunConfig, resummarise, run
 from fastrm_bench.specs import add_spec_dir
 
 TASKS = ("vqav2", "gqa", "pope")
@@ -40,9 +40,11 @@ class Plan:
 
 
 def _run_once(cfg: RunConfig, log) -> None:
+    """Run once; a finished run is only aggregated again from its samples (seconds, not a re-run)."""
     out = Path(cfg.output_dir)
     if (out / "results.json").exists():
-        log(f"done already: {out}")
+        resummarise(out)
+        log(f"done already, aggregated again: {out}")
         return
     result = run(cfg, resume=(out / "config.json").exists(), log=log)
     log(f"{cfg.method} on {cfg.task}: n={result['n']} -> {out}")

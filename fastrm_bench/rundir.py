@@ -164,7 +164,7 @@ def _append_line(fh: IO[str], text: str) -> None:
     os.fsync(fh.fileno())
 
 
-def _replace(path: Path, write, hook: str | None = None) -> None:
+def replace_file(path: Path, write, hook: str | None = None) -> None:
     """Write ``path`` beside itself, then rename it into place: readers see the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as fh:
@@ -185,7 +185,7 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.endswith("\n"):
-            _replace(path, lambda fh: fh.write("".join(lines[:-1]).encode()))
+            replace_file(path, lambda fh: fh.write("".join(lines[:-1]).encode()))
             break
         try:
             rows.append(json.loads(line))
@@ -273,7 +273,7 @@ class RunDir:
                 elif target.exists():
                     target.unlink()
         if not self._check(resume):
-            _replace(self.path / CONFIG, lambda fh: fh.write(json.dumps(self.config, indent=2).encode()))
+            replace_file(self.path / CONFIG, lambda fh: fh.write(json.dumps(self.config, indent=2).encode()))
             test_hook("config")
         if self.finished:
             return
@@ -311,7 +311,7 @@ class RunDir:
         """Save the sample's map, then its line: a map without its line is redone, never a line without its map."""
         path = self._map_path(len(self.records))
         try:
-            _replace(path, lambda fh: np.save(fh, sample_map))
+            replace_file(path, lambda fh: np.save(fh, sample_map))
         except OSError as err:
             raise self._write_error(path, err) from err
         test_hook("map")
@@ -328,8 +328,8 @@ class RunDir:
         maps = [np.load(self._map_path(i)) for i in range(len(self.records))]
         ids = [r["id"] for r in self.records]
         try:
-            _replace(self.path / MAPS, lambda fh: save_sample_maps(fh, ids, maps), hook="maps.npz")
-            _replace(self.path / RESULTS, lambda fh: fh.write(json.dumps(results, indent=2).encode()), hook="results.json")
+            replace_file(self.path / MAPS, lambda fh: save_sample_maps(fh, ids, maps), hook="maps.npz")
+            replace_file(self.path / RESULTS, lambda fh: fh.write(json.dumps(results, indent=2).encode()), hook="results.json")
         except OSError as err:
             raise self._write_error(self.path, err) from err
         self.clean_up()

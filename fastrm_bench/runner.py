@@ -18,6 +18,7 @@ layout: `fastrm_bench.maps_io`), ``results.json``; see `fastrm_bench.rundir`.
 
 from __future__ import annotations
 
+import json
 import platform
 import signal
 import string
@@ -36,12 +37,12 @@ from tqdm.auto import tqdm
 from fastrm_bench.builders import create_method, create_task
 from fastrm_bench.data_errors import SampleDataError
 from fastrm_bench.interfaces import Explanation, Generation, ModelInputs, Sample
-from fastrm_bench.metrics.entropy import calibration_split, entropy_confidence, map_entropy
+from fastrm_bench.metrics.entropy import map_entropy
 from fastrm_bench.metrics.localisation import object_tokens, pointing_game, relevance_mass
 from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS, DIRECTIONS, curve_auc, keep_masks
 from fastrm_bench.metrics.threshold import DEFAULT_THRESHOLDS, binarise
 from fastrm_bench.models.adapter import REMOVAL_STRATEGIES
-from fastrm_bench.rundir import RunDir
+from fastrm_bench.rundir import RunDir, replace_file
 from fastrm_bench.seeding import sample_seed
 
 HIGHER_IS_BETTER = {
@@ -52,6 +53,7 @@ HIGHER_IS_BETTER = {
     "map_seconds": False, "generation_seconds": False, "threshold_accuracy": True, "threshold_f1": True,
     "entropy_tp_rate_below": True, "entropy_fp_rate_below": False, "entropy_share_below": None,
     "entropy_tn_rate_above": True, "entropy_fn_rate_above": False, "entropy_threshold": None,
+    "entropy_base_rate": None, "entropy_tp_gain_below": True,
 }
 
 
@@ -255,7 +257,7 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
-              "data_root": str(Path(task.data_root).resolve()), "family": adapter.family,
+              "scoring": task.scoring, "data_root": str(Path(task.data_root).resolve()), "family": adapter.family,
               "eager_check": adapter.eager_check, "versions": _versions(), "device": str(adapter.device)}
     with RunDir.open(out, config, resume=resume, overwrite=overwrite) as rundir, _stop_on_sigterm():
         if rundir.finished:  # resumed to report it, or killed after results.json was in place (only the clean-up left)
@@ -286,14 +288,50 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
             raise RunInterrupted(signal.SIGINT) from None
         results = summarise(task, rundir.records, cfg)
         results["n_skipped"] = len(rundir.skipped)
-        results["config"] = {"model": adapter.name, "task": task_spec.name, "method": method_spec.name,
-                             "data_source": task.data_source, "removal": cfg.removal, "seed": cfg.seed}
+        results["config"] = _results_config(config, task.scoring)
         rundir.finish(results)
     return {"output_dir": str(out), **results}
 
 
-def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
-    """Aggregate per-sample records into the run's metrics (pure: used by resume and leaderboards)."""
+def _results_config(config: dict[str, Any], scoring: str) -> dict[str, Any]:
+    """The options a results.json repeats from its run's config.json."""
+    run_cfg = config["run"]
+    return {"model": config["model"], "task": config["task_spec"]["name"], "method": config["method_spec"]["name"],
+            "data_source": config["data_source"], "scoring": scoring, "removal": run_cfg["removal"],
+            "seed": run_cfg["seed"]}
+
+
+def resummarise(run_dir: str | Path) -> dict[str, Any]:
+    """Aggregate a finished run again from its samples.jsonl and rewrite its results.json.
+
+    Needs neither the model nor the images: the per-sample records hold every score, curve and
+    count, so a change of aggregation (intervals, splits) costs seconds instead of a re-run.
+    Its scores are the recorded ones: a run scored under another convention must be run again.
+    """
+    from fastrm_bench.registry import TASKS
+
+    out = Path(run_dir)
+    config = json.loads((out / "config.json").read_text())
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
+    spec = config["task_spec"]
+    params = dict(spec["params"])
+    if Path(config["data_root"]).is_dir():  # aggregation reads no data: a moved data root is no obstacle
+        params["data_root"] = config["data_root"]
+    task = TASKS.create(spec["implementation"], **params)
+    task.name = spec["name"]
+    results = summarise(task, records, RunConfig(**config["run"]))
+    results["config"] = _results_config(config, config.get("scoring", task.scoring))  # runs made before it was recorded
+    replace_file(out / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
+    return {"output_dir": str(out), **results}
+
+
+#: random calibration/evaluation splits behind each entropy-confidence number
+ENTROPY_SPLITS = 200
+
+
+def _aggregates(task, records: list[dict[str, Any]], cfg: RunConfig
+                ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Task metrics, localisation, timings, perturbation AUCs and threshold scores of ``records``."""
     metrics: dict[str, float] = dict(task.aggregate(records))
     for key in ("relevance_mass", "pointing_game", "object_patch_share", "map_seconds", "generation_seconds"):
         values = [r[key] for r in records if r.get(key) is not None and r[key] == r[key]]
@@ -325,15 +363,42 @@ def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, 
             threshold[c] = {"accuracy": float((tp + tn) / (tp + fp + fn + tn)), "f1": float(f1)}
         metrics["threshold_accuracy"] = threshold["0.5"]["accuracy"]
         metrics["threshold_f1"] = threshold["0.5"]["f1"]
+    return metrics, curves, threshold
+
+
+def _entry(key: str, value: float | None, interval: tuple[float, float] | None, **extra: Any) -> dict[str, Any]:
+    """One metric of results.json; NaN (undefined, e.g. no wrong answer) is written as null."""
+    clean = None if value is None or value != value else float(value)
+    return {"value": clean, "ci95": list(interval) if interval else None,
+            "higher_is_better": HIGHER_IS_BETTER.get(key.split("/")[-1]), **extra}
+
+
+def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+    """Aggregate per-sample records into the run's metrics (pure: used by resume, `summarise` and leaderboards).
+
+    Every aggregate carries a seeded percentile-bootstrap 95% interval over samples (``ci95``);
+    entropy confidence is the mean over `ENTROPY_SPLITS` random calibration/evaluation splits,
+    with their standard deviation (``spread``) and central 95% range (``ci95``).
+    """
+    from fastrm_bench.metrics.entropy import entropy_over_splits
+    from fastrm_bench.metrics.uncertainty import RESAMPLES, bootstrap_intervals
+
+    metrics, curves, threshold = _aggregates(task, records, cfg)
+    intervals = bootstrap_intervals(records, lambda rs: _aggregates(task, rs, cfg)[0], cfg.seed) if records else {}
+    out = {k: _entry(k, v, intervals.get(k)) for k, v in metrics.items()}
     if len(records) >= 4:
         entropy = np.array([r["entropy"] for r in records])
         correct = np.array([r["score"] >= 0.5 for r in records])
-        conf = entropy_confidence(entropy, correct, calibration_split(len(records), cfg.seed))
-        metrics.update({f"entropy_{k}": v for k, v in conf.items() if not k.startswith("n_")})
+        for key, s in entropy_over_splits(entropy, correct, cfg.seed, ENTROPY_SPLITS).items():
+            if s["n"]:
+                out[f"entropy_{key}"] = _entry(f"entropy_{key}", s["mean"], (s["low"], s["high"]), spread=s["std"],
+                                               splits=s["n"])
     return {
         "n": len(records),
-        "metrics": {k: {"value": None if v != v else v, "higher_is_better": HIGHER_IS_BETTER.get(k.split("/")[-1])}
-                    for k, v in metrics.items()},  # NaN (undefined, e.g. no wrong answer) is written as null
+        "metrics": out,
         "curves": {"fractions": list(cfg.fractions), **curves},
         "threshold_sweep": threshold,
+        "uncertainty": {"ci95": f"percentile bootstrap over samples, {RESAMPLES} resamples, seed {cfg.seed}",
+                        "entropy": f"mean over {ENTROPY_SPLITS} random calibration/evaluation halves (seed {cfg.seed}); "
+                                   "spread = their standard deviation, ci95 = their central 95%"},
     }

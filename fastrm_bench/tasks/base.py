@@ -25,6 +25,7 @@ from PIL import Image
 
 from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError
 from fastrm_bench.interfaces import Sample, Task
+from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, AnswersFormat
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,21 @@ class FileTask(Task):
 
     #: Hugging Face column names of this task's fields (a spec's ``hf_columns`` overrides them)
     HF_COLUMNS: dict[str, str] = {"id": "question_id", "question": "question", "answers": "answers", "image": "image"}
+    #: named scoring conventions (name -> what it does); the first is the default
+    SCORINGS: dict[str, str] = {"default": "the task's score"}
+    #: answers-file formats `fastrm-bench score` accepts, tried in order against the file's keys
+    ANSWERS_FORMATS: tuple[AnswersFormat, ...] = (LLAVA_ANSWERS,)
 
     def __init__(self, data_root: str | Path | None = None, split: str = "val", prompt_suffix: str = PAPER_SUFFIX,
                  instances: str | None = "coco/annotations/instances_{split}2014.json", data_source: str | None = None,
                  hf_dataset: str | None = None, hf_config: str | None = None, hf_split: str = "test",
-                 hf_columns: dict[str, str] | None = None):
+                 hf_columns: dict[str, str] | None = None, scoring: str | None = None):
         from fastrm_bench.world.build import ensure_world
 
+        self.scoring = scoring or next(iter(self.SCORINGS))
+        if self.scoring not in self.SCORINGS:
+            choices = ", ".join(f"{k} ({v})" for k, v in self.SCORINGS.items())
+            raise ValueError(f"unknown scoring {self.scoring!r} for {type(self).__name__}; expected one of: {choices}")
         self.hf_dataset, self.hf_config, self.hf_split = hf_dataset, hf_config, hf_split
         self.hf_columns = {**self.HF_COLUMNS, **(hf_columns or {})}
         if hf_dataset is not None and data_root is None:
@@ -178,6 +187,14 @@ class FileTask(Task):
             except (OSError, Image.DecompressionBombError) as err:  # UnidentifiedImageError, truncated files
                 raise CorruptImageError(record.id, f"{self.name}: image {record.image} cannot be decoded ({err})") from None
         return Sample(record.id, image, record.question, record.references, dict(record.meta), self.mask_for(record.ann_ids))
+
+    def answer_id(self, raw: str) -> str:
+        """The record id an answers file's question id stands for (POPE files number each category from 1)."""
+        return raw
+
+    def answers_order(self) -> list[str]:
+        """Record ids in the order an answers file without ids lists them (POPE's official answers)."""
+        return [r.id for r in self.records]
 
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:
         for record in self.select(limit, seed):
