@@ -5,8 +5,8 @@ the configuration, evaluates samples and aggregates. Order of work: every argume
 checked, the task, model and method (with its checkpoint) are loaded, and only then is the run
 directory created or opened, so that a bad argument never touches it.
 
-Per-sample work depends only on (config, sample): random maps and perturbation tie-breaks are
-seeded by (seed, sample id, draw), so a resumed run equals an uninterrupted one and samples
+Per-sample work depends only on (config, sample): random maps are seeded by (seed, sample id,
+draw) and perturbation tie-breaks by (seed, draw), so a resumed run equals an uninterrupted one and samples
 could be sharded across processes later. A sample whose data is bad (missing or corrupt image,
 unparsable entry) is skipped and recorded under ``--on-error skip`` (the default) or stops the
 run under ``--on-error fail``; any other error stops the run.
@@ -161,7 +161,7 @@ class Evaluator:
             smap = first_map if draw == 0 else sample_map(
                 self.method.explain(self.adapter, replace(inputs, draw=draw), generation), generation,
                 self.adapter.tokenizer, self.cfg.aggregation)
-            masks = keep_masks(smap, self.cfg.fractions, seed=sample_seed(self.cfg.seed, sample.id, draw))
+            masks = keep_masks(smap, self.cfg.fractions, seed=self.cfg.seed + draw)  # tie-breaks: (seed, draw), any sample
             scores = self.answers(inputs, sample, torch.cat([masks[d] for d in DIRECTIONS]))
             n = len(self.cfg.fractions)
             for i, d in enumerate(DIRECTIONS):
