@@ -43,7 +43,6 @@ from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS, DIRECTIONS, cur
 from fastrm_bench.metrics.threshold import DEFAULT_THRESHOLDS, binarise
 from fastrm_bench.models.adapter import REMOVAL_STRATEGIES
 from fastrm_bench.rundir import RunDir, replace_file
-from fastrm_bench.seeding import sample_seed
 
 HIGHER_IS_BETTER = {
     "accuracy": True, "f1": True, "precision": True, "recall": True, "mean_f1": True, "yes_ratio": None,
