@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from fastrm_bench.interfaces import ExplanationMethod, Task
@@ -9,10 +12,44 @@ from fastrm_bench.registry import METHODS, TASKS, Registry
 from fastrm_bench.specs import Spec, resolve
 
 
+class SpecError(ValueError):
+    """A spec whose parameters its implementation does not take; the message names them and the accepted ones."""
+
+
+def accepted_params(factory: Callable[..., Any]) -> list[str] | None:
+    """Keyword parameters ``factory`` takes, following ``**kwargs`` up a class's bases; None: it takes any."""
+    is_class = inspect.isclass(factory)
+    chain = [c.__init__ for c in factory.__mro__ if c is not object and "__init__" in vars(c)] if is_class else [factory]
+    accepted: list[str] = []
+    for function in chain:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):  # no signature to read: the factory checks its own arguments
+            return None
+        accepted += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return accepted
+    return accepted if is_class else None  # object.__init__ takes nothing more
+
+
+def check_params(kind: str, spec: Spec, factory: Callable[..., Any], params: dict[str, Any]) -> None:
+    """Refuse unknown parameters (a typo in a spec's ``params``) before anything is built or written."""
+    accepted = accepted_params(factory)
+    unknown = sorted(set(params) - set(accepted)) if accepted is not None else []
+    if unknown:
+        close = [c for u in unknown for c in difflib.get_close_matches(u, accepted, n=1)]
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        where = spec.path or f"the {kind[:-1]} {spec.name!r}"
+        raise SpecError(f"{where}: unknown parameter(s) {', '.join(repr(u) for u in unknown)} for {kind[:-1]} "
+                        f"{spec.implementation!r}.{hint} It accepts: {', '.join(accepted) or '(none)'}.")
+
+
 def _create(kind: str, registry: Registry, name: str, overrides: dict[str, Any]) -> tuple[Any, Spec]:
     spec = resolve(kind, name)
     params = {**spec.params, **{k: v for k, v in overrides.items() if v is not None}}
-    obj = registry.create(spec.implementation, **params)
+    factory = registry.get(spec.implementation)
+    check_params(kind, spec, factory, params)
+    obj = factory(**params)
     obj.name = spec.name
     return obj, spec
 

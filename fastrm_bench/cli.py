@@ -69,6 +69,11 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]) -> None:
         typer.echo(f"{name:<{width}}  {description}")
 
 
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
 @app.command()
 def run(
     method: Annotated[str, typer.Option("--method", "-m", help="Method spec or registered name (see `list methods`).")],
@@ -84,26 +89,38 @@ def run(
     dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (gradient methods "
                                             "accumulate relevancy in float32 whatever it is).")] = "float32",
     device_map: Annotated[str | None, typer.Option(help="'auto' spreads a model larger than one GPU (accelerate).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in the same output dir.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run of this configuration in the output dir (even if moved).")
+                      ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard the run already in the output dir and start again.")] = False,
+    on_error: Annotated[OnError, typer.Option(
+        help="A sample with bad data (missing or corrupt image, unparsable entry): skip it (recorded in "
+             "skipped.jsonl and counted) or fail. Model and configuration errors always fail.")] = OnError.skip,
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
+    from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.adapter import ModelLoadError
-    from fastrm_bench.runner import RunConfig
+    from fastrm_bench.runner import RunConfig, RunInterrupted
     from fastrm_bench.runner import run as run_evaluation
 
+    if resume and overwrite:
+        _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
     cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
-                    device_map=device_map)
+                    device_map=device_map, on_error=on_error.value)
     try:
-        result = run_evaluation(cfg, resume=resume, log=typer.echo)
-    except (UnknownNameError, ModelLoadError, FileNotFoundError, ValueError) as err:
+        result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
+    except RunInterrupted as err:
+        typer.secho(f"{err}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=128 + err.signum) from None
+    except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
         return
     metrics = result["metrics"]
     shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "threshold_f1", "pointing_game", "relevance_mass",
                          "map_seconds") if metrics.get(k, {}).get("value") is not None]
     summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
-    typer.echo(f"{method} on {task} ({result['n']} samples): {summary} -> {result['output_dir']}")
+    skipped = f", {result['n_skipped']} skipped (see skipped.jsonl)" if result["n_skipped"] else ""
+    typer.echo(f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}")
 
 
 class Format(str, Enum):
@@ -132,6 +149,22 @@ def leaderboard_(
         kind = {".csv": "csv", ".md": "markdown", ".tex": "latex"}.get(out.suffix, "table")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(frame, kind))
+
+
+@app.command("summarise")
+def summarise_(
+    runs_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.")],
+) -> None:
+    """Aggregate finished runs again from their samples.jsonl (intervals included) and rewrite their results.json."""
+    from fastrm_bench.leaderboard import find_runs
+    from fastrm_bench.runner import resummarise
+
+    found = [d for root in runs_dirs for d in find_runs(root)]
+    if not found:
+        _fail(f"no finished run (config.json + results.json + samples.jsonl) under {', '.join(map(str, runs_dirs))}")
+    for run_dir in found:
+        result = resummarise(run_dir)
+        typer.echo(f"{run_dir}: n={result['n']}, {len(result['metrics'])} metrics")
 
 
 @app.command("profile")
@@ -288,29 +321,35 @@ def eval_vlm(
 @app.command()
 def score(
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name.")],
-    predictions: Annotated[Path, typer.Option(help="Predictions in the task's official result format.")],
+    predictions: Annotated[Path, typer.Option(help="Answers file: LLaVA's JSON lines or the benchmark's official format.")],
     data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
+    scoring: Annotated[str | None, typer.Option(
+        help="Named scoring convention of the task (a wrong name lists the task's; default: the spec's, "
+             "else the task's first).")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Score only the answered questions (counted and reported).")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
 ) -> None:
-    """Score a predictions file (VQAv2 / GQA JSON, POPE JSON lines) with the task's reference metric."""
+    """Score an answers file with the task's metric; its format (LLaVA's or the official one) is read from the file."""
     from fastrm_bench.builders import create_task
-    from fastrm_bench.tasks.predictions import read_predictions, score_predictions
+    from fastrm_bench.tasks.predictions import read_answers, score_predictions
 
     try:
-        task_obj, spec = create_task(task, data_root=data_root)
-        result = score_predictions(task_obj, read_predictions(task_obj, predictions), allow_missing)
+        task_obj, spec = create_task(task, data_root=data_root, scoring=scoring)
+        answers, fmt = read_answers(task_obj, predictions)
+        result = score_predictions(task_obj, answers, allow_missing)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
         return
+    typer.echo(f"answers: {fmt.describe()}; scoring: {task_obj.scoring}")
     if result.missing:
         typer.echo(f"{len(result.missing)} question(s) without a prediction were left out (--allow-missing)")
     for key, value in result.metrics.items():
         typer.echo(f"{key:<28} {value:.4f}")
     typer.echo(f"scored {result.scored} predictions for {spec.name} ({task_obj.data_source})")
     if out:
-        out.write_text(json.dumps({"task": spec.name, "scored": result.scored, "missing": len(result.missing),
-                                   "metrics": result.metrics}, indent=2))
+        out.write_text(json.dumps({"task": spec.name, "scoring": task_obj.scoring, "answers_format": fmt.name,
+                                   "scored": result.scored, "missing": len(result.missing), "metrics": result.metrics},
+                                  indent=2))
 
 
 @app.command("build-data")

@@ -44,6 +44,9 @@ class ModelInputs:
     prompt_length: int  # L0: prompt tokens incl. image tokens (left-padded batch: padded length)
     layouts: list[ImageLayout]  # one per batch row, positions in that (padded) row
     sample: Sample | None = None  # the sample these inputs were built for (oracle maps read its mask)
+    #: which independent explanation of these inputs is asked for: stochastic methods seed from
+    #: (seed, sample id, draw) (`fastrm_bench.seeding`), so a sample's maps never depend on call order
+    draw: int = 0
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -65,7 +68,7 @@ class ModelInputs:
         if len(self.layouts) != 1:
             raise ValueError("repeat() takes single-sample inputs")
         tensors = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in self.tensors.items()}
-        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample)
+        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample, self.draw)
 
 
 @dataclass
@@ -168,6 +171,8 @@ class Task(ABC):
     name: str
     data_source: str  # e.g. "shapes" (embedded world) or "coco"
     prompt_suffix: str = ""
+    #: the named scoring convention in use (runs record it: several evaluators of one benchmark disagree)
+    scoring: str = "default"
 
     @abstractmethod
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:
@@ -200,6 +205,11 @@ class ExplanationMethod(ABC):
     """Turns (adapter, inputs, generation) into one relevancy map per generated token."""
 
     name: str = ""
+
+    def prepare(self, adapter: ModelAdapter) -> None:
+        """Load what the method needs for ``adapter`` (e.g. a checkpoint): a run calls it before writing anything,
+        so that a bad checkpoint fails before a run directory is created."""
+        return None
 
     @abstractmethod
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:

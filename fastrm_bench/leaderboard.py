@@ -22,6 +22,10 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob("results.json") if (p.parent / "config.json").exists())
 
 
+def _interval_columns(column: str) -> tuple[str, str]:
+    return f"{column}_ci_low", f"{column}_ci_high"
+
+
 def leaderboard(root: Path) -> pd.DataFrame:
     """All runs under ``root``, sorted by task then PP AUC (lower is better)."""
     rows = []
@@ -33,21 +37,44 @@ def leaderboard(root: Path) -> pd.DataFrame:
                "method": config["method_spec"]["name"], "n": results["n"]}
         for column, key in COLUMNS.items():
             if key is not None:
-                row[column] = metrics.get(key, {}).get("value")
+                entry = metrics.get(key, {})
+                row[column] = entry.get("value")
+                low, high = _interval_columns(column)
+                row[low], row[high] = entry.get("ci95") or (None, None)
         row["run_dir"] = str(run_dir)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "run_dir"])
+    intervals = [c for column, key in COLUMNS.items() if key is not None for c in _interval_columns(column)]
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *intervals, "run_dir"])
     return frame.sort_values(["task", "pp_auc"], na_position="last").reset_index(drop=True)
 
 
+def _cell(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None or pd.isna(value):
+        return "--"
+    return f"{value:.3f}" if low is None or pd.isna(low) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each metric as text "value [low, high]" (its 95% interval), for tables read by people."""
+    shown = frame.drop(columns=["run_dir"]).copy()
+    for column, key in COLUMNS.items():
+        if key is None:
+            continue
+        low, high = _interval_columns(column)
+        shown[column] = [_cell(v, lo, hi) for v, lo, hi in zip(shown[column], shown[low], shown[high])]
+        shown = shown.drop(columns=[low, high])
+    return shown
+
+
 def render(frame: pd.DataFrame, fmt: str) -> str:
-    shown = frame.drop(columns=["run_dir"])
+    """csv keeps every number (intervals as ``*_ci_low`` / ``*_ci_high`` columns); the others show "value [low, high]"."""
     if fmt == "csv":
         return frame.to_csv(index=False)
+    shown = with_intervals(frame)
     if fmt == "markdown":
-        return shown.to_markdown(index=False, floatfmt=".3f")
+        return shown.to_markdown(index=False)
     if fmt == "latex":
-        return shown.to_latex(index=False, float_format="%.3f", na_rep="--")
+        return shown.to_latex(index=False)
     if fmt == "table":
-        return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        return shown.to_string(index=False)
     raise ValueError(f"unknown format {fmt!r}; expected table, csv, markdown or latex")

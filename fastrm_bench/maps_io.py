@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from fastrm_bench.layout import ImageLayout, centre_square, single_grid
 
 
-def save_sample_maps(path: Path, ids: Sequence[str], maps: Sequence[np.ndarray]) -> None:
+def save_sample_maps(path: Path | BinaryIO, ids: Sequence[str], maps: Sequence[np.ndarray]) -> None:
+    """Write ``maps.npz`` (a path, or an open binary file that the caller moves into place)."""
     flat = [np.asarray(m, dtype=np.float32).reshape(-1) for m in maps]
     offsets = np.concatenate([[0], np.cumsum([len(m) for m in flat])]).astype(np.int64)
     values = np.concatenate(flat) if flat else np.zeros(0, dtype=np.float32)

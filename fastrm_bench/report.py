@@ -19,9 +19,10 @@ import pandas as pd
 from fastrm_bench.layout import ImageLayout
 from fastrm_bench.maps_io import load_sample_maps, record_layout
 
+#: FastRM-7 on LLaVA-1.5-7B (paper Table 1), by task implementation; other tasks get no paper column values
 PAPER_TABLE1 = pd.DataFrame(
     {"accuracy": {"vqav2": 0.981, "gqa": 0.999, "pope": 0.99}, "f1": {"vqav2": 0.57, "gqa": 0.66, "pope": 0.63}}
-)  # FastRM-7 on LLaVA-1.5-7B (paper Table 1)
+)
 
 
 @dataclass
@@ -139,6 +140,67 @@ def fig_perturbation(runs: list[Run], report: Report) -> None:
         plt.close(fig)
 
 
+def _per_sample_aucs(run: Run) -> dict[str, dict[str, float]]:
+    """{sample id: {"pp": AUC, "np": AUC}}: the AUC of the mean curve is the mean of these (the trapezoid is linear)."""
+    from fastrm_bench.metrics.perturbation import curve_auc
+
+    fractions = run.results["curves"]["fractions"]
+    return {s["id"]: {"pp": curve_auc(fractions, s["curves"]["positive"]), "np": curve_auc(fractions, s["curves"]["negative"])}
+            for s in run.samples() if "curves" in s}
+
+
+def _interval(run: Run, key: str) -> str:
+    entry = run.results["metrics"].get(key, {})
+    if entry.get("value") is None:
+        return "--"
+    ci = entry.get("ci95")
+    return f"{entry['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def table_perturbation(runs: list[Run], report: Report) -> None:
+    """PP / NP AUC per task with 95% intervals; each method against the one ranked above it by a paired bootstrap.
+
+    The two runs answer the same questions, so the difference of their per-sample AUCs is resampled
+    over those questions together; "n.s." marks a difference whose 95% interval contains 0.
+    """
+    from fastrm_bench.metrics.uncertainty import paired_difference
+
+    with_curves = [r for r in runs if r.results.get("curves", {}).get("positive")]
+    if not with_curves:
+        report.skipped.append("Perturbation AUC table: no run with perturbation curves")
+        return
+    rows = []
+    for task in sorted({r.task_label for r in with_curves}):
+        group = sorted([r for r in with_curves if r.task_label == task], key=lambda r: (r.metric("pp_auc"), r.method))
+        aucs = {r.method: _per_sample_aucs(r) for r in group}
+        for i, r in enumerate(group):
+            row = {"task": task, "method": r.method, "n": r.results["n"], "PP AUC [95% CI]": _interval(r, "pp_auc"),
+                   "NP AUC [95% CI]": _interval(r, "np_auc")}
+            for short in ("pp", "np"):
+                column = f"{short.upper()} vs the method above"
+                if i == 0:
+                    row[column] = ""
+                    continue
+                above = group[i - 1]
+                shared = sorted(set(aucs[r.method]) & set(aucs[above.method]))
+                if not shared:
+                    row[column] = "no shared samples"
+                    continue
+                d = paired_difference(np.array([aucs[r.method][s][short] for s in shared]),
+                                      np.array([aucs[above.method][s][short] for s in shared]), seed=r.config["run"]["seed"])
+                mark = "" if d["significant"] else " n.s."
+                row[column] = f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{mark}"
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    note = ("Rows in order of PP AUC (lower is better; NP: higher is better). \"vs the method above\": this method's AUC "
+            "minus that of the row above on the same samples, with a paired bootstrap 95% interval; n.s.: not significant "
+            "(the interval contains 0).")
+    (report.out / "perturbation_auc.md").write_text(note + "\n\n" + frame.to_markdown(index=False) + "\n")
+    (report.out / "perturbation_auc.tex").write_text(frame.to_latex(index=False))
+    report.made.append(("Perturbation AUC with intervals and paired differences",
+                        ["perturbation_auc.md", "perturbation_auc.tex"]))
+
+
 def fig_threshold(runs: list[Run], report: Report) -> None:
     """Fig. 3: FastRM accuracy and F1 vs classification threshold, per task."""
     swept = [r for r in runs if r.results.get("threshold_sweep")]
@@ -163,16 +225,17 @@ def fig_threshold(runs: list[Run], report: Report) -> None:
 
 def table1(runs: list[Run], report: Report) -> None:
     """Table 1: FastRM threshold accuracy and F1 at c = 0.5 per task, beside the paper's FastRM-7."""
-    swept = [r for r in runs if r.results.get("threshold_sweep") and r.task in ("vqav2", "gqa", "pope")]
+    swept = [r for r in runs if r.results.get("threshold_sweep")]
     if not swept:
-        report.skipped.append("Table 1: no fastrm run on vqav2 / gqa / pope")
+        report.skipped.append("Table 1: no run of a probabilistic method (fastrm)")
         return
     rows = {}
     for r in swept:
         v = r.results["threshold_sweep"]["0.5"]
         rows[r.task_label] = {"accuracy (ours)": v["accuracy"], "F1 (ours)": v["f1"],
-                        "accuracy (paper, 7B)": PAPER_TABLE1["accuracy"].get(r.task),
-                        "F1 (paper, 7B)": PAPER_TABLE1["f1"].get(r.task)}
+                              "F1 (ours) 95% CI": _interval(r, "threshold_f1"),
+                              "accuracy (paper, 7B)": PAPER_TABLE1["accuracy"].get(r.family),
+                              "F1 (paper, 7B)": PAPER_TABLE1["f1"].get(r.family)}
     frame = pd.DataFrame(rows).T.sort_index().rename_axis("task")
     (report.out / "table1.md").write_text(frame.to_markdown(floatfmt=".3f") + "\n")
     (report.out / "table1.tex").write_text(frame.to_latex(float_format="%.3f"))
@@ -199,12 +262,16 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
         for name, density in entropy_kdes(h, ok, grid).items():
             ax.plot(grid, density, label=f"{name} ({int(ok.sum()) if name == 'correct' else int((~ok).sum())})")
         t = r.metric("entropy_threshold")
-        ax.axvline(t, color="k", ls="--", lw=1, label=f"threshold {t:.2f}")
+        ax.axvline(t, color="k", ls="--", lw=1, label=f"threshold {t:.2f} (mean over splits)")
         tp, fp = r.metric("entropy_tp_rate_below"), r.metric("entropy_fp_rate_below")
-        share = r.metric("entropy_share_below")
+        share, gain = r.metric("entropy_share_below"), r.metric("entropy_tp_gain_below")
         if tp is not None:
-            ax.text(0.02, 0.97, f"below: {share:.0%} of samples\nTP {tp:.0%} / FP {fp:.0%}", transform=ax.transAxes,
-                    va="top", fontsize=8)
+            entry = r.results["metrics"]["entropy_tp_rate_below"]
+            text = (f"mean over {entry.get('splits')} random splits\nbelow: {share:.0%} of samples\n"
+                    f"TP {tp:.0%} \u00b1 {entry.get('spread') or 0:.0%} / FP {fp:.0%}")
+            if gain is not None:
+                text += f"\nTP minus base accuracy {gain:+.1%}"
+            ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=8)
         ax.set_xlabel("map entropy H (nats)")
         ax.set_ylabel("density (KDE)")
         ax.set_title(f"{r.method} on {r.task_label}", fontsize=9)
@@ -264,7 +331,11 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
     if not complete:
         report.skipped.append("Qualitative maps (Fig. 6): needs a chefer and a fastrm run of one task")
         return
-    by_method = pairs[next((label for label in complete if pairs[label]["chefer"].task == "vqav2"), complete[0])]
+    # the task whose correct one-token answers vary most (a figure of yes/no answers shows less)
+    def variety(label: str) -> int:
+        return len({s["prediction"] for s in pairs[label]["chefer"].samples() if s["score"] >= 1 and s.get("num_tokens") == 1})
+
+    by_method = pairs[max(complete, key=lambda label: (variety(label), label))]
     chefer, fastrm = by_method["chefer"], by_method["fastrm"]
     from fastrm_bench.builders import create_task
 
@@ -343,7 +414,8 @@ def leaderboard_tables(roots: list[Path], report: Report) -> None:
     report.made.append(("Leaderboard", ["leaderboard.md", "leaderboard.tex", "leaderboard.csv"]))
 
 
-FIGURES: list[Callable[[list[Run], Report], None]] = [fig_perturbation, fig_threshold, table1, fig_entropy, fig_qualitative]
+FIGURES: list[Callable[[list[Run], Report], None]] = [fig_perturbation, table_perturbation, fig_threshold, table1, fig_entropy,
+                                                       fig_qualitative]
 
 
 def make_report(roots: list[Path], out: Path, command: str) -> Report:

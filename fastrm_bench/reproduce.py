@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from fastrm_bench.runner import RunConfig, run
+from fastrm_bench.runner import RunConfig, resummarise, run
 from fastrm_bench.specs import add_spec_dir
 
 TASKS = ("vqav2", "gqa", "pope")
@@ -40,9 +40,11 @@ class Plan:
 
 
 def _run_once(cfg: RunConfig, log) -> None:
+    """Run once; a finished run is only aggregated again from its samples (seconds, not a re-run)."""
     out = Path(cfg.output_dir)
     if (out / "results.json").exists():
-        log(f"done already: {out}")
+        resummarise(out)
+        log(f"done already, aggregated again: {out}")
         return
     result = run(cfg, resume=(out / "config.json").exists(), log=log)
     log(f"{cfg.method} on {cfg.task}: n={result['n']} -> {out}")
@@ -59,8 +61,6 @@ def ablations(plan: Plan) -> None:
     # one folder per weights: after a model update the cache holds the old labels, which must not be reused
     weights = load_model("tiny-llava-shapes", device="cpu").weights_sha256[:12]
     data_dir = cache_root() / "distill" / f"reproduce-vqav2-train-q{plan.distill_questions or 'all'}-s{plan.seed}-{weights}"
-    build_dataset(DatasetConfig(task="vqav2", split="train", questions=plan.distill_questions, seed=plan.seed), data_dir,
-                  log=plan.log, workers=plan.workers)
     # every variant changes one factor of the shipped proxy's recipe
     base = TrainConfig(**FastRM.from_pretrained(SHIPPED["tiny-llava-shapes"]).config.recipe)
     variants = [("labeling_threshold", t, replace(base, labeling_threshold=t)) for t in ABLATION_THRESHOLDS]
@@ -70,9 +70,17 @@ def ablations(plan: Plan) -> None:
     by_recipe: dict[str, list[tuple[str, object, TrainConfig]]] = {}
     for variant in variants:
         by_recipe.setdefault(json.dumps(asdict(variant[2]), sort_keys=True), []).append(variant)
+    missing = [same for same in by_recipe.values() if not (_proxy_dir(plan, *same[0][:2]) / "fastrm_config.json").exists()]
+    if missing:  # the Chefer-labelled dataset costs minutes: built only when a proxy has to be trained
+        build_dataset(DatasetConfig(task="vqav2", split="train", questions=plan.distill_questions, seed=plan.seed), data_dir,
+                      log=plan.log, workers=plan.workers)
     for same in by_recipe.values():
         run_dir = _ablation_run(plan, data_dir, *same[0])
         (run_dir / "ablation.json").write_text(json.dumps([{"kind": k, "value": v} for k, v, _ in same]))
+
+
+def _proxy_dir(plan: Plan, kind: str, value) -> Path:
+    return plan.out / "ablations" / "proxies" / f"{kind}-{value}"
 
 
 def _ablation_run(plan: Plan, data_dir: Path, kind: str, value, recipe) -> Path:
@@ -81,7 +89,7 @@ def _ablation_run(plan: Plan, data_dir: Path, kind: str, value, recipe) -> Path:
 
     name = f"{kind}-{value}"
     run_dir = plan.out / "ablations" / "runs" / name
-    proxy_dir = plan.out / "ablations" / "proxies" / name
+    proxy_dir = _proxy_dir(plan, kind, value)
     if not (proxy_dir / "fastrm_config.json").exists():
         train_proxy(data_dir, proxy_dir, recipe, distilled_from="tiny-llava-shapes", log=plan.log)
     spec_dir = plan.out / "ablations" / "specs" / "methods"

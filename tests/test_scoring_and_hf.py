@@ -15,15 +15,16 @@ from fastrm_bench.cli import app
 def test_score_vqa_predictions_by_hand(world_root, tmp_path):
     task, _ = create_task("vqav2", data_root=str(world_root))
     records = task.records[:3]
+    # scored as lmms-eval does (normalised always); the official convention is tested in test_official_scoring.py
     preds = [{"question_id": int(records[0].id), "answer": records[0].references[0].upper() + "."},  # normalised: right
              {"question_id": int(records[1].id), "answer": "the " + records[1].references[0]},  # article dropped: right
              {"question_id": int(records[2].id), "answer": "purple"}]  # wrong
     path = tmp_path / "vqa.json"
     path.write_text(json.dumps(preds))
-    result = CliRunner().invoke(app, ["score", "--task", "vqav2", "--predictions", str(path), "--data-root", str(world_root)])
+    args = ["score", "--task", "vqav2", "--predictions", str(path), "--data-root", str(world_root), "--scoring", "always"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "have no prediction" in result.output
-    result = CliRunner().invoke(app, ["score", "--task", "vqav2", "--predictions", str(path), "--data-root", str(world_root),
-                                      "--allow-missing", "--out", str(tmp_path / "m.json")])
+    result = CliRunner().invoke(app, [*args, "--allow-missing", "--out", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["scored"] == 3 and metrics["metrics"]["accuracy"] == pytest.approx(2 / 3)

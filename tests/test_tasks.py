@@ -22,7 +22,10 @@ def test_vqa_normalisation(raw, normalised):
 
 
 def test_vqa_soft_accuracy_by_hand():
-    assert vqa_soft_accuracy("Two.", ["2"] * 10) == 1.0
+    # the official evaluator compares raw strings when all ten humans agree; lmms-eval normalises always
+    assert vqa_soft_accuracy("Two.", ["2"] * 10) == 0.0
+    assert vqa_soft_accuracy("Two.", ["2"] * 10, "always") == 1.0
+    assert vqa_soft_accuracy("Two.", ["2"] * 9 + ["3"]) == 1.0
     # 2 of 10 humans said red: holding out a "red" leaves 1 match (1/3), holding out a "blue" leaves 2 (2/3)
     assert vqa_soft_accuracy("red", ["red"] * 2 + ["blue"] * 8) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)
     assert vqa_soft_accuracy("the circle", ["circle"] * 3 + ["square"] * 7) == pytest.approx((3 * (2 / 3) + 7 * 1) / 10)
@@ -33,6 +36,8 @@ def test_gqa_exact_match_by_hand():
     assert gqa_exact_match("Red.", "red") == 1.0
     assert gqa_exact_match("the red", "red") == 0.0  # GQA does not drop articles
     assert gqa_exact_match("a red circle", "red") == 0.0
+    assert gqa_exact_match("Red.", "red", "exact") == 0.0  # the official eval.py: predicted == gold
+    assert gqa_exact_match("red", "red", "exact") == 1.0
 
 
 @pytest.mark.parametrize(

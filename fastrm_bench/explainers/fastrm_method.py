@@ -30,6 +30,9 @@ class FastRMMethod(ExplanationMethod):
         self.checkpoint = checkpoint
         self._proxy: FastRM | None = None
 
+    def prepare(self, adapter: ModelAdapter) -> None:
+        self.proxy_for(adapter)
+
     def proxy_for(self, adapter: ModelAdapter) -> FastRM:
         if self._proxy is None:
             path = Path(self.checkpoint) if self.checkpoint else SHIPPED.get(adapter.name)

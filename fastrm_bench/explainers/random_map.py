@@ -7,6 +7,7 @@ import time
 import torch
 
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.seeding import sample_seed
 
 
 class RandomMap(ExplanationMethod):
@@ -18,12 +19,11 @@ class RandomMap(ExplanationMethod):
 
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self._calls = 0
 
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()
-        # one generator per (seed, call) so a sample's map does not depend on batch composition
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
-        self._calls += 1
+        # seeded by (seed, sample id, draw): a sample's maps do not depend on which samples ran before it
+        sample_id = inputs.sample.id if inputs.sample is not None else ""
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, sample_id, inputs.draw))
         maps = torch.rand(max(generation.num_generated, 1), inputs.layout.num_tokens, generator=gen)
         return Explanation(maps=maps, seconds=time.perf_counter() - start)

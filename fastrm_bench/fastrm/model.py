@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from fastrm_bench.checkpoint_files import InvalidWeightsFile, read_safetensors_shapes
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "fastrm_config.json"
 
@@ -67,21 +69,41 @@ class FastRM(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, expected_hidden_size: int | None = None) -> FastRM:
-        """Load a checkpoint; refuse pickles and a hidden size that does not match the LVLM's."""
+        """Load a checkpoint; every way it can be unusable is one `CheckpointError` naming the file and the fix."""
         directory = Path(directory)
         weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+        if not directory.is_dir():
+            raise CheckpointError(f"FastRM checkpoint folder {directory} does not exist: pass the folder that "
+                                  "`fastrm-bench distill --out DIR` wrote")
         if not weights.is_file():
             pickles = [p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
             hint = f" (found {', '.join(pickles)}: pickled weights are refused; convert them to safetensors)" if pickles else ""
             raise CheckpointError(f"{directory}: no {WEIGHTS_NAME}{hint}")
         if not config_path.is_file():
             raise CheckpointError(f"{directory}: no {CONFIG_NAME}")
-        config = FastRMConfig(**json.loads(config_path.read_text()))
+        try:
+            config = FastRMConfig(**json.loads(config_path.read_text()))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise CheckpointError(f"{config_path} is not a FastRM config ({err}); re-save the proxy with "
+                                  "FastRM.save_pretrained") from None
         if expected_hidden_size is not None and config.hidden_size != expected_hidden_size:
             raise CheckpointError(
                 f"{directory}: FastRM was distilled for hidden size {config.hidden_size} "
                 f"({config.distilled_from or 'unknown model'}), but the model's hidden size is {expected_hidden_size}"
             )
+        try:
+            shapes = read_safetensors_shapes(weights)
+        except InvalidWeightsFile as err:
+            raise CheckpointError(str(err)) from None
         model = cls(config)
+        expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+        if set(shapes) != set(expected):
+            raise CheckpointError(f"{weights} holds the weights of another model (tensors {sorted(shapes)[:4]}..., a FastRM "
+                                  f"proxy has {sorted(expected)}); pass a folder written by `fastrm-bench distill`")
+        wrong = [k for k in expected if shapes[k] != expected[k]]
+        if wrong:
+            raise CheckpointError(f"{weights} does not match {config_path}: {wrong[0]} has shape {shapes[wrong[0]]}, the "
+                                  f"config's hidden size {config.hidden_size} needs {expected[wrong[0]]}; keep the "
+                                  "weights and config that were saved together")
         model.load_state_dict(load_file(str(weights)))
         return model.eval()

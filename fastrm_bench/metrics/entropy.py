@@ -5,6 +5,9 @@ part, the threshold is the mean of the mean entropies of correct and of wrong an
 means of their KDEs, scipy ``gaussian_kde``). On the disjoint evaluation part, an answer whose
 map is below the threshold is predicted "correct": TP / FP rates are taken among the samples
 below, TN / FN among those above, and the share below is reported.
+
+One split of a few hundred samples is one draw of chance, so `entropy_over_splits` repeats the
+measurement on many random splits and reports the mean and spread.
 """
 
 from __future__ import annotations
@@ -44,10 +47,32 @@ def entropy_confidence(entropy: np.ndarray, correct: np.ndarray, calibration: np
     def rate(part: np.ndarray, want: bool) -> float:
         return float((correct[part] == want).mean()) if part.any() else float("nan")
 
+    tp_below = rate(below, True)
+    base = float(correct[ev].mean()) if ev.any() else float("nan")
     return {"threshold": threshold, "share_below": float(below.sum() / max(ev.sum(), 1)),
-            "tp_rate_below": rate(below, True), "fp_rate_below": rate(below, False),
+            "tp_rate_below": tp_below, "fp_rate_below": rate(below, False),
+            "base_rate": base, "tp_gain_below": tp_below - base,
             "tn_rate_above": rate(above, False), "fn_rate_above": rate(above, True),
             "n_calibration": int(calibration.sum()), "n_evaluation": int(ev.sum())}
+
+
+def entropy_over_splits(entropy: np.ndarray, correct: np.ndarray, seed: int = 0, splits: int = 200
+                        ) -> dict[str, dict[str, float | None]]:
+    """`entropy_confidence` on ``splits`` random calibration halves: {key: mean, std, central 95%, n}.
+
+    Splits whose calibration half lacks correct or wrong answers define nothing and are left out
+    (``n`` counts the ones that did).
+    """
+    from fastrm_bench.metrics.uncertainty import spread
+
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {}
+    for _ in range(splits):
+        conf = entropy_confidence(entropy, correct, calibration_split(len(entropy), int(rng.integers(2**31))))
+        for key, value in conf.items():
+            if not key.startswith("n_"):
+                values.setdefault(key, []).append(value)
+    return {key: spread(v) for key, v in values.items()}
 
 
 def entropy_kdes(entropy: np.ndarray, correct: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:

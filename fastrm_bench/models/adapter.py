@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from fastrm_bench.checkpoint_files import InvalidWeightsFile, loading_problem, read_safetensors_shapes
 from fastrm_bench.interfaces import Generation, ModelAdapter, ModelInputs, TeacherForced
 from fastrm_bench.models.families import Family, family_for
 
@@ -102,6 +103,11 @@ class HFVisionLanguageAdapter(ModelAdapter):
                     f"{local} has no processor/tokenizer files (tokenizer.json, processor_config.json); "
                     "save them with processor.save_pretrained(dir)"
                 )
+            for weights in sorted(local.glob("*.safetensors")):  # a pickle or a cut file: one line, not a traceback
+                try:
+                    read_safetensors_shapes(weights)
+                except InvalidWeightsFile as err:
+                    raise ModelLoadError(str(err)) from None
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as err:
@@ -114,9 +120,13 @@ class HFVisionLanguageAdapter(ModelAdapter):
         model_class = getattr(transformers, family.model_class)
         try:
             with contextlib.redirect_stderr(io.StringIO()):
-                model = model_class.from_pretrained(source, attn_implementation="eager", dtype=dtype, device_map=device_map)
+                model, info = model_class.from_pretrained(source, attn_implementation="eager", dtype=dtype, device_map=device_map,
+                                                          output_loading_info=True, ignore_mismatched_sizes=True)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot load the model {source!r}: {err}") from err
+        problem = loading_problem(info)  # transformers would re-initialise mismatched or missing tensors at random
+        if problem:
+            raise ModelLoadError(f"{source}: {problem}")
         if device_map is None:
             model.to(torch.device(device) if device else default_device())
         model.eval()

@@ -1,11 +1,19 @@
 """Answer normalisation and matching, as the reference evaluators do it.
 
-- VQAv2: the official `vqaEval.py` punctuation / digit / article / contraction processing and
-  the soft accuracy (mean over the 10 leave-one-out subsets of min(1, matches / 3)).
-  One documented difference: the official script normalises only when the human answers
-  disagree; we normalise prediction and answers always, so "Two." scores like "2".
-- GQA: exact match after lower-casing and stripping punctuation.
-- POPE: the reference parser (first sentence, commas removed, "No"/"not"/"no" -> no, else yes).
+- VQAv2, two named scoring conventions (both in use; a run records which):
+  ``vqaeval`` (default) is the official GT-Vision-Lab ``vqaEval.py``: prediction and human
+  answers are normalised (punctuation, number words, articles, contractions) only when the ten
+  human answers disagree; when they all agree the stripped raw strings are compared, so "Two."
+  scores 0 against ten "2". ``always`` is lmms-eval's ``vqav2_process_results`` (since its
+  2025-08 accuracy fix; the EvalAI submission path also normalises every prediction): the
+  prediction and every human answer are normalised every time.
+  Both keep the official quirks: at most 32 periods are stripped (``re.UNICODE`` passed as the
+  count of ``periodStrip.sub``), and a digit-comma-digit anywhere deletes every punctuation mark
+  instead of replacing it by a space.
+- GQA: ``normalised`` (default) is an exact match after lower-casing and stripping punctuation;
+  ``exact`` is the official GQA ``eval.py`` (``predicted == gold``, no normalisation).
+- POPE: the reference parser (first sentence, commas removed, "No"/"not"/"no" -> no, else yes);
+  as in POPE's ``evaluate.py`` a label other than "no" is positive.
 """
 
 from __future__ import annotations
@@ -51,14 +59,25 @@ _CONTRACTIONS = {
 }
 
 
-def _process_punctuation(text: str) -> str:
+#: the official ``periodStrip.sub("", text, re.UNICODE)`` passes the flag as the count: 32 periods at most
+_PERIOD_COUNT = int(re.UNICODE)
+#: lmms-eval's comma rule (``(?<=\d)(\,)+(?=\d)``); the official one is ``_COMMA_STRIP``
+_EVALAI_COMMA_STRIP = re.compile(r"(?<=\d)(\,)+(?=\d)")
+
+VQA_SCORINGS = {
+    "vqaeval": "the official vqaEval.py: normalise only when the human answers disagree",
+    "always": "lmms-eval: normalise the prediction and every human answer, always",
+}
+
+
+def _process_punctuation(text: str, comma_strip: re.Pattern[str] = _COMMA_STRIP) -> str:
     out = text
     for p in _PUNCT:
-        if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
+        if (p + " " in text or " " + p in text) or comma_strip.search(text) is not None:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD_STRIP.sub("", out)
+    return _PERIOD_STRIP.sub("", out, count=_PERIOD_COUNT)
 
 
 def _process_digit_article(text: str) -> str:
@@ -67,18 +86,26 @@ def _process_digit_article(text: str) -> str:
     return " ".join(_CONTRACTIONS.get(w, w) for w in words)
 
 
+def _clean(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_vqa_answer(text: str) -> str:
-    """The official VQAv2 answer processing."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return _process_digit_article(_process_punctuation(text))
+    """The official VQAv2 answer processing (what ``vqaEval.py`` applies when the answers disagree)."""
+    return _process_digit_article(_process_punctuation(_clean(text)))
 
 
-def vqa_soft_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Mean over the leave-one-out subsets of the human answers of min(1, matches / 3)."""
+def vqa_soft_accuracy(prediction: str, answers: Sequence[str], scoring: str = "vqaeval") -> float:
+    """Mean over the leave-one-out subsets of the human answers of min(1, matches / 3), under ``scoring``."""
     if not answers:
         raise ValueError("VQA soft accuracy needs at least one reference answer")
-    pred = normalize_vqa_answer(prediction)
-    gts = [normalize_vqa_answer(a) for a in answers]
+    if scoring not in VQA_SCORINGS:
+        raise ValueError(f"unknown VQAv2 scoring {scoring!r}; expected one of {sorted(VQA_SCORINGS)}")
+    gts, pred = [_clean(a) for a in answers], _clean(prediction)
+    comma = _COMMA_STRIP if scoring == "vqaeval" else _EVALAI_COMMA_STRIP
+    if scoring == "always" or len(set(gts)) > 1:  # the official evaluator normalises only when the answers disagree
+        gts = [_process_digit_article(_process_punctuation(a, comma)) for a in gts]
+        pred = _process_digit_article(_process_punctuation(pred, comma))
     accs = []
     for i in range(len(gts)):
         others = gts[:i] + gts[i + 1 :]
@@ -89,11 +116,22 @@ def vqa_soft_accuracy(prediction: str, answers: Sequence[str]) -> float:
 _STRIP_PUNCT = str.maketrans("", "", string.punctuation)
 
 
+GQA_SCORINGS = {
+    "normalised": "exact match after lower-casing and stripping punctuation",
+    "exact": "the official GQA eval.py: predicted == gold, strings as given",
+}
+
+
 def normalize_gqa_answer(text: str) -> str:
     return " ".join(text.lower().translate(_STRIP_PUNCT).split())
 
 
-def gqa_exact_match(prediction: str, answer: str) -> float:
+def gqa_exact_match(prediction: str, answer: str, scoring: str = "normalised") -> float:
+    """1.0 when the prediction matches the answer under ``scoring``."""
+    if scoring == "exact":
+        return float(prediction == answer)
+    if scoring != "normalised":
+        raise ValueError(f"unknown GQA scoring {scoring!r}; expected one of {sorted(GQA_SCORINGS)}")
     return float(normalize_gqa_answer(prediction) == normalize_gqa_answer(answer))
 
 
@@ -103,3 +141,8 @@ def parse_pope_answer(text: str) -> str:
         text = text.split(".")[0]
     words = text.replace(",", "").split(" ")
     return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
+
+
+def pope_label_positive(label: str) -> bool:
+    """POPE's ``evaluate.py``: every label other than "no" is positive."""
+    return label != "no"

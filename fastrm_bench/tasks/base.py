@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError
 from fastrm_bench.interfaces import Sample, Task
+from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, AnswersFormat
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class Record:
     references: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
     ann_ids: list[int] = field(default_factory=list)
+    #: why this entry of the task's files could not be parsed (the sample is then reported, or skipped by a run)
+    error: str | None = None
 
 
 class FileTask(Task):
@@ -47,13 +51,21 @@ class FileTask(Task):
 
     #: Hugging Face column names of this task's fields (a spec's ``hf_columns`` overrides them)
     HF_COLUMNS: dict[str, str] = {"id": "question_id", "question": "question", "answers": "answers", "image": "image"}
+    #: named scoring conventions (name -> what it does); the first is the default
+    SCORINGS: dict[str, str] = {"default": "the task's score"}
+    #: answers-file formats `fastrm-bench score` accepts, tried in order against the file's keys
+    ANSWERS_FORMATS: tuple[AnswersFormat, ...] = (LLAVA_ANSWERS,)
 
     def __init__(self, data_root: str | Path | None = None, split: str = "val", prompt_suffix: str = PAPER_SUFFIX,
                  instances: str | None = "coco/annotations/instances_{split}2014.json", data_source: str | None = None,
                  hf_dataset: str | None = None, hf_config: str | None = None, hf_split: str = "test",
-                 hf_columns: dict[str, str] | None = None):
+                 hf_columns: dict[str, str] | None = None, scoring: str | None = None):
         from fastrm_bench.world.build import ensure_world
 
+        self.scoring = scoring or next(iter(self.SCORINGS))
+        if self.scoring not in self.SCORINGS:
+            choices = ", ".join(f"{k} ({v})" for k, v in self.SCORINGS.items())
+            raise ValueError(f"unknown scoring {self.scoring!r} for {type(self).__name__}; expected one of: {choices}")
         self.hf_dataset, self.hf_config, self.hf_split = hf_dataset, hf_config, hf_split
         self.hf_columns = {**self.HF_COLUMNS, **(hf_columns or {})}
         if hf_dataset is not None and data_root is None:
@@ -85,6 +97,10 @@ class FileTask(Task):
     @abstractmethod
     def load_records(self) -> list[Record]:
         """Parse the official files into records, sorted by id."""
+
+    def unparsable(self, record_id: str, reason: str) -> Record:
+        """A placeholder for an entry that cannot be parsed: it keeps its place in the order, and `sample` reports it."""
+        return Record(record_id, self.data_root, "", [], error=reason)
 
     @cached_property
     def records(self) -> list[Record]:
@@ -157,15 +173,28 @@ class FileTask(Task):
         return [records[i] for i in keep]
 
     def sample(self, record: Record) -> Sample:
-        """Open the record's image and masks."""
+        """Open the record's image and masks; bad data raises a `SampleDataError` naming the question."""
+        if record.error is not None:
+            raise UnparsableRecordError(record.id, record.error)
         if callable(record.image):
             image = record.image().convert("RGB")
         else:
             if not record.image.is_file():
-                raise FileNotFoundError(f"{self.name}: image {record.image} of question {record.id} is missing")
-            with Image.open(record.image) as im:
-                image = im.convert("RGB")
+                raise MissingImageError(record.id, f"{self.name}: image {record.image} of question {record.id} is missing")
+            try:
+                with Image.open(record.image) as im:
+                    image = im.convert("RGB")
+            except (OSError, Image.DecompressionBombError) as err:  # UnidentifiedImageError, truncated files
+                raise CorruptImageError(record.id, f"{self.name}: image {record.image} cannot be decoded ({err})") from None
         return Sample(record.id, image, record.question, record.references, dict(record.meta), self.mask_for(record.ann_ids))
+
+    def answer_id(self, raw: str) -> str:
+        """The record id an answers file's question id stands for (POPE files number each category from 1)."""
+        return raw
+
+    def answers_order(self) -> list[str]:
+        """Record ids in the order an answers file without ids lists them (POPE's official answers)."""
+        return [r.id for r in self.records]
 
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:
         for record in self.select(limit, seed):

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastrm_bench.interfaces import Sample
-from fastrm_bench.tasks.answers import gqa_exact_match
+from fastrm_bench.tasks.answers import GQA_SCORINGS, gqa_exact_match
 from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.tasks.predictions import GQA_PREDICTIONS, LLAVA_ANSWERS
 
 
 class GQATask(FileTask):
     """GQA (official questions dict keyed by id, images {imageId}.jpg); exact match after normalisation."""
 
     name = "gqa"
+    SCORINGS = GQA_SCORINGS
+    ANSWERS_FORMATS = (GQA_PREDICTIONS, LLAVA_ANSWERS)
 
     def __init__(self, questions: str = "gqa/{split}_balanced_questions.json", images: str = "gqa/images/{imageId}.jpg",
                  **kwargs: Any):
@@ -27,6 +30,10 @@ class GQATask(FileTask):
         records = []
         for qid in sorted(data, key=lambda k: (len(k), k)):
             q = data[qid]
+            if not isinstance(q, dict) or not {"imageId", "question", "answer"} <= set(q):
+                records.append(self.unparsable(str(qid), f"{self.path(self.questions_file)}: question {qid} lacks "
+                                               "imageId, question or answer"))
+                continue
             ann_ids = q.get("referenced_ann_ids")
             if ann_ids is None:  # real GQA: scene-graph object ids, no COCO masks
                 ann_ids = []
@@ -36,5 +43,5 @@ class GQATask(FileTask):
         return records
 
     def score(self, prediction: str, sample: Sample) -> float:
-        return gqa_exact_match(prediction, sample.references[0])
+        return gqa_exact_match(prediction, sample.references[0], self.scoring)
 

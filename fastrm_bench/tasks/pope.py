@@ -9,15 +9,16 @@ from typing import Any
 import numpy as np
 
 from fastrm_bench.interfaces import Sample
-from fastrm_bench.tasks.answers import parse_pope_answer
+from fastrm_bench.tasks.answers import parse_pope_answer, pope_label_positive
 from fastrm_bench.tasks.base import FileTask, Record
 from fastrm_bench.tasks.pope_builder import STRATEGIES
+from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, POPE_ANSWERS
 
 
 def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and yes-ratio *of the predictions* (parsed yes/no)."""
     pred = np.array([parse_pope_answer(p) == "yes" for p in predictions])
-    gold = np.array([lab == "yes" for lab in labels])
+    gold = np.array([pope_label_positive(lab) for lab in labels])
     tp, fp = int((pred & gold).sum()), int((pred & ~gold).sum())
     fn, tn = int((~pred & gold).sum()), int((~pred & ~gold).sum())
     precision = tp / (tp + fp) if tp + fp else 0.0
@@ -32,6 +33,8 @@ class POPETask(FileTask):
     """POPE (coco_pope_{random,popular,adversarial}.json lines, COCO images); accuracy/precision/recall/F1/yes-ratio."""
 
     name = "pope"
+    SCORINGS = {"official": "POPE's evaluate.py: its answer parser; a label other than \"no\" is positive"}
+    ANSWERS_FORMATS = (LLAVA_ANSWERS, POPE_ANSWERS)
 
     def __init__(self, categories: Sequence[str] | str = STRATEGIES, questions: str = "pope/coco_pope_{category}.json",
                  images: str = "coco/images/val2014/{image}", **kwargs: Any):
@@ -69,10 +72,15 @@ class POPETask(FileTask):
                 try:
                     q = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON line: {err.msg}") from err
-                missing = {"question_id", "image", "text", "label"} - set(q)
+                    records.append(self.unparsable(f"{category}/{path.name}:{lineno}", f"{path}:{lineno}: malformed JSON "
+                                                   f"line: {err.msg}"))
+                    continue
+                missing = {"question_id", "image", "text", "label"} - set(q) if isinstance(q, dict) else {"all"}
                 if missing:
-                    raise ValueError(f"{path}:{lineno}: missing keys {sorted(missing)}")
+                    records.append(self.unparsable(f"{category}/{q.get('question_id', f'{path.name}:{lineno}')}"
+                                                   if isinstance(q, dict) else f"{category}/{path.name}:{lineno}",
+                                                   f"{path}:{lineno}: missing keys {sorted(missing)}"))
+                    continue
                 image = self.data_root / self.images.format(image=q["image"], split=self.split)
                 meta = {"category": category, "label": q["label"], "type": category}
                 records.append(Record(f"{category}/{q['question_id']}", image, q["text"], [q["label"]], meta,
@@ -80,7 +88,19 @@ class POPETask(FileTask):
         return records
 
     def score(self, prediction: str, sample: Sample) -> float:
-        return float(parse_pope_answer(prediction) == sample.references[0])
+        return float((parse_pope_answer(prediction) == "yes") == pope_label_positive(sample.references[0]))
+
+    def _single_category(self) -> str:
+        if len(self.categories) != 1:
+            raise ValueError("POPE answers cover one category file: use pope-random, pope-popular or pope-adversarial")
+        return self.categories[0]
+
+    def answer_id(self, raw: str) -> str:
+        return f"{self._single_category()}/{raw}"
+
+    def answers_order(self) -> list[str]:
+        category = self._single_category()
+        return [r.id for r in self.records if r.meta["category"] == category]
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, float]:
         out: dict[str, float] = {}

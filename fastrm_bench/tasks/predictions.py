@@ -1,8 +1,13 @@
-"""Scoring a predictions file in the official result formats, so any model's outputs can be scored.
+"""Scoring an answers file, so any model's outputs can be scored with a task's metric.
 
-- VQAv2: a JSON list ``[{"question_id", "answer"}]``;
-- GQA: a JSON list ``[{"questionId", "prediction"}]``;
-- POPE: JSON lines ``{"question_id", "text"}`` for one category (as POPE's own evaluator reads).
+The format is detected from the file among those the task declares (``ANSWERS_FORMATS``):
+
+- LLaVA answers (every task): JSON lines ``{"question_id", "text", ...}``;
+- VQAv2 results: a JSON list ``[{"question_id", "answer"}]``;
+- GQA predictions: a JSON list ``[{"questionId", "prediction"}]``;
+- POPE answers: JSON lines ``{"question", "answer"}`` in the order of the category's question
+  file (as POPE's ``evaluate.py`` matches them).
+
 Predictions for question ids the task does not have are an error (as the reference VQA
 evaluator's check); questions without a prediction are an error too unless ``allow_missing``,
 in which case they are left out and counted.
@@ -13,12 +18,37 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastrm_bench.interfaces import Task
+if TYPE_CHECKING:
+    from fastrm_bench.tasks.base import FileTask, Record
 
-FORMATS = {"vqav2": ("question_id", "answer", "json"), "gqa": ("questionId", "prediction", "json"),
-           "pope": ("question_id", "text", "jsonl")}
+
+@dataclass(frozen=True)
+class AnswersFormat:
+    """One answers-file layout: a JSON list or JSON lines, the text key, and the id key (None: matched by order)."""
+
+    name: str
+    layout: str  # "json" (one list) or "jsonl"
+    text_key: str
+    id_key: str | None = None
+    #: with no id key, each entry's copy of the question (checked against the question file's)
+    question_key: str | None = None
+
+    @property
+    def keys(self) -> set[str]:
+        return {k for k in (self.id_key, self.text_key, self.question_key) if k}
+
+    def describe(self) -> str:
+        layout = "a JSON list" if self.layout == "json" else "JSON lines"
+        order = "" if self.id_key else ", in the order of the question file"
+        return f"{self.name}: {layout} of {{{', '.join(repr(k) for k in sorted(self.keys))}}}{order}"
+
+
+LLAVA_ANSWERS = AnswersFormat("LLaVA answers", "jsonl", "text", id_key="question_id")
+VQA_RESULTS = AnswersFormat("VQAv2 results", "json", "answer", id_key="question_id")
+GQA_PREDICTIONS = AnswersFormat("GQA predictions", "json", "prediction", id_key="questionId")
+POPE_ANSWERS = AnswersFormat("POPE answers", "jsonl", "answer", question_key="question")
 
 
 @dataclass
@@ -28,40 +58,74 @@ class Scored:
     missing: list[str] = field(default_factory=list)
 
 
-def read_predictions(task: Task, path: Path) -> dict[str, str]:
-    """{task sample id: predicted text}; format from the task's implementation."""
-    kind = "pope" if hasattr(task, "categories") else ("gqa" if task.__class__.__name__ == "GQATask" else "vqav2")
-    id_key, text_key, layout = FORMATS[kind]
+def _entries(path: Path) -> tuple[str, list[tuple[int, Any]]]:
+    """("json", [(index, entry)]) for a JSON list, ("jsonl", [(line, entry)]) for JSON lines."""
     if not path.is_file():
-        raise FileNotFoundError(f"predictions file {path} not found")
-    if layout == "json":
-        try:
-            rows = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from err
-        numbered = list(enumerate(rows, start=1))
-    else:
-        numbered = []
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    numbered.append((lineno, json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON line: {err.msg}") from err
+        raise FileNotFoundError(f"answers file {path} not found")
+    text = path.read_text()
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, list):
+        return "json", list(enumerate(whole, start=1))
+    numbered = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                numbered.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: malformed JSON line ({err.msg}); expected a JSON list or JSON lines") from err
+    return "jsonl", numbered
+
+
+def detect_format(task: FileTask, path: Path, layout: str, first: Any) -> AnswersFormat:
+    """The first of the task's formats whose layout and keys the file's first entry has; else a clear error."""
+    keys = set(first) if isinstance(first, dict) else set()
+    for fmt in task.ANSWERS_FORMATS:
+        if fmt.layout == layout and fmt.keys <= keys:
+            return fmt
+    expected = "; ".join(fmt.describe() for fmt in task.ANSWERS_FORMATS)
+    found = "a JSON list" if layout == "json" else "JSON lines"
+    raise ValueError(f"{path}: {found} whose first entry has keys {sorted(keys)}; {task.name} reads {expected}")
+
+
+def read_predictions(task: FileTask, path: Path) -> dict[str, str]:
+    """{task record id: predicted text} from an answers file in any format the task declares."""
+    return read_answers(task, path)[0]
+
+
+def read_answers(task: FileTask, path: Path) -> tuple[dict[str, str], AnswersFormat]:
+    layout, entries = _entries(path)
+    if not entries:
+        raise ValueError(f"{path}: no answers")
+    fmt = detect_format(task, path, layout, entries[0][1])
+    where = "entry" if layout == "json" else "line"
     out: dict[str, str] = {}
-    prefix = ""
-    if kind == "pope":
-        if len(task.categories) != 1:
-            raise ValueError("POPE predictions cover one category file: use pope-random, pope-popular or pope-adversarial")
-        prefix = f"{task.categories[0]}/"
-    for where, row in numbered:
-        if id_key not in row or text_key not in row:
-            raise ValueError(f"{path}: entry {where} lacks {id_key!r} or {text_key!r} (the {kind} result format)")
-        out[prefix + str(row[id_key])] = str(row[text_key])
-    return out
+    if fmt.id_key is None:
+        order = task.answers_order()
+        if len(entries) > len(order):
+            raise ValueError(f"{path}: {len(entries)} answers for {len(order)} questions ({fmt.name} are matched by order)")
+        records: dict[str, Record] = {r.id: r for r in task.records}
+    for i, (n, row) in enumerate(entries):
+        if not isinstance(row, dict) or not fmt.keys <= set(row):
+            raise ValueError(f"{path}: {where} {n} lacks one of {sorted(fmt.keys)} (the {fmt.name} format)")
+        if fmt.id_key is None:
+            record_id = order[i]
+            asked, expected = str(row[fmt.question_key]).strip(), records[record_id].question.strip()
+            if expected not in asked:
+                raise ValueError(f"{path}: {where} {n} answers {asked!r}, but question {i + 1} of the file is "
+                                 f"{expected!r} ({fmt.name} must follow the question file's order)")
+        else:
+            record_id = task.answer_id(str(row[fmt.id_key]))
+        out[record_id] = str(row[fmt.text_key])
+    return out, fmt
 
 
-def score_predictions(task: Task, predictions: dict[str, str], allow_missing: bool = False) -> Scored:
+def score_predictions(task: FileTask, predictions: dict[str, str], allow_missing: bool = False) -> Scored:
+    unparsable = [r.error for r in task.records if r.error is not None]
+    if unparsable:  # scoring needs every reference: an entry that cannot be read is an error here, not a skip
+        raise ValueError(f"{unparsable[0]} ({len(unparsable)} unparsable entries in the task's files)")
     records = {r.id: r for r in task.records}
     unknown = sorted(set(predictions) - set(records))
     if unknown:
@@ -78,7 +142,7 @@ def score_predictions(task: Task, predictions: dict[str, str], allow_missing: bo
     return Scored(task.aggregate(rows), len(rows), missing)
 
 
-def _light_sample(record):
+def _light_sample(record: Record):
     """Scoring needs the references, not the image."""
     from fastrm_bench.interfaces import Sample
 

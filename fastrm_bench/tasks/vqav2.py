@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastrm_bench.interfaces import Sample
-from fastrm_bench.tasks.answers import vqa_soft_accuracy
+from fastrm_bench.tasks.answers import VQA_SCORINGS, vqa_soft_accuracy
 from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, VQA_RESULTS
 
 
 class VQAv2Task(FileTask):
-    """VQAv2 (official questions + annotations JSON, COCO images); soft accuracy with the standard normalisation."""
+    """VQAv2 (official questions + annotations JSON, COCO images); soft accuracy, official conventions by default."""
 
     name = "vqav2"
+    SCORINGS = VQA_SCORINGS
+    ANSWERS_FORMATS = (VQA_RESULTS, LLAVA_ANSWERS)
 
     def __init__(self, questions: str = "vqav2/v2_OpenEnded_mscoco_{split}2014_questions.json",
                  annotations: str = "vqav2/v2_mscoco_{split}2014_annotations.json",
@@ -26,8 +29,11 @@ class VQAv2Task(FileTask):
         records = []
         for q in sorted(questions, key=lambda q: q["question_id"]):
             ann = annotations.get(q["question_id"])
-            if ann is None:
-                raise ValueError(f"{self.path(self.annotations_file)}: no annotation for question {q['question_id']}")
+            if ann is None or not {"image_id", "question"} <= set(q) or "answers" not in ann:
+                what = "no annotation" if ann is None else "missing keys"
+                records.append(self.unparsable(str(q["question_id"]), f"{self.path(self.annotations_file)}: {what} for "
+                                               f"question {q['question_id']}"))
+                continue
             image = self.images.replace("{split}", self.split).format(image_id=q["image_id"])
             meta = {"question_type": ann.get("question_type"), "answer_type": ann.get("answer_type"),
                     "type": ann.get("embedded_type", ann.get("answer_type")), "image_id": q["image_id"]}
@@ -36,5 +42,5 @@ class VQAv2Task(FileTask):
         return records
 
     def score(self, prediction: str, sample: Sample) -> float:
-        return vqa_soft_accuracy(prediction, sample.references)
+        return vqa_soft_accuracy(prediction, sample.references, self.scoring)
 

@@ -1,0 +1,343 @@
+"""A run directory on disk: one writer at a time, nothing replaced unasked, every write resumable.
+
+Layout::
+
+    .lock           the OS lock (fcntl.flock) a writing run holds, with its pid and command; the
+                    kernel releases it when the process ends, however it ends (kill -9 included)
+    config.json     written once, when the run starts; its ``fingerprint`` is what --resume matches
+    samples.jsonl   one line per evaluated sample, appended and fsynced as it finishes
+    skipped.jsonl   one line per sample skipped for bad data: its id and the reason
+    maps/           one NNNNNN.npy per samples.jsonl line while the run lasts (written before the line)
+    maps.npz        all maps in samples.jsonl order, written when the run finishes (`fastrm_bench.maps_io`)
+    results.json    aggregates; its presence marks a finished run
+
+Every file is either appended line by line (a line cut by a kill is dropped on resume and its
+sample redone) or replaced atomically (written beside, then renamed), so a kill at any moment
+leaves a directory that --resume completes to the files of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from fastrm_bench.maps_io import save_sample_maps
+
+#: version of the layout above; directories of another format are never resumed or mixed into
+FORMAT = 2
+CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, RESULTS, LOCK = (
+    "config.json", "samples.jsonl", "skipped.jsonl", "maps", "maps.npz", "results.json", ".lock")
+RUN_FILES = (CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, RESULTS)
+#: run fields left out of the fingerprint: spellings of where things are (their identity is recorded
+#: separately: the resolved data root, the weights' hash, the device type) and the error policy
+UNFINGERPRINTED = ("output_dir", "data_root", "model", "device", "on_error")
+#: test hook (fault-injection tests only): "POINT[@N]:KILL|STOP" sends this process SIGKILL or SIGSTOP
+#: the N-th time (default: the first) a run reaches POINT; the points are named where `test_hook` is called
+TEST_HOOK_ENV = "FASTRM_BENCH_TEST_SIGNAL"
+_hook_counts: dict[str, int] = {}
+
+
+class RunDirError(ValueError):
+    """A run directory this run may not write as asked; the message says why and what to do."""
+
+
+class RunLockedError(RunDirError):
+    """Another process is writing the run directory."""
+
+
+def test_hook(point: str) -> None:
+    """Fault injection for the tests: kill or stop this process at ``point`` when `TEST_HOOK_ENV` names it."""
+    spec = os.environ.get(TEST_HOOK_ENV)
+    if not spec:
+        return
+    where, _, action = spec.partition(":")
+    name, _, nth = where.partition("@")
+    if name != point:
+        return
+    _hook_counts[point] = _hook_counts.get(point, 0) + 1
+    if _hook_counts[point] == int(nth or 1):
+        os.kill(os.getpid(), {"KILL": signal.SIGKILL, "STOP": signal.SIGSTOP}[action])
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same run: everything that changes a result, nothing that names a path."""
+    run = {k: v for k, v in config["run"].items() if k not in UNFINGERPRINTED}
+    specs = {kind: {k: v for k, v in config[kind].items() if k != "path"} for kind in ("task_spec", "method_spec")}
+    return {"run": run, **specs, "model_weights_sha256": config["model_weights_sha256"],
+            "data_source": config["data_source"], "data_root": config["data_root"],
+            "device_type": str(config["device"]).split(":")[0]}
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(comparable(config), sort_keys=True).encode()).hexdigest()
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The fields in which two run configurations differ, as "field: there -> here"."""
+    a, b = _flatten(comparable(old)), _flatten(comparable(new))
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+class RunLock:
+    """An exclusive flock on ``.lock``; the file records who holds it so that a refusal can name them."""
+
+    def __init__(self, directory: Path):
+        self.directory, self.path = directory, directory / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_or_refuse(fd)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(sys.argv),
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+
+    def probe(self) -> None:
+        """Refuse at once if another process holds the lock, without creating or changing anything."""
+        if self.path.is_file():
+            fd = os.open(self.path, os.O_RDONLY)
+            self._lock_or_refuse(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _lock_or_refuse(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.directory} is being written by another run (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}: {holder.get('command', '?')}); wait for it to end, or choose another "
+                "--output-dir") from None
+
+    @staticmethod
+    def _holder(fd: int) -> dict[str, Any]:
+        for _ in range(20):  # the holder writes its name just after taking the lock
+            try:
+                return json.loads(os.pread(fd, 65536, 0) or b"null") or {}
+            except json.JSONDecodeError:
+                pass
+            time.sleep(0.05)
+        return {}
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _append_line(fh: IO[str], text: str) -> None:
+    """Append one line and fsync it; a kill inside leaves a line without its newline, dropped on resume."""
+    half = len(text) // 2
+    fh.write(text[:half])
+    fh.flush()
+    test_hook("line")
+    fh.write(text[half:])
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def replace_file(path: Path, write, hook: str | None = None) -> None:
+    """Write ``path`` beside itself, then rename it into place: readers see the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if hook:
+        test_hook(hook)
+    os.replace(tmp, path)
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """Complete lines of an earlier attempt; a last line cut by a kill is dropped from the file (and redone)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.endswith("\n"):
+            replace_file(path, lambda fh: fh.write("".join(lines[:-1]).encode()))
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise RunDirError(f"{path}:{number} is not a JSON line (the file was edited or damaged); "
+                              "--overwrite starts the run again") from None
+    return rows
+
+
+class RunDir:
+    """The directory of one run configuration, opened for writing under its lock (see the module doc)."""
+
+    def __init__(self, path: Path, config: dict[str, Any]):
+        self.path, self.config = path, config
+        self.records: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, Any]] = []
+        self._files: dict[str, IO[str]] = {}
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path, config: dict[str, Any], *, resume: bool, overwrite: bool) -> Iterator[RunDir]:
+        """Lock ``path``, check that this run may write it, and yield it; the lock goes with the block."""
+        config = {**config, "format": FORMAT, "fingerprint": fingerprint(config)}
+        rundir = cls(path, config)
+        lock = RunLock(path)
+        lock.probe()
+        if not overwrite:
+            rundir._check(resume)  # refuse before creating anything (the check is repeated under the lock)
+        path.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        try:
+            rundir._start(resume, overwrite)
+            yield rundir
+        finally:
+            for fh in rundir._files.values():
+                fh.close()
+            lock.release()
+
+    # ------------------------------------------------------------------ state
+    def _entries(self) -> set[str]:
+        """Names in the directory, without the lock and the temporary files a kill may leave."""
+        ignored = {LOCK, *(f"{name}.tmp" for name in RUN_FILES)}
+        return {p.name for p in self.path.iterdir()} - ignored if self.path.is_dir() else set()
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / RESULTS).exists()
+
+    def _check(self, resume: bool) -> bool:
+        """True when the directory holds this run already; raises when this run may not write it."""
+        entries = self._entries()
+        if not entries:
+            return False
+        if CONFIG not in entries:
+            raise RunDirError(f"{self.path} is not empty and holds no run ({', '.join(sorted(entries)[:5])}); "
+                              "choose an empty or new --output-dir")
+        try:
+            old = json.loads((self.path / CONFIG).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunDirError(f"{self.path / CONFIG} is unreadable ({err}); --overwrite starts the run again") from None
+        if old.get("format", 1) != FORMAT:
+            written_by = old.get("versions", {}).get("fastrm_bench", "an older version")
+            raise RunDirError(
+                f"{self.path} holds a run written by fastrm-bench {written_by} (run-directory format {old.get('format', 1)}); "
+                f"this version writes format {FORMAT} and does not mix its samples into it: choose another --output-dir, "
+                "or --overwrite to discard it")
+        if old.get("fingerprint") != self.config["fingerprint"]:
+            diff = differences(old, self.config)
+            raise RunDirError(f"{self.path} holds a run of another configuration ({'; '.join(diff)}); choose another "
+                              "--output-dir, or --overwrite to discard it")
+        if not resume:
+            state = "a finished" if self.finished else "an unfinished"
+            fix = "--resume just reports it, --overwrite runs it again" if self.finished else \
+                "continue it with --resume, or --overwrite to start again"
+            raise RunDirError(f"{self.path} holds {state} run of this configuration: {fix}")
+        self.config = old  # kept as first written: resuming rewrites nothing of it
+        return True
+
+    def _start(self, resume: bool, overwrite: bool) -> None:
+        if overwrite:
+            for name in (*RUN_FILES, *(f"{name}.tmp" for name in RUN_FILES)):
+                target = self.path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        if not self._check(resume):
+            replace_file(self.path / CONFIG, lambda fh: fh.write(json.dumps(self.config, indent=2).encode()))
+            test_hook("config")
+        if self.finished:
+            return
+        self.records = _read_lines(self.path / SAMPLES)
+        self.skipped = _read_lines(self.path / SKIPPED)
+        (self.path / MAPS_DIR).mkdir(exist_ok=True)
+        missing = [i for i in range(len(self.records)) if not self._map_path(i).exists()]
+        if missing:
+            raise RunDirError(f"{self._map_path(missing[0])} of a finished sample is missing (the directory was edited); "
+                              "--overwrite starts the run again")
+
+    def _map_path(self, index: int) -> Path:
+        return self.path / MAPS_DIR / f"{index:06d}.npy"
+
+    @property
+    def done_ids(self) -> set[str]:
+        """Samples not to evaluate again: evaluated ones and skipped ones."""
+        return {r["id"] for r in self.records} | {r["id"] for r in self.skipped}
+
+    # ------------------------------------------------------------------ writing
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        path = self.path / name
+        try:
+            if name not in self._files:
+                self._files[name] = path.open("a")
+            _append_line(self._files[name], json.dumps(row) + "\n")
+        except OSError as err:
+            raise self._write_error(path, err) from err
+
+    def _write_error(self, path: Path, err: OSError) -> RunDirError:
+        return RunDirError(f"cannot write {path}: {err.strerror or err}; what is already written stays consistent: "
+                           "fix the cause (e.g. free disk space) and continue with --resume")
+
+    def add_sample(self, record: dict[str, Any], sample_map: np.ndarray) -> None:
+        """Save the sample's map, then its line: a map without its line is redone, never a line without its map."""
+        path = self._map_path(len(self.records))
+        try:
+            replace_file(path, lambda fh: np.save(fh, sample_map))
+        except OSError as err:
+            raise self._write_error(path, err) from err
+        test_hook("map")
+        self._append(SAMPLES, record)
+        self.records.append(record)
+
+    def add_skipped(self, sample_id: str, reason: str) -> None:
+        row = {"id": sample_id, "reason": reason}
+        self._append(SKIPPED, row)
+        self.skipped.append(row)
+
+    def finish(self, results: dict[str, Any]) -> None:
+        """maps.npz, then results.json (the mark of a finished run), then the per-sample maps go."""
+        maps = [np.load(self._map_path(i)) for i in range(len(self.records))]
+        ids = [r["id"] for r in self.records]
+        try:
+            replace_file(self.path / MAPS, lambda fh: save_sample_maps(fh, ids, maps), hook="maps.npz")
+            replace_file(self.path / RESULTS, lambda fh: fh.write(json.dumps(results, indent=2).encode()), hook="results.json")
+        except OSError as err:
+            raise self._write_error(self.path, err) from err
+        self.clean_up()
+
+    def clean_up(self) -> None:
+        """Remove what only an unfinished run needs (the per-sample maps), once results.json is in place."""
+        test_hook("cleanup")
+        shutil.rmtree(self.path / MAPS_DIR, ignore_errors=True)
+
+    def results(self) -> dict[str, Any]:
+        return json.loads((self.path / RESULTS).read_text())
