@@ -171,33 +171,35 @@ def _clip_vision(image_size: int, patch_size: int, hidden: int = 32) -> dict:
 # ------------------------------------------------------------------ families
 
 
+#: what the LLaVA-1.5 and LLaVA-NeXT processors share: 8 px patches, CLS dropped, LLaVA's chat template
+_LLAVA_PROCESSOR = {"patch_size": 8, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1,
+                    "chat_template": _LLAVA_TEMPLATE}
+
+
+def _llava_tokenizer() -> PreTrainedTokenizerFast:
+    return build_word_tokenizer(["<image>"], bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", prepend_bos=True,
+                                extra_special_tokens={"image_token": "<image>"})
+
+
+def _llava_config(tok: PreTrainedTokenizerFast) -> dict:
+    """What the LLaVA-1.5 and LLaVA-NeXT configs share: a 32 px CLIP tower, a Llama LM, layer -2 without CLS."""
+    return {"vision_config": _clip_vision(32, 8), "text_config": _llama_text(tok),
+            "image_token_id": tok.convert_tokens_to_ids("<image>"), "vision_feature_layer": -2,
+            "vision_feature_select_strategy": "default"}
+
+
 def _llava():
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    tok = build_word_tokenizer(
-        ["<image>"],
-        bos="<s>",
-        eos="</s>",
-        pad="<pad>",
-        unk="<unk>",
-        prepend_bos=True,
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    tok = _llava_tokenizer()
     ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True)
     proc = LlavaProcessor(
         image_processor=ip,
         tokenizer=tok,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=_LLAVA_TEMPLATE,
+        **_LLAVA_PROCESSOR,
     )
     config = LlavaConfig(
-        vision_config=_clip_vision(32, 8),
-        text_config=_llama_text(tok),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        **_llava_config(tok),
     )
     return LlavaForConditionalGeneration(config), proc
 
@@ -205,15 +207,7 @@ def _llava():
 def _llava_next():
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor
 
-    tok = build_word_tokenizer(
-        ["<image>"],
-        bos="<s>",
-        eos="</s>",
-        pad="<pad>",
-        unk="<unk>",
-        prepend_bos=True,
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    tok = _llava_tokenizer()
     pinpoints = [[32, 64], [64, 32], [64, 64]]  # [height, width]: a wide image gets a 1x2 tile grid
     ip = LlavaNextImageProcessorPil(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints, do_center_crop=True
@@ -221,17 +215,10 @@ def _llava_next():
     proc = LlavaNextProcessor(
         image_processor=ip,
         tokenizer=tok,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=_LLAVA_TEMPLATE,
+        **_LLAVA_PROCESSOR,
     )
     config = LlavaNextConfig(
-        vision_config=_clip_vision(32, 8),
-        text_config=_llama_text(tok),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        **_llava_config(tok),
         image_grid_pinpoints=pinpoints,
     )
     return LlavaNextForConditionalGeneration(config), proc
