@@ -316,19 +316,17 @@ def _idefics_vision(cls):
     return cls(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
 
 
+def _idefics_tokenizer() -> PreTrainedTokenizerFast:
+    """Idefics3 and SmolVLM share their special tokens (tile markers, <end_of_utterance>)."""
+    return build_word_tokenizer(_idefics_tokens(), bos="<s>", eos="<end_of_utterance>", pad="<pad>", unk="<unk>",
+                                prepend_bos=True, extra_special_tokens={"image_token": "<image>"})
+
+
 def _idefics3():
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
     from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
 
-    tok = build_word_tokenizer(
-        _idefics_tokens(),
-        bos="<s>",
-        eos="<end_of_utterance>",
-        pad="<pad>",
-        unk="<unk>",
-        prepend_bos=True,
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    tok = _idefics_tokenizer()
     ip = Idefics3ImageProcessorPil(size=dict(_IDEFICS_SIZE), max_image_size=dict(_IDEFICS_TILE), do_image_splitting=True)
     # (32/8)^2 = 16 patches per tile, pixel-shuffled by scale_factor 2 -> 4 tokens per tile
     proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=_IDEFICS3_TEMPLATE)
@@ -346,15 +344,7 @@ def _smolvlm():
     from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil, SmolVLMProcessor
     from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
 
-    tok = build_word_tokenizer(
-        _idefics_tokens(),
-        bos="<s>",
-        eos="<end_of_utterance>",
-        pad="<pad>",
-        unk="<unk>",
-        prepend_bos=True,
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    tok = _idefics_tokenizer()
     ip = SmolVLMImageProcessorPil(size=dict(_IDEFICS_SIZE), max_image_size=dict(_IDEFICS_TILE), do_image_splitting=True)
     proc = _image_only(SmolVLMProcessor, image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=_IDEFICS3_TEMPLATE)
     config = SmolVLMConfig(
