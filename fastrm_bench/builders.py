@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastrm_bench.interfaces import ExplanationMethod, Task
-from fastrm_bench.registry import METHODS, TASKS, Registry
+from fastrm_bench.registry import AGGREGATIONS, METHODS, METRICS, TASKS, Registry
 from fastrm_bench.specs import Spec, resolve
 
 
@@ -62,3 +62,13 @@ def create_task(name: str, **overrides: Any) -> tuple[Task, Spec]:
 def create_method(name: str, **overrides: Any) -> tuple[ExplanationMethod, Spec]:
     """The method a spec or registered name stands for; ``overrides`` win over the spec's params."""
     return _create("methods", METHODS, name, overrides)
+
+
+def create_metric(name: str, **overrides: Any) -> tuple[Any, Spec]:
+    """The metric (`fastrm_bench.metrics.base.Metric`) a spec or registered name stands for."""
+    return _create("metrics", METRICS, name, overrides)
+
+
+def create_aggregation(name: str, **overrides: Any) -> tuple[Any, Spec]:
+    """The per-token -> sample map aggregation (`fastrm_bench.aggregation.Aggregation`) a name stands for."""
+    return _create("aggregations", AGGREGATIONS, name, overrides)

@@ -1,10 +1,10 @@
-"""The built-in methods, tasks and models, registered lazily (listing imports nothing heavy).
+"""The built-in methods, tasks, models, metrics and aggregations, registered lazily (listing imports nothing heavy).
 
 Adding a built-in: write the class, add one line here and one YAML spec in `methods/` or
 `tasks/`. Third-party packages use the entry-point groups instead (see the README).
 """
 
-from fastrm_bench.registry import METHODS, MODELS, TASKS
+from fastrm_bench.registry import AGGREGATIONS, METHODS, METRICS, MODELS, TASKS
 
 METHODS.register("random", "fastrm_bench.explainers.random_map:RandomMap",
                  description="Random baseline: i.i.d. uniform score per patch and token, seeded.")
@@ -49,3 +49,25 @@ METHODS.register("dex-ar-sentence", "fastrm_bench.explainers.dex_ar:DexARSentenc
                  description="DEX-AR sentence map (tokens weighted visual vs linguistic), the same for every token.")
 METHODS.register("tam", "fastrm_bench.explainers.tam:TokenActivationMap",
                  description="Token Activation Map: gradient-free logit activations, interference removed, rank Gaussian filter.")
+
+METRICS.register("perturbation", "fastrm_bench.metrics.perturbation:Perturbation",
+                 description="Positive (deletion) and negative perturbation: accuracy as image tokens are removed; AUCs.")
+METRICS.register("insertion", "fastrm_bench.metrics.perturbation:Insertion",
+                 description="Insertion: accuracy as image tokens are put back most relevant first; AUC.")
+METRICS.register("probability", "fastrm_bench.metrics.probability:AnswerProbability",
+                 description="Mean log-probability of the original answer under deletion, negative and insertion orders.")
+METRICS.register("threshold", "fastrm_bench.metrics.threshold:ThresholdAgreement",
+                 description="Per-patch accuracy/F1 of probability maps against binarised Chefer labels (FastRM).")
+METRICS.register("localisation", "fastrm_bench.metrics.localisation:Localisation",
+                 description="Relevance mass and pointing game on the question's objects (needs object masks).")
+METRICS.register("entropy", "fastrm_bench.metrics.entropy:EntropyConfidence",
+                 description="Map entropy as answer confidence: rates below a calibrated threshold, and AUROC.")
+METRICS.register("cost", "fastrm_bench.metrics.cost:Cost",
+                 description="Seconds per map and per answer; peak memory where measured.")
+
+AGGREGATIONS.register("mean", "fastrm_bench.aggregation:MeanOverContent",
+                      description="Mean of the per-token maps over the answer's content tokens (the paper's).")
+AGGREGATIONS.register("last", "fastrm_bench.aggregation:LastContentToken",
+                      description="The map of the answer's last content token.")
+AGGREGATIONS.register("dex-ar", "fastrm_bench.aggregation:DexARTokenWeights",
+                      description="DEX-AR's visual-vs-linguistic token weights, from the model's attention gradients.")

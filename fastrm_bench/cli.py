@@ -28,6 +28,8 @@ class Kind(str, Enum):
     tasks = "tasks"
     models = "models"
     families = "families"
+    metrics = "metrics"
+    aggregations = "aggregations"
 
 
 def _version(value: bool) -> None:
@@ -55,7 +57,7 @@ def _fail(message: str) -> None:
 
 @app.command("list")
 def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]) -> None:
-    """List the registered methods, tasks, models or model families (by config.model_type), one line each."""
+    """List the registered methods, tasks, models, model families (by config.model_type), metrics or aggregations."""
     if kind is Kind.models:
         rows = {name: MODELS.describe(name) for name in MODELS.names()}
     elif kind is Kind.families:
@@ -86,6 +88,11 @@ def run(
     max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     removal: Annotated[str, typer.Option(help="How perturbation removes image tokens: zero (every family) or drop.")] = "zero",
+    metric: Annotated[list[str] | None, typer.Option(
+        "--metric", help="A metric to measure (repeat the option for several; see `list metrics`). "
+                         "Default: all the built-in ones.")] = None,
+    aggregation: Annotated[str, typer.Option(help="Per-token maps -> the sample map metrics score: mean, last or dex-ar "
+                                                  "(see `list aggregations`).")] = "mean",
     dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (gradient methods "
                                             "accumulate relevancy in float32 whatever it is).")] = "float32",
     device_map: Annotated[str | None, typer.Option(help="'auto' spreads a model larger than one GPU (accelerate).")] = None,
@@ -98,6 +105,7 @@ def run(
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
     from fastrm_bench.data_errors import SampleDataError
+    from fastrm_bench.metrics import DEFAULT_METRICS
     from fastrm_bench.models.adapter import ModelLoadError
     from fastrm_bench.runner import RunConfig, RunInterrupted
     from fastrm_bench.runner import run as run_evaluation
@@ -106,7 +114,8 @@ def run(
         _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
     cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
-                    device_map=device_map, on_error=on_error.value)
+                    device_map=device_map, on_error=on_error.value, metrics=list(metric or DEFAULT_METRICS),
+                    aggregation=aggregation)
     try:
         result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
     except RunInterrupted as err:
@@ -116,8 +125,8 @@ def run(
         _fail(str(err))
         return
     metrics = result["metrics"]
-    shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "threshold_f1", "pointing_game", "relevance_mass",
-                         "map_seconds") if metrics.get(k, {}).get("value") is not None]
+    shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc", "threshold_f1",
+                         "pointing_game", "relevance_mass", "map_seconds") if metrics.get(k, {}).get("value") is not None]
     summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
     skipped = f", {result['n_skipped']} skipped (see skipped.jsonl)" if result["n_skipped"] else ""
     typer.echo(f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}")

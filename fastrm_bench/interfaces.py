@@ -43,9 +43,10 @@ class ModelInputs:
     tensors: dict[str, torch.Tensor]
     prompt_length: int  # L0: prompt tokens incl. image tokens (left-padded batch: padded length)
     layouts: list[ImageLayout]  # one per batch row, positions in that (padded) row
-    sample: Sample | None = None  # the sample these inputs were built for (oracle maps read its mask)
-    #: which independent explanation of these inputs is asked for: stochastic methods seed from
-    #: (seed, sample id, draw) (`fastrm_bench.seeding`), so a sample's maps never depend on call order
+    #: the id of the sample these inputs were built for, and which independent explanation of it is asked
+    #: for: stochastic methods seed from (seed, sample id, draw) (`fastrm_bench.seeding`), so a sample's
+    #: maps never depend on call order. Identity only: ground truth reaches a method through `explain_sample`.
+    sample_id: str = ""
     draw: int = 0
 
     @property
@@ -68,7 +69,7 @@ class ModelInputs:
         if len(self.layouts) != 1:
             raise ValueError("repeat() takes single-sample inputs")
         tensors = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in self.tensors.items()}
-        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample, self.draw)
+        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample_id, self.draw)
 
 
 @dataclass
@@ -157,6 +158,12 @@ class ModelAdapter(ABC):
         """
 
     @abstractmethod
+    def answer_logprobs(self, inputs: ModelInputs, generation: Generation, image_keep: torch.Tensor,
+                        removal: str = "zero") -> torch.Tensor:
+        """Log-probabilities ``[K, T]`` of the answer's tokens under teacher forcing, the image tokens removed
+        where each of the K rows of ``image_keep`` is 0 (the probability curves' continuous score)."""
+
+    @abstractmethod
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
         """Per-patch values of the Grad-CAM vision layer ``[..., n_patches]`` as per-token values ``[..., n_tokens]``.
 
@@ -173,10 +180,30 @@ class Task(ABC):
     prompt_suffix: str = ""
     #: the named scoring convention in use (runs record it: several evaluators of one benchmark disagree)
     scoring: str = "default"
+    #: True when the samples come from the embedded synthetic world (a run says so, and how to use real files)
+    uses_embedded_world: bool = False
+    #: direction of the task's aggregates by name (a key ``a/b`` takes the first part that is named here)
+    DIRECTIONS: dict[str, bool | None] = {"accuracy": True}
 
     @abstractmethod
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:
         """Samples in a deterministic order; ``limit`` takes a seeded subsample."""
+
+    def select(self, limit: int | None, seed: int) -> list[Any] | None:
+        """Cheap handles of the samples a run evaluates (`sample` opens one), so that a resumed run skips
+        finished samples before any image is opened; None (the default): the run streams `samples`."""
+        return None
+
+    def sample(self, handle: Any) -> Sample:
+        """The sample behind a handle of `select`."""
+        raise NotImplementedError(f"{type(self).__name__} selects no handles; its samples are streamed")
+
+    def higher_is_better(self, key: str) -> bool | None:
+        """Direction of the aggregate ``key`` (e.g. "accuracy/color", "adversarial/f1"); None: descriptive."""
+        for part in key.split("/"):
+            if part in self.DIRECTIONS:
+                return self.DIRECTIONS[part]
+        return None
 
     def prompt(self, sample: Sample) -> str:
         return f"{sample.question}{self.prompt_suffix}"
@@ -205,6 +232,9 @@ class ExplanationMethod(ABC):
     """Turns (adapter, inputs, generation) into one relevancy map per generated token."""
 
     name: str = ""
+    #: perturbation metrics average the curves of this many independent maps per sample (``inputs.draw``
+    #: 0, 1, ...): 1 for deterministic methods, more for stochastic ones (``random``: the paper's 5)
+    perturbation_draws: int = 1
 
     def prepare(self, adapter: ModelAdapter) -> None:
         """Load what the method needs for ``adapter`` (e.g. a checkpoint): a run calls it before writing anything,
@@ -214,3 +244,9 @@ class ExplanationMethod(ABC):
     @abstractmethod
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         """Maps for every token of ``generation`` (a batch of one sample)."""
+
+    def explain_sample(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, sample: Sample
+                       ) -> Explanation:
+        """What a run calls: `explain`, unless the maps depend on the sample's ground truth (the oracle's mask),
+        in which case the method overrides this and reads ``sample``; model-based methods never see it."""
+        return self.explain(adapter, inputs, generation)

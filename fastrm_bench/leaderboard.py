@@ -7,15 +7,23 @@ from pathlib import Path
 
 import pandas as pd
 
-#: column name -> metric key in results.json (None: taken from the run's config)
-COLUMNS: dict[str, str | None] = {
-    "model": None, "data_source": None, "task": None, "method": None, "n": None,
-    "task_accuracy": "accuracy", "pp_auc": "pp_auc", "np_auc": "np_auc",
-    "threshold_accuracy": "threshold_accuracy", "threshold_f1": "threshold_f1",
-    "entropy_tp_rate_below": "entropy_tp_rate_below", "entropy_fp_rate_below": "entropy_fp_rate_below",
-    "pointing_game": "pointing_game", "relevance_mass": "relevance_mass",
-    "relevance_mass_correct": "relevance_mass_correct", "map_seconds": "map_seconds",
+#: the run's identity columns, and the task's own score
+BASE_COLUMNS: dict[str, str | None] = {
+    "model": None, "data_source": None, "task": None, "method": None, "n": None, "task_accuracy": "accuracy",
 }
+
+
+def metric_columns() -> dict[str, str]:
+    """Leaderboard columns the metrics declare (column name -> key in results.json), the default metrics first."""
+    from fastrm_bench.builders import create_metric
+    from fastrm_bench.metrics import DEFAULT_METRICS
+    from fastrm_bench.registry import METRICS
+
+    names = [*DEFAULT_METRICS, *(n for n in METRICS.names() if n not in DEFAULT_METRICS)]
+    columns: dict[str, str] = {}
+    for name in names:
+        columns.update(create_metric(name)[0].columns)
+    return columns
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -27,7 +35,8 @@ def _interval_columns(column: str) -> tuple[str, str]:
 
 
 def leaderboard(root: Path) -> pd.DataFrame:
-    """All runs under ``root``, sorted by task then PP AUC (lower is better)."""
+    """All runs under ``root``, sorted by task then PP AUC (lower is better); metric columns no run has are left out."""
+    columns: dict[str, str | None] = {**BASE_COLUMNS, **metric_columns()}
     rows = []
     for run_dir in find_runs(root):
         results = json.loads((run_dir / "results.json").read_text())
@@ -35,7 +44,7 @@ def leaderboard(root: Path) -> pd.DataFrame:
         metrics = results["metrics"]
         row = {"model": Path(config["model"]).name, "data_source": config["data_source"], "task": config["task_spec"]["name"],
                "method": config["method_spec"]["name"], "n": results["n"]}
-        for column, key in COLUMNS.items():
+        for column, key in columns.items():
             if key is not None:
                 entry = metrics.get(key, {})
                 row[column] = entry.get("value")
@@ -43,9 +52,11 @@ def leaderboard(root: Path) -> pd.DataFrame:
                 row[low], row[high] = entry.get("ci95") or (None, None)
         row["run_dir"] = str(run_dir)
         rows.append(row)
-    intervals = [c for column, key in COLUMNS.items() if key is not None for c in _interval_columns(column)]
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, *intervals, "run_dir"])
-    return frame.sort_values(["task", "pp_auc"], na_position="last").reset_index(drop=True)
+    measured = {c: k for c, k in columns.items() if k is None or c in BASE_COLUMNS or any(r[c] is not None for r in rows)}
+    intervals = [c for column, key in measured.items() if key is not None for c in _interval_columns(column)]
+    frame = pd.DataFrame(rows, columns=[*measured, *intervals, "run_dir"])
+    order = ["task", "pp_auc"] if "pp_auc" in frame else ["task"]
+    return frame.sort_values(order, na_position="last").reset_index(drop=True)
 
 
 def _cell(value: float | None, low: float | None, high: float | None) -> str:
@@ -57,9 +68,7 @@ def _cell(value: float | None, low: float | None, high: float | None) -> str:
 def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     """Each metric as text "value [low, high]" (its 95% interval), for tables read by people."""
     shown = frame.drop(columns=["run_dir"]).copy()
-    for column, key in COLUMNS.items():
-        if key is None:
-            continue
+    for column in [c for c in frame.columns if f"{c}_ci_low" in frame.columns]:
         low, high = _interval_columns(column)
         shown[column] = [_cell(v, lo, hi) for v, lo, hi in zip(shown[column], shown[low], shown[high])]
         shown = shown.drop(columns=[low, high])

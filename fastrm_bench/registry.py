@@ -1,4 +1,4 @@
-"""One generic, typed registry for methods, tasks and models.
+"""One generic, typed registry for methods, tasks, models, metrics and aggregations.
 
 Modelled on timm (`register_model` / `create_model` / `list_models`) and on
 lm-evaluation-harness' lazy registry:
@@ -152,3 +152,7 @@ TASKS: Registry = Registry("task", "fastrm_bench.tasks")
 MODELS: Registry = Registry("model", "fastrm_bench.models")
 #: model families keyed by ``config.model_type`` (values: `fastrm_bench.models.families.Family` objects)
 FAMILIES: Registry = Registry("model family", "fastrm_bench.families")
+#: run-level measurements (`fastrm_bench.metrics.base.Metric` classes)
+METRICS: Registry = Registry("metric", "fastrm_bench.metrics")
+#: per-token maps -> sample map (`fastrm_bench.aggregation.Aggregation` classes)
+AGGREGATIONS: Registry = Registry("aggregation", "fastrm_bench.aggregations")

@@ -140,6 +140,55 @@ def fig_perturbation(runs: list[Run], report: Report) -> None:
         plt.close(fig)
 
 
+def fig_insertion(runs: list[Run], report: Report) -> None:
+    """Insertion curves: accuracy as image tokens are put back most relevant first, per task."""
+    with_curves = [r for r in runs if r.results.get("curves", {}).get("insertion")]
+    if not with_curves:
+        report.skipped.append("Insertion curves: no run with insertion curves")
+        return
+    plt = _style()
+    tasks = sorted({r.task_label for r in with_curves})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in sorted([r for r in with_curves if r.task_label == task], key=lambda r: r.method):
+            ax.plot(r.results["curves"]["fractions"], r.results["curves"]["insertion"], marker="o", ms=3,
+                    label=f"{r.method} (AUC {r.metric('insertion_auc'):.3f})")
+        ax.set_xlabel("fraction of image tokens present (most relevant first)")
+        ax.set_title(f"{task} (higher AUC is better)")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("task accuracy (fraction correct)")
+    fig.suptitle(_title(with_curves, "Insertion: image tokens put back in order of relevance"), fontsize=10)
+    _save(fig, report, "insertion", "Insertion curves")
+    plt.close(fig)
+
+
+def fig_probability(runs: list[Run], report: Report) -> None:
+    """Probability curves: mean log-probability of the original answer under deletion and insertion, per task."""
+    with_curves = [r for r in runs if r.results.get("curves", {}).get("logprob_positive")]
+    if not with_curves:
+        report.skipped.append("Probability curves: no run with answer log-probability curves")
+        return
+    plt = _style()
+    tasks = sorted({r.task_label for r in with_curves})
+    orders = (("logprob_positive", "logprob_pp_auc", "deletion, most relevant first (lower AUC is better)"),
+              ("logprob_insertion", "logprob_insertion_auc", "insertion, most relevant first (higher AUC is better)"))
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.8 * len(tasks)), squeeze=False)
+    for row, task in enumerate(tasks):
+        group = sorted([r for r in with_curves if r.task_label == task], key=lambda r: r.method)
+        for col, (curve, auc, what) in enumerate(orders):
+            ax = axes[row][col]
+            for r in group:
+                ax.plot(r.results["curves"]["fractions"], r.results["curves"][curve], marker="o", ms=3,
+                        label=f"{r.method} (AUC {r.metric(auc):.2f})")
+            ax.set_xlabel("fraction of image tokens removed" if col == 0 else "fraction of image tokens present")
+            ax.set_ylabel("mean log p(original answer)")
+            ax.set_title(f"{task}: {what}", fontsize=9)
+            ax.legend(fontsize=7)
+    fig.suptitle(_title(with_curves, "Probability of the original answer under teacher forcing"), fontsize=10)
+    _save(fig, report, "probability", "Probability curves")
+    plt.close(fig)
+
+
 def _per_sample_aucs(run: Run) -> dict[str, dict[str, float]]:
     """{sample id: {"pp": AUC, "np": AUC}}: the AUC of the mean curve is the mean of these (the trapezoid is linear)."""
     from fastrm_bench.metrics.perturbation import curve_auc
@@ -414,8 +463,15 @@ def leaderboard_tables(roots: list[Path], report: Report) -> None:
     report.made.append(("Leaderboard", ["leaderboard.md", "leaderboard.tex", "leaderboard.csv"]))
 
 
-FIGURES: list[Callable[[list[Run], Report], None]] = [fig_perturbation, table_perturbation, fig_threshold, table1, fig_entropy,
-                                                       fig_qualitative]
+def metric_figures() -> list[Callable[[list[Run], Report], None]]:
+    """The report makers the metrics declare (`Metric.figures`), the default metrics' first."""
+    from fastrm_bench.builders import create_metric
+    from fastrm_bench.metrics import DEFAULT_METRICS
+    from fastrm_bench.registry import METRICS, import_target
+
+    names = [*DEFAULT_METRICS, *(n for n in METRICS.names() if n not in DEFAULT_METRICS)]
+    targets = dict.fromkeys(t for name in names for t in create_metric(name)[0].figures)  # one call per figure
+    return [import_target(t) for t in targets]  # type: ignore[misc]
 
 
 def make_report(roots: list[Path], out: Path, command: str) -> Report:
@@ -430,7 +486,7 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     leaderboard_tables(roots, report)
     ablation_runs = [r for r in runs if (r.path / "ablation.json").exists()]
     main_runs = [r for r in runs if r not in ablation_runs]
-    for figure in FIGURES:
+    for figure in [*metric_figures(), fig_qualitative]:
         figure(main_runs, report)
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)

@@ -15,7 +15,7 @@ from fastrm_bench.runner import RunConfig, resummarise, run
 from fastrm_bench.specs import add_spec_dir
 
 TASKS = ("vqav2", "gqa", "pope")
-METHODS = ("fastrm", "chefer", "gradcam", "rollout", "random", "oracle")
+METHODS = ("fastrm", "chefer", "chefer-stale", "dex-ar", "dex-ar-sentence", "tam", "gradcam", "rollout", "random", "oracle")
 ABLATION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 ABLATION_DATA_SIZES = (500, 1000, 2000, None)  # token samples; None = all of the ablation dataset
 ABLATION_STEPS = (500, 1500, 3500)

@@ -7,8 +7,10 @@ Layout::
     config.json     written once, when the run starts; its ``fingerprint`` is what --resume matches
     samples.jsonl   one line per evaluated sample, appended and fsynced as it finishes
     skipped.jsonl   one line per sample skipped for bad data: its id and the reason
-    maps/           one NNNNNN.npy per samples.jsonl line while the run lasts (written before the line)
-    maps.npz        all maps in samples.jsonl order, written when the run finishes (`fastrm_bench.maps_io`)
+    maps/           one NNNNNN.npz per samples.jsonl line while the run lasts (written before the line): the
+                    sample map and the answer tokens' maps
+    maps.npz        all sample maps in samples.jsonl order, written when the run finishes (`fastrm_bench.maps_io`)
+    token_maps.npz  all answer tokens' maps in samples.jsonl order, written with maps.npz
     results.json    aggregates; its presence marks a finished run
 
 Every file is either appended line by line (a line cut by a kill is dropped on resume and its
@@ -35,13 +37,13 @@ from typing import IO, Any
 
 import numpy as np
 
-from fastrm_bench.maps_io import save_sample_maps
+from fastrm_bench.maps_io import save_sample_maps, save_token_maps
 
 #: version of the layout above; directories of another format are never resumed or mixed into
-FORMAT = 2
-CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, RESULTS, LOCK = (
-    "config.json", "samples.jsonl", "skipped.jsonl", "maps", "maps.npz", "results.json", ".lock")
-RUN_FILES = (CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, RESULTS)
+FORMAT = 3
+CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS, LOCK = (
+    "config.json", "samples.jsonl", "skipped.jsonl", "maps", "maps.npz", "token_maps.npz", "results.json", ".lock")
+RUN_FILES = (CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS)
 #: run fields left out of the fingerprint: spellings of where things are (their identity is recorded
 #: separately: the resolved data root, the weights' hash, the device type) and the error policy
 UNFINGERPRINTED = ("output_dir", "data_root", "model", "device", "on_error")
@@ -286,7 +288,7 @@ class RunDir:
                               "--overwrite starts the run again")
 
     def _map_path(self, index: int) -> Path:
-        return self.path / MAPS_DIR / f"{index:06d}.npy"
+        return self.path / MAPS_DIR / f"{index:06d}.npz"
 
     @property
     def done_ids(self) -> set[str]:
@@ -307,11 +309,11 @@ class RunDir:
         return RunDirError(f"cannot write {path}: {err.strerror or err}; what is already written stays consistent: "
                            "fix the cause (e.g. free disk space) and continue with --resume")
 
-    def add_sample(self, record: dict[str, Any], sample_map: np.ndarray) -> None:
-        """Save the sample's map, then its line: a map without its line is redone, never a line without its map."""
+    def add_sample(self, record: dict[str, Any], sample_map: np.ndarray, token_maps: np.ndarray) -> None:
+        """Save the sample's maps, then its line: maps without their line are redone, never a line without its maps."""
         path = self._map_path(len(self.records))
         try:
-            replace_file(path, lambda fh: np.save(fh, sample_map))
+            replace_file(path, lambda fh: np.savez(fh, sample=sample_map, tokens=token_maps))
         except OSError as err:
             raise self._write_error(path, err) from err
         test_hook("map")
@@ -324,11 +326,16 @@ class RunDir:
         self.skipped.append(row)
 
     def finish(self, results: dict[str, Any]) -> None:
-        """maps.npz, then results.json (the mark of a finished run), then the per-sample maps go."""
-        maps = [np.load(self._map_path(i)) for i in range(len(self.records))]
+        """maps.npz and token_maps.npz, then results.json (the mark of a finished run), then the per-sample maps go."""
+        sample_maps, token_maps = [], []
+        for i in range(len(self.records)):
+            with np.load(self._map_path(i)) as saved:
+                sample_maps.append(saved["sample"])
+                token_maps.append(saved["tokens"])
         ids = [r["id"] for r in self.records]
         try:
-            replace_file(self.path / MAPS, lambda fh: save_sample_maps(fh, ids, maps), hook="maps.npz")
+            replace_file(self.path / MAPS, lambda fh: save_sample_maps(fh, ids, sample_maps), hook="maps.npz")
+            replace_file(self.path / TOKEN_MAPS, lambda fh: save_token_maps(fh, ids, token_maps))
             replace_file(self.path / RESULTS, lambda fh: fh.write(json.dumps(results, indent=2).encode()), hook="results.json")
         except OSError as err:
             raise self._write_error(self.path, err) from err

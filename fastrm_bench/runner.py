@@ -11,9 +11,13 @@ could be sharded across processes later. A sample whose data is bad (missing or 
 unparsable entry) is skipped and recorded under ``--on-error skip`` (the default) or stops the
 run under ``--on-error fail``; any other error stops the run.
 
+What is measured is the run's list of metrics (`fastrm_bench.metrics.base.Metric` plug-ins, ``--metric``):
+the runner gives each the sample context it declares it needs and knows none of them by name.
+
 Run directory: ``config.json`` (everything needed to reproduce), ``samples.jsonl`` (one line per
-sample, with its image ``layout``), ``maps.npz`` (every sample map, one value per image token of its
-layout: `fastrm_bench.maps_io`), ``results.json``; see `fastrm_bench.rundir`.
+sample, with its image ``layout``, its answer tokens and every metric's fields), ``maps.npz`` (every
+sample map) and ``token_maps.npz`` (every answer token's map; both `fastrm_bench.maps_io`),
+``results.json``; see `fastrm_bench.rundir`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import json
 import platform
 import signal
-import string
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,26 +37,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fastrm_bench.builders import create_method, create_task
+from fastrm_bench.builders import create_aggregation, create_method, create_metric, create_task
 from fastrm_bench.data_errors import SampleDataError
-from fastrm_bench.interfaces import Explanation, Generation, ModelInputs, Sample
-from fastrm_bench.metrics.entropy import map_entropy
-from fastrm_bench.metrics.localisation import object_tokens, pointing_game, relevance_mass
-from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS, DIRECTIONS, curve_auc, keep_masks
-from fastrm_bench.metrics.threshold import DEFAULT_THRESHOLDS, binarise
+from fastrm_bench.interfaces import Explanation, Sample
+from fastrm_bench.metrics import DEFAULT_METRICS, legacy_metrics
+from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
+from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS
 from fastrm_bench.models.adapter import REMOVAL_STRATEGIES
 from fastrm_bench.rundir import RunDir, replace_file
-
-HIGHER_IS_BETTER = {
-    "accuracy": True, "f1": True, "precision": True, "recall": True, "mean_f1": True, "yes_ratio": None,
-    "pp_auc": False, "np_auc": True, "pp_auc_first20": False, "np_auc_first20": True,
-    "relevance_mass": True, "pointing_game": True, "object_patch_share": None,
-    "relevance_mass_correct": True, "pointing_game_correct": True, "n_correct_localised": None,
-    "map_seconds": False, "generation_seconds": False, "threshold_accuracy": True, "threshold_f1": True,
-    "entropy_tp_rate_below": True, "entropy_fp_rate_below": False, "entropy_share_below": None,
-    "entropy_tn_rate_above": True, "entropy_fn_rate_above": False, "entropy_threshold": None,
-    "entropy_base_rate": None, "entropy_tp_gain_below": True,
-}
 
 
 @dataclass
@@ -69,14 +60,28 @@ class RunConfig:
     device: str | None = None
     fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
     removal: str = "zero"  # how perturbation removes image tokens: "zero" (embeddings zeroed) or "drop"
-    perturbation: bool = True
-    aggregation: str = "mean"  # sample map = mean of the per-token maps over the answer tokens
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    aggregation: str = "mean"  # per-token maps -> sample map (`fastrm_bench.aggregation`)
     dtype: str = "float32"  # the weights' dtype (gradient methods accumulate in float32 whatever it is)
     device_map: str | None = None  # "auto": accelerate spreads a model larger than one GPU
     on_error: str = "skip"  # a sample with bad data (missing/corrupt image, unparsable entry): "skip" it or "fail"
 
+    @classmethod
+    def from_dict(cls, run: dict[str, Any]) -> RunConfig:
+        """The configuration a run directory's config.json records (older runs: what they measured then)."""
+        run = dict(run)
+        if "metrics" not in run:
+            run["metrics"] = legacy_metrics(run)
+        return cls(**run)
+
+    @property
+    def settings(self) -> RunSettings:
+        return RunSettings(tuple(self.fractions), self.removal, self.seed, self.max_new_tokens)
+
     def check(self) -> None:
         """Refuse values no run can use, before anything is loaded or written."""
+        from fastrm_bench.registry import AGGREGATIONS
+
         problems = []
         if self.limit is not None and self.limit < 1:
             problems.append(f"--limit must be a positive number of questions, got {self.limit}")
@@ -88,8 +93,10 @@ class RunConfig:
             problems.append(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
         if self.removal not in REMOVAL_STRATEGIES:
             problems.append(f"removal must be one of {', '.join(REMOVAL_STRATEGIES)}, got {self.removal!r}")
-        if self.aggregation != "mean":
-            problems.append(f"unknown aggregation {self.aggregation!r}; only 'mean' is implemented")
+        if self.aggregation not in AGGREGATIONS:
+            problems.append(f"unknown aggregation {self.aggregation!r}; expected one of {', '.join(AGGREGATIONS.names())}")
+        if len(set(self.metrics)) != len(self.metrics):
+            problems.append(f"--metric names a metric twice: {self.metrics}")
         fr = list(self.fractions)
         if len(fr) < 2 or any(not 0 <= f < 1 for f in fr) or fr != sorted(set(fr)):
             problems.append(f"fractions must be at least two increasing values in [0, 1), got {fr}")
@@ -125,87 +132,64 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-_FORMAT_ONLY = set(string.punctuation) | {" "}
-
-
-def sample_map(explanation: Explanation, generation: Generation, tokenizer, aggregation: str = "mean") -> torch.Tensor:
-    """One map per answer: the mean of the per-token maps, format-only tokens (punctuation) left out."""
-    if aggregation != "mean":
-        raise ValueError(f"unknown aggregation {aggregation!r}; only 'mean' is implemented")
-    maps = explanation.maps.float()
-    if generation.num_generated == 0:
-        return maps.mean(0) if len(maps) else torch.zeros(maps.shape[1:])
-    words = [tokenizer.decode([int(t)]).strip() for t in generation.generated_ids]
-    content = [i for i, w in enumerate(words) if w and not set(w) <= _FORMAT_ONLY]
-    return maps[content or list(range(len(maps)))].mean(0)
+def create_metrics(names: list[str]) -> list[Metric]:
+    return [create_metric(name)[0] for name in names]
 
 
 class Evaluator:
     """Per-sample work of a run: everything here depends only on (config, sample)."""
 
-    def __init__(self, cfg: RunConfig, adapter, task, method):
-        self.cfg, self.adapter, self.task, self.method = cfg, adapter, task, method
-        self._chefer = None
+    def __init__(self, cfg: RunConfig, adapter, task, method, metrics: list[Metric]):
+        self.cfg, self.adapter, self.task, self.method, self.metrics = cfg, adapter, task, method, metrics
+        self.aggregate = create_aggregation(cfg.aggregation)[0]
+        self.references = {}  # the methods metrics take labels from, by name (one instance each)
+        for metric in metrics:
+            name = metric.needs.reference_method
+            if name is not None and name not in self.references:
+                self.references[name] = create_method(name)[0]
+                self.references[name].prepare(adapter)
 
-    def answers(self, inputs: ModelInputs, sample: Sample, keeps: torch.Tensor) -> list[float]:
-        """Scores of the answers with each row of ``keeps`` applied, in one batch."""
-        outs = self.adapter.generate(inputs, self.cfg.max_new_tokens, image_keep=keeps, removal=self.cfg.removal)
-        return [self.task.score(g.text, sample) for g in outs]
-
-    def perturbation(self, inputs: ModelInputs, sample: Sample, generation: Generation, first_map: torch.Tensor
-                     ) -> dict[str, list[float]]:
-        draws = int(getattr(self.method, "perturbation_draws", 1))
-        curves = {d: np.zeros(len(self.cfg.fractions)) for d in DIRECTIONS}
-        for draw in range(draws):
-            smap = first_map if draw == 0 else sample_map(
-                self.method.explain(self.adapter, replace(inputs, draw=draw), generation), generation,
-                self.adapter.tokenizer, self.cfg.aggregation)
-            masks = keep_masks(smap, self.cfg.fractions, seed=self.cfg.seed + draw)  # tie-breaks: (seed, draw), any sample
-            scores = self.answers(inputs, sample, torch.cat([masks[d] for d in DIRECTIONS]))
-            n = len(self.cfg.fractions)
-            for i, d in enumerate(DIRECTIONS):
-                curves[d] += np.asarray(scores[i * n : (i + 1) * n]) / draws
-        return {d: c.tolist() for d, c in curves.items()}
-
-    def threshold_counts(self, inputs: ModelInputs, generation: Generation, probs: torch.Tensor) -> dict[str, list[int]]:
-        """Confusion counts of prob >= c against binarised Chefer labels, per threshold c."""
-        from fastrm_bench.explainers.chefer import Chefer
-
-        self._chefer = self._chefer or Chefer()
-        labels = binarise(self._chefer.explain(self.adapter, inputs, generation).maps, 0.3).flatten()
-        p = probs.flatten()
-        out = {}
-        for c in DEFAULT_THRESHOLDS:
-            pred = p >= c
-            out[str(c)] = [int((pred & labels).sum()), int((pred & ~labels).sum()), int((~pred & labels).sum()),
-                           int((~pred & ~labels).sum())]
-        return out
-
-    def __call__(self, sample: Sample) -> tuple[dict[str, Any], np.ndarray]:
-        inputs = self.adapter.build_inputs([sample.image], [self.task.prompt(sample)])
-        inputs.sample = sample
+    def __call__(self, sample: Sample) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """The sample's record, its sample map ``[n]`` and its per-token maps ``[T, n]``."""
+        adapter, method = self.adapter, self.method
+        inputs = replace(adapter.build_inputs([sample.image], [self.task.prompt(sample)]), sample_id=sample.id)
         t0 = time.perf_counter()
-        generation = self.adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
+        generation = adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
         generation_seconds = time.perf_counter() - t0
-        explanation = self.method.explain(self.adapter, inputs, generation)
-        smap = sample_map(explanation, generation, self.adapter.tokenizer, self.cfg.aggregation)
+        explanation = method.explain_sample(adapter, inputs, generation, sample)
+        smap = self.aggregate(adapter, inputs, generation, explanation)
+        score = self.task.score(generation.text, sample)
         record: dict[str, Any] = {
             "id": sample.id, "question": sample.question, "prediction": generation.text, "reference": sample.references[0],
-            "score": self.task.score(generation.text, sample), "meta": sample.meta, "num_tokens": generation.num_generated,
-            "map_seconds": explanation.seconds, "generation_seconds": generation_seconds,
-            "peak_memory_bytes": explanation.peak_memory_bytes, "entropy": map_entropy(smap),
+            "score": score, "meta": sample.meta, "num_tokens": generation.num_generated,
+            "tokens": [adapter.tokenizer.decode([int(t)]) for t in generation.generated_ids],
             "layout": inputs.layout.to_dict(),
         }
-        if self.cfg.perturbation:
-            record["curves"] = self.perturbation(inputs, sample, generation, smap)
-        if explanation.is_probability and generation.num_generated:
-            record["threshold_counts"] = self.threshold_counts(inputs, generation, explanation.maps)
-        if sample.mask is not None:
-            on_object = object_tokens(inputs.layout, sample.mask)
-            record["relevance_mass"] = relevance_mass(smap, on_object)
-            record["pointing_game"] = pointing_game(smap, on_object)
-            record["object_patch_share"] = float(on_object.mean())
-        return record, smap.cpu().numpy()
+
+        def draw_map(draw: int):
+            again = replace(inputs, draw=draw)
+            return self.aggregate(adapter, again, generation, method.explain_sample(adapter, again, generation, sample))
+
+        context = SampleContext(sample, inputs, generation, explanation, smap, score, generation_seconds, self.cfg.settings,
+                                adapter, self.task, _draw_maps=draw_map, _draws=method.perturbation_draws)
+        labels: dict[str, Explanation] = {}
+        for metric in self.metrics:
+            needs = metric.needs
+            if (needs.mask and sample.mask is None) or (needs.probabilities and not explanation.is_probability):
+                continue
+            if needs.reference_method is not None:
+                if needs.reference_method not in labels:
+                    labels[needs.reference_method] = self.references[needs.reference_method].explain_sample(
+                        adapter, inputs, generation, sample)
+                context.reference = labels[needs.reference_method]
+            fields = metric.update(context)
+            context.reference = None
+            clash = set(fields) & set(record)
+            if clash:
+                raise ValueError(f"metric {metric.name!r} writes {sorted(clash)}, already in the sample's record")
+            record.update(fields)
+        maps = explanation.maps.float().cpu().numpy()
+        return record, smap.cpu().numpy(), maps[: generation.num_generated] if generation.num_generated else maps[:0]
 
 
 @contextmanager
@@ -239,20 +223,23 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     cfg.check()
     torch.manual_seed(cfg.seed)
     method, method_spec = create_method(cfg.method)  # cheap: bad names and params fail before any data or model work
+    metrics = create_metrics(cfg.metrics)
     task, task_spec = create_task(cfg.task, data_root=cfg.data_root)
-    if getattr(task, "uses_embedded_world", False):
+    if task.uses_embedded_world:
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
-    selected = task.select(cfg.limit, cfg.seed) if hasattr(task, "select") else None
+    selected = task.select(cfg.limit, cfg.seed)
     if cfg.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; expected one of {sorted(DTYPES)}")
     adapter = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, device_map=cfg.device_map)
-    if cfg.perturbation and cfg.removal not in adapter.removals:
-        raise ValueError(f"removal {cfg.removal!r} is not supported for the {adapter.family} family of {adapter.name}; "
-                         f"use one of {adapter.removals}")
+    perturbing = [m.name for m in metrics if m.needs.perturbation]
+    if perturbing and cfg.removal not in adapter.removals:
+        raise ValueError(f"removal {cfg.removal!r} (for {', '.join(perturbing)}) is not supported for the {adapter.family} "
+                         f"family of {adapter.name}; use one of {adapter.removals}")
     if adapter.eager_check and adapter.eager_check.get("equal") is False:
         log(f"Warning: {adapter.name} answers a probe input differently with eager and SDPA attention "
             f"({adapter.eager_check['eager']!r} vs {adapter.eager_check['sdpa']!r}); the maps explain the eager model.")
     method.prepare(adapter)  # e.g. the FastRM checkpoint: a bad one fails here, before the run directory is touched
+    evaluate = Evaluator(cfg, adapter, task, method, metrics)  # the metrics' reference methods are prepared here too
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
@@ -264,7 +251,6 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
             results = rundir.results()
             return {"output_dir": str(out), "n_skipped": results.get("n_skipped", 0), **results}
         done = rundir.done_ids
-        evaluate = Evaluator(cfg, adapter, task, method)
         if selected is not None:
             todo: list[Any] = [r for r in selected if r.id not in done]
             stream: Iterator[Any] = iter(todo)
@@ -281,8 +267,8 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
                     log(f"skipped: {err}")
                     rundir.add_skipped(err.sample_id, str(err))
                     continue
-                record, smap = evaluate(sample)
-                rundir.add_sample(record, smap)
+                record, smap, token_maps = evaluate(sample)
+                rundir.add_sample(record, smap, token_maps)
         except KeyboardInterrupt:
             raise RunInterrupted(signal.SIGINT) from None
         results = summarise(task, rundir.records, cfg)
@@ -318,86 +304,61 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
         params["data_root"] = config["data_root"]
     task = TASKS.create(spec["implementation"], **params)
     task.name = spec["name"]
-    results = summarise(task, records, RunConfig(**config["run"]))
+    results = summarise(task, records, RunConfig.from_dict(config["run"]))
     results["config"] = _results_config(config, config.get("scoring", task.scoring))  # runs made before it was recorded
     replace_file(out / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
     return {"output_dir": str(out), **results}
 
 
-#: random calibration/evaluation splits behind each entropy-confidence number
-ENTROPY_SPLITS = 200
+def _deep_merge(into: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
 
 
-def _aggregates(task, records: list[dict[str, Any]], cfg: RunConfig
-                ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, dict[str, float]]]:
-    """Task metrics, localisation, timings, perturbation AUCs and threshold scores of ``records``."""
-    metrics: dict[str, float] = dict(task.aggregate(records))
-    for key in ("relevance_mass", "pointing_game", "object_patch_share", "map_seconds", "generation_seconds"):
-        values = [r[key] for r in records if r.get(key) is not None and r[key] == r[key]]
-        if values:
-            metrics[key] = float(np.mean(values))
-    # maps of wrong answers need not show the question's object: the localisation of right answers apart
-    for key in ("relevance_mass", "pointing_game"):
-        values = [r[key] for r in records if r["score"] >= 1 and r.get(key) is not None and r[key] == r[key]]
-        if values:
-            metrics[f"{key}_correct"] = float(np.mean(values))
-            metrics.setdefault("n_correct_localised", float(len(values)))  # questions behind relevance_mass_correct
-    curves: dict[str, list[float]] = {}
-    with_curves = [r for r in records if "curves" in r]
-    if with_curves:
-        fr = cfg.fractions
-        for d, short in (("positive", "pp"), ("negative", "np")):
-            mean_curve = np.mean([r["curves"][d] for r in with_curves], axis=0)
-            curves[d] = mean_curve.tolist()
-            metrics[f"{short}_auc"] = curve_auc(fr, mean_curve)
-            window = [i for i, f in enumerate(fr) if f <= 0.2 + 1e-9]
-            if len(window) >= 2:
-                metrics[f"{short}_auc_first20"] = curve_auc([fr[i] for i in window], mean_curve[window])
-    counts = [r["threshold_counts"] for r in records if "threshold_counts" in r]
-    threshold: dict[str, dict[str, float]] = {}
-    if counts:
-        for c in counts[0]:
-            tp, fp, fn, tn = np.sum([x[c] for x in counts], axis=0)
-            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-            threshold[c] = {"accuracy": float((tp + tn) / (tp + fp + fn + tn)), "f1": float(f1)}
-        metrics["threshold_accuracy"] = threshold["0.5"]["accuracy"]
-        metrics["threshold_f1"] = threshold["0.5"]["f1"]
-    return metrics, curves, threshold
-
-
-def _entry(key: str, value: float | None, interval: tuple[float, float] | None, **extra: Any) -> dict[str, Any]:
+def _entry(value: float | None, interval: tuple[float, float] | list[float] | None, higher_is_better: bool | None,
+           **extra: Any) -> dict[str, Any]:
     """One metric of results.json; NaN (undefined, e.g. no wrong answer) is written as null."""
     clean = None if value is None or value != value else float(value)
-    return {"value": clean, "ci95": list(interval) if interval else None,
-            "higher_is_better": HIGHER_IS_BETTER.get(key.split("/")[-1]), **extra}
+    return {"value": clean, "ci95": list(interval) if interval else None, "higher_is_better": higher_is_better, **extra}
 
 
 def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
     """Aggregate per-sample records into the run's metrics (pure: used by resume, `summarise` and leaderboards).
 
-    Every aggregate carries a seeded percentile-bootstrap 95% interval over samples (``ci95``);
-    entropy confidence is the mean over `ENTROPY_SPLITS` random calibration/evaluation splits,
-    with their standard deviation (``spread``) and central 95% range (``ci95``).
+    The task's aggregates and every metric's `compute` carry a seeded percentile-bootstrap 95%
+    interval over samples (``ci95``); a metric's `intervals` add entries with their own uncertainty
+    (entropy confidence: mean, spread and central 95% over random splits).
     """
-    from fastrm_bench.metrics.entropy import entropy_over_splits
     from fastrm_bench.metrics.uncertainty import RESAMPLES, bootstrap_intervals
 
-    metrics, curves, threshold = _aggregates(task, records, cfg)
-    intervals = bootstrap_intervals(records, lambda rs: _aggregates(task, rs, cfg)[0], cfg.seed) if records else {}
-    out = {k: _entry(k, v, intervals.get(k)) for k, v in metrics.items()}
-    if len(records) >= 4:
-        entropy = np.array([r["entropy"] for r in records])
-        correct = np.array([r["score"] >= 0.5 for r in records])
-        for key, s in entropy_over_splits(entropy, correct, cfg.seed, ENTROPY_SPLITS).items():
-            if s["n"]:
-                out[f"entropy_{key}"] = _entry(f"entropy_{key}", s["mean"], (s["low"], s["high"]), spread=s["std"],
-                                               splits=s["n"])
-    return {
-        "n": len(records),
-        "metrics": out,
-        "curves": {"fractions": list(cfg.fractions), **curves},
-        "threshold_sweep": threshold,
-        "uncertainty": {"ci95": f"percentile bootstrap over samples, {RESAMPLES} resamples, seed {cfg.seed}",
-                        "entropy": f"mean over {ENTROPY_SPLITS} random calibration/evaluation halves (seed {cfg.seed}); "
-                                   "spread = their standard deviation, ci95 = their central 95%"},
-    }
+    metrics = create_metrics(cfg.metrics)
+    settings = cfg.settings
+    direction: dict[str, bool | None] = {}
+
+    def statistic(rows: list[dict[str, Any]]) -> dict[str, float]:
+        values = dict(task.aggregate(rows))
+        for metric in metrics:
+            values.update(metric.compute(rows, settings))
+        return values
+
+    values = dict(task.aggregate(records))
+    direction.update({k: task.higher_is_better(k) for k in values})
+    for metric in metrics:
+        computed = metric.compute(records, settings)
+        direction.update({k: metric.direction(k) for k in computed})
+        values.update(computed)
+    intervals = bootstrap_intervals(records, statistic, cfg.seed) if records else {}
+    out = {k: _entry(v, intervals.get(k), direction[k]) for k, v in values.items()}
+    sections: dict[str, Any] = {}
+    notes = {"ci95": f"percentile bootstrap over samples, {RESAMPLES} resamples, seed {cfg.seed}"}
+    for metric in metrics:
+        for key, entry in metric.intervals(records, settings).items():
+            out[key] = _entry(entry.pop("value"), entry.pop("ci95"), metric.direction(key), **entry)
+        _deep_merge(sections, metric.sections(records, settings))
+        note = metric.interval_note(settings)
+        if note:
+            notes[metric.name] = note
+    return {"n": len(records), "metrics": out, **sections, "uncertainty": notes}

@@ -22,9 +22,11 @@ from typing import Any
 
 import yaml
 
-from fastrm_bench.registry import METHODS, TASKS, Registry, UnknownNameError
+from fastrm_bench.registry import AGGREGATIONS, METHODS, METRICS, TASKS, Registry, UnknownNameError
 
 SPEC_PATH_ENV = "FASTRM_BENCH_SPEC_PATH"
+#: the kinds a spec folder may hold (``methods/``, ``tasks/``, ``metrics/``, ``aggregations/``) and their registries
+REGISTRIES: dict[str, Registry] = {"methods": METHODS, "tasks": TASKS, "metrics": METRICS, "aggregations": AGGREGATIONS}
 _extra_dirs: list[Path] = []
 
 
@@ -69,7 +71,7 @@ def _read(path: Path) -> Spec:
 
 
 def load_specs(kind: str) -> dict[str, Spec]:
-    """All specs of ``kind`` ("methods" or "tasks") by name; later roots override earlier ones."""
+    """All specs of ``kind`` (a key of `REGISTRIES`) by name; later roots override earlier ones."""
     specs: dict[str, Spec] = {}
     for root in spec_roots():
         folder = root / kind
@@ -82,7 +84,7 @@ def load_specs(kind: str) -> dict[str, Spec]:
 
 def resolve(kind: str, name: str) -> Spec:
     """The spec called ``name``, or an implicit spec for a registered name; else "did you mean"."""
-    registry: Registry = {"methods": METHODS, "tasks": TASKS}[kind]
+    registry: Registry = REGISTRIES[kind]
     specs = load_specs(kind)
     if name in specs:
         return specs[name]
@@ -95,7 +97,7 @@ def resolve(kind: str, name: str) -> Spec:
 
 def available(kind: str) -> dict[str, str]:
     """Every runnable name of ``kind`` (specs and registered names) with a one-line description."""
-    registry: Registry = {"methods": METHODS, "tasks": TASKS}[kind]
+    registry: Registry = REGISTRIES[kind]
     out = {name: registry.describe(name) for name in registry.names()}
     out.update({name: spec.description for name, spec in load_specs(kind).items()})
     return dict(sorted(out.items()))

@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fastrm_bench.aggregation import MeanOverContent
 from fastrm_bench.builders import create_method, create_task
 from fastrm_bench.metrics.localisation import object_tokens, relevance_mass
 from fastrm_bench.models.zoo import load_model
-from fastrm_bench.runner import RunConfig, run, sample_map
+from fastrm_bench.runner import RunConfig, run
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_gradient_and_attention_maps_find_the_referenced_object_better_than_rand
             continue
         on_object = object_tokens(inputs.layout, sample.mask)
         for name, method in methods.items():
-            smap = sample_map(method.explain(embedded, inputs, generation), generation, embedded.tokenizer)
+            smap = MeanOverContent()(embedded, inputs, generation, method.explain(embedded, inputs, generation))
             mass[name].append(relevance_mass(smap, on_object))
     assert len(mass["random"]) >= 200
     # a map that is all zero (possible after a relu) has no mass to share out: nan, left out, and rare
@@ -122,7 +123,7 @@ def test_methods_beyond_the_paper_find_the_referenced_object_better_than_random(
             continue
         on_object = object_tokens(inputs.layout, sample.mask)
         for name, method in methods.items():
-            smap = sample_map(method.explain(embedded, inputs, generation), generation, embedded.tokenizer)
+            smap = MeanOverContent()(embedded, inputs, generation, method.explain(embedded, inputs, generation))
             mass[name].append(relevance_mass(smap, on_object))
     mass = {name: np.array(v) for name, v in mass.items()}
     empty = {name: float(np.mean(np.isnan(v))) for name, v in mass.items()}

@@ -19,19 +19,19 @@ def generation_case(tiny_adapter):
     inputs = tiny_adapter.build_inputs([image], ["Where is the yellow square?"])
     mask = np.zeros((48, 48), dtype=bool)
     mask[8:20, 30:44] = True
-    inputs.sample = Sample("q1", image, "Where is the yellow square?", ["top right"], mask=mask)  # for `oracle`
-    return inputs, tiny_adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5, return_hidden=True)[0]
+    sample = Sample("q1", image, "Where is the yellow square?", ["top right"], mask=mask)  # for `oracle`
+    return inputs, tiny_adapter.generate(inputs, max_new_tokens=5, min_new_tokens=5, return_hidden=True)[0], sample
 
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name, tiny_adapter, generation_case, tmp_path):
-    inputs, generation = generation_case
+    inputs, generation, sample = generation_case
     model = tiny_adapter.model
     overrides = {}
     if name == "fastrm":  # no proxy ships for the random test model: an untrained one of its hidden size
         overrides["checkpoint"] = str(FastRM(tiny_adapter.hidden_size).save_pretrained(tmp_path / "proxy"))
     method, _ = create_method(name, **overrides)
-    explanation = method.explain(tiny_adapter, inputs, generation)
+    explanation = method.explain_sample(tiny_adapter, inputs, generation, sample)
     assert explanation.maps.shape == (5, inputs.layout.num_tokens)
     assert torch.isfinite(explanation.maps).all() and explanation.seconds >= 0
     assert not model.training and model.config._attn_implementation == "eager"
@@ -39,7 +39,7 @@ def test_method_contract(name, tiny_adapter, generation_case, tmp_path):
 
 
 def test_gradcam_matches_a_hand_written_single_token_gradcam(tiny_adapter, generation_case):
-    inputs, generation = generation_case
+    inputs, generation, sample = generation_case
     maps = create_method("gradcam")[0].explain(tiny_adapter, inputs, generation).maps
     model = tiny_adapter.model
     hidden = model.model.vision_tower(inputs.tensors["pixel_values"], output_hidden_states=True).hidden_states
@@ -58,6 +58,6 @@ def test_gradcam_matches_a_hand_written_single_token_gradcam(tiny_adapter, gener
 
 
 def test_rollout_rows_are_distributions_over_earlier_tokens(tiny_adapter, generation_case):
-    inputs, generation = generation_case
+    inputs, generation, sample = generation_case
     maps = create_method("rollout")[0].explain(tiny_adapter, inputs, generation).maps
     assert (maps >= 0).all() and (maps.flatten(1).sum(1) < 1 + 1e-5).all()

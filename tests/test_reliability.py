@@ -268,10 +268,11 @@ def test_a_torn_samples_line_is_dropped_and_its_sample_redone(world_root, tiny_l
 
 def test_maps_without_their_line_are_redone(world_root, tiny_llava_dir, tmp_path, monkeypatch, reference):
     out = interrupted_run(monkeypatch, config(world_root, tiny_llava_dir, tmp_path / "run", **CHEAP))
-    assert (out / "maps" / "000002.npy").exists()  # saved before the line that the full disk cut
-    shape = np.load(out / "maps" / "000000.npy").shape
-    for name in ("000002.npy", "000003.npy"):  # wrong maps: a resume must not take them for finished work
-        np.save(out / "maps" / name, np.full(shape, -1.0, dtype=np.float32))
+    assert (out / "maps" / "000002.npz").exists()  # saved before the line that the full disk cut
+    with np.load(out / "maps" / "000000.npz") as saved:
+        shapes = {key: saved[key].shape for key in saved.files}
+    for name in ("000002.npz", "000003.npz"):  # wrong maps: a resume must not take them for finished work
+        np.savez(out / "maps" / name, **{key: np.full(shape, -1.0, dtype=np.float32) for key, shape in shapes.items()})
     run(config(world_root, tiny_llava_dir, out, **CHEAP), resume=True, log=quiet)
     assert_same_run(out, reference("random", cheap=True))
 

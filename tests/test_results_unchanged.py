@@ -16,7 +16,7 @@ import pytest
 from fastrm_bench.builders import create_method, create_task
 from fastrm_bench.maps_io import load_sample_maps
 from fastrm_bench.models.zoo import load_model
-from fastrm_bench.runner import Evaluator, RunConfig
+from fastrm_bench.runner import Evaluator, RunConfig, create_metrics
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 #: samples recomputed per run, and the relative tolerance of continuous values: float32 sums are evaluated in
@@ -36,13 +36,13 @@ def test_committed_samples_are_recomputed_equal(run, embedded):
     config = json.loads((run_dir / "config.json").read_text())
     committed = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()[:n]]
     committed_maps = load_sample_maps(run_dir / "maps.npz")
-    cfg = RunConfig(**config["run"])
+    cfg = RunConfig.from_dict(config["run"])  # the metrics the committed run measured
     task, _ = create_task(config["task_spec"]["name"])  # the default embedded world, built as the run built it
     records = {r.id: r for r in task.select(cfg.limit, cfg.seed)}
     method, _ = create_method(config["method_spec"]["name"])
-    evaluate = Evaluator(cfg, embedded, task, method)
+    evaluate = Evaluator(cfg, embedded, task, method, create_metrics(cfg.metrics))
     for old in committed:
-        new, smap = evaluate(task.sample(records[old["id"]]))
+        new, smap, _ = evaluate(task.sample(records[old["id"]]))
         assert new["prediction"] == old["prediction"] and new["score"] == old["score"], old["id"]
         assert new["curves"] == old["curves"], old["id"]
         assert new.get("threshold_counts") == old.get("threshold_counts"), old["id"]

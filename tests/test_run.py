@@ -70,9 +70,11 @@ def test_leaderboard_csv_has_one_row_per_run(world_root, tiny_llava_dir, tmp_pat
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     header = lines[0].split(",")
-    for column in ("model", "data_source", "task", "method", "n", "task_accuracy", "pp_auc", "np_auc", "threshold_f1",
-                   "entropy_tp_rate_below", "pointing_game", "relevance_mass", "map_seconds"):
+    for column in ("model", "data_source", "task", "method", "n", "task_accuracy", "pp_auc", "np_auc", "insertion_auc",
+                   "logprob_pp_auc", "pointing_game", "relevance_mass", "map_seconds"):
         assert column in header
+    # columns no run has are left out: neither method gives probabilities; 4 right answers define no entropy rates
+    assert "threshold_f1" not in header and "entropy_tp_rate_below" not in header
     assert len(lines) == 3 and {line.split(",")[header.index("method")] for line in lines[1:]} == {"random", "chefer"}
 
 

@@ -54,6 +54,12 @@ class DexAR(GradientMethod):
         weighted, _ = self._weighted_maps(adapter, inputs, generation)
         return minmax(weighted, dim=1)
 
+    def token_weights(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+        """DEX-AR's token weights ``delta_t`` ``[T]`` (0: a linguistic token), e.g. to aggregate another method's maps."""
+        if generation.num_generated == 0:
+            return torch.zeros(0)
+        return self._weighted_maps(adapter, inputs, generation)[1]
+
     def _weighted_maps(self, adapter, inputs: ModelInputs, generation: Generation) -> tuple[torch.Tensor, torch.Tensor]:
         """(``sum_{l,h} w * minmax(G_img)`` per token ``[T, n]``, token weight ``delta_t`` ``[T]``)."""
         g_img, s_img, s_txt = self._gradients(adapter, inputs, generation)

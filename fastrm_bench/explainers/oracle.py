@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs, Sample
 from fastrm_bench.metrics.localisation import object_tokens
 
 
@@ -14,9 +14,10 @@ class OracleMap(ExplanationMethod):
     name = "oracle"
 
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        sample = inputs.sample
-        if sample is None:
-            raise ValueError("oracle needs the sample (inputs.sample) and its ground-truth mask")
+        raise ValueError("oracle maps are the sample's ground-truth mask: call explain_sample(..., sample)")
+
+    def explain_sample(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, sample: Sample
+                       ) -> Explanation:
         layout = inputs.layout
         if sample.mask is None:  # a question about nothing present ("is there a ...?" -> no): no ground truth,
             tokens = torch.zeros(layout.num_tokens)  # a constant map, i.e. a random removal order

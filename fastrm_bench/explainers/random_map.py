@@ -14,8 +14,7 @@ class RandomMap(ExplanationMethod):
     """Random baseline: i.i.d. uniform score per patch and token, seeded."""
 
     name = "random"
-    #: perturbation metrics average this many independent random maps per sample (the paper: 5)
-    perturbation_draws = 5
+    perturbation_draws = 5  # the paper averages 5 random maps per sample
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -23,7 +22,6 @@ class RandomMap(ExplanationMethod):
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()
         # seeded by (seed, sample id, draw): a sample's maps do not depend on which samples ran before it
-        sample_id = inputs.sample.id if inputs.sample is not None else ""
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, sample_id, inputs.draw))
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, inputs.sample_id, inputs.draw))
         maps = torch.rand(max(generation.num_generated, 1), inputs.layout.num_tokens, generator=gen)
         return Explanation(maps=maps, seconds=time.perf_counter() - start)

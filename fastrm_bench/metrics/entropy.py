@@ -7,14 +7,26 @@ map is below the threshold is predicted "correct": TP / FP rates are taken among
 below, TN / FN among those above, and the share below is reported.
 
 One split of a few hundred samples is one draw of chance, so `entropy_over_splits` repeats the
-measurement on many random splits and reports the mean and spread.
+measurement on many random splits and reports the mean and spread. Threshold-free, `entropy_auroc`
+is the area under the ROC curve of low entropy as a detector of correct answers (0.5: no signal).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from scipy.stats import gaussian_kde
+from sklearn.metrics import roc_auc_score
+
+from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
+
+#: an answer counts as correct for entropy confidence when the task scores it at least this (VQA: 3 of 10 humans agree
+#: gives 1, one agrees gives 0.3)
+CORRECT_SCORE = 0.5
+#: random calibration/evaluation splits behind each entropy-confidence number
+ENTROPY_SPLITS = 200
 
 
 def map_entropy(sample_map: torch.Tensor) -> float:
@@ -82,3 +94,51 @@ def entropy_kdes(entropy: np.ndarray, correct: np.ndarray, grid: np.ndarray) -> 
         values = np.asarray(entropy)[np.asarray(part, bool)]
         out[name] = gaussian_kde(values)(grid) if len(values) > 1 and np.ptp(values) > 0 else np.zeros_like(grid)
     return out
+
+
+def entropy_auroc(entropy: np.ndarray, correct: np.ndarray) -> float:
+    """AUROC of ``-entropy`` as a score for "the answer is correct" (nan without both kinds of answer)."""
+    correct = np.asarray(correct, bool)
+    if correct.all() or not correct.any():
+        return float("nan")
+    return float(roc_auc_score(correct, -np.asarray(entropy, float)))
+
+
+class EntropyConfidence(Metric):
+    """Map entropy as a confidence signal: thresholded rates over random splits (paper Fig. 9) and the AUROC."""
+
+    name = "entropy"
+    higher_is_better = {"entropy_auroc": True, "entropy_tp_rate_below": True, "entropy_fp_rate_below": False,
+                        "entropy_share_below": None, "entropy_tn_rate_above": True, "entropy_fn_rate_above": False,
+                        "entropy_threshold": None, "entropy_base_rate": None, "entropy_tp_gain_below": True}
+    columns = {"entropy_auroc": "entropy_auroc", "entropy_tp_rate_below": "entropy_tp_rate_below",
+               "entropy_fp_rate_below": "entropy_fp_rate_below"}
+    figures = ("fastrm_bench.report:fig_entropy",)
+
+    def update(self, context: SampleContext) -> dict[str, Any]:
+        return {"entropy": map_entropy(context.sample_map)}
+
+    @staticmethod
+    def _arrays(records) -> tuple[np.ndarray, np.ndarray]:
+        rows = [r for r in records if "entropy" in r]
+        return np.array([r["entropy"] for r in rows], float), np.array([r["score"] >= CORRECT_SCORE for r in rows], bool)
+
+    def compute(self, records, settings: RunSettings) -> dict[str, float]:
+        entropy, correct = self._arrays(records)
+        return {"entropy_auroc": entropy_auroc(entropy, correct)} if len(entropy) else {}
+
+    def interval_note(self, settings: RunSettings) -> str:
+        return (f"mean over {ENTROPY_SPLITS} random calibration/evaluation halves (seed {settings.seed}); "
+                "spread = their standard deviation, ci95 = their central 95%")
+
+    def intervals(self, records, settings: RunSettings) -> dict[str, dict[str, Any]]:
+        """The split-based rates carry the spread over splits; the AUROC is bootstrapped by the runner."""
+        entropy, correct = self._arrays(records)
+        if len(entropy) < 4:
+            return {}
+        out = {}
+        for key, s in entropy_over_splits(entropy, correct, settings.seed, ENTROPY_SPLITS).items():
+            if s["n"]:
+                out[f"entropy_{key}"] = {"value": s["mean"], "ci95": [s["low"], s["high"]], "spread": s["std"],
+                                         "splits": s["n"]}
+        return out

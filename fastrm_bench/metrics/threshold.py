@@ -2,14 +2,18 @@
 
 Labels: ``y_j = 1 if R[j] >= labeling_threshold * max(R)`` per token map (SPEC section 3).
 Predictions: ``prob_j >= c`` for classification thresholds c (default 0.1 ... 0.9).
-Functional form `threshold_scores`, and a torchmetrics-style accumulator `ThresholdScores`.
+Functional form `threshold_scores`; the run's metric `ThresholdAgreement` keeps per-sample confusion counts.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
+
+from fastrm_bench.metrics.base import Metric, Needs, RunSettings, SampleContext
 
 DEFAULT_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -29,24 +33,56 @@ def threshold_scores(probs: torch.Tensor, labels: torch.Tensor, thresholds=DEFAU
             for c in thresholds}
 
 
-class ThresholdScores:
-    """Accumulates (probs, labels) over samples: ``update`` per sample, ``compute`` at the end."""
+def confusion_counts(probs: torch.Tensor, labels: torch.Tensor, thresholds=DEFAULT_THRESHOLDS) -> dict[str, list[int]]:
+    """{str(c): [tp, fp, fn, tn]} of ``probs >= c`` against boolean ``labels`` over all patches."""
+    p, y = probs.flatten(), labels.flatten().bool()
+    out = {}
+    for c in thresholds:
+        pred = p >= c
+        out[str(c)] = [int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum()), int((~pred & ~y).sum())]
+    return out
 
-    def __init__(self, thresholds=DEFAULT_THRESHOLDS, labeling_threshold: float = 0.3):
-        self.thresholds = tuple(thresholds)
+
+def scores_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """Accuracy and F1 of summed confusion counts (F1 is 0 without a true positive, as sklearn's zero_division=0)."""
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"accuracy": float((tp + tn) / (tp + fp + fn + tn)), "f1": float(f1)}
+
+
+class ThresholdAgreement(Metric):
+    """Per-patch accuracy and F1 of a probabilistic map (FastRM) against binarised Chefer labels, per threshold.
+
+    State: each sample's confusion counts per threshold (summed at the end, so the scores are over
+    all patches of all answer tokens, as `threshold_scores` on the concatenated maps).
+    """
+
+    name = "threshold"
+    higher_is_better = {"threshold_accuracy": True, "threshold_f1": True}
+    columns = {"threshold_accuracy": "threshold_accuracy", "threshold_f1": "threshold_f1"}
+    figures = ("fastrm_bench.report:fig_threshold", "fastrm_bench.report:table1")
+
+    def __init__(self, reference: str = "chefer", labeling_threshold: float = 0.3, thresholds=DEFAULT_THRESHOLDS):
+        self.needs = Needs(probabilities=True, reference_method=reference)
         self.labeling_threshold = labeling_threshold
-        self.reset()
+        self.thresholds = tuple(thresholds)
 
-    def reset(self) -> None:
-        self._probs: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-
-    def update(self, probs: torch.Tensor, relevancy: torch.Tensor) -> None:
-        self._probs.append(probs.detach().float().cpu().flatten().numpy())
-        self._labels.append(binarise(relevancy.float(), self.labeling_threshold).cpu().flatten().numpy())
-
-    def compute(self) -> dict[float, dict[str, float]]:
-        if not self._probs:
+    def update(self, context: SampleContext) -> dict[str, Any]:
+        if context.generation.num_generated == 0 or context.reference is None:
             return {}
-        return threshold_scores(torch.from_numpy(np.concatenate(self._probs)), torch.from_numpy(np.concatenate(self._labels)),
-                                self.thresholds)
+        labels = binarise(context.reference.maps.float(), self.labeling_threshold)
+        return {"threshold_counts": confusion_counts(context.explanation.maps.float().cpu(), labels.cpu(), self.thresholds)}
+
+    def _sweep(self, records) -> dict[str, dict[str, float]]:
+        counts = [r["threshold_counts"] for r in records if "threshold_counts" in r]
+        if not counts:
+            return {}
+        return {c: scores_from_counts(*np.sum([x[c] for x in counts], axis=0)) for c in counts[0]}
+
+    def compute(self, records, settings: RunSettings) -> dict[str, float]:
+        sweep = self._sweep(records)
+        if "0.5" not in sweep:
+            return {}
+        return {"threshold_accuracy": sweep["0.5"]["accuracy"], "threshold_f1": sweep["0.5"]["f1"]}
+
+    def sections(self, records, settings: RunSettings) -> dict[str, Any]:
+        return {"threshold_sweep": self._sweep(records)}

@@ -362,6 +362,34 @@ class HFVisionLanguageAdapter(ModelAdapter):
             layers = tuple(h[0] for h in out.hidden_states[1:-1]) + (last[0][0],)  # [0]: the batch of one
         return TeacherForced(out.logits[0], attentions, leaves[0], layers)
 
+    @torch.no_grad()
+    def answer_logprobs(self, inputs: ModelInputs, generation: Generation, image_keep: torch.Tensor,
+                        removal: str = "zero") -> torch.Tensor:
+        self._check_removal(removal)
+        n = generation.num_generated
+        keep = image_keep.to(self.device)
+        if n == 0:
+            return torch.zeros(keep.shape[0], 0)
+        # prompt + answer[:-1]: its last n positions predict the n answer tokens (with or without dropped tokens)
+        if removal == "drop":
+            embeds, attn = self.perturbed_embeds(inputs, keep, "drop")
+            answer = generation.generated_ids[: n - 1].to(self.device)
+            answer_embeds = self.model.get_input_embeddings()(answer).to(embeds.dtype)
+            embeds = torch.cat([embeds, answer_embeds.expand(embeds.shape[0], -1, -1)], dim=1)
+            attn = torch.cat([attn, attn.new_ones(attn.shape[0], n - 1)], dim=1)
+            positions = (attn.cumsum(-1) - 1).clamp_min(0)  # left padding: positions count real tokens, as generate does
+            logits = self.model(inputs_embeds=embeds, attention_mask=attn, position_ids=positions, use_cache=False,
+                                logits_to_keep=n).logits
+        else:
+            single = ModelInputs(self._with_answer(inputs, generation, None), inputs.prompt_length, inputs.layouts)
+            batch = single.repeat(keep.shape[0]) if keep.shape[0] > 1 else single
+            image = torch.stack([layout.positions for layout in batch.layouts]).to(self.device)
+            with self._on_lm_input(lambda embeds: _scale_rows(embeds, image, keep)):
+                logits = self.model(**batch.tensors, use_cache=False, logits_to_keep=n).logits
+        logprobs = torch.log_softmax(logits[:, -n:].float(), dim=-1)
+        targets = generation.generated_ids.to(logprobs.device)
+        return logprobs.gather(-1, targets.expand(logprobs.shape[0], -1).unsqueeze(-1)).squeeze(-1).cpu()
+
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
         return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
 

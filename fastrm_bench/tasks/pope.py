@@ -32,6 +32,8 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str,
 class POPETask(FileTask):
     """POPE (coco_pope_{random,popular,adversarial}.json lines, COCO images); accuracy/precision/recall/F1/yes-ratio."""
 
+    DIRECTIONS = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mean_f1": True, "yes_ratio": None}
+
     name = "pope"
     SCORINGS = {"official": "POPE's evaluate.py: its answer parser; a label other than \"no\" is positive"}
     ANSWERS_FORMATS = (LLAVA_ANSWERS, POPE_ANSWERS)

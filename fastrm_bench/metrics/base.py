@@ -1,0 +1,137 @@
+"""The metric contract: what a run measures on each sample, and how a run's samples add up.
+
+Shaped like torchmetrics' ``Metric`` (update per sample, compute at the end, the direction on the
+metric), with one difference that resumable runs need: a metric's state is the fields its
+`Metric.update` adds to the sample's line in ``samples.jsonl``. `Metric.compute` aggregates those
+lines, so a resumed run, `fastrm-bench summarise` and a bootstrap resample all aggregate the same
+way, and a finished run can be aggregated again without the model.
+
+A metric declares what it needs (`Needs`): the object mask (samples without one are left out),
+maps that are probabilities, or the maps of another method on the same answer (e.g. Chefer's, as
+labels). The runner provides exactly that through `SampleContext`, and knows no metric by name.
+
+Adding a metric: subclass `Metric`, register it (``METRICS.register`` in `fastrm_bench.catalog`,
+or an entry point in the ``fastrm_bench.metrics`` group), then ``--metric NAME``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fastrm_bench.interfaces import Explanation, Generation, ModelAdapter, ModelInputs, Sample, Task
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a metric needs from a sample beyond the answer and the maps."""
+
+    #: the union mask of the question's objects; samples without one are not updated
+    mask: bool = False
+    #: maps that are per-patch probabilities (`Explanation.is_probability`); other methods are not updated
+    probabilities: bool = False
+    #: the maps another method (a spec or registered name) gives the same answer, as `SampleContext.reference`
+    reference_method: str | None = None
+    #: the metric removes image tokens (the run's ``removal`` strategy must be one the model supports)
+    perturbation: bool = False
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The run options metrics read (a view of the run's configuration)."""
+
+    fractions: tuple[float, ...]
+    removal: str
+    seed: int
+    max_new_tokens: int
+
+
+@dataclass
+class SampleContext:
+    """Everything a metric may read about one evaluated sample.
+
+    The perturbation services (`sample_maps`, `answer_scores`, `answer_logprobs`) run the model;
+    `sample_maps` is computed once per sample and shared by the metrics that ask for it.
+    """
+
+    sample: Sample
+    inputs: ModelInputs
+    generation: Generation
+    explanation: Explanation  # per-token maps [T, n_image_tokens]
+    sample_map: torch.Tensor  # [n_image_tokens], the run's aggregation of the per-token maps
+    score: float  # the task's score of the answer
+    generation_seconds: float
+    settings: RunSettings
+    adapter: ModelAdapter
+    task: Task
+    #: the maps of the method named by the metric's `Needs.reference_method`, when it names one
+    reference: Explanation | None = None
+    #: sample maps of draws 1, 2, ... (draw 0 is `sample_map`), for stochastic methods
+    _draw_maps: Callable[[int], torch.Tensor] | None = None
+    _draws: int = 1
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def sample_maps(self) -> list[torch.Tensor]:
+        """One sample map per perturbation draw of the method (one for deterministic methods)."""
+        if "draws" not in self._cache:
+            maps = [self.sample_map]
+            if self._draw_maps is not None:
+                maps += [self._draw_maps(d) for d in range(1, self._draws)]
+            self._cache["draws"] = maps
+        return self._cache["draws"]
+
+    def answer_scores(self, image_keep: torch.Tensor) -> list[float]:
+        """Task scores of the answers generated with each row of ``image_keep`` (1 keep, 0 remove), one batch."""
+        outs = self.adapter.generate(self.inputs, self.settings.max_new_tokens, image_keep=image_keep,
+                                     removal=self.settings.removal)
+        return [self.task.score(g.text, self.sample) for g in outs]
+
+    def answer_logprobs(self, image_keep: torch.Tensor) -> torch.Tensor:
+        """Mean log-probability of the original answer's tokens under each row of ``image_keep`` ``[K]``."""
+        return self.adapter.answer_logprobs(self.inputs, self.generation, image_keep, self.settings.removal).mean(dim=1)
+
+
+class Metric(ABC):
+    """A registered measurement: per-sample `update`, run-level `compute`, and what its numbers mean.
+
+    ``higher_is_better`` gives the direction of every key `compute` returns (True, False, or None
+    for descriptive numbers). ``columns`` are the leaderboard columns (column name -> key).
+    ``figures`` are report makers, ``"module:function"`` targets called as ``f(runs, report)``.
+    """
+
+    name: str = ""
+    needs: Needs = Needs()
+    higher_is_better: dict[str, bool | None] = {}
+    columns: dict[str, str] = {}
+    figures: tuple[str, ...] = ()
+
+    @abstractmethod
+    def update(self, context: SampleContext) -> dict[str, Any]:
+        """The fields this metric adds to the sample's record (JSON values)."""
+
+    @abstractmethod
+    def compute(self, records: Sequence[dict[str, Any]], settings: RunSettings) -> dict[str, float]:
+        """Aggregates over records (those without this metric's fields are ignored; empty dict if none has them).
+
+        Must be a function of the records alone: the runner bootstraps it over resampled records.
+        """
+
+    def intervals(self, records: Sequence[dict[str, Any]], settings: RunSettings) -> dict[str, dict[str, Any]]:
+        """More entries that carry their own uncertainty (``{key: {"value", "ci95", ...}}``, e.g. a spread over
+        random splits) rather than the bootstrap the runner applies to `compute`; none by default."""
+        return {}
+
+    def interval_note(self, settings: RunSettings) -> str:
+        """How the entries of `intervals` got their uncertainty (results.json's ``uncertainty``); "" if none."""
+        return ""
+
+    def sections(self, records: Sequence[dict[str, Any]], settings: RunSettings) -> dict[str, Any]:
+        """Extra parts of results.json (mean curves, sweeps), merged into the run's results."""
+        return {}
+
+    def direction(self, key: str) -> bool | None:
+        return self.higher_is_better.get(key)
