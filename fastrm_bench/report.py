@@ -282,28 +282,39 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
 
 
 def fig_latency(profiles: list[Path], report: Report) -> None:
-    """Fig. 7: map latency and peak memory vs number of output tokens (log scale)."""
+    """Fig. 7: map latency and peak memory vs number of output tokens (log scale).
+
+    Gradient-free methods (FastRM, TAM, ...) are drawn solid and first, gradient methods dashed; a
+    method keeps its colour in both panels.
+    """
     frames = [pd.DataFrame(json.loads((p / "profile.json").read_text())["rows"]) for p in profiles]
     if not frames:
         report.skipped.append("Latency and memory (Fig. 7): no profile directory (run `fastrm-bench profile`)")
         return
+    from fastrm_bench.profile import GRADIENT_FREE
+
     frame = pd.concat(frames)
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for method, g in frame.groupby("method"):
-        g = g.sort_values("tokens")
-        axes[0].plot(g.tokens, g.map_seconds, marker="o", label=method)
+    methods = sorted(frame.method.unique(), key=lambda m: (m not in GRADIENT_FREE, m))
+    colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(methods)))
+    for method in methods:
+        g = frame[frame.method == method].sort_values("tokens")
+        free = method in GRADIENT_FREE
+        style = {"marker": "o", "color": colours[method], "ls": "-" if free else "--",
+                 "label": f"{method} ({'gradient-free' if free else 'gradient'})"}
+        axes[0].plot(g.tokens, g.map_seconds, **style)
         if g.peak_memory_mb.notna().all():
-            axes[1].plot(g.tokens, g.peak_memory_mb, marker="o", label=method)
+            axes[1].plot(g.tokens, g.peak_memory_mb, **style)
     gen = frame.groupby("tokens").generation_seconds.median()
     axes[0].plot(gen.index, gen.values, ls=":", color="gray", label="greedy generation (apart)")
     axes[0].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="time to produce all maps (s)")
     axes[1].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="peak memory, generation + maps (MiB)")
     for ax in axes:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     device, model = frame.device.iloc[0], frame.model.iloc[0]
-    fig.suptitle(f"Map latency and peak memory\n{model} on {device}, one fixed test question of the shapes world (n=1), "
-                 f"median of {int(frame.repeats.max())} repeats",
+    fig.suptitle(f"Map latency and peak memory (solid: gradient-free methods, dashed: gradient methods)\n{model} on {device}, "
+                 f"one fixed test question of the shapes world (n=1), median of {int(frame.repeats.max())} repeats",
                  fontsize=10)
     _save(fig, report, "latency_memory", "Latency and memory vs output length (Fig. 7)")
     plt.close(fig)
