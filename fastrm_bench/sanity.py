@@ -14,7 +14,8 @@ forward of that model at every depth (depth 0 too, so that the reference takes t
 
 A constant map has no rank correlation: it is recorded as NaN and counted (``n_undefined``), never
 dropped silently. A method passes when the upper bound of the bootstrap 95% interval of its correlation
-at full depth is below `PASS_BELOW`; a method whose maps do not follow the model fails.
+at full depth is below `PASS_BELOW`; a method whose maps do not follow the model fails ("barely change" from
+`BARELY_CHANGE` up).
 
 Stochastic methods (``random``) are run as they are, seeded by (seed, sample id, draw), so their maps
 ignore the model and they fail. A control row (`REDRAWN`) also gives them a new draw at each depth: it
@@ -45,6 +46,8 @@ from fastrm_bench.seeding import sample_seed
 
 #: a method passes when its full-depth correlation's 95% interval lies below this
 PASS_BELOW = 0.5
+#: a failing method whose full-depth correlation is at least this is said to barely change
+BARELY_CHANGE = 0.8
 #: suffix of the control row of a stochastic method redrawn at every depth
 REDRAWN = " (new draw per depth)"
 
@@ -336,11 +339,22 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
         upper = last["ci95"][1] if last["ci95"] else last["spearman"]
         if upper < PASS_BELOW:
             out[label] = "passes"
-        elif last["spearman"] >= PASS_BELOW:
+        elif last["spearman"] >= BARELY_CHANGE:
             out[label] = "fails (maps barely change)"
         else:
-            out[label] = f"fails (interval reaches {PASS_BELOW})"
+            out[label] = "fails (maps stay correlated with the original)"
     return out
+
+
+def resummarise(out: str | Path) -> dict[str, Any]:
+    """Rows, verdicts, CSV and figure again from the per-sample values of a finished ``sanity.json`` (no model needed)."""
+    out = Path(out)
+    result = json.loads((out / "sanity.json").read_text())
+    per_sample = {label: {int(d): v for d, v in by_depth.items()} for label, by_depth in result["samples"].items()}
+    result["rows"] = summarise(per_sample, result["config"]["decoder_layers"], result["config"]["seed"])
+    result["verdicts"] = verdicts(result["rows"])
+    write_outputs(result, out)
+    return result
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -385,21 +399,26 @@ def plot_sanity(frame_or_rows, out_stem: str | Path, title: str | None = None) -
     if "ci95" in frame and "ci_low" not in frame:
         frame = frame.assign(ci_low=[c[0] if c else None for c in frame["ci95"]],
                              ci_high=[c[1] if c else None for c in frame["ci95"]])
+    rows = [{"method": r.method, "depth": int(r.depth), "spearman": None if pd.isna(r.spearman) else float(r.spearman),
+             "ci95": None if pd.isna(r.ci_high) else [float(r.ci_low), float(r.ci_high)]} for r in frame.itertuples()]
+    verdict = verdicts(rows)
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
-    palette = sns.color_palette("tab10", n_colors=max(frame["method"].nunique(), 1))
-    for colour, (label, group) in zip(palette, frame.groupby("method", sort=False)):
+    fig, ax = plt.subplots(figsize=(8, 4.8), constrained_layout=True)
+    n = max(frame["method"].nunique(), 1)
+    palette = sns.color_palette("tab10" if n <= 10 else "tab20", n_colors=n)
+    markers = "os^Dv<>PXph*"
+    for i, (colour, (label, group)) in enumerate(zip(palette, frame.groupby("method", sort=False))):
         group = group.sort_values("depth")
-        dashed = label.endswith(REDRAWN) or label == "oracle"
-        ax.plot(group["depth"], group["spearman"].astype(float), marker="o", ms=4, color=colour, label=label,
-                linestyle="--" if dashed else "-")
+        # lines that coincide (methods blind to the model, at 1) stay visible by their markers
+        ax.plot(group["depth"], group["spearman"].astype(float), marker=markers[i % len(markers)], ms=5, color=colour,
+                label=f"{label}: {verdict[label].split(' (')[0]}", linestyle="--" if label.endswith(REDRAWN) else "-")
         ax.fill_between(group["depth"], group["ci_low"].astype(float), group["ci_high"].astype(float), color=colour, alpha=0.12)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axhline(PASS_BELOW, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xticks(sorted(frame["depth"].unique()))
     ax.set_xlabel("top language-model layers re-initialised")
     ax.set_ylabel("Spearman correlation with the original maps")
-    ax.set_ylim(-0.25, 1.05)
+    ax.set_ylim(min(-0.25, float(frame["ci_low"].astype(float).min()) - 0.05), 1.05)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or "Model-randomisation sanity check", fontsize=10)
     paths = []
@@ -412,22 +431,23 @@ def plot_sanity(frame_or_rows, out_stem: str | Path, title: str | None = None) -
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The rows as a Markdown table: one line per method, one column per depth (mean [95% CI]), then the verdict."""
+    """The rows as a Markdown table: one line per method, one column per depth (mean [95% CI]), the samples whose
+    correlation is undefined at each depth, then the verdict."""
     rows = result["rows"]
     depths = result["config"]["depths"]
-    head = "| method | " + " | ".join(f"depth {d}" for d in depths) + " | undefined | verdict |"
+    head = "| method | " + " | ".join(f"depth {d}" for d in depths) + " | undefined, per depth | verdict |"
     lines = [head, "|" + "---|" * (len(depths) + 3)]
     for label, verdict in result["verdicts"].items():
         cells = []
-        undefined = 0
+        undefined = []
         for d in depths:
             row = next(r for r in rows if r["method"] == label and r["depth"] == d)
-            undefined += row["n_undefined"]
+            undefined.append(str(row["n_undefined"]))
             if row["spearman"] is None:
                 cells.append("--")
             elif row["ci95"] and d:
                 cells.append(f"{row['spearman']:.2f} [{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]")
             else:
                 cells.append(f"{row['spearman']:.2f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {undefined} | {verdict} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'/'.join(undefined)} | {verdict} |")
     return "\n".join(lines)
