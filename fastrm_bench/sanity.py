@@ -196,7 +196,6 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     from fastrm_bench.builders import create_method, create_task
     from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.zoo import load_model
-    from fastrm_bench.runner import sample_map
 
     cfg.check()
     out = Path(cfg.out)
@@ -247,14 +246,14 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
             labels.append((spec.name + REDRAWN, method, None))
     per_sample: dict[str, dict[int, list[dict[str, Any]]]] = {label: {} for label, _, _ in labels}
     bar = tqdm(total=(n_layers + 1) * len(items), desc="sanity", unit="sample", disable=not progress)
-    for depth, _, model in cascade(adapter, cfg.seed):
+    for depth, _, randomised in cascade(adapter, cfg.seed):
         bar.set_description(f"sanity, top {depth} of {n_layers} layers randomised")
         for item in items:
-            generation = replace(item.generation, last_hidden=final_hidden(model, item.inputs, item.generation))
+            generation = replace(item.generation, last_hidden=final_hidden(randomised, item.inputs, item.generation))
             for label, method, draw in labels:
                 inputs = replace(item.inputs, draw=depth if draw is None else draw)
-                maps = method.explain(model, inputs, generation).maps.detach().float().cpu()
-                smap = sample_map_of(maps, generation, model.tokenizer, sample_map)
+                maps = method.explain(randomised, inputs, generation).maps.detach().float().cpu()
+                smap = sample_map_of(maps, generation, adapter.tokenizer)
                 if depth == 0:
                     item.reference[label] = (smap, maps)
                 ref_map, ref_tokens = item.reference[label]
@@ -289,9 +288,10 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     return result
 
 
-def sample_map_of(maps: torch.Tensor, generation, tokenizer, sample_map) -> torch.Tensor:
-    """The runner's sample map of ``maps`` (mean over the answer's content tokens)."""
+def sample_map_of(maps: torch.Tensor, generation, tokenizer) -> torch.Tensor:
+    """The runner's sample map of ``maps`` (mean over the answer's content tokens): what runs score."""
     from fastrm_bench.interfaces import Explanation
+    from fastrm_bench.runner import sample_map
 
     return sample_map(Explanation(maps=maps), generation, tokenizer)
 
