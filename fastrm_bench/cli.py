@@ -240,6 +240,37 @@ def reproduce(
     typer.echo(f"report: {out / 'report' / 'index.md'}")
 
 
+@app.command()
+def sanity(
+    methods: Annotated[str, typer.Option(help="Comma-separated methods (see `list methods`).")
+                       ] = "chefer,gradcam,fastrm,tam,dex-ar,rollout,random",
+    task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name.")] = "vqav2",
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    limit: Annotated[int, typer.Option(help="Seeded subsample of this many questions.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of subsampling, of the re-initialised layers and of seeded methods.")] = 0,
+    data_root: Annotated[str | None, typer.Option(help="Folder with the official files (default: the embedded world).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for sanity.json, sanity.csv and the figure.")] = Path("results/sanity"),
+    overwrite: Annotated[bool, typer.Option(help="Replace a check of another configuration already in --out.")] = False,
+) -> None:
+    """Model-randomisation sanity check: the LM's layers re-initialised from the top, Spearman of each method's maps
+    with the original ones per depth, and a pass/fail verdict per method."""
+    from fastrm_bench.data_errors import SampleDataError
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.sanity import SanityConfig, markdown_table, run_sanity
+
+    cfg = SanityConfig(methods=[m.strip() for m in methods.split(",") if m.strip()], task=task, model=model, limit=limit,
+                       seed=seed, data_root=data_root, max_new_tokens=max_new_tokens, device=device, out=str(out))
+    try:
+        result = run_sanity(cfg, log=typer.echo, overwrite=overwrite)
+    except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
+        _fail(str(err))
+        return
+    typer.echo(markdown_table(result))
+    typer.echo(f"written to {out}/sanity.json, sanity.csv, sanity.png/pdf")
+
+
 @app.command("train-vlm")
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],
