@@ -209,7 +209,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
                          "or choose another --out")
     methods = [create_method(name) for name in cfg.methods]  # unknown names fail before any data or model work
     task, task_spec = create_task(cfg.task, data_root=cfg.data_root)
-    if getattr(task, "uses_embedded_world", False):
+    if task.uses_embedded_world:
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
     if adapter is None:
         adapter = load_model(cfg.model, device=cfg.device)
@@ -221,7 +221,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     # the answers, once, by the original model
     items: list[_Item] = []
     skipped: list[dict[str, str]] = []
-    selected = task.select(cfg.limit, cfg.seed) if hasattr(task, "select") else None
+    selected = task.select(cfg.limit, cfg.seed)
     stream = selected if selected is not None else task.samples(limit=cfg.limit, seed=cfg.seed)
     for entry in tqdm(stream, desc="answers", unit="sample", disable=not progress):
         try:
@@ -229,8 +229,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
         except SampleDataError as err:
             skipped.append({"id": str(err.sample_id), "reason": str(err)})
             continue
-        inputs = adapter.build_inputs([sample.image], [task.prompt(sample)])
-        inputs.sample = sample
+        inputs = replace(adapter.build_inputs([sample.image], [task.prompt(sample)]), sample_id=sample.id)
         generation = adapter.generate(inputs, cfg.max_new_tokens)[0]
         if generation.num_generated == 0:
             skipped.append({"id": sample.id, "reason": "empty answer: nothing to explain"})
@@ -242,7 +241,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     labels = []
     for method, spec in methods:
         labels.append((spec.name, method, 0))
-        if int(getattr(method, "perturbation_draws", 1)) > 1:  # stochastic: also the control redrawn at each depth
+        if method.perturbation_draws > 1:  # stochastic: also the control redrawn at each depth
             labels.append((spec.name + REDRAWN, method, None))
     per_sample: dict[str, dict[int, list[dict[str, Any]]]] = {label: {} for label, _, _ in labels}
     bar = tqdm(total=(n_layers + 1) * len(items), desc="sanity", unit="sample", disable=not progress)
@@ -252,7 +251,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
             generation = replace(item.generation, last_hidden=final_hidden(randomised, item.inputs, item.generation))
             for label, method, draw in labels:
                 inputs = replace(item.inputs, draw=depth if draw is None else draw)
-                maps = method.explain(randomised, inputs, generation).maps.detach().float().cpu()
+                maps = method.explain_sample(randomised, inputs, generation, item.sample).maps.detach().float().cpu()
                 smap = sample_map_of(maps, generation, adapter.tokenizer)
                 if depth == 0:
                     item.reference[label] = (smap, maps)
@@ -289,11 +288,11 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
 
 
 def sample_map_of(maps: torch.Tensor, generation, tokenizer) -> torch.Tensor:
-    """The runner's sample map of ``maps`` (mean over the answer's content tokens): what runs score."""
-    from fastrm_bench.interfaces import Explanation
-    from fastrm_bench.runner import sample_map
+    """The default sample map of ``maps`` (`aggregation.MeanOverContent`: mean over the answer's content tokens)."""
+    from fastrm_bench.aggregation import content_tokens, weighted_map
 
-    return sample_map(Explanation(maps=maps), generation, tokenizer)
+    content = content_tokens(generation, tokenizer)
+    return weighted_map(maps.float(), (content if content.any() else torch.ones_like(content)).float())
 
 
 def _hash(adapter) -> str:

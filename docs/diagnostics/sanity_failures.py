@@ -22,8 +22,7 @@ import torch
 
 from fastrm_bench.builders import create_method, create_task
 from fastrm_bench.models.zoo import load_model
-from fastrm_bench.runner import sample_map
-from fastrm_bench.sanity import final_hidden, randomised_copy, spearman
+from fastrm_bench.sanity import final_hidden, randomised_copy, sample_map_of, spearman
 
 adapter = load_model("tiny-llava-shapes", device="cpu")
 limit = int(sys.argv[1]) if len(sys.argv) > 1 else 50
@@ -42,7 +41,7 @@ for sample in task.samples(limit=limit, seed=0):
         continue
 
     def smap(method, model, gen=generation, inputs=inputs):
-        return sample_map(method.explain(model, inputs, gen), gen, adapter.tokenizer)
+        return sample_map_of(method.explain(model, inputs, gen).maps, gen, adapter.tokenizer)
 
     with torch.no_grad():
         answer = adapter.model.get_input_embeddings()(generation.generated_ids[:-1].to(adapter.device))
