@@ -374,12 +374,12 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
         writer.writerow({**{k: row[k] for k in CSV_COLUMNS if k in row}, "ci_low": ci[0], "ci_high": ci[1],
                          "randomised_layers": " ".join(map(str, row["randomised_layers"]))})
     replace_file(out / "sanity.csv", lambda fh: fh.write(buffer.getvalue().encode()))
-    plot_sanity(result["rows"], out / "sanity", title=_figure_title(result["config"]))
+    plot_sanity(result["rows"], out / "sanity", title=figure_title(result["config"]))
     text = json.dumps(result, indent=2)
     replace_file(out / "sanity.json", lambda fh: fh.write(text.encode()))
 
 
-def _figure_title(config: dict[str, Any]) -> str:
+def figure_title(config: dict[str, Any]) -> str:
     return (f"Model-randomisation sanity check\n{Path(config['model']).name} on {config['task']} "
             f"({config['data_source']} data), n={config['n_samples']}")
 

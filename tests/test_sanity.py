@@ -148,3 +148,8 @@ def test_cli_writes_rows_refuses_unknown_methods_and_other_configs(tiny_llava_di
     other = runner.invoke(app, [*base, "--methods", "random"])
     assert other.exit_code == 2 and "--overwrite" in other.output
     assert json.loads((out / "sanity.json").read_text()) == saved
+    from fastrm_bench.report import make_report
+
+    report = make_report([out], tmp_path / "report", "test")
+    assert ("Sanity check (vqav2)", ["sanity.png", "sanity.pdf", "sanity.md"]) in report.made
+    assert "| rollout |" in (tmp_path / "report" / "sanity.md").read_text()
