@@ -20,6 +20,8 @@ from fastrm_bench.checkpoint_files import InvalidWeightsFile, read_safetensors_s
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "fastrm_config.json"
+#: the teacher of a proxy whose config names none: distillation used Chefer's maps before teachers could be chosen
+LEGACY_TEACHER = {"name": "chefer", "implementation": "chefer", "params": {"chunk_size": 16}}
 
 
 class CheckpointError(ValueError):
@@ -37,6 +39,14 @@ class FastRMConfig:
     #: a proxy read from other weights of a same-named model is meaningless, so `fastrm` refuses it
     model_weights_sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: the method whose per-token maps were binarised into the labels: {"name", "implementation", "params" (its
+    #: spec's), "model_weights_sha256" (the LVLM it explained)}; empty in checkpoints from before teachers were chosen
+    teacher: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def teacher_name(self) -> str:
+        """The teacher's method name (``chefer`` for a checkpoint that records none)."""
+        return self.teacher.get("name") or LEGACY_TEACHER["name"]
 
 
 class FastRM(torch.nn.Module):

@@ -35,6 +35,8 @@ REMOVAL_STRATEGIES = ("zero", "drop")
 #: optional file in a model folder: {"prompt_template": "..."} (the template belongs to the model)
 HARNESS_CONFIG = "fastrm_bench.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: where `generate(return_hidden=True)` reads the final-norm hidden states (see its docstring)
+HIDDEN_SOURCES = ("final_norm", "all_layers")
 
 
 class ModelLoadError(RuntimeError):
@@ -248,13 +250,66 @@ class HFVisionLanguageAdapter(ModelAdapter):
     @torch.no_grad()
     def generate(
         self, inputs: ModelInputs, max_new_tokens: int, *, return_hidden: bool = False, image_keep: torch.Tensor | None = None,
-        removal: str = "zero", min_new_tokens: int = 0,
+        removal: str = "zero", min_new_tokens: int = 0, hidden_from: str = "final_norm",
     ) -> list[Generation]:
+        """Greedy generation (see `ModelAdapter.generate`).
+
+        ``return_hidden`` adds the final-norm hidden states of every position (``Generation.last_hidden``),
+        read by ``hidden_from``: ``"final_norm"`` (default, lean) collects the output of the family's final
+        norm with a forward hook, at prefill and at every decoding step, and nothing else;
+        ``"all_layers"`` asks transformers for ``output_hidden_states=True`` (every layer's states of the
+        prompt and of every step, kept until generation ends) and keeps the last layer's. Both give the
+        same states; the second exists to check that and to measure what the first saves.
+        """
+        if hidden_from not in HIDDEN_SOURCES:
+            raise ValueError(f"unknown hidden_from {hidden_from!r}; expected one of {HIDDEN_SOURCES}")
         tok = self.tokenizer
+        all_layers = return_hidden and hidden_from == "all_layers"
         kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1,
                       temperature=None, top_p=None, top_k=None, return_dict_in_generate=True,
-                      output_hidden_states=return_hidden, pad_token_id=tok.pad_token_id,
+                      output_hidden_states=all_layers, pad_token_id=tok.pad_token_id,
                       suppress_tokens=[self.image_token_id])  # an image placeholder in an answer would break re-encoding
+        with self._final_norm_outputs(return_hidden and not all_layers) as normed:
+            out, new, prompt_ids = self._generate(inputs, kwargs, image_keep, removal)
+        stops = self._stop_ids()
+        results = []
+        for b in range(new.shape[0]):
+            ids = new[b]
+            stop = [i for i, t in enumerate(ids.tolist()) if t in stops]
+            ids = ids[: stop[0]] if stop and min_new_tokens == 0 else ids
+            hidden = None
+            if all_layers:
+                steps = [out.hidden_states[0][-1][b]] + [h[-1][b] for h in out.hidden_states[1:]]
+                hidden = torch.cat(steps, dim=0)  # [L0 + T_max - 1, d]
+            elif return_hidden:
+                hidden = torch.cat([step[b] for step in normed], dim=0)  # prefill [L0, d], then one row per step
+            results.append(Generation(
+                sequences=(torch.cat([prompt_ids[b], ids]) if prompt_ids is not None else ids).unsqueeze(0),
+                prompt_length=inputs.prompt_length, generated_ids=ids,
+                text=tok.decode(ids, skip_special_tokens=True).strip(), last_hidden=hidden,
+            ))
+        return results
+
+    @contextlib.contextmanager
+    def _final_norm_outputs(self, active: bool) -> Iterator[list[torch.Tensor]]:
+        """While active, every output of the family's final norm (``[B, L, d]``: the prompt at prefill, then one
+        position per decoding step) is appended to the yielded list; the hook is removed on exit."""
+        outputs: list[torch.Tensor] = []
+        if not active:
+            yield outputs
+            return
+
+        def keep(module, args, output):
+            outputs.append((output[0] if isinstance(output, tuple) else output).detach())
+
+        handle = self.family_spec.final_norm(self.model).register_forward_hook(keep)
+        try:
+            yield outputs
+        finally:
+            handle.remove()
+
+    def _generate(self, inputs: ModelInputs, kwargs: dict[str, Any], image_keep: torch.Tensor | None, removal: str):
+        """(transformers' output, the new ids ``[B, T_max]``, the prompt ids or None when the output lacks them)."""
         prompt_ids = inputs.input_ids
         if image_keep is None:
             out = self.model.generate(**inputs.tensors, **kwargs)
@@ -274,22 +329,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
                 out = self.model.generate(**batch.tensors, **kwargs)
             new = out.sequences[:, inputs.prompt_length :]
             prompt_ids = None
-        stops = self._stop_ids()
-        results = []
-        for b in range(new.shape[0]):
-            ids = new[b]
-            stop = [i for i, t in enumerate(ids.tolist()) if t in stops]
-            ids = ids[: stop[0]] if stop and min_new_tokens == 0 else ids
-            hidden = None
-            if return_hidden:
-                steps = [out.hidden_states[0][-1][b]] + [h[-1][b] for h in out.hidden_states[1:]]
-                hidden = torch.cat(steps, dim=0)  # [L0 + T_max - 1, d]
-            results.append(Generation(
-                sequences=(torch.cat([prompt_ids[b], ids]) if prompt_ids is not None else ids).unsqueeze(0),
-                prompt_length=inputs.prompt_length, generated_ids=ids,
-                text=tok.decode(ids, skip_special_tokens=True).strip(), last_hidden=hidden,
-            ))
-        return results
+        return out, new, prompt_ids
 
     def _stop_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
