@@ -1,13 +1,18 @@
-"""`fastrm-bench distill`: build a FastRM training set with Chefer labels, then train the proxy.
+"""`fastrm-bench distill`: build a FastRM training set labelled by a teacher method, then train the proxy.
 
 1. Dataset: answer the task's training questions greedily; for every generated token store the
    final-norm hidden state at p_t, the image tokens' hidden states (once per question) and the
-   exact Chefer map. Shards of ``shard_size`` questions are written atomically and skipped on
+   teacher's map of that token. The teacher is any registered method or method spec (``teacher``,
+   default ``chefer``, the paper's exact Chefer relevancy), called as a run calls it
+   (``explain_sample``). Shards of ``shard_size`` questions are written atomically and skipped on
    resume. The raw maps are stored, so every labeling threshold (an ablation) reuses them.
-2. Training: binary cross-entropy on sigmoid outputs, Adam, lr 2e-5, batch 128, 3,500 steps by
-   default (the paper's recipe); a seeded held-out split of questions; loss and val F1 logged.
-3. ``save_pretrained``: safetensors + JSON (hidden size, labeling threshold, the LVLM, the
-   recipe, a SHA-256 of the training shards, the held-out scores).
+2. Training: labels ``y_j = 1 if map_j >= labeling_threshold * max(map)`` per token
+   (`fastrm_bench.metrics.threshold.binarise`); binary cross-entropy on sigmoid outputs, Adam, lr
+   2e-5, batch 128, 3,500 steps by default (the paper's recipe); a seeded held-out split of
+   questions; loss and val F1 (against the teacher's labels) logged.
+3. ``save_pretrained``: safetensors + JSON (hidden size, labeling threshold, the LVLM, its teacher:
+   name, implementation and spec params, the recipe, a SHA-256 of the training shards and of the
+   LVLM's weights, the held-out scores).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from fastrm_bench.fastrm.model import FastRM, FastRMConfig
+from fastrm_bench.fastrm.model import LEGACY_TEACHER, FastRM, FastRMConfig
 from fastrm_bench.metrics.threshold import binarise, threshold_scores
 
 
@@ -39,6 +45,7 @@ class DatasetConfig:
     seed: int = 0
     max_new_tokens: int = 10
     shard_size: int = 200
+    teacher: str = "chefer"  # the method (registered name or spec) whose per-token maps become the labels
 
 
 @dataclass
@@ -53,12 +60,32 @@ class TrainConfig:
     eval_every: int = 500
 
 
-class _ShardMaker:
-    """Model, task and question list of one process; writes one shard per call."""
+def teacher_spec(name: str) -> dict[str, Any]:
+    """The teacher as a proxy records it: ``{"name", "implementation", "params"}`` of its method spec."""
+    from fastrm_bench.specs import resolve
 
-    def __init__(self, cfg: DatasetConfig, threads: int | None = None) -> None:
+    spec = resolve("methods", name)
+    return {"name": spec.name, "implementation": spec.implementation, "params": dict(spec.params)}
+
+
+def _make_teacher(spec: dict[str, Any]):
+    """The teacher method from its recorded spec (worker processes do not see the parent's --spec-dir)."""
+    from fastrm_bench.builders import check_params
+    from fastrm_bench.registry import METHODS
+    from fastrm_bench.specs import Spec
+
+    factory = METHODS.get(spec["implementation"])
+    check_params("methods", Spec(spec["name"], spec["implementation"], params=spec["params"]), factory, spec["params"])
+    method = factory(**spec["params"])
+    method.name = spec["name"]
+    return method
+
+
+class _ShardMaker:
+    """Model, task, question list and teacher of one process; writes one shard per call."""
+
+    def __init__(self, cfg: DatasetConfig, teacher: dict[str, Any], threads: int | None = None) -> None:
         from fastrm_bench.builders import create_task
-        from fastrm_bench.explainers.chefer import Chefer
         from fastrm_bench.models.zoo import load_model
 
         if threads:
@@ -67,7 +94,8 @@ class _ShardMaker:
         self.adapter = load_model(cfg.model)
         self.task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
         self.samples = self.task.select(cfg.questions, cfg.seed)
-        self.chefer = Chefer()
+        self.teacher = _make_teacher(teacher)
+        self.teacher.prepare(self.adapter)
 
     def __call__(self, index: int, path: Path) -> None:
         """Answer questions ``index*shard_size ...``, explain every token, write ``path`` atomically."""
@@ -75,11 +103,14 @@ class _ShardMaker:
         queries, keys, relevancy, owner = [], [], [], []
         for record in self.samples[start : start + self.cfg.shard_size]:
             sample = self.task.sample(record)
-            inputs = self.adapter.build_inputs([sample.image], [self.task.prompt(sample)])
+            inputs = replace(self.adapter.build_inputs([sample.image], [self.task.prompt(sample)]), sample_id=sample.id)
             generation = self.adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
             if generation.num_generated == 0:
                 continue
-            maps = self.chefer.explain(self.adapter, inputs, generation).maps.flatten(1)
+            maps = self.teacher.explain_sample(self.adapter, inputs, generation, sample).maps.flatten(1)
+            if maps.shape[0] != generation.num_generated:
+                raise ValueError(f"teacher {self.teacher.name!r} gave {maps.shape[0]} maps for {generation.num_generated} "
+                                 f"tokens of question {sample.id}; a teacher needs one map per generated token")
             image_positions = inputs.layout.positions.to(generation.last_hidden.device)
             if keys and len(image_positions) != keys[0].shape[0]:
                 raise ValueError(f"question {sample.id}: {len(image_positions)} image tokens where earlier questions had "
@@ -100,9 +131,9 @@ class _ShardMaker:
 _WORKER: _ShardMaker | None = None
 
 
-def _init_worker(cfg: DatasetConfig) -> None:
+def _init_worker(cfg: DatasetConfig, teacher: dict[str, Any]) -> None:
     global _WORKER
-    _WORKER = _ShardMaker(cfg, threads=1)  # small models: one thread per process beats threads in one process
+    _WORKER = _ShardMaker(cfg, teacher, threads=1)  # small models: one thread per process beats threads in one process
 
 
 def _worker_shard(index: int, path: Path) -> None:
@@ -121,15 +152,17 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1) ->
 
     # the labels depend on the exact weights, not only the model's name: a retrained checkpoint under the
     # same name must not silently resume (or reuse) shards of the old one
-    maker = _ShardMaker(cfg) if workers <= 1 else None
+    teacher = teacher_spec(cfg.teacher)
+    maker = _ShardMaker(cfg, teacher) if workers <= 1 else None
     weights = (maker.adapter if maker else load_model(cfg.model)).weights_sha256
-    wanted = {"config": asdict(cfg), "model_weights_sha256": weights}
+    wanted = {"config": asdict(cfg), "model_weights_sha256": weights, "teacher": teacher}
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "dataset.json"
     if manifest.exists():
         found = json.loads(manifest.read_text())
-        if found["config"] != wanted["config"]:
-            raise ValueError(f"{out} holds a dataset built with another configuration; use another folder")
+        found_config = {"teacher": "chefer", **found["config"]}  # datasets from before teachers were chosen: Chefer's
+        if found_config != wanted["config"] or found.get("teacher", LEGACY_TEACHER) != teacher:
+            raise ValueError(f"{out} holds a dataset built with another configuration (or teacher); use another folder")
         if found.get("model_weights_sha256") != weights:
             raise ValueError(f"{out} holds a dataset built with other weights of {cfg.model!r} (or with unrecorded "
                              "weights); use another folder or delete it")
@@ -148,7 +181,7 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1) ->
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(cfg,)) as pool:
+                                 initializer=_init_worker, initargs=(cfg, teacher)) as pool:
             for future in as_completed([pool.submit(_worker_shard, i, p) for i, p in todo]):
                 future.result()
                 bar.update()
@@ -201,10 +234,13 @@ def train_proxy(data_dir: Path, out: Path, cfg: TrainConfig, distilled_from: str
     labels = binarise(data["relevancy"], cfg.labeling_threshold).float()
     train, val = split_tokens(data, cfg)
     manifest = data_dir / "dataset.json"
-    model_weights = json.loads(manifest.read_text()).get("model_weights_sha256", "") if manifest.exists() else ""
+    found = json.loads(manifest.read_text()) if manifest.exists() else {}
+    model_weights = found.get("model_weights_sha256", "")
+    # a dataset's manifest names its teacher; one from before teachers were chosen was labelled by Chefer
+    teacher = {**found.get("teacher", LEGACY_TEACHER), "model_weights_sha256": model_weights} if found else {}
     proxy = FastRM(FastRMConfig(hidden_size=data["query"].shape[1], labeling_threshold=cfg.labeling_threshold,
                                 distilled_from=distilled_from, recipe=asdict(cfg), training_data_sha256=data_hash(data_dir),
-                                model_weights_sha256=model_weights))
+                                model_weights_sha256=model_weights, teacher=teacher))
     optimizer = torch.optim.Adam(proxy.parameters(), lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -227,5 +263,6 @@ def train_proxy(data_dir: Path, out: Path, cfg: TrainConfig, distilled_from: str
     proxy.config.metrics = {"held_out_tokens": len(val), "train_tokens": len(train), "history": history,
                             "threshold_scores": {str(c): v for c, v in scores.items()}}
     proxy.save_pretrained(out)
-    log(f"FastRM written to {out}: held-out F1@0.5 {scores[0.5]['f1']:.3f}, accuracy {scores[0.5]['accuracy']:.3f}")
+    log(f"FastRM written to {out}: held-out F1@0.5 {scores[0.5]['f1']:.3f}, accuracy {scores[0.5]['accuracy']:.3f} "
+        f"(against {proxy.config.teacher_name} labels)")
     return proxy
