@@ -314,13 +314,23 @@ def distill(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-5,
     seed: Annotated[int, typer.Option(help="Seed of subsampling, split and training.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes for the dataset stage (one thread each).")] = 1,
+    teacher: Annotated[str, typer.Option(help="Method (registered name or spec) whose per-token maps become the labels.")
+                       ] = "chefer",
 ) -> None:
-    """Distil a FastRM proxy: Chefer-labelled token dataset (resumable), then BCE training."""
+    """Distil a FastRM proxy: a token dataset labelled by a teacher method (resumable), then BCE training."""
+    from fastrm_bench.builders import create_method
     from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
     from fastrm_bench.world.build import cache_root
 
-    dataset = DatasetConfig(model=model, task=task, split=split, data_root=data_root, questions=questions, seed=seed)
-    folder = data_dir or cache_root() / "distill" / f"{Path(model).name}-{task}-{split}-q{questions or 'all'}-s{seed}"
+    try:
+        create_method(teacher)  # a bad name or spec fails before any model or data work
+    except (UnknownNameError, ValueError) as err:
+        _fail(str(err))
+        return
+    dataset = DatasetConfig(model=model, task=task, split=split, data_root=data_root, questions=questions, seed=seed,
+                            teacher=teacher)
+    suffix = "" if teacher == "chefer" else f"-{teacher}"  # Chefer datasets keep the folder names they had
+    folder = data_dir or cache_root() / "distill" / f"{Path(model).name}-{task}-{split}-q{questions or 'all'}-s{seed}{suffix}"
     try:
         build_dataset(dataset, folder, log=typer.echo, workers=workers)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
