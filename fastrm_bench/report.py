@@ -465,6 +465,102 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4,
     plt.close(fig)
 
 
+def fig_relevancy_distribution(runs: list[Run], report: Report) -> None:
+    """Fig. 2: the relevancy scores of a FastRM proxy and of its teacher on the same samples, and the answers' lengths.
+
+    One figure for every run of a proxy (implementation ``fastrm``) that has a run of its teacher on the same task
+    and model. The teacher is the spec's ``teacher`` parameter, else the one the checkpoint records (a proxy that
+    records none, like the shipped one, was distilled from ``chefer``). Scores are each map's values over its
+    maximum (maps whose maximum is not positive are left out): every answer token's map from ``token_maps.npz``,
+    or, where either run has none (runs from before per-token maps were kept), every sample map from ``maps.npz``.
+    Left: the scores of at least 5% of the map's maximum (as the paper shows them), inset: all of them; right: the
+    number of tokens of the answers (samples.jsonl's ``num_tokens``). A table gives, per method, the share of
+    scores at or above 5% and 30% (the labeling threshold) of the maximum.
+    """
+    from fastrm_bench.fastrm.model import CONFIG_NAME, LEGACY_TEACHER
+    from fastrm_bench.maps_io import load_token_maps
+
+    def teacher_of(run: Run) -> str | None:
+        params = run.config["method_spec"].get("params") or {}
+        if params.get("teacher"):
+            return params["teacher"]
+        if not params.get("checkpoint"):  # the shipped proxy of the model
+            return LEGACY_TEACHER["name"]
+        for base in (Path.cwd(), run.path):
+            found = base / params["checkpoint"] / CONFIG_NAME
+            if found.is_file():
+                return json.loads(found.read_text()).get("teacher", {}).get("name") or LEGACY_TEACHER["name"]
+        return None
+
+    def scores(maps: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
+        rows = [np.atleast_2d(np.asarray(maps[i], dtype=np.float64)) for i in ids]
+        rows = [m for r in rows if r.size for m in r if m.max() > 0]
+        return np.concatenate([m / m.max() for m in rows]) if rows else np.zeros(0)
+
+    pairs, unmatched = [], []
+    for proxy in (r for r in runs if r.config["method_spec"]["implementation"] == "fastrm"):
+        teacher = teacher_of(proxy)
+        found = [r for r in runs if r.method == teacher and r.task_label == proxy.task_label
+                 and r.config["model"] == proxy.config["model"]]
+        (pairs.append((proxy, found[0])) if found and teacher else
+         unmatched.append(f"{proxy.method} on {proxy.task_label} (teacher {teacher or 'unknown'})"))
+    if not pairs:
+        report.skipped.append("Relevancy score distributions (Fig. 2): no run of a FastRM proxy with a run of its teacher "
+                              "on the same task" + (f": {', '.join(unmatched)} lack one" if unmatched else ""))
+        return
+    plt = _style()
+    for proxy, teacher in sorted(pairs, key=lambda p: (p[0].task_label, p[0].method)):
+        per_token = all((r.path / "token_maps.npz").is_file() for r in (proxy, teacher))
+        maps = {r.method: load_token_maps(r.path) if per_token else load_sample_maps(r.path / "maps.npz")
+                for r in (teacher, proxy)}
+        records = {s["id"]: s for s in proxy.samples()}
+        ids = [i for i in records if all(i in m for m in maps.values())]
+        values = {m: scores(found, ids) for m, found in maps.items()}
+        if not ids or not all(len(v) for v in values.values()):
+            report.skipped.append(f"Relevancy score distributions (Fig. 2): {proxy.method} and {teacher.method} on "
+                                  f"{proxy.task_label} share no sample with a positive map")
+            continue
+        what = "answer token maps" if per_token else "sample maps (these runs kept no per-token maps)"
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=(3, 2))
+        inset = left.inset_axes((0.5, 0.5, 0.46, 0.4))
+        bins = np.linspace(0, 1, 41)
+        tallest = 0.0
+        for (method, v), colour in zip(values.items(), ("tab:orange", "tab:blue")):
+            label = f"{method}{' (teacher)' if method == teacher.method else ' (proxy)'}: {np.mean(v >= 0.05):.1%} >= 5%"
+            heights, _, _ = left.hist(v[v >= 0.05], bins=bins, weights=np.full((v >= 0.05).sum(), 1 / len(v)),
+                                      histtype="stepfilled", alpha=0.45, color=colour, label=label)
+            tallest = max(tallest, float(np.max(heights)))
+            inset.hist(v, bins=bins, weights=np.full(len(v), 1 / len(v)), histtype="step", color=colour)
+        left.set_xlim(0, 1)
+        left.set_ylim(0, 2.2 * tallest)  # room for the inset above the bars
+        left.set_xlabel("relevancy score / the map's maximum (scores >= 5% of it)")
+        left.set_ylabel("share of all scores")
+        left.set_title(what, fontsize=9)
+        left.legend(fontsize=8, loc="upper left")
+        inset.set_yscale("log")
+        inset.set_title("all scores (log scale)", fontsize=7)
+        inset.tick_params(labelsize=6)
+        lengths = np.array([records[i].get("num_tokens", 0) for i in ids])
+        edges = np.arange(lengths.min(), lengths.max() + 2) - 0.5
+        right.hist(lengths, bins=edges, color="tab:gray", rwidth=0.8)
+        right.set_xticks(np.arange(lengths.min(), lengths.max() + 1))
+        right.set_xlabel("output length (generated tokens)")
+        right.set_ylabel("answers")
+        right.set_title(f"{len(ids)} answers, mean {lengths.mean():.2f} tokens", fontsize=9)
+        fig.suptitle(_title([proxy, teacher], f"Relevancy scores of {proxy.method} and its teacher {teacher.method}, "
+                            f"{proxy.task_label} (Fig. 2)"), fontsize=10)
+        name = f"relevancy_distribution_{_slug(proxy.task_label)}_{proxy.method}"
+        _save(fig, report, name,
+              f"Relevancy score distributions, {proxy.method} vs {teacher.method}, {proxy.task_label} (Fig. 2)")
+        plt.close(fig)
+        table = pd.DataFrame({m: {"role": "teacher" if m == teacher.method else "proxy", "scores": len(v),
+                                  "share >= 5% of max": np.mean(v >= 0.05), "share >= 30% of max": np.mean(v >= 0.3),
+                                  "median score": np.median(v)} for m, v in values.items()}).T.rename_axis("method")
+        (report.out / f"{name}.md").write_text(f"{what.capitalize()} of {len(ids)} shared samples.\n\n"
+                                               + table.to_markdown(floatfmt=".3f") + "\n")
+        report.made[-1][1].append(f"{name}.md")
+
+
 ABLATION_AXES = {"data_size": "training data (token samples)", "labeling_threshold": "labeling threshold (x max of the map)",
                  "steps": "training steps (batch 128)"}
 
@@ -537,7 +633,7 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     leaderboard_tables(roots, report)
     ablation_runs = [r for r in runs if (r.path / "ablation.json").exists()]
     main_runs = [r for r in runs if r not in ablation_runs]
-    for figure in [*metric_figures(), fig_qualitative]:
+    for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution]:
         figure(main_runs, report)
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)
