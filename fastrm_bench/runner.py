@@ -171,7 +171,7 @@ class Evaluator:
             return self.aggregate(adapter, again, generation, method.explain_sample(adapter, again, generation, sample))
 
         context = SampleContext(sample, inputs, generation, explanation, smap, score, generation_seconds, self.cfg.settings,
-                                adapter, self.task, _draw_maps=draw_map, _draws=method.perturbation_draws)
+                                adapter, self.task, draw_map=draw_map, draws=method.perturbation_draws)
         labels: dict[str, Explanation] = {}
         for metric in self.metrics:
             needs = metric.needs
