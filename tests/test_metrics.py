@@ -76,6 +76,7 @@ def test_entropy_auroc_by_hand():
     # -entropy ranks correct answers (1, 3) above wrong ones (2, 4) in 3 of the 4 pairs
     assert entropy_auroc(np.array([1.0, 2.0, 3.0, 4.0]), np.array([True, False, True, False])) == pytest.approx(0.75)
     assert np.isnan(entropy_auroc(np.array([1.0, 2.0]), np.array([True, True])))
+    assert np.isnan(entropy_auroc(np.array([1.0, 2.0, 3.0]), np.array([True, False, True]), min_per_class=2))
 
 
 def test_mask_to_tokens_on_a_non_square_image_by_hand():
