@@ -53,10 +53,10 @@ def entropy_confidence(entropy: np.ndarray, correct: np.ndarray, calibration: np
     """Threshold from the calibration part; rates on the evaluation part (nan where undefined)."""
     entropy, correct, calibration = np.asarray(entropy, float), np.asarray(correct, bool), np.asarray(calibration, bool)
     cal_ok, cal_bad = entropy[calibration & correct], entropy[calibration & ~correct]
-    if len(cal_ok) == 0 or len(cal_bad) == 0:
-        return {"threshold": float("nan")}
-    threshold = float((cal_ok.mean() + cal_bad.mean()) / 2)
     ev = ~calibration
+    if len(cal_ok) == 0 or len(cal_bad) == 0 or correct[ev].all() or not correct[ev].any():
+        return {"threshold": float("nan")}  # both halves need right and wrong answers, or the rates are trivial
+    threshold = float((cal_ok.mean() + cal_bad.mean()) / 2)
     below, above = ev & (entropy < threshold), ev & (entropy >= threshold)
 
     def rate(part: np.ndarray, want: bool) -> float:
@@ -75,7 +75,7 @@ def entropy_over_splits(entropy: np.ndarray, correct: np.ndarray, seed: int = 0,
                         ) -> dict[str, dict[str, float | None]]:
     """`entropy_confidence` on ``splits`` random calibration halves: {key: mean, std, central 95%, n}.
 
-    Splits whose calibration half lacks correct or wrong answers define nothing and are left out
+    Splits where either half lacks correct or wrong answers define nothing and are left out
     (``n`` counts the ones that did).
     """
     from fastrm_bench.metrics.uncertainty import spread
