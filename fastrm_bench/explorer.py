@@ -46,7 +46,12 @@ def write_explorer(runs: list, report, max_samples: int = 100, max_tokens: int =
         path.unlink(missing_ok=True)  # a page of an earlier report would outlive its runs
         report.skipped.append("Run explorer: no runs")
         return None
-    data = explorer_data(runs, max_samples, max_tokens, image_side)
+    try:
+        data = explorer_data(runs, max_samples, max_tokens, image_side)
+    except Exception as err:  # noqa: BLE001 - a report is never lost to its explorer page
+        path.unlink(missing_ok=True)
+        report.skipped.append(f"Run explorer: {type(err).__name__}: {err}")
+        return None
     data["command"] = report.command
     path.write_text(page(data))
     report.made.append(("Run explorer (interactive page: samples, per-token maps, curves; opens from disk)", [NAME]))

@@ -141,3 +141,20 @@ def test_the_page_sorts_filters_and_switches_the_map_on_a_token_click(report_dir
         search.send_keys("no such question")
         assert browser.find_elements("css selector", "#samples tbody tr") == []
         assert browser.get_log("browser") == [] if hasattr(browser, "get_log") else True
+
+
+def test_a_run_the_page_cannot_read_costs_the_page_not_the_report(report_dir, tmp_path):
+    from fastrm_bench.explorer import write_explorer
+    from fastrm_bench.report import Report
+
+    broken = tmp_path / "runs" / "chefer"
+    shutil.copytree(report_dir / "runs" / "chefer", broken)
+    (broken / "token_maps.npz").write_bytes(b"not an npz file")
+    runs, _ = load_runs([tmp_path / "runs"])
+    label_tasks(runs)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / NAME).write_text("a page of an earlier report")
+    report = Report(out, "fastrm-bench report")
+    assert write_explorer(runs, report) is None
+    assert not (out / NAME).exists() and report.skipped and report.skipped[0].startswith("Run explorer:")
