@@ -189,19 +189,28 @@ def explain_image(adapter, image: Image.Image, question: str, methods: list[str]
 # ----------------------------------------------------------------------------------------------- outputs
 def overlay(image: Image.Image, layout: ImageLayout, values: np.ndarray, scale: tuple[float, float],
             size: int = 256, alpha: float = 0.5) -> Image.Image:
-    """The map over the image as an RGB picture (longest side ``size``; jet colours, pixels no token sees uncovered)."""
+    """The map over the image as an RGB picture (longest side ``size``; jet colours, pixels no token sees uncovered).
+
+    Drawn at the image's own resolution when it is smaller than ``size`` (then enlarged without smoothing,
+    so each image token stays a sharp block), else at ``size``.
+    """
     from matplotlib import colormaps
 
     width, height = image.size
-    factor = size / max(width, height)
+    factor = min(1.0, size / max(width, height))
     shape = (max(1, round(height * factor)), max(1, round(width * factor)))
-    base = np.asarray(image.convert("RGB").resize((shape[1], shape[0]), Image.NEAREST), dtype=float) / 255
+    base = np.asarray(image.convert("RGB").resize((shape[1], shape[0]), Image.BILINEAR) if factor < 1 else
+                      image.convert("RGB"), dtype=np.float32) / 255
     heat = layout.to_image(values, size=shape)
     low, high = scale
     colours = colormaps["jet"](np.clip((np.nan_to_num(heat, nan=low) - low) / (high - low), 0, 1))[..., :3]
     seen = ~np.isnan(heat)[..., None]
     mixed = np.where(seen, (1 - alpha) * base + alpha * colours, base)
-    return Image.fromarray((mixed * 255).round().astype(np.uint8))
+    picture = Image.fromarray((mixed * 255).round().astype(np.uint8))
+    if max(shape) < size:
+        grow = size / max(shape)
+        picture = picture.resize((round(shape[1] * grow), round(shape[0] * grow)), Image.NEAREST)
+    return picture
 
 
 def _png_data_url(picture: Image.Image) -> str:
