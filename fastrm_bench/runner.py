@@ -194,8 +194,8 @@ class Evaluator:
             if clash:
                 raise ValueError(f"metric {metric.name!r} writes {sorted(clash)}, already in the sample's record")
             record.update(fields)
-        maps = explanation.maps.float().cpu().numpy()
-        return record, smap.cpu().numpy(), maps[: generation.num_generated] if generation.num_generated else maps[:0]
+        # methods give one placeholder row for an empty answer: its token maps are none
+        return record, smap.cpu().numpy(), explanation.maps.float().cpu().numpy()[: generation.num_generated]
 
 
 @contextmanager
