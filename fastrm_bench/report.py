@@ -638,6 +638,8 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)
     fig_sanity(roots, report)
+    from fastrm_bench.explorer import write_explorer  # explorer.html: the interactive page beside the figures
+    write_explorer(main_runs, report)
     lines = ["# fastrm-bench report", "", f"Made by `{command}` from {len(runs)} runs and {len(profiles)} profiles.", ""]
     for title, files in report.made:
         lines += [f"## {title}", ""]

@@ -65,17 +65,13 @@ class SanityConfig:
     out: str = "results/sanity"
 
     def check(self) -> None:
-        problems = []
+        from fastrm_bench.runner import answering_problems
+
+        problems = answering_problems(self.limit, self.max_new_tokens, self.seed)
         if not self.methods:
             problems.append("--methods needs at least one method")
         if len(set(self.methods)) != len(self.methods):
             problems.append(f"--methods names a method twice: {', '.join(self.methods)}")
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"--limit must be a positive number of questions, got {self.limit}")
-        if self.max_new_tokens < 1:
-            problems.append(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.seed < 0:
-            problems.append(f"--seed must be >= 0, got {self.seed}")
         if problems:
             raise ValueError("; ".join(problems))
 
