@@ -55,6 +55,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _launch_if_asked(ctx: typer.Context, num_processes: int) -> None:
+    """Start the command again as ``num_processes`` ranks (and end with their exit code), unless it is one of them."""
+    from fastrm_bench.parallel import as_argv, current_ranks, launch
+
+    if num_processes < 1:
+        _fail(f"--num-processes must be at least 1, got {num_processes}")
+    if num_processes == 1 or current_ranks().parallel:
+        return
+    raise typer.Exit(launch(num_processes, as_argv(ctx.info_name or "run", ctx.params, leave_out=("num_processes",))))
+
+
 @app.command("list")
 def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]) -> None:
     """List the registered methods, tasks, models, model families (by config.model_type), metrics or aggregations."""
@@ -78,6 +89,7 @@ class OnError(str, Enum):
 
 @app.command()
 def run(
+    ctx: typer.Context,
     method: Annotated[str, typer.Option("--method", "-m", help="Method spec or registered name (see `list methods`).")],
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name (see `list tasks`).")],
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
@@ -102,6 +114,9 @@ def run(
     on_error: Annotated[OnError, typer.Option(
         help="A sample with bad data (missing or corrupt image, unparsable entry): skip it (recorded in "
              "skipped.jsonl and counted) or fail. Model and configuration errors always fail.")] = OnError.skip,
+    num_processes: Annotated[int, typer.Option(
+        help="Processes sharing the samples on this machine, one model each (one per GPU; torchrun). Several "
+             "machines: `accelerate launch -m fastrm_bench run ...` (README, Scaling).")] = 1,
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
     from fastrm_bench.data_errors import SampleDataError
@@ -112,6 +127,7 @@ def run(
 
     if resume and overwrite:
         _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
+    _launch_if_asked(ctx, num_processes)
     cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
                     device_map=device_map, on_error=on_error.value, metrics=list(metric or DEFAULT_METRICS),

@@ -12,6 +12,11 @@ Layout::
     maps.npz        all sample maps in samples.jsonl order, written when the run finishes (`fastrm_bench.maps_io`)
     token_maps.npz  all answer tokens' maps in samples.jsonl order, written with maps.npz
     results.json    aggregates; its presence marks a finished run
+    shards/         while a run of several processes lasts: ``rankK-of-N/``, a run directory of the same
+                    configuration per rank but the main one (whose samples go here); merged at the end
+
+A finished run lists its samples in the task's order however many processes made it and however
+often it was resumed: the final files are written in that order.
 
 Every file is either appended line by line (a line cut by a kill is dropped on resume and its
 sample redone) or replaced atomically (written beside, then renamed), so a kill at any moment
@@ -41,15 +46,18 @@ from fastrm_bench.maps_io import save_sample_maps, save_token_maps
 
 #: version of the layout above; directories of another format are never resumed or mixed into
 FORMAT = 3
-CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS, LOCK = (
-    "config.json", "samples.jsonl", "skipped.jsonl", "maps", "maps.npz", "token_maps.npz", "results.json", ".lock")
-RUN_FILES = (CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS)
+CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS, LOCK, SHARDS = (
+    "config.json", "samples.jsonl", "skipped.jsonl", "maps", "maps.npz", "token_maps.npz", "results.json", ".lock",
+    "shards")
+RUN_FILES = (CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS, SHARDS)
 #: run fields left out of the fingerprint: spellings of where things are (their identity is recorded
 #: separately: the resolved data root, the weights' hash, the device type) and the error policy
 UNFINGERPRINTED = ("output_dir", "data_root", "model", "device", "on_error")
 #: test hook (fault-injection tests only): "POINT[@N]:KILL|STOP" sends this process SIGKILL or SIGSTOP
 #: the N-th time (default: the first) a run reaches POINT; the points are named where `test_hook` is called
 TEST_HOOK_ENV = "FASTRM_BENCH_TEST_SIGNAL"
+#: with it, only the process of this rank (the launcher's RANK) is signalled
+TEST_HOOK_RANK_ENV = "FASTRM_BENCH_TEST_SIGNAL_RANK"
 _hook_counts: dict[str, int] = {}
 
 
@@ -68,7 +76,8 @@ def test_hook(point: str) -> None:
         return
     where, _, action = spec.partition(":")
     name, _, nth = where.partition("@")
-    if name != point:
+    rank = os.environ.get(TEST_HOOK_RANK_ENV)
+    if name != point or (rank is not None and rank != os.environ.get("RANK", "0")):
         return
     _hook_counts[point] = _hook_counts.get(point, 0) + 1
     if _hook_counts[point] == int(nth or 1):
@@ -178,6 +187,10 @@ def replace_file(path: Path, write, hook: str | None = None) -> None:
     os.replace(tmp, path)
 
 
+def _lines(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
 def _read_lines(path: Path) -> list[dict[str, Any]]:
     """Complete lines of an earlier attempt; a last line cut by a kill is dropped from the file (and redone)."""
     if not path.exists():
@@ -195,6 +208,16 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
             raise RunDirError(f"{path}:{number} is not a JSON line (the file was edited or damaged); "
                               "--overwrite starts the run again") from None
     return rows
+
+
+def shard_dirs(run_dir: Path) -> list[Path]:
+    """The shard directories of an unfinished run of several processes (oldest attempts' included)."""
+    folder = run_dir / SHARDS
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def shard_dir(run_dir: Path, rank: int, count: int) -> Path:
+    return run_dir / SHARDS / f"rank{rank}-of-{count}"
 
 
 class RunDir:
@@ -292,8 +315,11 @@ class RunDir:
 
     @property
     def done_ids(self) -> set[str]:
-        """Samples not to evaluate again: evaluated ones and skipped ones."""
-        return {r["id"] for r in self.records} | {r["id"] for r in self.skipped}
+        """Samples not to evaluate again: evaluated ones and skipped ones, here and in the run's shards."""
+        done = {r["id"] for r in self.records} | {r["id"] for r in self.skipped}
+        for shard in shard_dirs(self.path):
+            done |= {r["id"] for r in _read_lines(shard / SAMPLES)} | {r["id"] for r in _read_lines(shard / SKIPPED)}
+        return done
 
     # ------------------------------------------------------------------ writing
     def _append(self, name: str, row: dict[str, Any]) -> None:
@@ -325,15 +351,52 @@ class RunDir:
         self._append(SKIPPED, row)
         self.skipped.append(row)
 
-    def finish(self, results: dict[str, Any]) -> None:
-        """maps.npz and token_maps.npz, then results.json (the mark of a finished run), then the per-sample maps go."""
+    def absorb_shards(self) -> None:
+        """Add every shard's finished samples (and skips) that this directory lacks, with their maps.
+
+        Idempotent: a merge cut short by a kill is completed by the next one. The shards stay until
+        the run is finished (`clean_up`), so nothing is lost in between.
+        """
+        have = {r["id"] for r in self.records}
+        skipped = {r["id"] for r in self.skipped}
+        for shard in shard_dirs(self.path):
+            for index, record in enumerate(_read_lines(shard / SAMPLES)):
+                if record["id"] not in have:
+                    with np.load(shard / MAPS_DIR / f"{index:06d}.npz") as saved:
+                        self.add_sample(record, saved["sample"], saved["tokens"])
+                    have.add(record["id"])
+            for row in _read_lines(shard / SKIPPED):
+                if row["id"] not in skipped:
+                    self.add_skipped(row["id"], row["reason"])
+                    skipped.add(row["id"])
+
+    def ordered_records(self, order: list[str] | None) -> list[dict[str, Any]]:
+        """The records in ``order`` (sample ids; records it does not name keep their place after it)."""
+        rank = {i: k for k, i in enumerate(order or [])}
+        return sorted(self.records, key=lambda r: rank.get(r["id"], len(rank)))
+
+    def finish(self, results: dict[str, Any], order: list[str] | None = None) -> None:
+        """maps.npz and token_maps.npz, then results.json (the mark of a finished run), then `clean_up`.
+
+        ``order`` (sample ids) is the task's order: the final files list the samples in it, whatever
+        order the processes finished them in (samples.jsonl is reordered by `clean_up`).
+        """
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+        rank = {i: k for k, i in enumerate(order)} if order is not None else {}
+        by_order = sorted(range(len(self.records)), key=lambda k: rank.get(self.records[k]["id"], len(rank) + k))
         sample_maps, token_maps = [], []
-        for i in range(len(self.records)):
+        for i in by_order:
             with np.load(self._map_path(i)) as saved:
                 sample_maps.append(saved["sample"])
                 token_maps.append(saved["tokens"])
-        ids = [r["id"] for r in self.records]
+        ids = [self.records[i]["id"] for i in by_order]
+        skipped = sorted(self.skipped, key=lambda r: rank.get(r["id"], len(rank)))
         try:
+            if skipped != self.skipped:
+                replace_file(self.path / SKIPPED, lambda fh: fh.write(_lines(skipped)))
+                self.skipped = skipped
             replace_file(self.path / MAPS, lambda fh: save_sample_maps(fh, ids, sample_maps), hook="maps.npz")
             replace_file(self.path / TOKEN_MAPS, lambda fh: save_token_maps(fh, ids, token_maps))
             replace_file(self.path / RESULTS, lambda fh: fh.write(json.dumps(results, indent=2).encode()), hook="results.json")
@@ -342,9 +405,18 @@ class RunDir:
         self.clean_up()
 
     def clean_up(self) -> None:
-        """Remove what only an unfinished run needs (the per-sample maps), once results.json is in place."""
+        """Once results.json is in place: samples.jsonl in maps.npz's order, then what only an unfinished run
+        needs (the per-sample maps, the shards) goes. Repeated by a resume after a kill."""
         test_hook("cleanup")
+        with np.load(self.path / MAPS) as data:
+            order = {i: k for k, i in enumerate(data["ids"].tolist())}
+        rows = _read_lines(self.path / SAMPLES)
+        ordered = sorted(rows, key=lambda r: order.get(r["id"], len(order)))
+        if ordered != rows:  # its lines no longer pair with maps/ by position: done only once maps.npz is final
+            replace_file(self.path / SAMPLES, lambda fh: fh.write(_lines(ordered)))
+        self.records = ordered
         shutil.rmtree(self.path / MAPS_DIR, ignore_errors=True)
+        shutil.rmtree(self.path / SHARDS, ignore_errors=True)
 
     def results(self) -> dict[str, Any]:
         return json.loads((self.path / RESULTS).read_text())

@@ -6,9 +6,9 @@ checked, the task, model and method (with its checkpoint) are loaded, and only t
 directory created or opened, so that a bad argument never touches it.
 
 Per-sample work depends only on (config, sample): random maps are seeded by (seed, sample id,
-draw) and perturbation tie-breaks by (seed, draw), so a resumed run equals an uninterrupted one and samples
-could be sharded across processes later. A sample whose data is bad (missing or corrupt image,
-unparsable entry) is skipped and recorded under ``--on-error skip`` (the default) or stops the
+draw) and perturbation tie-breaks by (seed, draw), so a resumed run equals an uninterrupted one, and a run
+of several processes (each answering its share of the samples) equals a run of one. A sample whose data
+is bad (missing or corrupt image, unparsable entry) is skipped and recorded under ``--on-error skip`` (the default) or stops the
 run under ``--on-error fail``; any other error stops the run.
 
 What is measured is the run's list of metrics (`fastrm_bench.metrics.base.Metric` plug-ins, ``--metric``):
@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ from fastrm_bench.metrics import DEFAULT_METRICS, legacy_metrics
 from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
 from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS
 from fastrm_bench.models.adapter import REMOVAL_STRATEGIES
-from fastrm_bench.rundir import RunDir, replace_file
+from fastrm_bench.parallel import Ranks, current_ranks
+from fastrm_bench.rundir import RESULTS, RunDir, RunDirError, replace_file, shard_dir
 
 
 @dataclass
@@ -215,33 +216,42 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print, overwrite: bool = False
-        ) -> dict[str, Any]:
+def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print, overwrite: bool = False,
+        ranks: Ranks | None = None) -> dict[str, Any]:
     """Evaluate one method on one task; returns the aggregated results (with ``output_dir`` and ``n_skipped``).
 
     ``resume`` continues the run already in the output directory (matched by its configuration's
     fingerprint, not by the directory's name); ``overwrite`` discards whatever run is there. Without
     either, a directory that holds a run is refused and left as it is.
+
+    Launched as several processes (``accelerate launch`` or torchrun; ``ranks`` defaults to the
+    launcher's), each process answers its share of what is left and the main one merges the shares:
+    the run directory is the one a single process writes, samples in the task's order. A resume may
+    use another number of processes.
     """
     from fastrm_bench.models.adapter import DTYPES
     from fastrm_bench.models.zoo import load_model
 
+    ranks = ranks or current_ranks()
     cfg.check()
     torch.manual_seed(cfg.seed)
     method, method_spec = create_method(cfg.method)  # cheap: bad names and params fail before any data or model work
     metrics = create_metrics(cfg.metrics)
-    task, task_spec = create_task(cfg.task, data_root=cfg.data_root)
-    if task.uses_embedded_world:
+    with ranks.main_first():  # the embedded world is built once, by the main process
+        task, task_spec = create_task(cfg.task, data_root=cfg.data_root)
+    if task.uses_embedded_world and ranks.is_main:
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
     selected = task.select(cfg.limit, cfg.seed)
+    if selected is None and ranks.parallel:
+        raise ValueError(f"{task_spec.name} streams its samples and cannot be shared between processes: run it in one")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; expected one of {sorted(DTYPES)}")
-    adapter = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, device_map=cfg.device_map)
+    adapter = load_model(cfg.model, device=cfg.device or ranks.device, dtype=cfg.dtype, device_map=cfg.device_map)
     perturbing = [m.name for m in metrics if m.needs.perturbation]
     if perturbing and cfg.removal not in adapter.removals:
         raise ValueError(f"removal {cfg.removal!r} (for {', '.join(perturbing)}) is not supported for the {adapter.family} "
                          f"family of {adapter.name}; use one of {adapter.removals}")
-    if adapter.eager_check and adapter.eager_check.get("equal") is False:
+    if adapter.eager_check and adapter.eager_check.get("equal") is False and ranks.is_main:
         log(f"Warning: {adapter.name} answers a probe input differently with eager and SDPA attention "
             f"({adapter.eager_check['eager']!r} vs {adapter.eager_check['sdpa']!r}); the maps explain the eager model.")
     method.prepare(adapter)  # e.g. the FastRM checkpoint: a bad one fails here, before the run directory is touched
@@ -251,20 +261,42 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
               "scoring": task.scoring, "data_root": str(Path(task.data_root).resolve()), "family": adapter.family,
               "eager_check": adapter.eager_check, "versions": _versions(), "device": str(adapter.device)}
-    with RunDir.open(out, config, resume=resume, overwrite=overwrite) as rundir, _stop_on_sigterm():
-        if rundir.finished:  # resumed to report it, or killed after results.json was in place (only the clean-up left)
-            rundir.clean_up()
-            results = rundir.results()
+    desc = f"{method_spec.name} on {task_spec.name}" + (f" (rank {ranks.index + 1}/{ranks.count})" if ranks.parallel else "")
+    order = [r.id for r in selected] if selected is not None else None
+    with ExitStack() as stack:
+        # 1. the main process opens the run directory under its lock and says what is left to do
+        plan: dict[str, Any] | None = None
+        if ranks.is_main:
+            try:
+                rundir = stack.enter_context(RunDir.open(out, config, resume=resume, overwrite=overwrite))
+                stack.enter_context(_stop_on_sigterm())
+                plan = {"finished": rundir.finished, "done": sorted(rundir.done_ids) if not rundir.finished else []}
+            except Exception as err:
+                ranks.from_main({"error": f"{type(err).__name__}: {err}"})
+                raise
+        plan = ranks.from_main(plan)
+        if "error" in plan:
+            raise RunDirError(f"the main process could not open the run directory ({plan['error']})")
+        if plan["finished"]:  # resumed to report it, or killed after results.json was in place (only the clean-up left)
+            if ranks.is_main:
+                rundir.clean_up()
+            results = json.loads((out / RESULTS).read_text()) if ranks.is_main else None
+            results = ranks.from_main(results)
             return {"output_dir": str(out), "n_skipped": results.get("n_skipped", 0), **results}
-        done = rundir.done_ids
+        # 2. every process evaluates its share: the main one into the run directory, the others into their shards
+        done = set(plan["done"])
+        if not ranks.is_main:
+            rundir = stack.enter_context(RunDir.open(shard_dir(out, ranks.index, ranks.count), config, resume=True,
+                                                     overwrite=False))
+            stack.enter_context(_stop_on_sigterm())
         if selected is not None:
-            todo: list[Any] = [r for r in selected if r.id not in done]
+            todo: list[Any] = ranks.share([r for r in selected if r.id not in done])
             stream: Iterator[Any] = iter(todo)
         else:
             todo, stream = [], (s for s in task.samples(limit=cfg.limit, seed=cfg.seed) if s.id not in done)
         try:
-            for item in tqdm(stream, total=len(todo) if selected is not None else None,
-                             desc=f"{method_spec.name} on {task_spec.name}", unit="sample"):
+            for item in tqdm(stream, total=len(todo) if selected is not None else None, desc=desc, unit="sample",
+                             position=ranks.index):
                 try:
                     sample = task.sample(item) if selected is not None else item
                 except SampleDataError as err:
@@ -277,10 +309,16 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
                 rundir.add_sample(record, smap, token_maps)
         except KeyboardInterrupt:
             raise RunInterrupted(signal.SIGINT) from None
-        results = summarise(task, rundir.records, cfg)
-        results["n_skipped"] = len(rundir.skipped)
-        results["config"] = _results_config(config, task.scoring)
-        rundir.finish(results)
+        ranks.wait_for_everyone()
+        # 3. the main process merges the shards (of this attempt and of earlier ones) and finishes, in the task's order
+        results = None
+        if ranks.is_main:
+            rundir.absorb_shards()
+            results = summarise(task, rundir.ordered_records(order), cfg)
+            results["n_skipped"] = len(rundir.skipped)
+            results["config"] = _results_config(config, task.scoring)
+            rundir.finish(results, order)
+        results = ranks.from_main(results)
     return {"output_dir": str(out), **results}
 
 

@@ -48,6 +48,11 @@ def add_spec_dir(path: str | Path) -> None:
         _extra_dirs.append(p)
 
 
+def user_spec_dirs() -> list[Path]:
+    """The folders added with `add_spec_dir` (``--spec-dir``), in order: what a launched process must be given."""
+    return list(_extra_dirs)
+
+
 def _builtin_root() -> Path:
     """Specs ship as package data (``fastrm_bench/_specs``); in a source checkout, the repo root."""
     packaged = Path(str(resources.files("fastrm_bench"))) / "_specs"

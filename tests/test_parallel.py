@@ -1,0 +1,97 @@
+"""Runs of several processes (torchrun ranks on CPU, gloo) write the run directory of one process.
+
+Each rank answers its share of the samples into its own shard; the main process merges them in the
+task's order. The merged samples.jsonl, maps.npz, token_maps.npz and results.json equal a
+one-process run's except timings; a rank killed mid-run and a resume (with the same or another
+number of processes) end in the same files.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from fastrm_bench.maps_io import load_token_maps
+from fastrm_bench.parallel import Ranks, as_argv
+from fastrm_bench.rundir import TEST_HOOK_ENV, TEST_HOOK_RANK_ENV
+from fastrm_bench.runner import run
+from fastrm_bench.specs import SPEC_PATH_ENV
+from tests.test_reliability import _specs, assert_same_run, cli_args, cli_process, config, quiet, spec_dir, subprocess_env
+
+__all__ = ["_specs", "spec_dir"]  # fixtures shared with the fault-injection tests
+
+LIMIT = 5  # shares of 3 and 2 samples
+METHOD = "fastrm-tiny"
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, world_root, tiny_llava_dir, spec_dir):
+    out = tmp_path_factory.mktemp("one") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SPEC_PATH_ENV, str(spec_dir))
+        run(config(world_root, tiny_llava_dir, out, METHOD, limit=LIMIT), log=quiet)
+    return out
+
+
+def launched(world_root, tiny_llava_dir, out, processes: int, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    args = cli_args(world_root, tiny_llava_dir, out, METHOD)
+    args[args.index("--limit") + 1] = str(LIMIT)
+    return subprocess.run(cli_process([*args, "--num-processes", str(processes), *extra]), env=subprocess_env(**env),
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_same_files(a, b) -> None:
+    assert_same_run(a, b)
+    ta, tb = load_token_maps(a), load_token_maps(b)
+    assert list(ta) == list(tb)
+    for key in ta:
+        np.testing.assert_array_equal(ta[key], tb[key])
+    assert not (a / "shards").exists()
+
+
+def test_two_processes_write_the_run_of_one(world_root, tiny_llava_dir, tmp_path, one_process):
+    out = tmp_path / "run"
+    proc = launched(world_root, tiny_llava_dir, out, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 2/2" in proc.stderr  # each rank shows its own progress
+    assert_same_files(out, one_process)
+
+
+def killed_rank(world_root, tiny_llava_dir, out) -> None:
+    """Rank 1 dies at its second sample; torchrun stops rank 0 (wherever it is): an unfinished run."""
+    proc = launched(world_root, tiny_llava_dir, out, 2, **{TEST_HOOK_ENV: "map@2:KILL", TEST_HOOK_RANK_ENV: "1"})
+    assert proc.returncode != 0 and not (out / "results.json").exists(), proc.stderr[-3000:]
+    assert (out / "shards" / "rank1-of-2" / "samples.jsonl").read_text().count("\n") == 1  # its first sample is kept
+
+
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_a_killed_rank_then_resume_gives_the_same_run(processes, world_root, tiny_llava_dir, tmp_path, one_process):
+    out = tmp_path / "run"
+    killed_rank(world_root, tiny_llava_dir, out)
+    if processes == 1:
+        run(config(world_root, tiny_llava_dir, out, METHOD, limit=LIMIT), resume=True, log=quiet)
+    else:
+        proc = launched(world_root, tiny_llava_dir, out, processes, "--resume")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_files(out, one_process)
+
+
+def test_shares_cover_every_item_once():
+    items = list(range(7))
+    shares = [Ranks(i, 3).share(items) for i in range(3)]
+    assert sorted(sum(shares, [])) == items and [len(s) for s in shares] == [3, 2, 2]
+
+
+def test_options_are_written_back_as_arguments():
+    from enum import Enum
+
+    class Kind(Enum):
+        a = "a-value"
+
+    argv = as_argv("run", {"method": "chefer", "limit": 3, "metric": ["perturbation", "entropy"], "resume": True,
+                           "overwrite": False, "device": None, "on_error": Kind.a, "num_processes": 2},
+                   leave_out=("num_processes",))
+    assert argv == ["run", "--method", "chefer", "--limit", "3", "--metric", "perturbation", "--metric", "entropy",
+                    "--resume", "--no-overwrite", "--on-error", "a-value"]
