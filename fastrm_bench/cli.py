@@ -409,6 +409,7 @@ def train_vlm(
 
 @app.command()
 def distill(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder for the FastRM checkpoint.")],
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
     task: Annotated[str, typer.Option(help="Task whose training questions are answered.")] = "vqav2",
@@ -422,29 +423,39 @@ def distill(
     batch_size: Annotated[int, typer.Option(help="Token samples per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-5,
     seed: Annotated[int, typer.Option(help="Seed of subsampling, split and training.")] = 0,
-    workers: Annotated[int, typer.Option(min=1, help="Processes for the dataset stage (one thread each).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for the dataset stage (one thread each, one model "
+                                                     "each, on this machine's CPU or its one device).")] = 1,
     teacher: Annotated[str, typer.Option(help="Method (registered name or spec) whose per-token maps become the labels.")
                        ] = "chefer",
+    shard_size: Annotated[int, typer.Option(min=1, help="Questions per dataset shard (the unit of resume and of sharing "
+                                                        "between processes).")] = 200,
+    num_processes: Annotated[int, typer.Option(
+        help="Ranks sharing the dataset stage (one per GPU; torchrun), as `run --num-processes`; the main one trains.")] = 1,
 ) -> None:
     """Distil a FastRM proxy: a token dataset labelled by a teacher method (resumable), then BCE training."""
     from fastrm_bench.builders import create_method
     from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
+    from fastrm_bench.parallel import current_ranks
     from fastrm_bench.world.build import cache_root
 
+    _launch_if_asked(ctx, num_processes)
     try:
         create_method(teacher)  # a bad name or spec fails before any model or data work
     except (UnknownNameError, ValueError) as err:
         _fail(str(err))
         return
     dataset = DatasetConfig(model=model, task=task, split=split, data_root=data_root, questions=questions, seed=seed,
-                            teacher=teacher)
+                            teacher=teacher, shard_size=shard_size)
     suffix = "" if teacher == "chefer" else f"-{teacher}"  # Chefer datasets keep the folder names they had
+    suffix += "" if shard_size == 200 else f"-shards{shard_size}"
     folder = data_dir or cache_root() / "distill" / f"{Path(model).name}-{task}-{split}-q{questions or 'all'}-s{seed}{suffix}"
     try:
         build_dataset(dataset, folder, log=typer.echo, workers=workers)
     except (UnknownNameError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
         return
+    if not current_ranks().is_main:
+        return  # training is one small model: the main process's
     recipe = TrainConfig(labeling_threshold=labeling_threshold, steps=steps, batch_size=batch_size, lr=lr,
                          data_size=data_size, seed=seed)
     train_proxy(folder, out, recipe, distilled_from=model, log=typer.echo)

@@ -9,6 +9,7 @@ number of processes) end in the same files.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,25 @@ def test_options_are_written_back_as_arguments():
                    leave_out=("num_processes",))
     assert argv == ["run", "--method", "chefer", "--limit", "3", "--metric", "perturbation", "--metric", "entropy",
                     "--resume", "--no-overwrite", "--on-error", "a-value"]
+
+
+def test_distill_on_two_ranks_writes_the_dataset_and_proxy_of_one(world_root, tiny_llava_dir, tmp_path):
+    """Byte for byte, at one thread per process (the launcher's default on 2 cores): the number of threads, not of
+    ranks, changes the order of float sums in training."""
+
+    def distill(name: str, processes: int) -> Path:
+        args = ["distill", "--model", str(tiny_llava_dir), "--data-root", str(world_root), "--split", "val",
+                "--questions", "4", "--shard-size", "2", "--steps", "20", "--batch-size", "8",
+                "--data-dir", str(tmp_path / name / "data"), "--out", str(tmp_path / name / "proxy"),
+                "--num-processes", str(processes)]
+        proc = subprocess.run(cli_process(args), env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return tmp_path / name
+
+    one, two = distill("one", 1), distill("two", 2)
+    shards = sorted(p.name for p in (one / "data").glob("shard_*.safetensors"))
+    assert len(shards) == 2 and shards == sorted(p.name for p in (two / "data").glob("shard_*.safetensors"))
+    for name in [*shards, "dataset.json"]:
+        assert (one / "data" / name).read_bytes() == (two / "data" / name).read_bytes(), name
+    assert (one / "proxy" / "model.safetensors").read_bytes() == (two / "proxy" / "model.safetensors").read_bytes()

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from fastrm_bench.fastrm.model import LEGACY_TEACHER, FastRM, FastRMConfig
 from fastrm_bench.metrics.threshold import binarise, threshold_scores
+from fastrm_bench.parallel import Ranks, current_ranks
 
 
 @dataclass
@@ -128,65 +129,79 @@ class _ShardMaker:
         os.replace(tmp, path)
 
 
-_WORKER: _ShardMaker | None = None
+def _make_shards(cfg: DatasetConfig, teacher: dict[str, Any], todo: list[tuple[int, Path]], threads: int | None = None,
+                 progress: bool = False) -> None:
+    """Write the shards ``todo`` (index, path) in this process."""
+    maker = _ShardMaker(cfg, teacher, threads=threads)
+    for index, path in tqdm(todo, desc="distill data (shards)", unit="shard", disable=not progress):
+        maker(index, path)
 
 
-def _init_worker(cfg: DatasetConfig, teacher: dict[str, Any]) -> None:
-    global _WORKER
-    _WORKER = _ShardMaker(cfg, teacher, threads=1)  # small models: one thread per process beats threads in one process
-
-
-def _worker_shard(index: int, path: Path) -> None:
-    assert _WORKER is not None
-    _WORKER(index, path)
-
-
-def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1) -> list[Path]:
-    """Stage 1: shards ``out/shard_XXXXX.safetensors``; completed shards are kept on resume.
-
-    Shards are independent, so ``workers > 1`` spreads them over processes (one thread each);
-    the result is the same files as with one worker.
-    """
-    from fastrm_bench.builders import create_task
-    from fastrm_bench.models.zoo import load_model
-
-    # the labels depend on the exact weights, not only the model's name: a retrained checkpoint under the
-    # same name must not silently resume (or reuse) shards of the old one
-    teacher = teacher_spec(cfg.teacher)
-    maker = _ShardMaker(cfg, teacher) if workers <= 1 else None
-    weights = (maker.adapter if maker else load_model(cfg.model)).weights_sha256
-    wanted = {"config": asdict(cfg), "model_weights_sha256": weights, "teacher": teacher}
-    out.mkdir(parents=True, exist_ok=True)
+def _claim_folder(out: Path, wanted: dict[str, Any], model: str) -> str | None:
+    """Write the dataset's manifest in ``out``, unless the folder holds another dataset (then: why, nothing written)."""
     manifest = out / "dataset.json"
     if manifest.exists():
         found = json.loads(manifest.read_text())
         found_config = {"teacher": "chefer", **found["config"]}  # datasets from before teachers were chosen: Chefer's
-        if found_config != wanted["config"] or found.get("teacher", LEGACY_TEACHER) != teacher:
-            raise ValueError(f"{out} holds a dataset built with another configuration (or teacher); use another folder")
-        if found.get("model_weights_sha256") != weights:
-            raise ValueError(f"{out} holds a dataset built with other weights of {cfg.model!r} (or with unrecorded "
-                             "weights); use another folder or delete it")
+        if found_config != wanted["config"] or found.get("teacher", LEGACY_TEACHER) != wanted["teacher"]:
+            return f"{out} holds a dataset built with another configuration (or teacher); use another folder"
+        if found.get("model_weights_sha256") != wanted["model_weights_sha256"]:
+            return (f"{out} holds a dataset built with other weights of {model!r} (or with unrecorded weights); "
+                    "use another folder or delete it")
+    out.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(wanted, indent=2))
-    task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
-    n_questions = len(task.select(cfg.questions, cfg.seed))
+    return None
+
+
+def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1, ranks: Ranks | None = None) -> list[Path]:
+    """Stage 1: shards ``out/shard_XXXXX.safetensors``; completed shards are kept on resume.
+
+    Shards are independent, so they are shared between processes: the ranks of a launched job
+    (``ranks``, default the launcher's: `fastrm-bench distill --num-processes N`, `accelerate launch`),
+    or ``workers`` processes started here (one thread each). Every way writes the same files.
+    """
+    from fastrm_bench.builders import create_task
+    from fastrm_bench.models.zoo import load_model
+
+    ranks = ranks or current_ranks()
+    teacher = teacher_spec(cfg.teacher)
+    maker: _ShardMaker | None = None
+    if ranks.parallel or workers <= 1:  # this process writes shards: its model gives the weights' hash
+        with ranks.main_first():  # the embedded world is built once
+            maker = _ShardMaker(cfg, teacher)
+        weights, n_questions = maker.adapter.weights_sha256, len(maker.samples)
+    else:
+        task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
+        weights, n_questions = load_model(cfg.model, device="cpu").weights_sha256, len(task.select(cfg.questions, cfg.seed))
+    # the labels depend on the exact weights, not only the model's name: a retrained checkpoint under the
+    # same name must not silently resume (or reuse) shards of the old one. The main process checks the
+    # folder and writes the manifest; every rank stops on its verdict
+    wanted = {"config": asdict(cfg), "model_weights_sha256": weights, "teacher": teacher}
+    error = ranks.from_main(_claim_folder(out, wanted, cfg.model) if ranks.is_main else None)
+    if error:
+        raise ValueError(error)
     shards = [out / f"shard_{i:05d}.safetensors" for i in range(-(-n_questions // cfg.shard_size))]
     todo = [(i, p) for i, p in enumerate(shards) if not p.exists()]
-    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="distill data (shards)", unit="shard")
     if maker is not None:
-        for index, path in todo:
+        for index, path in tqdm(ranks.share(todo), desc="distill data (shards)", unit="shard", disable=not ranks.is_main):
             maker(index, path)
-            bar.update()
+        ranks.wait_for_everyone()
     else:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(cfg, teacher)) as pool:
-            for future in as_completed([pool.submit(_worker_shard, i, p) for i, p in todo]):
-                future.result()
-                bar.update()
-    bar.close()
-    log(f"dataset: {n_questions} questions in {len(shards)} shards at {out}")
+        context = multiprocessing.get_context("spawn")
+        procs = [context.Process(target=_make_shards, args=(cfg, teacher, Ranks(k, workers).share(todo), 1, k == 0))
+                 for k in range(workers)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        failed = [k for k, proc in enumerate(procs) if proc.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"dataset worker(s) {failed} failed (exit codes {[procs[k].exitcode for k in failed]}); "
+                               "the shards they finished are kept: run the command again to complete the dataset")
+    if ranks.is_main:
+        log(f"dataset: {n_questions} questions in {len(shards)} shards at {out}")
     return shards
 
 
