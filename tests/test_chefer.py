@@ -116,3 +116,15 @@ def test_chefer_stale_is_the_apps_relevancy_exact_at_the_first_token_only(case):
     assert torch.all(_relative_error(stale, app) < 1e-5)
     assert _relative_error(stale[:1], exact[:1]).item() < 1e-5
     assert torch.all(_relative_error(stale[1:], exact[1:]) > 1e-4)
+
+
+def test_the_gradient_chunk_is_sized_from_the_memory_budget():
+    """Forward graph G = 300 bytes, P = 100 bytes per token of a chunk; the reference peaks at G + P = 400."""
+    assert Chefer().chunk_tokens(300, 100) == 2  # 300 + 2 * 100 <= 1.25 * 400 < 300 + 3 * 100
+    assert Chefer(margin=0.0).chunk_tokens(300, 100) == 1  # no more than the reference
+    assert Chefer(max_memory=1000).chunk_tokens(300, 100) == 7  # a budget: (1000 - 300) // 100
+    assert Chefer(max_memory=1000).chunk_tokens(300, 100, free_bytes=250) == 2  # never beyond the free memory
+    assert Chefer(max_memory=200).chunk_tokens(300, 100) == 1  # never fewer than one token
+    assert Chefer(chunk_size=16).chunk_tokens(300, 100) == 16  # a fixed chunk is kept
+    with pytest.raises(ValueError, match="max_memory"):
+        Chefer(max_memory=0)

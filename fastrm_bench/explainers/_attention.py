@@ -6,7 +6,9 @@
   adapter's teacher-forced forward (`ModelAdapter.teacher_forced`: one forward over prompt + answer
   through the family's own forward, attention probabilities of every LM layer as graph nodes; the
   weights stay frozen, no parameter ever gets a ``.grad``);
-- `token_gradients`: gradients of several tokens' scores per batched `autograd.grad` call.
+- `token_gradients`: gradients of several tokens' scores per batched `autograd.grad` call;
+- `SavedBytes`: how much memory a forward's graph holds for backward (what a chunk of batched
+  gradients is sized against).
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ def explaining(model: torch.nn.Module) -> Iterator[None]:
         if implementation not in (None, "eager"):
             model.set_attn_implementation(implementation)
         model.train(was_training)
+
+
+class SavedBytes:
+    """Context manager: ``bytes`` is the memory of the tensors autograd saved for backward in the block.
+
+    Each storage is counted once, and the ``exclude`` module's own parameters and buffers (which a
+    linear layer saves, but which exist anyway) not at all: what the graph adds to the model.
+    """
+
+    def __init__(self, exclude: torch.nn.Module | None = None):
+        own = [*exclude.parameters(), *exclude.buffers()] if exclude is not None else []
+        self._exclude = {t.untyped_storage().data_ptr() for t in own}
+        self._storages: dict[int, int] = {}
+        self.bytes = 0
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self._exclude:
+            self._storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedBytes:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+        self.bytes = sum(self._storages.values())
 
 
 def predicting_positions(inputs: ModelInputs, generation: Generation) -> torch.Tensor:

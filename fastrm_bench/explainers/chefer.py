@@ -5,8 +5,11 @@ the raw logit of token t at its predicting position ``p_t``; ``R = prod_l (I + A
 is ``R[p_t, image_positions]``. Every row comes from the gradient of the *current* token.
 
 - `chefer` (exact and fast): one teacher-forced forward over prompt + answer, the gradients
-  of all answer tokens from batched `autograd.grad` calls (chunked to bound memory), and only
-  the needed row: ``v = e_{p_t}; for l = L..1: v = v + v @ Abar_l`` (O(L N^2) per token).
+  of all answer tokens from batched `autograd.grad` calls, and only the needed row:
+  ``v = e_{p_t}; for l = L..1: v = v + v @ Abar_l`` (O(L N^2) per token). The chunk of tokens per
+  call is sized from a memory budget (`chunk_tokens`): by default so that the peak stays within
+  ``margin`` (25%) of the reference's, which holds one forward graph and one token's gradients;
+  ``max_memory`` (bytes) lets a user with room to spare buy speed with memory.
 - `chefer-stale`: the row-reusing approximation of the most used LLaVA interpretability app
   (greedy decoding with the KV cache, relevancy built step by step): the attention rows of the
   prompt come from token 0's gradient, row p_s from token s's; rows are never recomputed, so
@@ -24,6 +27,7 @@ import torch
 
 from fastrm_bench.explainers._attention import (
     GradientMethod,
+    SavedBytes,
     answer_scores,
     explaining,
     predicting_positions,
@@ -43,20 +47,59 @@ class Chefer(GradientMethod):
 
     name = "chefer"
 
-    def __init__(self, chunk_size: int = 16):
-        if chunk_size < 1:
+    def __init__(self, chunk_size: int | None = None, max_memory: int | None = None, margin: float = 0.25):
+        """``chunk_size``: tokens per batched gradient call, fixed; None (default): from the memory budget, i.e.
+        ``max_memory`` bytes for the forward graph and the gradients if given, else ``margin`` above the reference."""
+        if chunk_size is not None and chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
-        self.chunk_size = chunk_size
+        if max_memory is not None and max_memory <= 0:
+            raise ValueError("max_memory must be a positive number of bytes")
+        if margin < 0:
+            raise ValueError("margin must be >= 0")
+        self.chunk_size, self.max_memory, self.margin = chunk_size, max_memory, margin
+        #: the chunk size of the last call (a fixed one, or the budget's)
+        self.last_chunk_size: int | None = None
+
+    def chunk_tokens(self, graph_bytes: int, per_token_bytes: int, free_bytes: int | None = None) -> int:
+        """Tokens per gradient call: a forward graph of ``graph_bytes`` and ``per_token_bytes`` per token in a chunk.
+
+        The reference holds at its peak one graph and one token's gradients (G + P). With a budget of
+        ``max_memory`` bytes: ``(max_memory - G) // P``; without: the most tokens whose gradients keep
+        the peak within ``margin`` of the reference's, ``G + c P <= (1 + margin)(G + P)``. Never more than
+        ``free_bytes`` allow (the device's free memory), never fewer than 1.
+        """
+        if self.chunk_size is not None:
+            return self.chunk_size
+        p = max(per_token_bytes, 1)
+        if self.max_memory is not None:
+            chunk = (self.max_memory - graph_bytes) // p
+        else:
+            chunk = int(((1 + self.margin) * (graph_bytes + p) - graph_bytes) // p)
+        if free_bytes is not None:
+            chunk = min(chunk, free_bytes // p)
+        return max(1, chunk)
+
+    def _forward_and_chunk(self, adapter, inputs: ModelInputs, generation: Generation):
+        """The teacher-forced forward and the chunk size its memory allows."""
+        with SavedBytes(exclude=adapter.model) as saved:
+            forward = adapter.teacher_forced(inputs, generation)
+        per_token = sum(a.numel() * a.element_size() for a in forward.attentions)  # the gradients a token returns
+        largest = max(a.numel() * a.element_size() for a in forward.attentions)
+        n = forward.logits.shape[0]
+        per_token += 2 * largest + 4 * n * n  # the backward's transient per layer; one layer's float32 Abar
+        free = torch.cuda.mem_get_info(forward.logits.device)[0] if forward.logits.device.type == "cuda" else None
+        self.last_chunk_size = self.chunk_tokens(saved.bytes, per_token, free)
+        return forward, self.last_chunk_size
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         image_positions = inputs.layout.positions
         if generation.num_generated == 0:
             return torch.zeros(0, len(image_positions))
-        forward = adapter.teacher_forced(inputs, generation)
+        forward, chunk_size = self._forward_and_chunk(adapter, inputs, generation)
         positions, scores = answer_scores(forward, inputs, generation)
         n = forward.logits.shape[0]
         rows = []
-        for chunk, grads in token_gradients(scores, forward.attentions, self.chunk_size):
+        for chunk, grads in token_gradients(scores, forward.attentions, chunk_size):
             v = torch.zeros(len(chunk), n, device=scores.device, dtype=torch.float32)
             v[torch.arange(len(chunk)), positions[chunk]] = 1.0
             for grad, attention in zip(reversed(grads), reversed(forward.attentions)):
@@ -105,12 +148,12 @@ class CheferStale(Chefer):
         image_positions = inputs.layout.positions
         if generation.num_generated == 0:
             return torch.zeros(0, len(image_positions))
-        forward = adapter.teacher_forced(inputs, generation)
+        forward, chunk_size = self._forward_and_chunk(adapter, inputs, generation)
         positions, scores = answer_scores(forward, inputs, generation)
         n = forward.logits.shape[0]
         prompt = inputs.prompt_length
         stale = [torch.zeros(n, n, device=scores.device) for _ in forward.attentions]
-        for chunk, grads in token_gradients(scores, forward.attentions, self.chunk_size):
+        for chunk, grads in token_gradients(scores, forward.attentions, chunk_size):
             for layer, (grad, attention) in enumerate(zip(grads, forward.attentions)):
                 abar = _abar(grad, attention)  # [chunk, N, N]: token t's rows, of which one (or the prompt's) is kept
                 for i, t in enumerate(chunk.tolist()):
