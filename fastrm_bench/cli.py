@@ -185,17 +185,18 @@ def profile_(
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for profile.csv and profile.json.")] = Path("runs/profile"),
 ) -> None:
-    """Map latency and peak memory vs number of output tokens, e.g. fastrm vs chefer-reference."""
-    from fastrm_bench.profile import profile, ratios, save
+    """Map latency and peak memory vs number of output tokens (default: fastrm and tam beside the gradient methods)."""
+    from fastrm_bench.profile import DEFAULT_METHODS, profile, ratios, save
 
-    methods = method or ["fastrm", "chefer-reference"]
+    methods = list(method or DEFAULT_METHODS)
     try:
         lengths = [int(x) for x in max_new_tokens.split(",") if x.strip()]
     except ValueError:
         _fail(f"--max-new-tokens takes comma-separated integers, got {max_new_tokens!r}")
         return
     frame = profile(methods, lengths, repeats, model, device)
-    summary = ratios(frame, methods[0], methods[1]) if len(methods) >= 2 else {}
+    # the first two methods asked for are compared; the named pairs (fastrm, tam vs the reference) are always added
+    summary = ratios(frame, methods[0], methods[1]) if method and len(methods) >= 2 else {}
     save(frame, out, summary)
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for key, value in summary.items():

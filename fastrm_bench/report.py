@@ -331,28 +331,39 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
 
 
 def fig_latency(profiles: list[Path], report: Report) -> None:
-    """Fig. 7: map latency and peak memory vs number of output tokens (log scale)."""
+    """Fig. 7: map latency and peak memory vs number of output tokens (log scale).
+
+    Gradient-free methods (FastRM, TAM, ...) are drawn solid and first, gradient methods dashed; a
+    method keeps its colour in both panels.
+    """
     frames = [pd.DataFrame(json.loads((p / "profile.json").read_text())["rows"]) for p in profiles]
     if not frames:
         report.skipped.append("Latency and memory (Fig. 7): no profile directory (run `fastrm-bench profile`)")
         return
+    from fastrm_bench.profile import GRADIENT_FREE
+
     frame = pd.concat(frames)
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for method, g in frame.groupby("method"):
-        g = g.sort_values("tokens")
-        axes[0].plot(g.tokens, g.map_seconds, marker="o", label=method)
+    methods = sorted(frame.method.unique(), key=lambda m: (m not in GRADIENT_FREE, m))
+    colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(methods)))
+    for method in methods:
+        g = frame[frame.method == method].sort_values("tokens")
+        free = method in GRADIENT_FREE
+        style = {"marker": "o", "color": colours[method], "ls": "-" if free else "--",
+                 "label": f"{method} ({'gradient-free' if free else 'gradient'})"}
+        axes[0].plot(g.tokens, g.map_seconds, **style)
         if g.peak_memory_mb.notna().all():
-            axes[1].plot(g.tokens, g.peak_memory_mb, marker="o", label=method)
+            axes[1].plot(g.tokens, g.peak_memory_mb, **style)
     gen = frame.groupby("tokens").generation_seconds.median()
     axes[0].plot(gen.index, gen.values, ls=":", color="gray", label="greedy generation (apart)")
     axes[0].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="time to produce all maps (s)")
     axes[1].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="peak memory, generation + maps (MiB)")
     for ax in axes:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     device, model = frame.device.iloc[0], frame.model.iloc[0]
-    fig.suptitle(f"Map latency and peak memory\n{model} on {device}, one fixed test question of the shapes world (n=1), "
-                 f"median of {int(frame.repeats.max())} repeats",
+    fig.suptitle(f"Map latency and peak memory (solid: gradient-free methods, dashed: gradient methods)\n{model} on {device}, "
+                 f"one fixed test question of the shapes world (n=1), median of {int(frame.repeats.max())} repeats",
                  fontsize=10)
     _save(fig, report, "latency_memory", "Latency and memory vs output length (Fig. 7)")
     plt.close(fig)
@@ -366,50 +377,71 @@ def draw_map(ax, image: np.ndarray, layout: ImageLayout, values: np.ndarray, alp
     return ax.imshow(layout.to_image(values, size=image.shape[:2]), cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
 
 
-def fig_qualitative(runs: list[Run], report: Report, n: int = 4) -> None:
-    """Fig. 6: images with the chefer and fastrm maps of the answer token overlaid, same samples.
+def fig_qualitative(runs: list[Run], report: Report, n: int = 4,
+                    methods: tuple[str, ...] = ("chefer", "fastrm", "chefer-stale", "dex-ar", "tam", "gradcam")) -> None:
+    """Fig. 6: images with the maps of the answer token overlaid, one column per method, same samples.
 
-    Runs store one map per sample (the mean over answer tokens), so one-token answers are chosen:
-    their sample map is the map of that answer token.
+    The columns are the ``methods`` that have a run of the chosen task, in that order (at least two
+    are needed). The task is the one with runs of chefer and fastrm, then of the most methods, then
+    whose correct one-token answers vary most. Runs store one map per sample (the mean over answer
+    tokens), so the rows are samples that every run answered correctly with one token: their sample
+    map is the map of that answer token.
     """
-    pairs: dict[str, dict[str, Run]] = {}
+    by_task: dict[str, dict[str, Run]] = {}
     for r in runs:
-        if r.method in ("chefer", "fastrm"):
-            pairs.setdefault(r.task_label, {})[r.method] = r
-    complete = sorted(label for label, found in pairs.items() if len(found) == 2)
-    if not complete:
-        report.skipped.append("Qualitative maps (Fig. 6): needs a chefer and a fastrm run of one task")
+        if r.method in methods:
+            by_task.setdefault(r.task_label, {})[r.method] = r
+    # {task: {method: run}} in column order, for the tasks with at least two of the methods
+    candidates = {label: {m: found[m] for m in methods if m in found} for label, found in by_task.items() if len(found) >= 2}
+    if not candidates:
+        report.skipped.append(f"Qualitative maps (Fig. 6): needs runs of two of {', '.join(methods)} on one task")
         return
-    # the task whose correct one-token answers vary most (a figure of yes/no answers shows less)
-    def variety(label: str) -> int:
-        return len({s["prediction"] for s in pairs[label]["chefer"].samples() if s["score"] >= 1 and s.get("num_tokens") == 1})
+    records = {r.path: {s["id"]: s for s in r.samples()} for found in candidates.values() for r in found.values()}
 
-    by_method = pairs[max(complete, key=lambda label: (variety(label), label))]
-    chefer, fastrm = by_method["chefer"], by_method["fastrm"]
+    def one_token_correct(r: Run) -> set[str]:
+        return {i for i, s in records[r.path].items() if s["score"] >= 1 and s.get("num_tokens") == 1}
+
+    def shared(label: str) -> list[str]:  # in the first column's run order
+        found = candidates[label]
+        common = set.intersection(*(one_token_correct(r) for r in found.values()))
+        return [i for i in records[next(iter(found.values())).path] if i in common]
+
+    def rank(label: str) -> tuple:  # a figure of yes/no answers shows less than one of varied answers
+        found = candidates[label]
+        first = records[next(iter(found.values())).path]
+        variety = len({first[i]["prediction"] for i in shared(label)})
+        return {"chefer", "fastrm"} <= set(found), len(found), variety, label
+
+    label = max(candidates, key=rank)
+    by_method = candidates[label]
+    first = next(iter(by_method.values()))
     from fastrm_bench.builders import create_task
 
-    task, _ = create_task(chefer.task, data_root=chefer.config["data_root"])
-    records = {rec.id: rec for rec in task.records}
+    task, _ = create_task(first.task, data_root=first.config["data_root"])
+    task_records = {rec.id: rec for rec in task.records}
     maps = {m: load_sample_maps(r.path / "maps.npz") for m, r in by_method.items()}
-    rows = [s for s in chefer.samples()
-            if s["score"] >= 1 and s.get("num_tokens") == 1 and s["id"] in maps["fastrm"]][:n]
-    if not rows:
-        report.skipped.append("Qualitative maps (Fig. 6): no shared correctly answered one-token sample")
+    ids = [i for i in shared(label) if i in task_records and all(i in maps[m] for m in by_method)][:n]
+    if not ids:
+        report.skipped.append(f"Qualitative maps (Fig. 6): no correctly answered one-token sample shared by "
+                              f"{', '.join(by_method)} on {label}")
         return
     plt = _style()
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
-    for i, s in enumerate(rows):
-        image = np.asarray(task.sample(records[s["id"]]).image)
-        layout = record_layout(s, chefer.config, image.shape[:2])
+    columns = 1 + len(by_method)
+    fig, axes = plt.subplots(len(ids), columns, figsize=(2.5 * columns, 2.6 * len(ids)), squeeze=False)
+    for i, sample_id in enumerate(ids):
+        s = records[first.path][sample_id]
+        image = np.asarray(task.sample(task_records[sample_id]).image)
         axes[i][0].imshow(image)
         axes[i][0].set_title(f"{s['question']}\nanswer: {s['prediction']}", fontsize=7)
-        for j, m in enumerate(("chefer", "fastrm"), start=1):
-            draw_map(axes[i][j], image, layout, maps[m][s["id"]])
-            axes[i][j].set_title(f"{m}: map of answer token '{s['prediction']}'", fontsize=8)
+        for j, (m, r) in enumerate(by_method.items(), start=1):
+            layout = record_layout(records[r.path][sample_id], r.config, image.shape[:2])
+            draw_map(axes[i][j], image, layout, maps[m][sample_id])
+            axes[i][j].set_title(f"{m}: map of '{s['prediction']}'", fontsize=7)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(_title([chefer, fastrm], f"Chefer vs FastRM maps, {chefer.task_label}"), fontsize=9)
+    fig.suptitle(_title(list(by_method.values()), f"Maps of the answer token ({', '.join(by_method)}), {first.task_label}"),
+                 fontsize=9)
     _save(fig, report, "qualitative", "Qualitative maps (Fig. 6)")
     plt.close(fig)
 

@@ -85,14 +85,34 @@ class SampleContext:
         return self._cache["draws"]
 
     def answer_scores(self, image_keep: torch.Tensor) -> list[float]:
-        """Task scores of the answers generated with each row of ``image_keep`` (1 keep, 0 remove), one batch."""
-        outs = self.adapter.generate(self.inputs, self.settings.max_new_tokens, image_keep=image_keep,
-                                     removal=self.settings.removal)
-        return [self.task.score(g.text, self.sample) for g in outs]
+        """Task scores of the answers generated with each row of ``image_keep`` (1 keep, 0 remove).
+
+        Rows answered before for this sample (by this or another metric: insertion at f keeps what
+        negative perturbation keeps at 1 - f) are taken from a cache; the others go as one batch.
+        """
+        def answer(rows: torch.Tensor) -> list[float]:
+            outs = self.adapter.generate(self.inputs, self.settings.max_new_tokens, image_keep=rows,
+                                         removal=self.settings.removal)
+            return [self.task.score(g.text, self.sample) for g in outs]
+
+        return self._by_row("scores", image_keep, answer)
 
     def answer_logprobs(self, image_keep: torch.Tensor) -> torch.Tensor:
-        """Mean log-probability of the original answer's tokens under each row of ``image_keep`` ``[K]``."""
-        return self.adapter.answer_logprobs(self.inputs, self.generation, image_keep, self.settings.removal).mean(dim=1)
+        """Mean log-probability of the original answer's tokens under each row of ``image_keep`` ``[K]`` (cached by row)."""
+        def logprobs(rows: torch.Tensor) -> list[float]:
+            values = self.adapter.answer_logprobs(self.inputs, self.generation, rows, self.settings.removal)
+            return values.mean(dim=1).tolist()
+
+        return torch.tensor(self._by_row("logprobs", image_keep, logprobs))
+
+    def _by_row(self, kind: str, image_keep: torch.Tensor, compute: Callable[[torch.Tensor], list[float]]) -> list[float]:
+        cache: dict[bytes, float] = self._cache.setdefault(kind, {})
+        keys = [row.numpy().tobytes() for row in image_keep.detach().cpu().float()]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if todo:
+            rows = image_keep[[keys.index(k) for k in todo]]
+            cache.update(zip(todo, compute(rows)))
+        return [cache[k] for k in keys]
 
 
 class Metric(ABC):
