@@ -134,6 +134,23 @@ def test_zero_removal_equals_zeroing_the_image_features(family_adapter):
     torch.testing.assert_close(got, zeroed)
 
 
+def test_answer_logprobs_equal_teacher_forcing_and_follow_the_removal(family_adapter):
+    """The probability curves' score: with nothing removed, the teacher-forced log-probabilities of the answer;
+    with half the image removed, those of a forward whose image tokens were zeroed (or dropped)."""
+    inputs = _inputs(family_adapter)
+    n = inputs.layout.num_tokens
+    generation = family_adapter.generate(inputs, 3, min_new_tokens=3)[0]
+    positions = inputs.prompt_length - 1 + torch.arange(3)
+    logits = family_adapter.teacher_forced(inputs, generation).logits[positions].detach().float()
+    expected = torch.log_softmax(logits, -1).gather(-1, generation.generated_ids[:, None].to(logits.device))[:, 0].cpu()
+    keep = torch.ones(2, n)
+    keep[1, : n // 2] = 0
+    for removal in family_adapter.removals:
+        got = family_adapter.answer_logprobs(inputs, generation, keep, removal)
+        torch.testing.assert_close(got[0], expected, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(got[1], got[0], atol=1e-6), removal
+
+
 def test_every_method_runs_on_every_family(family_adapter, family_dirs, world_root, tmp_path):
     """`fastrm-bench run --model DIR --task pope --limit 3` for every registered method; fastrm after `distill`."""
     from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy

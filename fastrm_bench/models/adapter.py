@@ -371,8 +371,8 @@ class HFVisionLanguageAdapter(ModelAdapter):
         if n == 0:
             return torch.zeros(keep.shape[0], 0)
         # prompt + answer[:-1]: its last n positions predict the n answer tokens (with or without dropped tokens)
-        if removal == "drop":
-            embeds, attn = self.perturbed_embeds(inputs, keep, "drop")
+        if self.family_spec.embeds_suffice:  # the image encoded once, its removals broadcast (as in generate)
+            embeds, attn = self.perturbed_embeds(inputs, keep, removal)
             answer = generation.generated_ids[: n - 1].to(self.device)
             answer_embeds = self.model.get_input_embeddings()(answer).to(embeds.dtype)
             embeds = torch.cat([embeds, answer_embeds.expand(embeds.shape[0], -1, -1)], dim=1)
@@ -380,7 +380,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
             positions = (attn.cumsum(-1) - 1).clamp_min(0)  # left padding: positions count real tokens, as generate does
             logits = self.model(inputs_embeds=embeds, attention_mask=attn, position_ids=positions, use_cache=False,
                                 logits_to_keep=n).logits
-        else:
+        else:  # positions or masks of the family's own: its forward on the repeated inputs, image tokens zeroed by a hook
             single = ModelInputs(self._with_answer(inputs, generation, None), inputs.prompt_length, inputs.layouts)
             batch = single.repeat(keep.shape[0]) if keep.shape[0] > 1 else single
             image = torch.stack([layout.positions for layout in batch.layouts]).to(self.device)
