@@ -226,6 +226,99 @@ def report(
 
 
 @app.command()
+def explain(
+    image: Annotated[Path | None, typer.Option(help="The image (any format PIL reads; `fastrm-bench explain --example` "
+                                             "lists the shipped ones).")] = None,
+    question: Annotated[str | None, typer.Option(help="The question (default for a shipped example: its own).")] = None,
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", "-m", help="Method(s) to explain with; repeat the flag (default: fastrm and chefer).")] = None,
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    out: Annotated[Path, typer.Option(help="Folder for explanation.png, explanation.html and explanation.json.")
+                   ] = Path("explanation"),
+    example: Annotated[str | None, typer.Option(
+        help="Explain a shipped example image by name (four-shapes.png, circle-and-triangles.png) instead of --image; "
+             "'list' lists them.")] = None,
+    calibration: Annotated[list[Path] | None, typer.Option(
+        help="Run directory (or a folder of runs) of this model and method whose answers include wrong ones: its "
+             "calibrated entropy threshold turns the map entropy into a verdict. Repeat the flag for several.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
+    prompt_suffix: Annotated[str, typer.Option(help="Appended to the question (e.g. the tasks' ' Answer the question "
+                                                    "using up to two words.').")] = "",
+    warmup: Annotated[bool, typer.Option(help="Explain once untimed first, so that the times shown are those of a "
+                                              "warm model (the work is done twice).")] = True,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+    dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16.")] = "float32",
+) -> None:
+    """Answer a question about an image and draw every answer token's map, per method, with the answer's confidence."""
+    from PIL import Image, UnidentifiedImageError
+
+    from fastrm_bench import examples
+    from fastrm_bench.explain import explain_image, save_all, summary_lines
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.models.zoo import load_model
+
+    if example == "list":
+        for name in examples.names():
+            typer.echo(f"{name}  ({examples.path(name)}): {examples.QUESTIONS[name]}")
+        return
+    if (image is None) == (example is None):
+        _fail("pass --image PATH, or --example NAME for a shipped image (--example list lists them)")
+    if example is not None:
+        try:
+            image = examples.path(example)
+        except KeyError as err:
+            _fail(str(err.args[0]))
+        question = question or examples.QUESTIONS[example]
+    if not question:
+        _fail("pass --question TEXT")
+    try:
+        picture = Image.open(image)
+        picture.load()
+    except (OSError, UnidentifiedImageError) as err:
+        _fail(f"cannot read the image {image}: {err}")
+        return
+    if max_new_tokens < 1:
+        _fail(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    try:
+        adapter = load_model(model, device=device, dtype=dtype)
+        result = explain_image(adapter, picture, question, list(method or ["fastrm", "chefer"]), max_new_tokens,
+                               prompt_suffix, calibration, warmup)
+    except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
+        _fail(str(err))
+        return
+    files = save_all(result, out)
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"written: {files['png']}, {files['html']}, {files['json']}")
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id (it needs a FastRM proxy).")
+                     ] = "tiny-llava-shapes",
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    calibration: Annotated[list[Path] | None, typer.Option(
+        help="Run directory (or folder of runs) of this model and fastrm with wrong answers: its entropy threshold.")
+                           ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+    dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16.")] = "float32",
+) -> None:
+    """Live demo in the browser (Gradio): the answer streams in with FastRM's map of each token, then its confidence;
+    a second tab explains the same answer with a gradient method and shows both times."""
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.serve import serve as serve_app
+
+    try:
+        serve_app(model, host, port, device, calibration, max_new_tokens, dtype)
+    except ImportError as err:
+        _fail(str(err))
+    except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
+        _fail(str(err))
+
+
+@app.command()
 def reproduce(
     out: Annotated[Path, typer.Option(help="Output folder (runs, profile, ablations, report).")] = Path("results"),
     limit: Annotated[int, typer.Option(help="Questions per task and method.")] = 300,
@@ -238,6 +331,37 @@ def reproduce(
 
     reproduce_all(Plan(out=out, limit=limit, seed=seed, workers=workers, log=typer.echo))
     typer.echo(f"report: {out / 'report' / 'index.md'}")
+
+
+@app.command()
+def sanity(
+    methods: Annotated[str, typer.Option(help="Comma-separated methods (see `list methods`).")
+                       ] = "chefer,gradcam,fastrm,tam,dex-ar,rollout,random",
+    task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name.")] = "vqav2",
+    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    limit: Annotated[int, typer.Option(help="Seeded subsample of this many questions.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of subsampling, of the re-initialised layers and of seeded methods.")] = 0,
+    data_root: Annotated[str | None, typer.Option(help="Folder with the official files (default: the embedded world).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for sanity.json, sanity.csv and the figure.")] = Path("results/sanity"),
+    overwrite: Annotated[bool, typer.Option(help="Replace a check of another configuration already in --out.")] = False,
+) -> None:
+    """Model-randomisation sanity check: the LM's layers re-initialised from the top, Spearman of each method's maps
+    with the original ones per depth, and a pass/fail verdict per method."""
+    from fastrm_bench.data_errors import SampleDataError
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.sanity import SanityConfig, markdown_table, run_sanity
+
+    cfg = SanityConfig(methods=[m.strip() for m in methods.split(",") if m.strip()], task=task, model=model, limit=limit,
+                       seed=seed, data_root=data_root, max_new_tokens=max_new_tokens, device=device, out=str(out))
+    try:
+        result = run_sanity(cfg, log=typer.echo, overwrite=overwrite)
+    except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
+        _fail(str(err))
+        return
+    typer.echo(markdown_table(result))
+    typer.echo(f"written to {out}/sanity.json, sanity.csv, sanity.png/pdf")
 
 
 @app.command("train-vlm")

@@ -73,6 +73,25 @@ def load_runs(roots: list[Path]) -> tuple[list[Run], list[Path]]:
     return runs, profiles
 
 
+def fig_sanity(roots: list[Path], report: Report) -> None:
+    """Model-randomisation sanity check: correlation with the original maps vs randomised top layers, and its table."""
+    from fastrm_bench.sanity import figure_title, markdown_table, plot_sanity
+
+    found = sorted(p for root in roots for p in Path(root).rglob("sanity.json"))
+    if not found:
+        report.skipped.append("Sanity check: no sanity.json (run `fastrm-bench sanity`)")
+        return
+    for i, path in enumerate(found):
+        result = json.loads(path.read_text())
+        name = "sanity" if len(found) == 1 else f"sanity_{i}"
+        plot_sanity(result["rows"], report.out / name, figure_title(result["config"]))
+        (report.out / f"{name}.md").write_text(
+            "Spearman correlation of each method's maps with its maps on the original model [95% CI], by the number "
+            "of top LM layers re-initialised; a method passes when the interval at full depth lies below 0.5.\n\n"
+            + markdown_table(result) + "\n")
+        report.made.append((f"Sanity check ({result['config']['task']})", [f"{name}.png", f"{name}.pdf", f"{name}.md"]))
+
+
 def label_tasks(runs: list[Run]) -> None:
     """Name each run's task; a task run on several data sources (e.g. a shifted world) gets the source added."""
     sources: dict[str, set[str]] = {}
@@ -522,6 +541,9 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
         figure(main_runs, report)
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)
+    fig_sanity(roots, report)
+    from fastrm_bench.explorer import write_explorer  # explorer.html: the interactive page beside the figures
+    write_explorer(main_runs, report)
     lines = ["# fastrm-bench report", "", f"Made by `{command}` from {len(runs)} runs and {len(profiles)} profiles.", ""]
     for title, files in report.made:
         lines += [f"## {title}", ""]

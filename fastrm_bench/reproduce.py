@@ -23,6 +23,8 @@ ABLATION_STEPS = (500, 1500, 3500)
 #: confidence is measured on a shifted world (4-7 smaller objects, 3x the noise; held out ~0.84)
 SHIFTED_SCENES = {"min_objects": 4, "max_objects": 7, "min_size": 10, "max_size": 16, "noise_std": 36.0}
 SHIFTED_TASKS = ("vqav2", "gqa")
+#: methods of the model-randomisation sanity check (`fastrm-bench sanity`), on VQAv2-style questions
+SANITY_METHODS = ("chefer", "gradcam", "rollout", "attention", "fastrm", "tam", "dex-ar", "chefer-stale", "random", "oracle")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Plan:
     ablation_limit: int = 200
     distill_questions: int | None = 4000  # ablation dataset: ~5k token samples, a few minutes to build
     workers: int = 2  # processes for the ablation dataset
+    sanity_limit: int = 50
     log: Callable[[str], None] = field(default=print)
 
 
@@ -131,5 +134,11 @@ def reproduce(plan: Plan) -> None:
         frame = profile(list(DEFAULT_METHODS), plan.profile_lengths, repeats=3)
         save(frame, profile_dir)  # with the ratios of the named pairs (fastrm and chefer vs the reference, tam vs fastrm)
     ablations(plan)
-    make_report([runs, profile_dir, plan.out / "ablations" / "runs"], plan.out / "report",
+    sanity_dir = plan.out / "sanity"
+    if not (sanity_dir / "sanity.json").exists():
+        from fastrm_bench.sanity import SanityConfig, run_sanity
+
+        run_sanity(SanityConfig(methods=list(SANITY_METHODS), task="vqav2", limit=plan.sanity_limit, seed=plan.seed,
+                                out=str(sanity_dir)), log=plan.log)
+    make_report([runs, profile_dir, plan.out / "ablations" / "runs", sanity_dir], plan.out / "report",
                 f"fastrm-bench reproduce --out {plan.out}")

@@ -82,13 +82,7 @@ class RunConfig:
         """Refuse values no run can use, before anything is loaded or written."""
         from fastrm_bench.registry import AGGREGATIONS
 
-        problems = []
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"--limit must be a positive number of questions, got {self.limit}")
-        if self.max_new_tokens < 1:
-            problems.append(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.seed < 0:
-            problems.append(f"--seed must be >= 0, got {self.seed}")
+        problems = answering_problems(self.limit, self.max_new_tokens, self.seed)
         if self.on_error not in ON_ERROR:
             problems.append(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
         if self.removal not in REMOVAL_STRATEGIES:
@@ -113,6 +107,18 @@ class RunConfig:
 
 
 ON_ERROR = ("skip", "fail")
+
+
+def answering_problems(limit: int | None, max_new_tokens: int, seed: int) -> list[str]:
+    """What is wrong with the options every command that answers questions takes (empty: nothing)."""
+    problems = []
+    if limit is not None and limit < 1:
+        problems.append(f"--limit must be a positive number of questions, got {limit}")
+    if max_new_tokens < 1:
+        problems.append(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if seed < 0:
+        problems.append(f"--seed must be >= 0, got {seed}")
+    return problems
 
 
 class RunInterrupted(Exception):
@@ -171,7 +177,7 @@ class Evaluator:
             return self.aggregate(adapter, again, generation, method.explain_sample(adapter, again, generation, sample))
 
         context = SampleContext(sample, inputs, generation, explanation, smap, score, generation_seconds, self.cfg.settings,
-                                adapter, self.task, _draw_maps=draw_map, _draws=method.perturbation_draws)
+                                adapter, self.task, draw_map=draw_map, draws=method.perturbation_draws)
         labels: dict[str, Explanation] = {}
         for metric in self.metrics:
             needs = metric.needs
@@ -188,8 +194,8 @@ class Evaluator:
             if clash:
                 raise ValueError(f"metric {metric.name!r} writes {sorted(clash)}, already in the sample's record")
             record.update(fields)
-        maps = explanation.maps.float().cpu().numpy()
-        return record, smap.cpu().numpy(), maps[: generation.num_generated] if generation.num_generated else maps[:0]
+        # methods give one placeholder row for an empty answer: its token maps are none
+        return record, smap.cpu().numpy(), explanation.maps.float().cpu().numpy()[: generation.num_generated]
 
 
 @contextmanager

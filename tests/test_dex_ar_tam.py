@@ -214,3 +214,37 @@ def test_rank_gaussian_filter_on_grids_of_any_shape():
     row = torch.tensor([[0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)  # one row: the column axis is still mirrored
     assert torch.isfinite(rank_gaussian_filter(row)).all() and rank_gaussian_filter(row).shape == (1, 4)
     assert not math.isnan(float(rank_gaussian_filter(row).sum()))
+
+
+def test_dex_ar_token_weights_aggregate_another_methods_maps_in_a_run(world_root, tiny_llava_dir, tmp_path):
+    """``--aggregation dex-ar``: the run's sample map is the DEX-AR-weighted mean of the method's own per-token maps."""
+    import json
+
+    from fastrm_bench.aggregation import weighted_map
+    from fastrm_bench.explainers.dex_ar import DexAR
+    from fastrm_bench.maps_io import load_sample_maps, load_token_maps
+    from fastrm_bench.models.zoo import load_model
+    from fastrm_bench.runner import RunConfig, run
+
+    out = tmp_path / "run"
+    run(RunConfig(method="rollout", task="vqav2", model=str(tiny_llava_dir), limit=3, output_dir=str(out),
+                  data_root=str(world_root), device="cpu", max_new_tokens=4, metrics=["cost"], aggregation="dex-ar"),
+        log=lambda *_: None)
+    assert json.loads((out / "config.json").read_text())["run"]["aggregation"] == "dex-ar"
+    adapter = load_model(str(tiny_llava_dir), device="cpu")
+    from fastrm_bench.builders import create_task
+
+    task, _ = create_task("vqav2", data_root=str(world_root))
+    records = {r.id: r for r in task.records}
+    tokens, samples = load_token_maps(out), load_sample_maps(out / "maps.npz")
+    weighed = 0
+    for line in (out / "samples.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        sample = task.sample(records[record["id"]])
+        inputs = adapter.build_inputs([sample.image], [task.prompt(sample)])
+        generation = adapter.generate(inputs, 4)[0]
+        weights = DexAR(layers=10, head_filter=True).token_weights(adapter, inputs, generation)
+        expected = weighted_map(torch.from_numpy(tokens[record["id"]]), weights).numpy()
+        np.testing.assert_allclose(samples[record["id"]], expected, rtol=1e-5, atol=1e-7)
+        weighed += int((weights > 0).any())
+    assert weighed, "no answer had a visual token: the case checks nothing"

@@ -68,6 +68,8 @@ def test_entropy_split_by_hand():
     assert out["tp_rate_below"] == 1.0 and out["fp_rate_below"] == 0.0
     assert out["tn_rate_above"] == 1.0 and out["fn_rate_above"] == 0.0
     assert out["base_rate"] == 0.5 and out["tp_gain_below"] == 0.5
+    # an evaluation half of right answers only would make every rate trivial: nothing is defined
+    assert np.isnan(entropy_confidence(entropy, np.array([True, False, True, True, True, True]), calibration)["threshold"])
     assert map_entropy(torch.ones(4)) == pytest.approx(np.log(4))
     assert map_entropy(torch.tensor([0.0, 2.0, 0.0])) == pytest.approx(0.0)
 
@@ -76,6 +78,7 @@ def test_entropy_auroc_by_hand():
     # -entropy ranks correct answers (1, 3) above wrong ones (2, 4) in 3 of the 4 pairs
     assert entropy_auroc(np.array([1.0, 2.0, 3.0, 4.0]), np.array([True, False, True, False])) == pytest.approx(0.75)
     assert np.isnan(entropy_auroc(np.array([1.0, 2.0]), np.array([True, True])))
+    assert np.isnan(entropy_auroc(np.array([1.0, 2.0, 3.0]), np.array([True, False, True]), min_per_class=2))
 
 
 def test_mask_to_tokens_on_a_non_square_image_by_hand():

@@ -34,7 +34,8 @@ from fastrm_bench.specs import SPEC_PATH_ENV
 LIMIT = 4
 #: two removal fractions instead of ten: runs that never meet a command line (which cannot set them) cost a fifth
 CHEAP = {"fractions": [0.0, 0.5]}
-TIMINGS = ("map_seconds", "generation_seconds", "peak_memory_bytes")
+#: what depends on the machine's moment (per sample, and the run's aggregates of it)
+TIMINGS = ("map_seconds", "generation_seconds", "peak_memory_bytes", "peak_memory_mb")
 
 
 def quiet(*_: object) -> None:
@@ -78,7 +79,7 @@ def comparable_outputs(out: Path) -> tuple[list, dict, np.ndarray, list]:
     rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     for r in rows:
         for key in TIMINGS:
-            r.pop(key)
+            r.pop(key, None)
     results = json.loads((out / "results.json").read_text())
     for key in TIMINGS:
         results["metrics"].pop(key, None)

@@ -70,17 +70,18 @@ class SampleContext:
     task: Task
     #: the maps of the method named by the metric's `Needs.reference_method`, when it names one
     reference: Explanation | None = None
-    #: sample maps of draws 1, 2, ... (draw 0 is `sample_map`), for stochastic methods
-    _draw_maps: Callable[[int], torch.Tensor] | None = None
-    _draws: int = 1
+    #: the method's sample map of another draw (1, 2, ...; draw 0 is `sample_map`), for stochastic methods
+    draw_map: Callable[[int], torch.Tensor] | None = None
+    #: how many draws perturbation metrics average (`ExplanationMethod.perturbation_draws`)
+    draws: int = 1
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def sample_maps(self) -> list[torch.Tensor]:
         """One sample map per perturbation draw of the method (one for deterministic methods)."""
         if "draws" not in self._cache:
             maps = [self.sample_map]
-            if self._draw_maps is not None:
-                maps += [self._draw_maps(d) for d in range(1, self._draws)]
+            if self.draw_map is not None:
+                maps += [self.draw_map(d) for d in range(1, self.draws)]
             self._cache["draws"] = maps
         return self._cache["draws"]
 

@@ -27,6 +27,9 @@ from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
 CORRECT_SCORE = 0.5
 #: random calibration/evaluation splits behind each entropy-confidence number
 ENTROPY_SPLITS = 200
+#: the AUROC is left undefined with fewer right or fewer wrong answers than this: one wrong answer in 300 ranks
+#: against the others by chance, and bootstrap resamples of it give an interval that means nothing
+AUROC_MIN_PER_CLASS = 10
 
 
 def map_entropy(sample_map: torch.Tensor) -> float:
@@ -50,10 +53,10 @@ def entropy_confidence(entropy: np.ndarray, correct: np.ndarray, calibration: np
     """Threshold from the calibration part; rates on the evaluation part (nan where undefined)."""
     entropy, correct, calibration = np.asarray(entropy, float), np.asarray(correct, bool), np.asarray(calibration, bool)
     cal_ok, cal_bad = entropy[calibration & correct], entropy[calibration & ~correct]
-    if len(cal_ok) == 0 or len(cal_bad) == 0:
-        return {"threshold": float("nan")}
-    threshold = float((cal_ok.mean() + cal_bad.mean()) / 2)
     ev = ~calibration
+    if len(cal_ok) == 0 or len(cal_bad) == 0 or correct[ev].all() or not correct[ev].any():
+        return {"threshold": float("nan")}  # both halves need right and wrong answers, or the rates are trivial
+    threshold = float((cal_ok.mean() + cal_bad.mean()) / 2)
     below, above = ev & (entropy < threshold), ev & (entropy >= threshold)
 
     def rate(part: np.ndarray, want: bool) -> float:
@@ -72,7 +75,7 @@ def entropy_over_splits(entropy: np.ndarray, correct: np.ndarray, seed: int = 0,
                         ) -> dict[str, dict[str, float | None]]:
     """`entropy_confidence` on ``splits`` random calibration halves: {key: mean, std, central 95%, n}.
 
-    Splits whose calibration half lacks correct or wrong answers define nothing and are left out
+    Splits where either half lacks correct or wrong answers define nothing and are left out
     (``n`` counts the ones that did).
     """
     from fastrm_bench.metrics.uncertainty import spread
@@ -96,10 +99,10 @@ def entropy_kdes(entropy: np.ndarray, correct: np.ndarray, grid: np.ndarray) -> 
     return out
 
 
-def entropy_auroc(entropy: np.ndarray, correct: np.ndarray) -> float:
-    """AUROC of ``-entropy`` as a score for "the answer is correct" (nan without both kinds of answer)."""
+def entropy_auroc(entropy: np.ndarray, correct: np.ndarray, min_per_class: int = 1) -> float:
+    """AUROC of ``-entropy`` as a score for "the answer is correct" (nan with fewer than ``min_per_class`` of a kind)."""
     correct = np.asarray(correct, bool)
-    if correct.all() or not correct.any():
+    if min(correct.sum(), (~correct).sum()) < max(min_per_class, 1):
         return float("nan")
     return float(roc_auc_score(correct, -np.asarray(entropy, float)))
 
@@ -125,7 +128,7 @@ class EntropyConfidence(Metric):
 
     def compute(self, records, settings: RunSettings) -> dict[str, float]:
         entropy, correct = self._arrays(records)
-        return {"entropy_auroc": entropy_auroc(entropy, correct)} if len(entropy) else {}
+        return {"entropy_auroc": entropy_auroc(entropy, correct, AUROC_MIN_PER_CLASS)} if len(entropy) else {}
 
     def interval_note(self, settings: RunSettings) -> str:
         return (f"mean over {ENTROPY_SPLITS} random calibration/evaluation halves (seed {settings.seed}); "

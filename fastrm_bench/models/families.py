@@ -78,6 +78,13 @@ class Family:
         """
         return self.language_model(model).norm
 
+    def decoder_layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
+        """The decoder's layers, bottom to top: the sanity check re-initialises them from the top.
+
+        Every supported decoder (Llama, Qwen2, Gemma 3, Mistral) holds them as ``layers``.
+        """
+        return self.language_model(model).layers
+
     # ------------------------------------------------------------------ geometry (override per family)
     def layouts(self, model, processor, tensors: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         config = model.config

@@ -1,0 +1,254 @@
+"""The run explorer: one self-contained HTML page per report, to browse the samples of every run.
+
+`fastrm-bench report` writes ``explorer.html`` beside its figures (`write_explorer`). The page opens
+from disk with no server and no network: the data (questions, answers, per-sample metrics, maps,
+curves) is inlined as JSON and the images as base64 JPEG; a small script draws the maps on canvases.
+
+- runs are grouped by task (its label in the report) and model: one table per group, methods side by side;
+- the table lists the samples (question, answer, reference, right or wrong, tokens, the chosen method's
+  entropy and per-sample metrics); it sorts (click a column header) and filters (text, right/wrong);
+- a chosen sample shows its image with each method's map of the chosen answer token (click a token; the
+  "whole answer" button shows the run's sample map) and the method's perturbation curves of that sample.
+
+Runs written before per-token maps were kept (no ``token_maps.npz``) show their sample map for every
+token, and the page says so. Size: at most ``max_samples`` samples per group (every wrong answer first,
+up to half of them, then the run's order), the first ``max_tokens`` tokens of an answer, and maps
+quantised to 8 bits on a colour scale per sample and method (probability maps: 0-1).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastrm_bench.maps_io import load_sample_maps, load_token_maps, record_layout
+
+NAME = "explorer.html"
+#: the page: style, layout and script; the data goes in place of its /*DATA*/ marker
+TEMPLATE = Path(__file__).resolve().parent / "explorer_page.html"
+#: record fields that are not per-sample metrics (or are shown in their own columns)
+NOT_METRICS = {"score", "num_tokens", "peak_memory_bytes"}
+FIRST_COLUMNS = ("entropy", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc", "threshold_f1", "pointing_game",
+                 "relevance_mass", "map_seconds")
+
+
+def write_explorer(runs: list, report, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> Path | None:
+    """Write ``explorer.html`` into the report's folder from its (non-ablation) runs; note it in the report."""
+    path = report.out / NAME
+    if not runs:
+        path.unlink(missing_ok=True)  # a page of an earlier report would outlive its runs
+        report.skipped.append("Run explorer: no runs")
+        return None
+    try:
+        data = explorer_data(runs, max_samples, max_tokens, image_side)
+    except Exception as err:  # noqa: BLE001 - a report is never lost to its explorer page
+        path.unlink(missing_ok=True)
+        report.skipped.append(f"Run explorer: {type(err).__name__}: {err}")
+        return None
+    data["command"] = report.command
+    path.write_text(page(data))
+    report.made.append(("Run explorer (interactive page: samples, per-token maps, curves; opens from disk)", [NAME]))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _quantise(maps: np.ndarray, low: float, high: float) -> str:
+    scaled = np.clip((np.nan_to_num(maps, nan=low) - low) / (high - low), 0, 1)
+    return base64.b64encode(np.round(scaled * 255).astype(np.uint8).tobytes()).decode()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(f"{value:.4g}")
+    return None
+
+
+def sample_metrics(record: dict[str, Any], fractions: list[float] | None) -> dict[str, float]:
+    """Every per-sample number of a record: its numeric fields, curve AUCs, and F1 at 0.5 against the labels."""
+    from fastrm_bench.metrics.perturbation import curve_auc
+
+    out = {}
+    for key, value in record.items():
+        number = _number(value)
+        if key not in NOT_METRICS and number is not None:
+            out[key] = number
+    curves = {**{f"{'pp' if k == 'positive' else 'np' if k == 'negative' else k}_auc": v
+                 for k, v in record.get("curves", {}).items()}}
+    if record.get("insertion_curve"):
+        curves["insertion_auc"] = record["insertion_curve"]
+    if record.get("logprob_curves", {}).get("positive"):
+        curves["logprob_pp_auc"] = record["logprob_curves"]["positive"]
+    for key, curve in curves.items():
+        if fractions and len(curve) == len(fractions) and len(fractions) > 1:
+            out[key] = _number(curve_auc(fractions, curve))
+    counts = record.get("threshold_counts", {}).get("0.5")
+    if counts:
+        from fastrm_bench.metrics.threshold import scores_from_counts
+
+        out["threshold_f1"] = _number(scores_from_counts(*counts)["f1"])
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _curves(record: dict[str, Any]) -> dict[str, list[float]]:
+    found = {k: v for k, v in record.get("curves", {}).items() if k in ("positive", "negative")}
+    if record.get("insertion_curve"):
+        found["insertion"] = record["insertion_curve"]
+    for key, value in record.get("logprob_curves", {}).items():
+        found[f"logprob_{key}"] = value
+    return {k: [round(float(x), 4) for x in v] for k, v in found.items()}
+
+
+def _open_task(run) -> tuple[Any, str | None]:
+    """The run's task with its images, or None and why not: the run's data root, else a world of the same
+    name in this machine's cache, else the embedded world of that seed built here (it is deterministic)."""
+    from fastrm_bench.builders import create_task
+    from fastrm_bench.world.build import WORLD_VERSION, cache_root, ensure_world
+
+    root = run.config.get("data_root")
+    if not root:
+        try:
+            return create_task(run.task)[0], None
+        except Exception as err:  # noqa: BLE001 - a page without images is still a page
+            return None, f"images unavailable ({err})"
+    candidates = [Path(root), cache_root() / "data" / Path(root).name]
+    for candidate in candidates:
+        if candidate.is_dir():
+            try:
+                return create_task(run.task, data_root=str(candidate))[0], None
+            except Exception as err:  # noqa: BLE001
+                return None, f"images unavailable ({err})"
+    embedded = re.fullmatch(rf"{re.escape(WORLD_VERSION)}-seed(\d+)", Path(root).name)
+    if embedded:
+        world = ensure_world(seed=int(embedded.group(1)))
+        return create_task(run.task, data_root=str(world))[0], None
+    return None, f"images unavailable: the run's data root {root} is not on this machine"
+
+
+def _image_url(image, side: int) -> str:
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if max(image.size) > side:
+        factor = side / max(image.size)
+        image = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _is_probability(run) -> bool:
+    return bool(run.results.get("threshold_sweep")) or run.config.get("method_spec", {}).get("implementation") == "fastrm"
+
+
+def _choose(records: list[dict[str, Any]], max_samples: int) -> list[str]:
+    """Every wrong answer first (up to half), then the run's order; returned in the run's order."""
+    wrong = [r["id"] for r in records if r.get("score", 1) < 0.5][: max_samples // 2]
+    chosen = set(wrong)
+    for r in records:
+        if len(chosen) >= max_samples:
+            break
+        chosen.add(r["id"])
+    return [r["id"] for r in records if r["id"] in chosen]
+
+
+def explorer_data(runs: list, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data (see the module docstring)."""
+    from fastrm_bench.report import label_tasks
+
+    if any(not r.task_label for r in runs):
+        label_tasks(runs)
+    groups: dict[tuple[str, str], list] = {}
+    for r in sorted(runs, key=lambda r: (r.task_label, Path(r.config["model"]).name, r.method, str(r.path))):
+        groups.setdefault((r.task_label, Path(r.config["model"]).name), []).append(r)
+    out = {"groups": []}
+    for (label, model), group in groups.items():
+        names: dict[str, int] = {}
+        for r in group:
+            names[r.method] = names.get(r.method, 0) + 1
+        records = {str(r.path): {s["id"]: s for s in r.samples()} for r in group}
+        first = records[str(group[0].path)]
+        ids = _choose(list(first.values()), max_samples)
+        task, note = _open_task(group[0])
+        task_records = {rec.id: rec for rec in task.records} if task is not None else {}
+        methods, notes = [], [note] if note else []
+        per_run = {}
+        for r in group:
+            name = r.method if names[r.method] == 1 else f"{r.method} ({r.path.name})"
+            try:
+                tokens_maps, per_token = load_token_maps(r.path), True
+            except FileNotFoundError:
+                tokens_maps, per_token = {}, False
+                notes.append(f"{name}: this run kept one map per answer (no token_maps.npz, an older run): "
+                             "every token shows the answer's map")
+            sample_maps = load_sample_maps(r.path / "maps.npz") if (r.path / "maps.npz").exists() else {}
+            fractions = (r.results.get("curves", {}).get("fractions") or r.config.get("run", {}).get("fractions"))
+            methods.append({"name": name, "run": str(r.path), "per_token": per_token, "probability": _is_probability(r),
+                            "fractions": fractions, "n": r.results.get("n")})
+            per_run[name] = (r, tokens_maps, sample_maps, fractions, per_token)
+        columns: dict[str, None] = {}
+        samples = []
+        for sample_id in ids:
+            base = first[sample_id]
+            image = None
+            size = None
+            if sample_id in task_records:
+                try:
+                    picture = task.sample(task_records[sample_id]).image
+                    size = (picture.height, picture.width)
+                    image = _image_url(picture, image_side)
+                except Exception:  # noqa: BLE001 - one unreadable image costs its picture only
+                    image = None
+            if size is None and "layout" in base:
+                size = tuple(base["layout"]["image_size"])
+            layout = record_layout(base, group[0].config, size or (64, 64)).to_dict()
+            entry = {"id": sample_id, "question": base.get("question", ""), "answer": base.get("prediction", ""),
+                     "reference": base.get("reference", ""), "score": base.get("score"),
+                     "correct": base.get("score", 0) >= 0.5, "tokens": base.get("tokens", [])[:max_tokens],
+                     "n_tokens": base.get("num_tokens", len(base.get("tokens", []))), "image": image, "layout": layout,
+                     "runs": {}}
+            for name, (r, tokens_maps, sample_maps, fractions, per_token) in per_run.items():
+                record = records[str(r.path)].get(sample_id)
+                if record is None:
+                    continue
+                maps = tokens_maps.get(sample_id) if per_token else None
+                maps = maps[:max_tokens] if maps is not None and len(maps) else np.zeros((0, 0), np.float32)
+                answer_map = sample_maps.get(sample_id)
+                values = np.concatenate([maps.reshape(-1)] + ([np.asarray(answer_map).reshape(-1)]
+                                                              if answer_map is not None else []))
+                if _is_probability(r):
+                    low, high = 0.0, 1.0
+                elif values.size:
+                    low, high = min(0.0, float(np.nanmin(values))), float(np.nanmax(values))
+                    high = high if high > low else low + 1.0
+                else:
+                    low, high = 0.0, 1.0
+                metrics = sample_metrics(record, fractions)
+                columns.update(dict.fromkeys(metrics))
+                entry["runs"][name] = {
+                    "prediction": record.get("prediction", ""), "score": record.get("score"), "metrics": metrics,
+                    "scale": [float(f"{low:.4g}"), float(f"{high:.4g}")],
+                    "token_maps": _quantise(maps, low, high) if len(maps) else None, "n_token_maps": int(len(maps)),
+                    "answer_map": _quantise(np.asarray(answer_map), low, high) if answer_map is not None else None,
+                    "curves": _curves(record),
+                }
+            samples.append(entry)
+        ordered = [c for c in FIRST_COLUMNS if c in columns] + sorted(c for c in columns if c not in FIRST_COLUMNS)
+        out["groups"].append({"label": label, "model": model, "task": group[0].task, "methods": methods,
+                              "columns": ordered, "n_total": len(first), "samples": samples, "notes": notes})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ page
+def page(data: dict[str, Any]) -> str:
+    """The HTML page with ``data`` inlined (every ``<`` escaped, so that no string can end the script element)."""
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    return TEMPLATE.read_text().replace("/*DATA*/", payload)
