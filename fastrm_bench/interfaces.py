@@ -235,6 +235,9 @@ class ExplanationMethod(ABC):
     #: perturbation metrics average the curves of this many independent maps per sample (``inputs.draw``
     #: 0, 1, ...): 1 for deterministic methods, more for stochastic ones (``random``: the paper's 5)
     perturbation_draws: int = 1
+    #: parameters that change only the time and memory of `explain`, never its maps (e.g. how many tokens share a
+    #: backward pass): a dataset labelled with other values of them is the same dataset
+    cost_params: tuple[str, ...] = ()
 
     def prepare(self, adapter: ModelAdapter) -> None:
         """Load what the method needs for ``adapter`` (e.g. a checkpoint): a run calls it before writing anything,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from fastrm_bench.builders import create_method, create_metric
 from fastrm_bench.explainers.fastrm_method import SHIPPED, SHIPPED_BY_TEACHER, FastRMMethod
-from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, load_dataset, train_proxy
+from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, load_dataset, same_teacher, train_proxy
 from fastrm_bench.fastrm.model import LEGACY_TEACHER, CheckpointError, FastRM
 from fastrm_bench.metrics.threshold import binarise, confusion_counts
 from fastrm_bench.models.zoo import load_model
@@ -57,12 +57,22 @@ def test_tam_labels_are_tams_maps_and_the_proxy_records_its_teacher(world_root, 
         build_dataset(replace(cfg, teacher="chefer"), tmp_path / "data", **QUIET)
 
 
+def test_teachers_differing_only_in_cost_parameters_label_the_same_dataset():
+    chefer = {"name": "chefer", "implementation": "chefer", "params": {}}
+    assert same_teacher(chefer, {**chefer, "params": {"chunk_size": 16, "max_memory": 10**9}})
+    dex = {"name": "dex-ar", "implementation": "dex-ar", "params": {"layers": 10}}
+    assert same_teacher(dex, {**dex, "params": {"layers": 10, "chunk_size": 4}})
+    assert not same_teacher(dex, {**dex, "params": {"layers": 5}})  # another map
+    assert not same_teacher(chefer, {**chefer, "name": "chefer-stale", "implementation": "chefer-stale"})
+
+
 def test_a_dataset_from_before_teachers_resumes_as_chefers(world_root, tmp_path):
     cfg = DatasetConfig(split="val", data_root=str(world_root), questions=2, max_new_tokens=2, shard_size=2)
     build_dataset(cfg, tmp_path / "data", **QUIET)
     manifest = tmp_path / "data" / "dataset.json"
     found = json.loads(manifest.read_text())
-    assert found["teacher"] == LEGACY_TEACHER  # the chefer spec is what older datasets were labelled with
+    # older datasets were labelled by the chefer spec of their day (chunks of 16 tokens): the same labels
+    assert found["teacher"]["name"] == "chefer" and same_teacher(found["teacher"], LEGACY_TEACHER)
     old = {"config": {k: v for k, v in found["config"].items() if k != "teacher"},
            "model_weights_sha256": found["model_weights_sha256"]}
     manifest.write_text(json.dumps(old))

@@ -46,6 +46,7 @@ class Chefer(GradientMethod):
     """Exact Chefer relevancy of every generated token, fast: one forward, batched gradients, one row."""
 
     name = "chefer"
+    cost_params = ("chunk_size", "max_memory", "margin")
 
     def __init__(self, chunk_size: int | None = None, max_memory: int | None = None, margin: float = 0.25):
         """``chunk_size``: tokens per batched gradient call, fixed; None (default): from the memory budget, i.e.

@@ -40,6 +40,7 @@ class DexAR(GradientMethod):
     heads weighted by how much more their gradient looks at the image than at the text."""
 
     name = "dex-ar"
+    cost_params = ("chunk_size",)
 
     def __init__(self, layers: int = 10, head_filter: bool = True, chunk_size: int = 16):
         if layers < 1 or chunk_size < 1:

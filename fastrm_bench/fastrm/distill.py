@@ -137,13 +137,24 @@ def _make_shards(cfg: DatasetConfig, teacher: dict[str, Any], todo: list[tuple[i
         maker(index, path)
 
 
+def same_teacher(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two recorded teachers label a dataset the same: same method and spec, up to the parameters that
+    change only its cost (`ExplanationMethod.cost_params`, e.g. Chefer's gradient chunk)."""
+    from fastrm_bench.registry import METHODS
+
+    if (a["name"], a["implementation"]) != (b["name"], b["implementation"]):
+        return False
+    cost = set(METHODS.get(a["implementation"]).cost_params)
+    return {k: v for k, v in a["params"].items() if k not in cost} == {k: v for k, v in b["params"].items() if k not in cost}
+
+
 def _claim_folder(out: Path, wanted: dict[str, Any], model: str) -> str | None:
     """Write the dataset's manifest in ``out``, unless the folder holds another dataset (then: why, nothing written)."""
     manifest = out / "dataset.json"
     if manifest.exists():
         found = json.loads(manifest.read_text())
         found_config = {"teacher": "chefer", **found["config"]}  # datasets from before teachers were chosen: Chefer's
-        if found_config != wanted["config"] or found.get("teacher", LEGACY_TEACHER) != wanted["teacher"]:
+        if found_config != wanted["config"] or not same_teacher(found.get("teacher", LEGACY_TEACHER), wanted["teacher"]):
             return f"{out} holds a dataset built with another configuration (or teacher); use another folder"
         if found.get("model_weights_sha256") != wanted["model_weights_sha256"]:
             return (f"{out} holds a dataset built with other weights of {model!r} (or with unrecorded weights); "
