@@ -25,7 +25,8 @@ def per_sample(run: Path) -> tuple[dict[str, dict[str, float]], int]:
     out = {}
     for line in (run / "samples.jsonl").read_text().splitlines():
         s = json.loads(line)
-        values = {"PP AUC": curve_auc(fractions, s["curves"]["positive"]), "NP AUC": curve_auc(fractions, s["curves"]["negative"])}
+        curves = s["curves"]
+        values = {"PP AUC": curve_auc(fractions, curves["positive"]), "NP AUC": curve_auc(fractions, curves["negative"])}
         mass = s.get("relevance_mass")
         if mass is not None and s["score"] >= 1 and mass == mass:
             values["mass on objects"] = mass

@@ -60,7 +60,7 @@ def main() -> None:
         results = {r: json.loads((out / "runs" / r / "results.json").read_text())["metrics"] for r in (name, teacher)}
         proxy = FastRM.from_pretrained(proxy_dir).config.metrics
 
-        def value(method: str, key: str) -> str:
+        def value(method: str, key: str, results=results) -> str:
             entry = results[method].get(key)
             if not entry or entry.get("value") is None:
                 return "-"
