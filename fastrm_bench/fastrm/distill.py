@@ -85,14 +85,15 @@ def _make_teacher(spec: dict[str, Any]):
 class _ShardMaker:
     """Model, task, question list and teacher of one process; writes one shard per call."""
 
-    def __init__(self, cfg: DatasetConfig, teacher: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, cfg: DatasetConfig, teacher: dict[str, Any], threads: int | None = None,
+                 device: str | None = None) -> None:
         from fastrm_bench.builders import create_task
         from fastrm_bench.models.zoo import load_model
 
         if threads:
             torch.set_num_threads(threads)
         self.cfg = cfg
-        self.adapter = load_model(cfg.model)
+        self.adapter = load_model(cfg.model, device=device)  # a rank's own GPU, else the default device
         self.task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
         self.samples = self.task.select(cfg.questions, cfg.seed)
         self.teacher = _make_teacher(teacher)
@@ -179,7 +180,7 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1, ra
     maker: _ShardMaker | None = None
     if ranks.parallel or workers <= 1:  # this process writes shards: its model gives the weights' hash
         with ranks.main_first():  # the embedded world is built once
-            maker = _ShardMaker(cfg, teacher)
+            maker = _ShardMaker(cfg, teacher, device=ranks.device)
         weights, n_questions = maker.adapter.weights_sha256, len(maker.samples)
     else:
         task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
