@@ -56,7 +56,8 @@ def main() -> None:
         for method, metrics in ((name, [THRESHOLD_METRIC[teacher], *PROXY_METRICS]), (teacher, TEACHER_METRICS)):
             run_dir = out / "runs" / method
             cfg = RunConfig(method=method, task="vqav2", limit=LIMIT, seed=SEED, output_dir=str(run_dir), metrics=metrics)
-            run(cfg, resume=run_dir.exists())
+            if not (run_dir / "results.json").exists():  # a finished run is kept as it is (specs may have changed since)
+                run(cfg, resume=run_dir.exists())
         results = {r: json.loads((out / "runs" / r / "results.json").read_text())["metrics"] for r in (name, teacher)}
         proxy = FastRM.from_pretrained(proxy_dir).config.metrics
 
