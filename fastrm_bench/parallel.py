@@ -62,16 +62,6 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def gather(self, value: Any) -> list[Any]:
-        """Every rank's ``value``, in rank order, on every rank."""
-        if not self.parallel:
-            return [value]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.count
-        dist.all_gather_object(out, value)
-        return out
-
     @contextmanager
     def main_first(self) -> Iterator[None]:
         """The main process does the block first (e.g. builds a cache), the others after it."""
