@@ -1,4 +1,4 @@
-"""Scale: run throughput on 1 vs 2 processes, and chefer's peak memory against the reference's.
+"""Scale: run throughput at batch size 1 vs 8 and on 1 vs 2 processes, and chefer's peak memory against the reference's.
 
 Run: ``python -m pytest benchmarks/test_bench_scale.py -m benchmark --benchmark-only -s``. Each prints
 its ratios; nothing asserts a speed. Throughput is the wall time of the whole command (model
@@ -19,9 +19,10 @@ pytestmark = pytest.mark.benchmark
 SAMPLES = int(os.environ.get("FASTRM_BENCH_SCALE_SAMPLES", "120"))
 
 
-def _run(out: Path, processes: int) -> float:
+def _run(out: Path, processes: int = 1, batch_size: int = 1) -> float:
     command = [sys.executable, "-m", "fastrm_bench", "run", "--method", "fastrm", "--task", "vqav2", "--limit", str(SAMPLES),
-               "--output-dir", str(out), "--num-processes", str(processes)]  # every default metric, as users run it
+               "--output-dir", str(out), "--num-processes", str(processes),
+               "--batch-size", str(batch_size)]  # every default metric, as users run it
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -37,6 +38,18 @@ def test_run_throughput_one_vs_two_processes(benchmark, tmp_path):
     print(f"\nrun --method fastrm, {SAMPLES} samples: 1 process {result['one_process_s']:.1f} s "
           f"({SAMPLES / result['one_process_s']:.2f} samples/s), 2 processes {result['two_processes_s']:.1f} s "
           f"({SAMPLES / result['two_processes_s']:.2f} samples/s): x{result['speedup']:.2f}")
+
+
+def test_run_throughput_batch_size_one_vs_eight(benchmark, tmp_path):
+    def both() -> dict[str, float]:
+        one, eight = _run(tmp_path / "one", batch_size=1), _run(tmp_path / "eight", batch_size=8)
+        return {"batch_1_s": one, "batch_8_s": eight, "speedup": one / eight}
+
+    result = benchmark.pedantic(both, rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    print(f"\nrun --method fastrm, {SAMPLES} samples: --batch-size 1 {result['batch_1_s']:.1f} s "
+          f"({SAMPLES / result['batch_1_s']:.2f} samples/s), --batch-size 8 {result['batch_8_s']:.1f} s "
+          f"({SAMPLES / result['batch_8_s']:.2f} samples/s): x{result['speedup']:.2f}")
 
 
 def test_chefer_peak_memory_against_the_reference(benchmark):

@@ -108,6 +108,9 @@ def run(
     dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (gradient methods "
                                             "accumulate relevancy in float32 whatever it is).")] = "float32",
     device_map: Annotated[str | None, typer.Option(help="'auto' spreads a model larger than one GPU (accelerate).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        help="Samples answered together (left padding); where the model allows, their perturbed answers are packed "
+             "into one batch too. Same results up to float rounding; more memory.")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue the run of this configuration in the output dir (even if moved).")
                       ] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard the run already in the output dir and start again.")] = False,
@@ -131,7 +134,7 @@ def run(
     cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
                     device_map=device_map, on_error=on_error.value, metrics=list(metric or DEFAULT_METRICS),
-                    aggregation=aggregation)
+                    aggregation=aggregation, batch_size=batch_size)
     try:
         result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
     except RunInterrupted as err:

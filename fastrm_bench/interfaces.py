@@ -113,6 +113,8 @@ class ModelAdapter(ABC):
     family: str
     #: removal strategies `generate(image_keep=...)` supports for this family ("zero", maybe "drop")
     removals: tuple[str, ...]
+    #: whether `generate` takes ``keep_rows``: the removals of several samples of one batch answered together
+    packs_removals: bool = False
 
     @cached_property
     def weights_sha256(self) -> str:
@@ -139,12 +141,18 @@ class ModelAdapter(ABC):
     @abstractmethod
     def generate(
         self, inputs: ModelInputs, max_new_tokens: int, *, return_hidden: bool = False, image_keep: torch.Tensor | None = None,
-        removal: str = "zero", min_new_tokens: int = 0,
+        removal: str = "zero", min_new_tokens: int = 0, keep_rows: torch.Tensor | None = None,
     ) -> list[Generation]:
         """Greedy generation; ``image_keep`` [B, n_image_tokens] (1 keep, 0 remove) perturbs images.
 
         With single-sample ``inputs`` and ``image_keep`` of K rows, the K perturbed variants of
-        that sample are answered as one batch of K. ``return_hidden`` adds the final-norm hidden states.
+        that sample are answered as one batch of K. Where `packs_removals`, ``keep_rows`` [K] packs the
+        removals of several samples of a (left-padded) batch: row k perturbs sample ``keep_rows[k]``.
+        ``return_hidden`` adds the final-norm hidden states.
+
+        Without ``image_keep``, a batch of several samples is answered together (left padding) and each
+        row's `Generation` is the one that sample alone would give: its own prompt length, its sequence
+        and hidden states without the padding.
         """
 
     @abstractmethod

@@ -66,6 +66,7 @@ class RunConfig:
     aggregation: str = "mean"  # per-token maps -> sample map (`fastrm_bench.aggregation`)
     dtype: str = "float32"  # the weights' dtype (gradient methods accumulate in float32 whatever it is)
     device_map: str | None = None  # "auto": accelerate spreads a model larger than one GPU
+    batch_size: int = 1  # samples answered together (left padding); their removals packed where the model allows
     on_error: str = "skip"  # a sample with bad data (missing/corrupt image, unparsable entry): "skip" it or "fail"
 
     @classmethod
@@ -85,6 +86,8 @@ class RunConfig:
         from fastrm_bench.registry import AGGREGATIONS
 
         problems = answering_problems(self.limit, self.max_new_tokens, self.seed)
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.on_error not in ON_ERROR:
             problems.append(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
         if self.removal not in REMOVAL_STRATEGIES:
@@ -144,8 +147,17 @@ def create_metrics(names: list[str]) -> list[Metric]:
     return [create_metric(name)[0] for name in names]
 
 
+Evaluated = tuple[dict[str, Any], np.ndarray, np.ndarray]  # a sample's record, its sample map [n], its token maps [T, n]
+
+
 class Evaluator:
-    """Per-sample work of a run: everything here depends only on (config, sample)."""
+    """Per-sample work of a run: everything here depends only on (config, sample).
+
+    Samples come in batches (``--batch-size``): the batch is answered as one left-padded batch (each
+    answer is the one the sample alone gets: `ModelAdapter.generate`), each sample is explained on its
+    own inputs, and where the model packs removals the perturbed answers the metrics will ask for
+    (`Metric.removals`) are answered for the whole batch at once. Batching changes float rounding only.
+    """
 
     def __init__(self, cfg: RunConfig, adapter, task, method, metrics: list[Metric]):
         self.cfg, self.adapter, self.task, self.method, self.metrics = cfg, adapter, task, method, metrics
@@ -157,39 +169,86 @@ class Evaluator:
                 self.references[name] = create_method(name)[0]
                 self.references[name].prepare(adapter)
 
-    def __call__(self, sample: Sample) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-        """The sample's record, its sample map ``[n]`` and its per-token maps ``[T, n]``."""
-        adapter, method = self.adapter, self.method
-        inputs = replace(adapter.build_inputs([sample.image], [self.task.prompt(sample)]), sample_id=sample.id)
+    def __call__(self, sample: Sample) -> Evaluated:
+        """One sample's record, its sample map ``[n]`` and its per-token maps ``[T, n]``."""
+        return self.evaluate([sample])[0]
+
+    def evaluate(self, samples: list[Sample]) -> list[Evaluated]:
+        """What `__call__` gives for each sample, the batch answered together."""
+        adapter = self.adapter
+        inputs = [replace(adapter.build_inputs([s.image], [self.task.prompt(s)]), sample_id=s.id) for s in samples]
         t0 = time.perf_counter()
-        generation = adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
-        generation_seconds = time.perf_counter() - t0
+        if len(samples) == 1:
+            generations = adapter.generate(inputs[0], self.cfg.max_new_tokens, return_hidden=True)
+        else:
+            batch = adapter.build_inputs([s.image for s in samples], [self.task.prompt(s) for s in samples])
+            generations = adapter.generate(batch, self.cfg.max_new_tokens, return_hidden=True)
+        seconds = (time.perf_counter() - t0) / len(samples)  # a batch's answering time, shared equally
+        contexts = [self._context(*args, seconds) for args in zip(samples, inputs, generations)]
+        if len(samples) > 1 and adapter.packs_removals:
+            self._answer_removals_together(contexts)
+        return [self._measure(context) for context in contexts]
+
+    def _context(self, sample: Sample, inputs, generation, generation_seconds: float) -> SampleContext:
+        adapter, method = self.adapter, self.method
         explanation = method.explain_sample(adapter, inputs, generation, sample)
         smap = self.aggregate(adapter, inputs, generation, explanation)
         score = self.task.score(generation.text, sample)
-        record: dict[str, Any] = {
-            "id": sample.id, "question": sample.question, "prediction": generation.text, "reference": sample.references[0],
-            "score": score, "meta": sample.meta, "num_tokens": generation.num_generated,
-            "tokens": [adapter.tokenizer.decode([int(t)]) for t in generation.generated_ids],
-            "layout": inputs.layout.to_dict(),
-        }
 
         def draw_map(draw: int):
             again = replace(inputs, draw=draw)
             return self.aggregate(adapter, again, generation, method.explain_sample(adapter, again, generation, sample))
 
-        context = SampleContext(sample, inputs, generation, explanation, smap, score, generation_seconds, self.cfg.settings,
-                                adapter, self.task, draw_map=draw_map, draws=method.perturbation_draws)
+        return SampleContext(sample, inputs, generation, explanation, smap, score, generation_seconds, self.cfg.settings,
+                             adapter, self.task, draw_map=draw_map, draws=method.perturbation_draws)
+
+    def _applies(self, metric: Metric, context: SampleContext) -> bool:
+        needs = metric.needs
+        return not ((needs.mask and context.sample.mask is None)
+                    or (needs.probabilities and not context.explanation.is_probability))
+
+    def _answer_removals_together(self, contexts: list[SampleContext]) -> None:
+        """Answer every sample's declared removals in one batch per image-token count (`keep_rows`)."""
+        wanted = []
+        for context in contexts:
+            rows = [m.removals(context) for m in self.metrics if self._applies(m, context)]
+            rows = [r for r in rows if r is not None]
+            wanted.append(context.unanswered(torch.cat(rows)) if rows else None)
+        groups: dict[int, list[int]] = {}
+        for i, context in enumerate(contexts):
+            if wanted[i] is not None and len(wanted[i]):
+                groups.setdefault(context.inputs.layout.num_tokens, []).append(i)
+        for members in groups.values():
+            batch = self.adapter.build_inputs([contexts[i].sample.image for i in members],
+                                              [self.task.prompt(contexts[i].sample) for i in members])
+            keep = torch.cat([wanted[i] for i in members])
+            owner = torch.cat([torch.full((len(wanted[i]),), j) for j, i in enumerate(members)])
+            answers = self.adapter.generate(batch, self.cfg.max_new_tokens, image_keep=keep, removal=self.cfg.removal,
+                                            keep_rows=owner)
+            start = 0
+            for i in members:
+                context, rows = contexts[i], wanted[i]
+                texts = [g.text for g in answers[start : start + len(rows)]]
+                context.remember_scores(rows, [self.task.score(text, context.sample) for text in texts])
+                start += len(rows)
+
+    def _measure(self, context: SampleContext) -> Evaluated:
+        adapter, sample, inputs, generation = self.adapter, context.sample, context.inputs, context.generation
+        record: dict[str, Any] = {
+            "id": sample.id, "question": sample.question, "prediction": generation.text, "reference": sample.references[0],
+            "score": context.score, "meta": sample.meta, "num_tokens": generation.num_generated,
+            "tokens": [adapter.tokenizer.decode([int(t)]) for t in generation.generated_ids],
+            "layout": inputs.layout.to_dict(),
+        }
         labels: dict[str, Explanation] = {}
         for metric in self.metrics:
-            needs = metric.needs
-            if (needs.mask and sample.mask is None) or (needs.probabilities and not explanation.is_probability):
+            if not self._applies(metric, context):
                 continue
-            if needs.reference_method is not None:
-                if needs.reference_method not in labels:
-                    labels[needs.reference_method] = self.references[needs.reference_method].explain_sample(
-                        adapter, inputs, generation, sample)
-                context.reference = labels[needs.reference_method]
+            name = metric.needs.reference_method
+            if name is not None:
+                if name not in labels:
+                    labels[name] = self.references[name].explain_sample(adapter, inputs, generation, sample)
+                context.reference = labels[name]
             fields = metric.update(context)
             context.reference = None
             clash = set(fields) & set(record)
@@ -197,7 +256,8 @@ class Evaluator:
                 raise ValueError(f"metric {metric.name!r} writes {sorted(clash)}, already in the sample's record")
             record.update(fields)
         # methods give one placeholder row for an empty answer: its token maps are none
-        return record, smap.cpu().numpy(), explanation.maps.float().cpu().numpy()[: generation.num_generated]
+        token_maps = context.explanation.maps.float().cpu().numpy()[: generation.num_generated]
+        return record, context.sample_map.cpu().numpy(), token_maps
 
 
 @contextmanager
@@ -295,19 +355,23 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
             stream: Iterator[Any] = iter(todo)
         else:
             todo, stream = [], (s for s in task.samples(limit=cfg.limit, seed=cfg.seed) if s.id not in done)
+        progress = stack.enter_context(tqdm(total=len(todo) if selected is not None else None, desc=desc, unit="sample",
+                                            position=ranks.index))
         try:
-            for item in tqdm(stream, total=len(todo) if selected is not None else None, desc=desc, unit="sample",
-                             position=ranks.index):
-                try:
-                    sample = task.sample(item) if selected is not None else item
-                except SampleDataError as err:
-                    if cfg.on_error == "fail":
-                        raise
-                    log(f"skipped: {err}")
-                    rundir.add_skipped(err.sample_id, str(err))
-                    continue
-                record, smap, token_maps = evaluate(sample)
-                rundir.add_sample(record, smap, token_maps)
+            for batch in _batches(stream, cfg.batch_size):
+                samples = []
+                for item in batch:
+                    try:
+                        samples.append(task.sample(item) if selected is not None else item)
+                    except SampleDataError as err:
+                        if cfg.on_error == "fail":
+                            raise
+                        log(f"skipped: {err}")
+                        rundir.add_skipped(err.sample_id, str(err))
+                        progress.update(1)
+                for record, smap, token_maps in evaluate.evaluate(samples) if samples else []:
+                    rundir.add_sample(record, smap, token_maps)
+                    progress.update(1)
         except KeyboardInterrupt:
             raise RunInterrupted(signal.SIGINT) from None
         ranks.wait_for_everyone()
@@ -321,6 +385,18 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
             rundir.finish(results, order)
         results = ranks.from_main(results)
     return {"output_dir": str(out), **results}
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _results_config(config: dict[str, Any], scoring: str) -> dict[str, Any]:

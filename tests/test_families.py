@@ -116,6 +116,46 @@ def test_removals_supported_or_refused_by_name(family_adapter):
     assert ("drop" in family_adapter.removals) == (family_adapter.family not in ("qwen2_vl", "qwen2_5_vl", "gemma3"))
 
 
+#: images of several sizes and prompts of several lengths: a batch of them is left-padded
+BATCH_IMAGES = [(IMAGE, (200, 30, 30)), ((48, 64), (20, 130, 30)), ((64, 64), (20, 30, 230))]
+BATCH_PROMPTS = ["What color is the circle?", "Is there a square in the image at all?", "Where?"]
+
+
+def test_a_batch_is_answered_as_each_sample_alone(family_adapter):
+    """`--batch-size`: each row's generation (ids, prompt length, hidden states) is the one its sample alone gets."""
+    images = [Image.new("RGB", size, colour) for size, colour in BATCH_IMAGES]
+    batch = family_adapter.build_inputs(images, BATCH_PROMPTS)
+    assert (batch.tensors["attention_mask"] == 0).any()  # the batch is padded
+    together = family_adapter.generate(batch, 4, return_hidden=True)
+    for image, prompt, got in zip(images, BATCH_PROMPTS, together):
+        alone = family_adapter.generate(family_adapter.build_inputs([image], [prompt]), 4, return_hidden=True)[0]
+        assert torch.equal(got.sequences, alone.sequences) and got.prompt_length == alone.prompt_length
+        torch.testing.assert_close(got.last_hidden, alone.last_hidden, rtol=1e-4, atol=1e-5)
+
+
+def test_removals_of_several_samples_packed_into_one_batch(family_adapter):
+    """``keep_rows``: the perturbed answers of two samples in one batch equal each sample's own batch of removals."""
+    images = [Image.new("RGB", IMAGE, colour) for _, colour in BATCH_IMAGES[:2]]  # same size: same token count
+    batch = family_adapter.build_inputs(images, BATCH_PROMPTS[:2])
+    n = batch.layouts[0].num_tokens
+    keep = torch.ones(5, n)
+    keep[1, ::2] = 0
+    keep[2] = 0
+    keep[4, : n // 2] = 0
+    owner = torch.tensor([0, 0, 0, 1, 1])
+    if not family_adapter.packs_removals:
+        with pytest.raises(ValueError, match="keep_rows"):
+            family_adapter.generate(batch, 3, image_keep=keep, keep_rows=owner)
+        return
+    for removal in family_adapter.removals:
+        packed = family_adapter.generate(batch, 3, min_new_tokens=3, image_keep=keep, removal=removal, keep_rows=owner)
+        for i, (image, prompt) in enumerate(zip(images, BATCH_PROMPTS)):
+            own = family_adapter.generate(family_adapter.build_inputs([image], [prompt]), 3, min_new_tokens=3,
+                                          image_keep=keep[owner == i], removal=removal)
+            got = [g.generated_ids.tolist() for g, o in zip(packed, owner) if o == i]
+            assert got == [g.generated_ids.tolist() for g in own], (removal, i)
+
+
 def test_zero_removal_equals_zeroing_the_image_features(family_adapter):
     """The hook path (families with positions of their own) against embeddings built by hand."""
     inputs = _inputs(family_adapter)

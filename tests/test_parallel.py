@@ -17,9 +17,19 @@ import pytest
 from fastrm_bench.maps_io import load_token_maps
 from fastrm_bench.parallel import Ranks, as_argv
 from fastrm_bench.rundir import TEST_HOOK_ENV, TEST_HOOK_RANK_ENV
-from fastrm_bench.runner import run
+from fastrm_bench.runner import Evaluator, RunInterrupted, run
 from fastrm_bench.specs import SPEC_PATH_ENV
-from tests.test_reliability import _specs, assert_same_run, cli_args, cli_process, config, quiet, spec_dir, subprocess_env
+from tests.test_reliability import (
+    _specs,
+    assert_same_run,
+    cli_args,
+    cli_process,
+    comparable_outputs,
+    config,
+    quiet,
+    spec_dir,
+    subprocess_env,
+)
 
 __all__ = ["_specs", "spec_dir"]  # fixtures shared with the fault-injection tests
 
@@ -118,3 +128,62 @@ def test_distill_on_two_ranks_writes_the_dataset_and_proxy_of_one(world_root, ti
     for name in [*shards, "dataset.json"]:
         assert (one / "data" / name).read_bytes() == (two / "data" / name).read_bytes(), name
     assert (one / "proxy" / "model.safetensors").read_bytes() == (two / "proxy" / "model.safetensors").read_bytes()
+
+
+def _close(x, y) -> bool:
+    """Equal JSON values, numbers up to float rounding."""
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(_close(x[k], y[k]) for k in x)
+    if isinstance(x, list):
+        return isinstance(y, list) and len(x) == len(y) and all(_close(u, v) for u, v in zip(x, y))
+    if isinstance(x, float) and isinstance(y, (int, float)):
+        return y == pytest.approx(x, rel=1e-4, abs=1e-6)
+    return x == y
+
+
+def assert_close_runs(a: Path, b: Path) -> None:
+    """The same run up to float rounding: equal answers, scores, curves and counts; close floats and maps."""
+    ra, rb = comparable_outputs(a), comparable_outputs(b)
+    assert ra[3] == rb[3]  # the same samples, in the same order
+    assert _close(ra[1], rb[1])  # results.json
+    for x, y in zip(ra[0], rb[0]):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert _close(x[key], y[key]), (x["id"], key, x[key], y[key])
+    np.testing.assert_allclose(ra[2], rb[2], rtol=1e-4, atol=1e-6)
+    ta, tb = load_token_maps(a), load_token_maps(b)
+    assert list(ta) == list(tb)
+    for key in ta:
+        np.testing.assert_allclose(ta[key], tb[key], rtol=1e-4, atol=1e-6)
+
+
+def test_batches_of_samples_give_the_run_of_one_at_a_time(world_root, tiny_llava_dir, tmp_path, one_process):
+    """``--batch-size 3``: answers left-padded together, removals packed; only float rounding may differ."""
+    out = tmp_path / "run"
+    run(config(world_root, tiny_llava_dir, out, METHOD, limit=LIMIT, batch_size=3), log=quiet)
+    assert_close_runs(out, one_process)
+
+
+def test_an_interrupted_run_resumes_with_another_batch_size(world_root, tiny_llava_dir, tmp_path, one_process, monkeypatch):
+    out = tmp_path / "run"
+    real, calls = Evaluator.evaluate, []
+
+    def stop_at_the_second_batch(self, samples):
+        calls.append(len(samples))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, samples)
+
+    monkeypatch.setattr(Evaluator, "evaluate", stop_at_the_second_batch)
+    with pytest.raises(RunInterrupted):
+        run(config(world_root, tiny_llava_dir, out, METHOD, limit=LIMIT), log=quiet)
+    monkeypatch.setattr(Evaluator, "evaluate", real)
+    assert (out / "samples.jsonl").read_text().count("\n") == 1
+    run(config(world_root, tiny_llava_dir, out, METHOD, limit=LIMIT, batch_size=3), resume=True, log=quiet)
+    assert_close_runs(out, one_process)
+
+
+def test_batch_size_must_be_positive(world_root, tiny_llava_dir, tmp_path):
+    with pytest.raises(ValueError, match="--batch-size must be at least 1, got 0"):
+        run(config(world_root, tiny_llava_dir, tmp_path / "run", METHOD, batch_size=0), log=quiet)
+    assert not (tmp_path / "run").exists()

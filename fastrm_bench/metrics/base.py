@@ -106,14 +106,30 @@ class SampleContext:
 
         return torch.tensor(self._by_row("logprobs", image_keep, logprobs))
 
+    def unanswered(self, image_keep: torch.Tensor) -> torch.Tensor:
+        """The distinct rows of ``image_keep`` `answer_scores` has no score for yet (a runner packing several
+        samples' removals into one batch answers these, then `remember_scores`)."""
+        cache = self._cache.get("scores", {})
+        keys = [_row_key(row) for row in image_keep]
+        todo = [keys.index(k) for k in dict.fromkeys(keys) if k not in cache]
+        return image_keep[todo]
+
+    def remember_scores(self, image_keep: torch.Tensor, scores: Sequence[float]) -> None:
+        """Scores of the answers to ``image_keep``'s rows, answered elsewhere (packed with other samples' rows)."""
+        self._cache.setdefault("scores", {}).update(zip((_row_key(row) for row in image_keep), scores))
+
     def _by_row(self, kind: str, image_keep: torch.Tensor, compute: Callable[[torch.Tensor], list[float]]) -> list[float]:
         cache: dict[bytes, float] = self._cache.setdefault(kind, {})
-        keys = [row.numpy().tobytes() for row in image_keep.detach().cpu().float()]
+        keys = [_row_key(row) for row in image_keep]
         todo = list(dict.fromkeys(k for k in keys if k not in cache))
         if todo:
             rows = image_keep[[keys.index(k) for k in todo]]
             cache.update(zip(todo, compute(rows)))
         return [cache[k] for k in keys]
+
+
+def _row_key(row: torch.Tensor) -> bytes:
+    return row.detach().cpu().float().numpy().tobytes()
 
 
 class Metric(ABC):
@@ -133,6 +149,12 @@ class Metric(ABC):
     @abstractmethod
     def update(self, context: SampleContext) -> dict[str, Any]:
         """The fields this metric adds to the sample's record (JSON values)."""
+
+    def removals(self, context: SampleContext) -> torch.Tensor | None:
+        """The ``image_keep`` rows ``[K, n]`` whose answers `update` will ask `SampleContext.answer_scores` for,
+        or None (the default: it asks as it goes). A run answering several samples at a time answers the rows
+        of all its samples as one batch before `update`, which then finds them answered."""
+        return None
 
     @abstractmethod
     def compute(self, records: Sequence[dict[str, Any]], settings: RunSettings) -> dict[str, float]:

@@ -94,16 +94,25 @@ class Perturbation(Metric):
     columns = {"pp_auc": "pp_auc", "np_auc": "np_auc"}
     figures = ("fastrm_bench.report:fig_perturbation", "fastrm_bench.report:table_perturbation")
 
-    def update(self, context: SampleContext) -> dict[str, Any]:
+    @staticmethod
+    def _masks(context: SampleContext) -> list[torch.Tensor]:
+        """Per draw, the positive then the negative keep masks ``[2 * len(fractions), n]``."""
         settings = context.settings
-        curves = {d: np.zeros(len(settings.fractions)) for d in DIRECTIONS}
         maps = context.sample_maps()
-        n = len(settings.fractions)
-        for draw, smap in enumerate(maps):
-            masks = keep_masks(smap, settings.fractions, seed=settings.seed + draw)
-            scores = context.answer_scores(torch.cat([masks[d] for d in DIRECTIONS]))
+        draws = [keep_masks(smap, settings.fractions, seed=settings.seed + draw) for draw, smap in enumerate(maps)]
+        return [torch.cat([masks[d] for d in DIRECTIONS]) for masks in draws]
+
+    def removals(self, context: SampleContext) -> torch.Tensor:
+        return torch.cat(self._masks(context))
+
+    def update(self, context: SampleContext) -> dict[str, Any]:
+        n = len(context.settings.fractions)
+        curves = {d: np.zeros(n) for d in DIRECTIONS}
+        draws = self._masks(context)
+        for masks in draws:
+            scores = context.answer_scores(masks)
             for i, d in enumerate(DIRECTIONS):
-                curves[d] += np.asarray(scores[i * n : (i + 1) * n]) / len(maps)
+                curves[d] += np.asarray(scores[i * n : (i + 1) * n]) / len(draws)
         return {"curves": {d: c.tolist() for d, c in curves.items()}}
 
     def compute(self, records, settings: RunSettings) -> dict[str, float]:
@@ -128,13 +137,21 @@ class Insertion(Metric):
     columns = {"insertion_auc": "insertion_auc"}
     figures = ("fastrm_bench.report:fig_insertion",)
 
-    def update(self, context: SampleContext) -> dict[str, Any]:
+    @staticmethod
+    def _masks(context: SampleContext) -> list[torch.Tensor]:
         settings = context.settings
         maps = context.sample_maps()
-        curve = np.zeros(len(settings.fractions))
-        for draw, smap in enumerate(maps):
-            curve += np.asarray(context.answer_scores(insertion_masks(smap, settings.fractions, settings.seed + draw)))
-        return {"insertion_curve": (curve / len(maps)).tolist()}
+        return [insertion_masks(smap, settings.fractions, settings.seed + draw) for draw, smap in enumerate(maps)]
+
+    def removals(self, context: SampleContext) -> torch.Tensor:
+        return torch.cat(self._masks(context))
+
+    def update(self, context: SampleContext) -> dict[str, Any]:
+        draws = self._masks(context)
+        curve = np.zeros(len(context.settings.fractions))
+        for masks in draws:
+            curve += np.asarray(context.answer_scores(masks))
+        return {"insertion_curve": (curve / len(draws)).tolist()}
 
     def compute(self, records, settings: RunSettings) -> dict[str, float]:
         curve = mean_curve(records, lambda r: r.get("insertion_curve"))

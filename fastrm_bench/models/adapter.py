@@ -155,6 +155,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
     def removals(self) -> tuple[str, ...]:
         return ("zero", "drop") if self.family_spec.embeds_suffice else ("zero",)
 
+    @property
+    def packs_removals(self) -> bool:
+        return self.family_spec.embeds_suffice
+
     # ---------------------------------------------------------------- inputs
     def format_prompt(self, prompt: str) -> str:
         if self.prompt_template is not None:
@@ -205,13 +209,15 @@ class HFVisionLanguageAdapter(ModelAdapter):
             self.model(**inputs.tensors, use_cache=False)
         return captured["embeds"]
 
-    def perturbed_embeds(self, inputs: ModelInputs, image_keep: torch.Tensor, removal: str = "zero"
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturbed_embeds(self, inputs: ModelInputs, image_keep: torch.Tensor, removal: str = "zero",
+                         keep_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """LM input embeddings and attention mask with image tokens removed where keep == 0.
 
         For families whose language model depends on its input embeddings and mask alone (1D positions):
         ``image_keep`` [K, n] may give many removals of single-sample inputs, which are encoded once and
-        broadcast (cheap perturbation curves). ``drop`` deletes the removed tokens and left-pads again.
+        broadcast (cheap perturbation curves), or with ``keep_rows`` [K] the removals of several samples of a
+        batch (row k perturbs sample ``keep_rows[k]``; their images have the same number of tokens).
+        ``drop`` deletes the removed tokens and left-pads again.
         """
         self._check_removal(removal)
         if not self.family_spec.embeds_suffice:
@@ -221,7 +227,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
         embeds = self.lm_input_embeds(inputs)
         attn = inputs.tensors["attention_mask"]
         positions = torch.stack([layout.positions for layout in inputs.layouts]).to(self.device)
-        if embeds.shape[0] == 1 and keep.shape[0] > 1:
+        if keep_rows is not None:
+            rows = keep_rows.to(self.device)
+            embeds, attn, positions = embeds[rows], attn[rows], positions[rows]
+        elif embeds.shape[0] == 1 and keep.shape[0] > 1:
             embeds, attn = embeds.expand(keep.shape[0], -1, -1), attn.expand(keep.shape[0], -1)
             positions = positions.expand(keep.shape[0], -1)
         if removal == "zero":
@@ -250,7 +259,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
     @torch.no_grad()
     def generate(
         self, inputs: ModelInputs, max_new_tokens: int, *, return_hidden: bool = False, image_keep: torch.Tensor | None = None,
-        removal: str = "zero", min_new_tokens: int = 0, hidden_from: str = "final_norm",
+        removal: str = "zero", min_new_tokens: int = 0, hidden_from: str = "final_norm", keep_rows: torch.Tensor | None = None,
     ) -> list[Generation]:
         """Greedy generation (see `ModelAdapter.generate`).
 
@@ -270,22 +279,32 @@ class HFVisionLanguageAdapter(ModelAdapter):
                       output_hidden_states=all_layers, pad_token_id=tok.pad_token_id,
                       suppress_tokens=[self.image_token_id])  # an image placeholder in an answer would break re-encoding
         with self._final_norm_outputs(return_hidden and not all_layers) as normed:
-            out, new, prompt_ids = self._generate(inputs, kwargs, image_keep, removal)
+            out, new, prompt_ids = self._generate(inputs, kwargs, image_keep, removal, keep_rows)
         stops = self._stop_ids()
+        eos = self._eos_ids()
+        # answering a batch of samples: each row's generation is given as that sample alone would have it
+        # (left padding removed from its sequence, prompt length and hidden states)
+        unpad = image_keep is None and len(inputs.layouts) > 1
+        padding = (inputs.tensors["attention_mask"].cumsum(-1) == 0).sum(-1).tolist() if unpad else [0] * new.shape[0]
         results = []
         for b in range(new.shape[0]):
             ids = new[b]
             stop = [i for i, t in enumerate(ids.tolist()) if t in stops]
+            ended = [i for i, t in enumerate(ids.tolist()) if t in eos]
+            steps = ended[0] + 1 if ended else ids.numel()  # decoding steps generate takes for this row alone
             ids = ids[: stop[0]] if stop and min_new_tokens == 0 else ids
             hidden = None
             if all_layers:
-                steps = [out.hidden_states[0][-1][b]] + [h[-1][b] for h in out.hidden_states[1:]]
-                hidden = torch.cat(steps, dim=0)  # [L0 + T_max - 1, d]
+                states = [out.hidden_states[0][-1][b]] + [h[-1][b] for h in out.hidden_states[1:]]
+                hidden = torch.cat(states, dim=0)  # [L0 + T_max - 1, d]
             elif return_hidden:
                 hidden = torch.cat([step[b] for step in normed], dim=0)  # prefill [L0, d], then one row per step
+            pad = padding[b]
+            if hidden is not None and unpad:
+                hidden = hidden[pad : inputs.prompt_length + steps - 1]
             results.append(Generation(
-                sequences=(torch.cat([prompt_ids[b], ids]) if prompt_ids is not None else ids).unsqueeze(0),
-                prompt_length=inputs.prompt_length, generated_ids=ids,
+                sequences=(torch.cat([prompt_ids[b][pad:], ids]) if prompt_ids is not None else ids).unsqueeze(0),
+                prompt_length=inputs.prompt_length - pad, generated_ids=ids,
                 text=tok.decode(ids, skip_special_tokens=True).strip(), last_hidden=hidden,
             ))
         return results
@@ -308,14 +327,18 @@ class HFVisionLanguageAdapter(ModelAdapter):
         finally:
             handle.remove()
 
-    def _generate(self, inputs: ModelInputs, kwargs: dict[str, Any], image_keep: torch.Tensor | None, removal: str):
+    def _generate(self, inputs: ModelInputs, kwargs: dict[str, Any], image_keep: torch.Tensor | None, removal: str,
+                  keep_rows: torch.Tensor | None):
         """(transformers' output, the new ids ``[B, T_max]``, the prompt ids or None when the output lacks them)."""
         prompt_ids = inputs.input_ids
+        if keep_rows is not None and (image_keep is None or not self.packs_removals):
+            raise ValueError(f"keep_rows packs removals of several samples: it needs image_keep and a family whose "
+                             f"language model takes embeddings alone (not {self.family})")
         if image_keep is None:
             out = self.model.generate(**inputs.tensors, **kwargs)
             new = out.sequences[:, inputs.prompt_length :]
         elif self.family_spec.embeds_suffice:
-            embeds, attn = self.perturbed_embeds(inputs, image_keep, removal)
+            embeds, attn = self.perturbed_embeds(inputs, image_keep, removal, keep_rows)
             out = self.model.generate(inputs_embeds=embeds, attention_mask=attn, **kwargs)
             new = out.sequences  # generation from embeddings returns only the new tokens
             prompt_ids = None
@@ -331,11 +354,14 @@ class HFVisionLanguageAdapter(ModelAdapter):
             prompt_ids = None
         return out, new, prompt_ids
 
-    def _stop_ids(self) -> set[int]:
+    def _eos_ids(self) -> set[int]:
+        """The ids transformers' generate stops a row at (the generation config's)."""
         eos = self.model.generation_config.eos_token_id
-        ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        ids |= {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
-        return ids
+        return set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+
+    def _stop_ids(self) -> set[int]:
+        """The ids an answer ends before: generate's own, the tokenizer's end and padding."""
+        return self._eos_ids() | {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
 
     # ---------------------------------------------------------------- teacher forcing
     def _with_answer(self, inputs: ModelInputs, generation: Generation, length: int | None) -> dict[str, torch.Tensor]:

@@ -256,6 +256,9 @@ class Gemma3Family(Family):
     """Gemma 3: a fixed grid of soft image tokens (avg-pooled SigLIP patches) over the whole resized image;
     the image tokens attend to each other bidirectionally (token_type_ids), so `drop` is refused."""
 
+    def batch_images(self, images):
+        return [[image] for image in images]  # its processor counts images per prompt
+
     def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
         side = int(round(model.config.mm_tokens_per_image ** 0.5))
         out = []
