@@ -99,3 +99,19 @@ def test_ensure_world_tells_variable_and_default_worlds_apart(variable_root, tmp
     assert json.loads((default / "manifest.json").read_text())["data_source"] == "shapes"
     again = ensure_world(default, 0, sizes, image_sizes=ImageSizes(min_side=56, max_side=72))  # other sizes: rebuilt
     assert json.loads((again / "manifest.json").read_text())["image_sizes"]["min_side"] == 56
+
+
+def test_build_data_passes_the_options_and_names_variant_folders(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import fastrm_bench.world.build as build
+    from fastrm_bench.cli import app
+
+    calls = []
+    monkeypatch.setattr(build, "build_world", lambda root, seed, sizes, **kw: calls.append((root, kw)) or root)
+    assert CliRunner().invoke(app, ["build-data", "--variable-sizes", "--captions"]).exit_code == 0
+    assert CliRunner().invoke(app, ["build-data", "--out", str(tmp_path), "--captions"]).exit_code == 0
+    assert CliRunner().invoke(app, ["build-data"]).exit_code == 0
+    assert calls == [(build.default_data_root(0, "variable-describe"), {"image_sizes": ImageSizes(), "captions": True}),
+                     (tmp_path, {"image_sizes": None, "captions": True}),
+                     (build.default_data_root(0), {"image_sizes": None, "captions": False})]
