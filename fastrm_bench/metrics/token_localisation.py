@@ -107,7 +107,8 @@ class TokenLocalisation(Metric):
         answer = [w.lower() for w in split_words(tokenizer.decode(ids, skip_special_tokens=True))]
         entries = []
         for k, index in enumerate(token_word_indices(ids, tokenizer)):
-            if index is None or index >= len(words) or objects[index] is None or answer[index] != words[index].lower():
+            if (index is None or index >= min(len(words), len(answer)) or objects[index] is None
+                    or answer[index] != words[index].lower()):
                 continue
             own = objects[index]
             others = [m for o, m in sample.object_masks.items() if o != own]
