@@ -15,6 +15,8 @@ TASKS.register("gqa", "fastrm_bench.tasks.gqa:GQATask",
                description="GQA compositional questions; exact match.")
 TASKS.register("pope", "fastrm_bench.tasks.pope:POPETask",
                description="POPE yes/no object probes; accuracy, precision, recall, F1, yes-ratio per category.")
+TASKS.register("describe", "fastrm_bench.tasks.describe:DescribeTask",
+               description="Describe the objects from left to right (COCO captions, per-word object ids); exact match.")
 
 MODELS.register("tiny-llava-shapes", "fastrm_bench.models.zoo:tiny_llava_shapes",
                 description="Embedded LLaVA (CLIP + Llama, 8x8 patches) trained on the synthetic shapes world; "
@@ -60,6 +62,9 @@ METRICS.register("threshold", "fastrm_bench.metrics.threshold:ThresholdAgreement
                  description="Per-patch accuracy/F1 of probability maps against binarised Chefer labels (FastRM).")
 METRICS.register("localisation", "fastrm_bench.metrics.localisation:Localisation",
                  description="Relevance mass and pointing game on the question's objects (needs object masks).")
+METRICS.register("token-localisation", "fastrm_bench.metrics.token_localisation:TokenLocalisation",
+                 description="Per answer word: pointing game and mass of its map on its own object vs the others "
+                             "(samples with per-word object ids, e.g. the describe task).")
 METRICS.register("entropy", "fastrm_bench.metrics.entropy:EntropyConfidence",
                  description="Map entropy as answer confidence: rates below a calibrated threshold, and AUROC.")
 METRICS.register("cost", "fastrm_bench.metrics.cost:Cost",

@@ -531,15 +531,20 @@ def build_data(
     out: Annotated[Path | None, typer.Option(help="Data root to write (default: the user cache).")] = None,
     seed: Annotated[int, typer.Option(help="World seed.")] = 0,
     train_images: Annotated[int, typer.Option(min=1, help="Images of the train split (a larger one needs --out).")] = 2000,
+    variable_sizes: Annotated[bool, typer.Option(help="Draw each scene's height and width (48-96 px, step 8).")] = False,
+    captions: Annotated[bool, typer.Option(help="Add the describe task's COCO captions files.")] = False,
 ) -> None:
     """Write the embedded world (COCO, VQAv2, GQA and POPE files) for train / val / test."""
     from fastrm_bench.world.build import WorldSizes, build_world, default_data_root
+    from fastrm_bench.world.scenes import ImageSizes
 
     sizes = WorldSizes(train=train_images)
     if sizes != WorldSizes() and out is None:
         _fail("a world of non-default size needs --out (the cache holds the default world)")
         return
-    root = build_world(out or default_data_root(seed), seed, sizes)
+    variant = "-".join(name for name, on in (("variable", variable_sizes), ("describe", captions)) if on)
+    root = build_world(out or default_data_root(seed, variant), seed, sizes,
+                       image_sizes=ImageSizes() if variable_sizes else None, captions=captions)
     typer.echo(f"embedded world written to {root}")
 
 

@@ -34,6 +34,10 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     #: union mask [H, W] of the objects the question is about, where the data provides one
     mask: np.ndarray | None = None
+    #: each object's own mask [H, W] by its object id (COCO annotation id), for answers whose words name
+    #: different objects: ``meta["token_objects"]`` then gives, per word of ``meta["words"]`` (the reference
+    #: split into words), the id of the object it names or None. Empty where the task has no per-object truth.
+    object_masks: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

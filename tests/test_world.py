@@ -86,3 +86,36 @@ def test_vqa_and_gqa_files_follow_the_official_keys(world_root):
     qid, value = next(iter(gqa.items()))
     assert {"imageId", "question", "answer", "fullAnswer", "isBalanced", "types", "annotations", "semantic"} <= set(value)
     assert (world_root / "gqa/images" / f"{value['imageId']}.jpg").is_file()
+
+
+#: SHA-256 of every file but the JPEGs of the SMALL_WORLD build (seed 0), and of its scenes' pixels and masks:
+#: build options (variable sizes, captions) must leave the default build as it was. The JPEGs are checked
+#: against their scenes instead (their bytes depend on the installed libjpeg, not on this code).
+DEFAULT_BUILD_FILES_SHA256 = "76873e754f17e2c7133bde3eedbba03556d19d9f0d7f847d48d29df6dfa96af5"
+DEFAULT_BUILD_SCENES_SHA256 = "148d346e886fb9548615365c0782a422134fdcd714de832c9dacd115a2b5e53b"
+
+
+def test_default_build_is_unchanged(world_root):
+    import hashlib
+
+    from fastrm_bench.world.scenes import jpeg_bytes
+
+    files = hashlib.sha256()
+    for p in sorted(world_root.rglob("*")):
+        if p.is_file() and p.suffix != ".jpg":
+            files.update(str(p.relative_to(world_root)).encode())
+            files.update(p.read_bytes())
+    assert files.hexdigest() == DEFAULT_BUILD_FILES_SHA256
+    assert json.loads((world_root / "manifest.json").read_text()) == {
+        "world": "shapes-v1", "seed": 0, "sizes": SMALL_WORLD, "data_source": "shapes"}
+    scenes = hashlib.sha256()
+    for split, base in (("train", 100_000), ("val", 200_000), ("test", 300_000)):
+        for i in range(SMALL_WORLD[split]):
+            scene = generate_scene(scene_seed(split, i, 0))
+            scenes.update(scene.image.tobytes())
+            for obj in scene.objects:
+                scenes.update(obj.mask.tobytes())
+            jpeg = world_root / "coco" / "images" / f"{split}2014" / coco_file_name(split, base + i)
+            assert jpeg.read_bytes() == jpeg_bytes(scene.image)
+    assert scenes.hexdigest() == DEFAULT_BUILD_SCENES_SHA256
+    assert not list(world_root.rglob("captions_*"))

@@ -14,6 +14,9 @@
   ``exact`` is the official GQA ``eval.py`` (``predicted == gold``, no normalisation).
 - POPE: the reference parser (first sentence, commas removed, "No"/"not"/"no" -> no, else yes);
   as in POPE's ``evaluate.py`` a label other than "no" is positive.
+- describe (embedded world, "a red circle, a blue square"): ``exact`` (default) is GQA's normalised
+  exact match of the whole description; ``objects`` gives partial credit, the share of object phrases
+  (the parts between commas) named right at their place (`describe_object_score`).
 """
 
 from __future__ import annotations
@@ -146,3 +149,35 @@ def parse_pope_answer(text: str) -> str:
 def pope_label_positive(label: str) -> bool:
     """POPE's ``evaluate.py``: every label other than "no" is positive."""
     return label != "no"
+
+
+DESCRIBE_SCORINGS = {
+    "exact": "exact match of the whole description after lower-casing and stripping punctuation",
+    "objects": "partial credit: object phrases (between commas) right at their place / the longer list's length",
+}
+
+
+def describe_phrases(text: str) -> list[str]:
+    """A description's object phrases, each normalised as GQA answers are (empty phrases dropped)."""
+    return [p for p in (normalize_gqa_answer(part) for part in text.split(",")) if p]
+
+
+def describe_object_score(prediction: str, reference: str) -> float:
+    """Share of the object phrases named right at their place, over the longer of the two lists.
+
+    "a red circle, a blue cube" against "a red circle, a blue square, a green triangle" scores 1/3; naming an
+    extra object costs as much as missing one, so only the exact description scores 1.
+    """
+    pred, ref = describe_phrases(prediction), describe_phrases(reference)
+    if not ref:
+        raise ValueError("a describe reference needs at least one object phrase")
+    return sum(p == r for p, r in zip(pred, ref)) / max(len(pred), len(ref))
+
+
+def describe_score(prediction: str, reference: str, scoring: str = "exact") -> float:
+    """The describe task's score of ``prediction`` under ``scoring`` (`DESCRIBE_SCORINGS`)."""
+    if scoring == "exact":
+        return gqa_exact_match(prediction, reference, "normalised")
+    if scoring == "objects":
+        return describe_object_score(prediction, reference)
+    raise ValueError(f"unknown describe scoring {scoring!r}; expected one of {sorted(DESCRIBE_SCORINGS)}")

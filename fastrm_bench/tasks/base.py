@@ -162,6 +162,13 @@ class FileTask(Task):
         masks = [coco.annToMask(coco.anns[a]).astype(bool) for a in ann_ids if a in coco.anns]
         return np.logical_or.reduce(masks) if masks else None
 
+    def masks_by_id(self, ann_ids: list[int]) -> dict[int, np.ndarray]:
+        """Each referenced object's own mask by annotation id (those the instances file has)."""
+        coco = self._coco
+        if coco is None:
+            return {}
+        return {a: coco.annToMask(coco.anns[a]).astype(bool) for a in dict.fromkeys(ann_ids) if a in coco.anns}
+
     def select(self, limit: int | None, seed: int) -> list[Record]:
         """All records, or a seeded subsample of ``limit`` of them (kept in id order)."""
         records = self.records

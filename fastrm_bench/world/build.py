@@ -3,6 +3,7 @@
 Layout under the data root (the task specs point at these paths)::
 
     coco/annotations/instances_{split}2014.json
+    coco/annotations/captions_{split}2014.json  (only with ``captions=True``: the describe task's)
     coco/images/{split}2014/COCO_{split}2014_{image_id:012d}.jpg
     vqav2/v2_OpenEnded_mscoco_{split}2014_questions.json
     vqav2/v2_mscoco_{split}2014_annotations.json
@@ -13,6 +14,10 @@ Layout under the data root (the task specs point at these paths)::
 The build is deterministic, takes seconds, and is cached in a user folder
 (``$FASTRM_BENCH_CACHE`` or ``~/.cache/fastrm-bench``); it is written to a temporary folder
 and renamed, so an interrupted build never leaves a half-written data root behind.
+
+Two options make variants of the world, each recorded in the manifest and absent from the default
+build (which stays byte-identical): ``image_sizes`` renders every scene at its own seeded size and
+aspect ratio (data source ``shapes-variable``), ``captions`` adds the describe captions.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from tqdm.auto import tqdm
 from fastrm_bench.tasks.pope_builder import build_pope_files
 from fastrm_bench.world import formats
 from fastrm_bench.world.questions import questions_for_scene
-from fastrm_bench.world.scenes import SceneConfig, generate_scene, jpeg_bytes, scene_seed
+from fastrm_bench.world.scenes import ImageSizes, SceneConfig, generate_scene, jpeg_bytes, scene_seed, scene_size
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +58,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("FASTRM_BENCH_CACHE", Path.home() / ".cache" / "fastrm-bench"))
 
 
-def default_data_root(seed: int = 0) -> Path:
-    return cache_root() / "data" / f"{WORLD_VERSION}-seed{seed}"
+def default_data_root(seed: int = 0, variant: str = "") -> Path:
+    """The cached data root of the world of ``seed``; a ``variant`` (e.g. "describe") gets a folder of its own."""
+    return cache_root() / "data" / (f"{WORLD_VERSION}-seed{seed}-{variant}" if variant else f"{WORLD_VERSION}-seed{seed}")
 
 
 def coco_file_name(split: str, image_id: int) -> str:
     return f"COCO_{split}2014_{image_id:012d}.jpg"
 
 
-def _write_split(root: Path, split: str, n: int, seed: int, scene_config: SceneConfig = SceneConfig()) -> None:
+def _write_split(root: Path, split: str, n: int, seed: int, scene_config: SceneConfig = SceneConfig(),
+                 image_sizes: ImageSizes | None = None, captions: bool = False) -> None:
     rng = np.random.default_rng([seed, list(SPLIT_IMAGE_ID_BASE).index(split)])
     image_dir = root / "coco" / "images" / f"{split}2014"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +76,8 @@ def _write_split(root: Path, split: str, n: int, seed: int, scene_config: SceneC
     coco_images, vqa_questions, vqa_annotations, gqa = [], [], [], {}
     for i in tqdm(range(n), desc=f"world {split}", leave=False):
         image_id = SPLIT_IMAGE_ID_BASE[split] + i
-        scene = generate_scene(scene_seed(split, i, seed), scene_config)
+        seed_i = scene_seed(split, i, seed)
+        scene = generate_scene(seed_i, scene_config, scene_size(seed_i, image_sizes) if image_sizes else None)
         data = jpeg_bytes(scene.image)
         file_name = coco_file_name(split, image_id)
         (image_dir / file_name).write_bytes(data)
@@ -90,25 +98,35 @@ def _write_split(root: Path, split: str, n: int, seed: int, scene_config: SceneC
     formats.write_json(root / "vqav2" / f"v2_mscoco_{split}2014_annotations.json",
                        {**common, "data_type": "mscoco", "annotations": vqa_annotations})
     formats.write_json(root / "gqa" / f"{split}_balanced_questions.json", gqa)
+    if captions:
+        formats.write_json(root / "coco" / "annotations" / f"captions_{split}2014.json", formats.coco_captions(coco_images))
 
 
-def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes(), scene_config: SceneConfig = SceneConfig()) -> Path:
+def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes(), scene_config: SceneConfig = SceneConfig(),
+                image_sizes: ImageSizes | None = None, captions: bool = False) -> Path:
     """Write the whole embedded world under ``root`` (atomically: temp folder, then rename).
 
     A non-default ``scene_config`` (more, smaller objects, more noise) makes a *shifted* world, one the
     shipped model was not trained on: its data source is "shapes-shifted", so runs on it stay apart.
+    ``image_sizes`` draws each scene's height and width (`scene_size`) instead of the fixed square; its data
+    source gains "-variable" ("shapes-variable"), the same seeds give the same objects at other scales.
+    ``captions`` adds ``coco/annotations/captions_{split}2014.json`` (the describe task's files).
     """
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
     try:
         for split in ("train", "val", "test"):
-            _write_split(tmp, split, getattr(sizes, split), seed, scene_config)
+            _write_split(tmp, split, getattr(sizes, split), seed, scene_config, image_sizes, captions)
         build_pope_files(tmp / "coco" / "annotations" / "instances_val2014.json", tmp / "pope", seed=seed,
                          num_images=sizes.pope_images)
         manifest = {"world": WORLD_VERSION, "seed": seed, "sizes": asdict(sizes), "data_source": "shapes"}
         if scene_config != SceneConfig():
             manifest.update(data_source="shapes-shifted", scenes=asdict(scene_config))
+        if image_sizes is not None:
+            manifest.update(data_source=f"{manifest['data_source']}-variable", image_sizes=asdict(image_sizes))
+        if captions:
+            manifest.update(captions=True)
         formats.write_json(tmp / "manifest.json", manifest)
         if root.exists():
             shutil.rmtree(root)
@@ -120,16 +138,18 @@ def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes(), sce
 
 
 def ensure_world(root: Path | None = None, seed: int = 0, sizes: WorldSizes = WorldSizes(),
-                 scene_config: SceneConfig = SceneConfig()) -> Path:
+                 scene_config: SceneConfig = SceneConfig(), image_sizes: ImageSizes | None = None,
+                 captions: bool = False) -> Path:
     """The data root, built on first use (a fresh install works offline), or rebuilt if its manifest
-    records another world version, size or scene geometry."""
+    records another world version, size, scene geometry, image sizes or captions."""
     root = Path(root) if root else default_data_root(seed)
     manifest = root / "manifest.json"
     if manifest.exists():
         found = json.loads(manifest.read_text())
         scenes = asdict(scene_config) if scene_config != SceneConfig() else None
-        if (found.get("world"), found.get("seed"), found.get("sizes"), found.get("scenes")) == (
-                WORLD_VERSION, seed, asdict(sizes), scenes):
+        variable = asdict(image_sizes) if image_sizes is not None else None
+        if (found.get("world"), found.get("seed"), found.get("sizes"), found.get("scenes"), found.get("image_sizes"),
+                found.get("captions", False)) == (WORLD_VERSION, seed, asdict(sizes), scenes, variable, captions):
             return root
     log.info("building the embedded world in %s (first use; a few seconds)", root)
-    return build_world(root, seed, sizes, scene_config)
+    return build_world(root, seed, sizes, scene_config, image_sizes, captions)

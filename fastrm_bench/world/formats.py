@@ -2,7 +2,9 @@
 
 The task loaders read these files through the same code path as the real COCO / VQAv2 / GQA
 / POPE files. Extra keys (``referenced_ann_ids``, ``embedded_type``) carry the ids of the
-objects each question is about; official readers ignore them.
+objects each question is about; official readers ignore them. Describe captions are written as
+COCO captions files; their extra key ``tokens`` gives each word of the caption and the COCO
+annotation id of the object it names.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from fastrm_bench.world.captions import describe_scene
 from fastrm_bench.world.questions import Question
 from fastrm_bench.world.scenes import CATEGORIES, Scene
 
@@ -32,6 +35,36 @@ def coco_category_id(category: str) -> int:
 
 def annotation_id(image_id: int, object_index: int) -> int:
     return image_id * 10 + object_index + 1
+
+
+def caption_id(image_id: int) -> int:
+    """The id of an image's describe caption (``image_id * 10``: no object annotation id has a last digit 0)."""
+    return image_id * 10
+
+
+def coco_captions(images: list[tuple[int, str, Scene]]) -> dict[str, Any]:
+    """COCO captions JSON of the describe captions; scenes without one (`describe_scene`) have no annotation.
+
+    Each annotation adds ``tokens``: ``[{"word", "object_id"}]`` in the caption's word order, ``object_id``
+    the COCO annotation id (instances file) of the object the word names, null for "a" and ",".
+    """
+    out_images, annotations = [], []
+    for image_id, file_name, scene in images:
+        h, w = scene.image.shape[:2]
+        out_images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
+        caption = describe_scene(scene)
+        if caption is None:
+            continue
+        tokens = [{"word": word, "object_id": None if k is None else annotation_id(image_id, k)}
+                  for word, k in zip(caption.words, caption.objects)]
+        annotations.append({"image_id": image_id, "id": caption_id(image_id), "caption": caption.text, "tokens": tokens})
+    return {
+        "info": {"description": "fastrm-bench embedded world: describe captions (objects from left to right)",
+                 "version": "1"},
+        "licenses": [],
+        "images": out_images,
+        "annotations": annotations,
+    }
 
 
 def coco_instances(images: list[tuple[int, str, Scene]]) -> dict[str, Any]:

@@ -80,17 +80,17 @@ def _exist(scene: Scene, rng: np.random.Generator) -> Question:
 
 
 def _position(scene: Scene, rng: np.random.Generator) -> Question | None:
-    half = scene.image.shape[0] / 2
+    half_y, half_x = scene.image.shape[0] / 2, scene.image.shape[1] / 2  # non-square scenes: each axis its own middle
     ok = [
         i
         for i, o in enumerate(scene.objects)
-        if abs(o.center[0] - half) >= POSITION_MARGIN and abs(o.center[1] - half) >= POSITION_MARGIN
+        if abs(o.center[0] - half_x) >= POSITION_MARGIN and abs(o.center[1] - half_y) >= POSITION_MARGIN
     ]
     if not ok:
         return None
     i = ok[int(rng.integers(len(ok)))]
     x, y = scene.objects[i].center
-    answer = f"{'top' if y < half else 'bottom'} {'left' if x < half else 'right'}"
+    answer = f"{'top' if y < half_y else 'bottom'} {'left' if x < half_x else 'right'}"
     return Question("position", "vqa", f"Where is the {scene.objects[i].category}?", answer, (i,))
 
 

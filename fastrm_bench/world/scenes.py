@@ -65,8 +65,8 @@ class Scene:
     objects: list[SceneObject]
 
 
-def _shape_mask(shape: str, size: int, image_size: int, x0: int, y0: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
+def _shape_mask(shape: str, size: int, height: int, width: int, x0: int, y0: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     u = (xx + 0.5 - x0) / size  # in [0, 1] inside the bounding box
     v = (yy + 0.5 - y0) / size
     inside_box = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
@@ -81,13 +81,26 @@ def _shape_mask(shape: str, size: int, image_size: int, x0: int, y0: int) -> np.
     return mask
 
 
-def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
-    """Draw one scene from ``seed``: non-overlapping objects with distinct categories."""
+def generate_scene(seed: int, config: SceneConfig = SceneConfig(), size: tuple[int, int] | None = None) -> Scene:
+    """Draw one scene from ``seed``: non-overlapping objects with distinct categories.
+
+    ``size`` (height, width) renders it on another canvas than ``config.image_size`` squared (variable-size
+    worlds, `scene_size`); object sizes then scale with the short side, so scenes look alike at every size.
+    Without it, the scene is exactly the one the default world has always had for this seed.
+    """
     rng = np.random.default_rng(seed)
-    n = config.image_size
+    height, width = size or (config.image_size, config.image_size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"a scene needs a positive size, got {height}x{width}")
+    min_size, max_size = config.min_size, config.max_size
+    if size is not None:
+        scale = min(height, width) / config.image_size
+        min_size, max_size = max(2, round(min_size * scale)), max(2, round(max_size * scale))
+        if max_size > min(height, width):
+            raise ValueError(f"objects of up to {max_size} px do not fit a {height}x{width} scene")
     base = rng.uniform(90, 150)
-    image = base + rng.normal(0.0, config.noise_std, size=(n, n, 3))
-    occupied = np.zeros((n, n), dtype=bool)
+    image = base + rng.normal(0.0, config.noise_std, size=(height, width, 3))
+    occupied = np.zeros((height, width), dtype=bool)
     objects: list[SceneObject] = []
     wanted = int(rng.integers(config.min_objects, config.max_objects + 1))
     categories = rng.permutation(len(CATEGORIES))
@@ -96,21 +109,52 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
             break
         color, shape = CATEGORIES[int(cat_index)].split(" ")
         for _attempt in range(30):
-            size = int(rng.integers(config.min_size, config.max_size + 1))
-            x0 = int(rng.integers(0, n - size + 1))
-            y0 = int(rng.integers(0, n - size + 1))
+            side = int(rng.integers(min_size, max_size + 1))
+            x0 = int(rng.integers(0, width - side + 1))
+            y0 = int(rng.integers(0, height - side + 1))
             g = config.gap
-            box = occupied[max(0, y0 - g) : y0 + size + g, max(0, x0 - g) : x0 + size + g]
+            box = occupied[max(0, y0 - g) : y0 + side + g, max(0, x0 - g) : x0 + side + g]
             if not box.any():
                 break
         else:
             continue
-        mask = _shape_mask(shape, size, n, x0, y0)
-        occupied[y0 : y0 + size, x0 : x0 + size] = True
+        mask = _shape_mask(shape, side, height, width, x0, y0)
+        occupied[y0 : y0 + side, x0 : x0 + side] = True
         rgb = np.array(COLORS[color], dtype=np.float64) + rng.normal(0.0, 8.0, size=3)
         image[mask] = rgb + rng.normal(0.0, 4.0, size=(int(mask.sum()), 3))
-        objects.append(SceneObject(color=color, shape=shape, bbox=(x0, y0, size, size), mask=mask))
+        objects.append(SceneObject(color=color, shape=shape, bbox=(x0, y0, side, side), mask=mask))
     return Scene(image=np.clip(image, 0, 255).astype(np.uint8), objects=objects)
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    """Per-scene canvas sizes of a variable-size world: each side drawn from ``min_side..max_side`` in ``step``s.
+
+    Height and width are drawn independently, so aspect ratios range from ``min_side / max_side`` to its
+    inverse. A multiple of 8 as ``step`` keeps every side a whole number of the embedded model's patches.
+    """
+
+    min_side: int = 48
+    max_side: int = 96
+    step: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_side <= self.max_side or self.step <= 0:
+            raise ValueError(f"image sizes need 0 < min_side <= max_side and step > 0, got {self}")
+        if (self.max_side - self.min_side) % self.step:
+            raise ValueError(f"max_side - min_side must be a multiple of step, got {self}")
+
+
+def scene_size(seed: int, sizes: ImageSizes) -> tuple[int, int]:
+    """(height, width) of the scene drawn from ``seed`` in a variable-size world.
+
+    Drawn from its own stream (seeded by the scene's seed), so a scene's objects do not depend on how
+    its size was chosen, and the same seed always gets the same size.
+    """
+    sides = np.arange(sizes.min_side, sizes.max_side + 1, sizes.step)
+    rng = np.random.default_rng([seed, 1])
+    height, width = rng.choice(sides, size=2)
+    return int(height), int(width)
 
 
 def patch_owners(scene: Scene, grid: int) -> np.ndarray:

@@ -1,0 +1,97 @@
+"""Describe: name the scene's objects from left to right, scored whole and object by object.
+
+The files are COCO captions (``captions_{split}2014.json``: ``images`` and ``annotations`` of
+``{image_id, id, caption}``), each annotation with the extra key ``tokens``: the caption's words in
+order, each ``{"word", "object_id"}`` with the COCO annotation id (instances file) of the object the
+word names, or null for words that name none ("a", ","). The embedded world writes them with
+``build_world(..., captions=True)``; without ``data_root`` the task builds and caches that world.
+
+Each sample carries, beside the union mask of its objects, every object's own mask
+(`Sample.object_masks`) and in ``meta`` the reference's words (``words``) and per word the id of its
+object (``token_objects``), so that a metric can score each answer word's map against its own object
+(`fastrm_bench.metrics.token_localisation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastrm_bench.data_errors import UnparsableRecordError
+from fastrm_bench.interfaces import Sample
+from fastrm_bench.tasks.answers import DESCRIBE_SCORINGS, describe_object_score, describe_score
+from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.world.captions import DESCRIBE_QUESTION, split_words
+
+
+class DescribeTask(FileTask):
+    """Describe captions (COCO captions + per-word object ids, COCO images); exact match, partial credit by object."""
+
+    name = "describe"
+    SCORINGS = DESCRIBE_SCORINGS
+    DIRECTIONS = {"accuracy": True, "object_accuracy": True}
+
+    def __init__(self, captions: str = "coco/annotations/captions_{split}2014.json", images: str = "coco/images/{split}2014",
+                 question: str = DESCRIBE_QUESTION, data_root: str | Path | None = None, **kwargs: Any):
+        kwargs.setdefault("prompt_suffix", "")  # the question says what to answer; "up to two words" would contradict it
+        embedded = data_root is None and kwargs.get("hf_dataset") is None
+        if embedded:  # the default world has no captions: a cached copy of it with them
+            from fastrm_bench.world.build import default_data_root, ensure_world
+
+            data_root = ensure_world(default_data_root(0, "describe"), captions=True)
+        super().__init__(data_root=data_root, **kwargs)
+        self.uses_embedded_world = embedded
+        self.captions_file, self.images, self.question = captions, images, question
+
+    def load_records(self) -> list[Record]:
+        data = self.read_json(self.captions_file)
+        files = {image["id"]: image["file_name"] for image in data.get("images", [])}
+        records = []
+        for ann in sorted(data.get("annotations", []), key=lambda a: a["id"]):
+            problem = self._problem(ann, files)
+            if problem is not None:
+                records.append(self.unparsable(str(ann.get("id")), f"{self.path(self.captions_file)}: caption "
+                                               f"{ann.get('id')} {problem}"))
+                continue
+            words = [t["word"] for t in ann["tokens"]]
+            objects = [None if t["object_id"] is None else int(t["object_id"]) for t in ann["tokens"]]
+            meta = {"type": "describe", "image_id": ann["image_id"], "words": words, "token_objects": objects}
+            image = self.path(self.images) / files[ann["image_id"]]
+            records.append(Record(str(ann["id"]), image, self.question, [ann["caption"]], meta,
+                                  list(dict.fromkeys(o for o in objects if o is not None))))
+        return records
+
+    @staticmethod
+    def _problem(ann: dict[str, Any], files: dict[int, str]) -> str | None:
+        """Why a caption annotation cannot be used, or None."""
+        if not {"id", "image_id", "caption", "tokens"} <= set(ann):
+            return "lacks id, image_id, caption or tokens"
+        if ann["image_id"] not in files:
+            return f"names image {ann['image_id']}, which the file's images do not list"
+        if not all(isinstance(t, dict) and {"word", "object_id"} <= set(t) for t in ann["tokens"]):
+            return "has tokens without word and object_id"
+        if [t["word"] for t in ann["tokens"]] != split_words(ann["caption"]):
+            return "has tokens that are not the caption's words"
+        return None
+
+    def sample(self, record: Record) -> Sample:
+        """The record's sample with every named object's own mask (`Sample.object_masks`)."""
+        sample = super().sample(record)
+        sample.object_masks = self.masks_by_id(record.ann_ids)
+        missing = sorted(set(record.ann_ids) - set(sample.object_masks))
+        if missing:
+            raise UnparsableRecordError(record.id, f"{self.name}: objects {missing} are not in {self.instances_path}")
+        return sample
+
+    def score(self, prediction: str, sample: Sample) -> float:
+        return describe_score(prediction, sample.references[0], self.scoring)
+
+    def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """Accuracy (the scoring's), and ``object_accuracy``: the partial score whatever the scoring."""
+        out = super().aggregate(records)
+        partial = [describe_object_score(r["prediction"], r["reference"]) for r in records]
+        out["object_accuracy"] = float(np.mean(partial)) if partial else float("nan")
+        return out
