@@ -143,6 +143,10 @@ def run(
     except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
         return
+    from fastrm_bench.parallel import current_ranks
+
+    if not current_ranks().is_main:  # launched as several processes: the main one says what the run found
+        return
     metrics = result["metrics"]
     shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc", "threshold_f1",
                          "pointing_game", "relevance_mass", "map_seconds") if metrics.get(k, {}).get("value") is not None]

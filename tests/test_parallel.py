@@ -9,6 +9,7 @@ number of processes) end in the same files.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,19 @@ def test_two_processes_write_the_run_of_one(world_root, tiny_llava_dir, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 2/2" in proc.stderr  # each rank shows its own progress
     assert_same_files(out, one_process)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_writes_the_run_of_one(world_root, tiny_llava_dir, tmp_path, one_process):
+    """The README's ``accelerate launch --multi_gpu --num_processes 2 -m fastrm_bench run ...`` (on CPU: gloo)."""
+    args = cli_args(world_root, tiny_llava_dir, tmp_path / "run", METHOD)
+    args[args.index("--limit") + 1] = str(LIMIT)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fastrm_bench", *args]
+    proc = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(f"({LIMIT} samples") == 1  # the main process alone reports
+    assert_same_files(tmp_path / "run", one_process)
 
 
 def killed_rank(world_root, tiny_llava_dir, out) -> None:
