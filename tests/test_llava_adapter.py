@@ -28,10 +28,14 @@ def test_loads_generates_and_reports_image_tokens(tiny_adapter):
         assert torch.all(row[positions] == tiny_adapter.image_token_id)
     out = tiny_adapter.generate(inputs, max_new_tokens=4, min_new_tokens=4, return_hidden=True)
     assert len(out) == 2 and all(g.num_generated == 4 for g in out)
-    # last hidden states are the final-norm states feeding lm_head: they reproduce the greedy tokens
-    g = out[0]
-    logits = tiny_adapter.model.lm_head(g.last_hidden[inputs.prompt_length - 1 :])
-    assert torch.equal(logits.argmax(-1)[:4], g.generated_ids)
+    # last hidden states are the final-norm states feeding lm_head: they reproduce the greedy tokens (each row's
+    # generation is its sample's own: its prompt length, without the batch's left padding)
+    eos = tiny_adapter.model.generation_config.eos_token_id
+    for g in out:
+        logits = tiny_adapter.model.lm_head(g.last_hidden[g.prompt_length - 1 :])
+        logits[:, eos] = -torch.inf  # what min_new_tokens does
+        assert torch.equal(logits.argmax(-1)[:4], g.generated_ids)
+    assert out[0].prompt_length < inputs.prompt_length == out[1].prompt_length  # the shorter question was padded
 
 
 def test_removal_strategies_agree_with_each_other_when_nothing_is_removed(tiny_adapter):
