@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -41,10 +42,11 @@ from tqdm.auto import tqdm
 from fastrm_bench.layout import ImageLayout, centre_square, single_grid
 from fastrm_bench.metrics.localisation import object_tokens
 from fastrm_bench.models.tiny_llava import EMBEDDED_TEMPLATE, TinyLlavaSize, build_model, build_processor, save_template
-from fastrm_bench.world.questions import QUESTION_TYPES, Question, questions_for_scene
+from fastrm_bench.world.questions import QUESTION_TYPES, Question
 from fastrm_bench.world.scenes import (
     COLOR_NAMES,
     SHAPES,
+    Scene,
     SceneConfig,
     generate_scene,
     jpeg_roundtrip,
@@ -95,6 +97,8 @@ class TrainConfig:
         }
     )
     size: TinyLlavaSize = field(default_factory=TinyLlavaSize)
+    #: fields holding a dataclass, rebuilt from their dict by ``from_dict``
+    nested: ClassVar[dict[str, type]] = {"size": TinyLlavaSize}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -103,8 +107,9 @@ class TrainConfig:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown recipe field(s) {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}")
-        if "size" in values:
-            values["size"] = TinyLlavaSize(**values["size"])
+        for name, kind in cls.nested.items():
+            if isinstance(values.get(name), dict):
+                values[name] = kind(**values[name])
         if "curriculum" in values:
             values["curriculum"] = tuple(tuple(stage) for stage in values["curriculum"])
         return cls(**values)
@@ -133,9 +138,10 @@ def _square_layout(grid: int, image_size: tuple[int, int]) -> ImageLayout:
     return single_grid(range(grid * grid), (grid, grid), centre_square(image_size), image_size)
 
 def object_centres(scene) -> np.ndarray:
-    """[n_objects, 2] object centres (x, y) scaled to [-1, 1]."""
-    size = scene.image.shape[0]
-    return np.array([o.center for o in scene.objects], dtype=np.float32) * 2 / size - 1
+    """[n_objects, 2] object centres (x, y) scaled to [-1, 1] (x by the width, y by the height)."""
+    height, width = scene.image.shape[:2]
+    return np.array([o.center for o in scene.objects], dtype=np.float32).reshape(-1, 2) * 2 / np.array(
+        [width, height], dtype=np.float32) - 1
 
 
 def patch_centres(scene, grid: int) -> np.ndarray:
@@ -173,17 +179,20 @@ def format_prompt(question: str, suffix: str = "") -> str:
     return EMBEDDED_TEMPLATE.format(prompt=question + suffix)
 
 
-def sample_questions(scene, rng: np.random.Generator, k: int, weights: dict[str, float]) -> list[Question]:
-    names = list(QUESTION_TYPES)
+def sample_questions(scene: Scene, rng: np.random.Generator, k: int, weights: dict[str, float],
+                     makers: dict[str, Callable[[Scene, np.random.Generator], Question | None]] = QUESTION_TYPES,
+                     ) -> list[Question]:
+    """Up to ``k`` questions about ``scene``, their types drawn by ``weights`` from ``makers`` (default: the world's)."""
+    names = list(makers)
     p = np.array([weights.get(n, 1.0) for n in names])
     out: list[Question] = []
     for _ in range(8 * k):
         if len(out) == k:
             break
         name = names[int(rng.choice(len(names), p=p / p.sum()))]
-        q = questions_for_scene(scene, rng, (name,))
-        if q:
-            out.append(q[0])
+        q = makers[name](scene, rng)
+        if q is not None:
+            out.append(q)
     return out
 
 
@@ -328,20 +337,33 @@ def forward_batch(model, heads: AuxHeads, batch: Batch, locate_layer: int | None
     return Losses(loss, aux, centre, locate, role, correct)
 
 
-def evaluate(model, heads, processor, cfg: TrainConfig) -> dict[str, float]:
-    """Greedy-equivalent accuracy per question type on fresh validation scenes."""
+def accuracy_by_type(model: torch.nn.Module, answered: Callable[[int, int], tuple[list[str], torch.Tensor]],
+                     images: int, chunk: int = 50) -> dict[str, float]:
+    """Per-type and overall accuracy on ``images`` validation scenes, ``chunk`` at a time.
+
+    ``answered(index, n)`` gives the question types and teacher-forced exact matches of chunk ``index`` of ``n`` scenes.
+    """
     model.eval()
     per_type: dict[str, list[bool]] = {}
     with torch.no_grad():
-        for chunk in range(0, cfg.eval_images, 50):
-            batch = make_batch(processor, cfg, "val", chunk // 50, 50, augment=False)
-            correct = forward_batch(model, heads, batch).correct
-            for t, c in zip(batch.qtypes, correct.tolist()):
+        for start in range(0, images, chunk):
+            qtypes, correct = answered(start // chunk, chunk)
+            for t, c in zip(qtypes, correct.tolist()):
                 per_type.setdefault(t, []).append(c)
     model.train()
     result = {t: float(np.mean(v)) for t, v in sorted(per_type.items())}
     result["overall"] = float(np.mean([c for v in per_type.values() for c in v]))
     return result
+
+
+def evaluate(model, heads, processor, cfg: TrainConfig) -> dict[str, float]:
+    """Greedy-equivalent accuracy per question type on fresh validation scenes."""
+
+    def answered(index: int, n: int) -> tuple[list[str], torch.Tensor]:
+        batch = make_batch(processor, cfg, "val", index, n, augment=False)
+        return batch.qtypes, forward_batch(model, heads, batch).correct
+
+    return accuracy_by_type(model, answered, cfg.eval_images)
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -363,12 +385,51 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict(sd)
 
 
+@dataclass
+class Stages:
+    """What `run_stages` needs from a family's recipe: its modules, each step's losses, evaluation and saving."""
+
+    model: torch.nn.Module
+    heads: torch.nn.Module  # training-only heads (saved in checkpoints, not with the model)
+    vision_losses: Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # stage-1 step -> (aux, centre)
+    full_losses: Callable[[int], Losses]  # stage-2 step, counted from 0 -> its losses
+    evaluate: Callable[[], dict[str, float]]
+    save_model: Callable[[Path], None]  # writes the loadable model folder (weights, processor, template)
+
+
 def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> dict[str, float]:
     """Train from scratch (or resume from ``out_dir/checkpoint``); write the final model to out_dir."""
     torch.manual_seed(cfg.seed)
     processor = build_processor(cfg.size)
     model = build_model(processor.tokenizer, cfg.size)
     heads = AuxHeads(cfg.size.vision_hidden, cfg.size.text_hidden)
+    lm_aux = cfg.locate_weight or cfg.role_weight
+
+    def vision_losses(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        aux, centre, _ = aux_loss(model, heads, make_batch(processor, cfg, "vision", step, 32, augment=False,
+                                                           with_questions=False))
+        return aux, centre
+
+    def full_losses(step: int) -> Losses:
+        batch = make_batch(processor, cfg, "train", step, cfg.images_per_step, augment=True)
+        return forward_batch(model, heads, batch, cfg.locate_layer if lm_aux else None)
+
+    def save_model(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        processor.save_pretrained(folder)
+        save_template(folder)
+
+    stages = Stages(model, heads, vision_losses, full_losses, lambda: evaluate(model, heads, processor, cfg), save_model)
+    return run_stages(cfg, stages, out_dir, resume, log)
+
+
+def run_stages(cfg: TrainConfig, stages: Stages, out_dir: Path, resume: bool = True, log=print) -> dict[str, float]:
+    """The two-stage loop every family shares: optimiser, schedule, log, checkpoints, resuming, final model.
+
+    Resuming restores weights, heads and optimiser state from ``out_dir/checkpoint``; since each step's data is
+    a pure function of (seed, step), a resumed run ends with the weights of an uninterrupted one.
+    """
+    model, heads = stages.model, stages.heads
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -400,14 +461,11 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         if step < cfg.vision_steps:  # stage 1: vision tower + aux heads only
-            batch = make_batch(processor, cfg, "vision", step, 32, augment=False, with_questions=False)
-            aux, centre, _ = aux_loss(model, heads, batch)
+            aux, centre = stages.vision_losses(step)
             loss, locate, role, correct = torch.zeros(()), torch.zeros(()), torch.zeros(()), torch.zeros(1)
             total = aux + cfg.centre_weight * centre
         else:
-            batch = make_batch(processor, cfg, "train", step - cfg.vision_steps, cfg.images_per_step, augment=True)
-            lm_aux = cfg.locate_weight or cfg.role_weight
-            loss, aux, centre, locate, role, correct = forward_batch(model, heads, batch, cfg.locate_layer if lm_aux else None)
+            loss, aux, centre, locate, role, correct = stages.full_losses(step - cfg.vision_steps)
             total = loss + cfg.aux_weight * (aux + cfg.centre_weight * centre) + cfg.locate_weight * locate \
                 + cfg.role_weight * role
         opt.zero_grad(set_to_none=True)
@@ -419,7 +477,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
                   "locate": locate.item(), "role": role.item(), "train_acc": correct.float().mean().item(),
                   "elapsed_s": time.time() - t0}
         if step >= cfg.vision_steps and ((step + 1 - cfg.vision_steps) % cfg.eval_every == 0 or step + 1 == total_steps):
-            record["val"] = evaluate(model, heads, processor, cfg)
+            record["val"] = stages.evaluate()
             log(f"step {step + 1}: val {json.dumps(record['val'])}")
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
@@ -435,10 +493,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
                     f.unlink()
                 ckpt.rmdir()
             tmp.rename(ckpt)
-    final = evaluate(model, heads, processor, cfg)
+    final = stages.evaluate()
     model.eval()
-    model.save_pretrained(out_dir / "model", safe_serialization=True)
-    processor.save_pretrained(out_dir / "model")
-    save_template(out_dir / "model")
+    stages.save_model(out_dir / "model")
     (out_dir / "model" / "training.json").write_text(json.dumps({"config": asdict(cfg), "val": final}, indent=2))
     return final
