@@ -223,24 +223,39 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
         split, step = "train", step + 1_000_000 // n_images
     grid = cfg.size.image_size // cfg.size.patch_size
     scenes = [generate_scene(scene_seed(split, step * n_images + i, cfg.seed), scene_config) for i in range(n_images)]
-    asked: list[Asked] = []
-    for i, scene in enumerate(scenes if with_questions else []):
-        for q in sample_questions(scene, rng, cfg.questions_per_image, cfg.type_weights):
-            text = q.question
-            if q.qtype == "exist" and rng.random() < 0.5:
-                text = text[:-1] + " in the image?"
-            suffix = PROMPT_SUFFIXES[int(rng.integers(len(PROMPT_SUFFIXES)))]
-            keep = np.ones(grid * grid, dtype=np.float32)
-            if augment and rng.random() < cfg.mask_aug_prob:
-                masks = [scene.objects[r].mask for r in q.refs]
-                union = np.logical_or.reduce(masks) if masks else None
-                referenced = object_tokens(_square_layout(grid, union.shape), union) if masks \
-                    else np.zeros(grid * grid, dtype=bool)
-                free = np.flatnonzero(~referenced)
-                k = int(rng.integers(1, cfg.max_masked_tokens + 1))
-                keep[rng.choice(free, size=min(k, len(free)), replace=False)] = 0.0
-            asked.append(Asked(i, q, format_prompt(text, suffix), keep))
+    asked = [Asked(i, q, format_prompt(text), keep)
+             for i, scene in enumerate(scenes if with_questions else [])
+             for q, text, keep in ask(scene, rng, cfg, _square_layout(grid, scene.image.shape[:2]), augment)]
     return encode_batch(processor, scenes, asked, grid)
+
+
+#: question types whose question says how to answer: no short-answer prompt suffix
+FREE_FORM_TYPES = frozenset({"describe"})
+
+
+def ask(scene: Scene, rng: np.random.Generator, cfg: TrainConfig, layout: ImageLayout, augment: bool,
+        makers: dict[str, Callable[[Scene, np.random.Generator], Question | None]] = QUESTION_TYPES,
+        ) -> list[tuple[Question, str, np.ndarray]]:
+    """``cfg.questions_per_image`` sampled questions about ``scene``: each with its text (a paraphrase of existence
+    questions, a prompt suffix) and which of ``layout``'s image tokens it keeps (token-removal augmentation:
+    with ``augment``, some tokens not touching the question's objects are zeroed)."""
+    out = []
+    for q in sample_questions(scene, rng, cfg.questions_per_image, cfg.type_weights, makers):
+        text = q.question
+        if q.qtype == "exist" and rng.random() < 0.5:
+            text = text[:-1] + " in the image?"
+        if q.qtype not in FREE_FORM_TYPES:
+            text += PROMPT_SUFFIXES[int(rng.integers(len(PROMPT_SUFFIXES)))]
+        keep = np.ones(layout.num_tokens, dtype=np.float32)
+        if augment and rng.random() < cfg.mask_aug_prob:
+            masks = [scene.objects[r].mask for r in q.refs]
+            referenced = object_tokens(layout, np.logical_or.reduce(masks)) if masks \
+                else np.zeros(layout.num_tokens, dtype=bool)
+            free = np.flatnonzero(~referenced)
+            k = int(rng.integers(1, cfg.max_masked_tokens + 1))
+            keep[rng.choice(free, size=min(k, len(free)), replace=False)] = 0.0
+        out.append((q, text, keep))
+    return out
 
 
 def encode_batch(processor, scenes: list, asked: list[Asked], grid: int) -> Batch:
@@ -324,6 +339,16 @@ def forward_batch(model, heads: AuxHeads, batch: Batch, locate_layer: int | None
     embeds = embeds.masked_scatter(image_slots, image_embeds.to(embeds.dtype))
     lm_out = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                                         output_hidden_states=locate_layer is not None)
+    answer, locate, role, correct = lm_losses(model, heads, lm_out, batch, image_slots[..., 0], locate_layer)
+    return Losses(answer, aux, centre, locate, role, correct)
+
+
+def lm_losses(model, heads: AuxHeads, lm_out, batch, image_slots: torch.Tensor, locate_layer: int | None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(answer cross-entropy, locate MSE, role cross-entropy, [Q] exact match) from the LM's output on ``batch``.
+
+    ``image_slots`` [Q, L] marks the image tokens, whose role labels ``batch.role`` lists in that (row-major) order.
+    """
     logits = model.lm_head(lm_out.last_hidden_state[:, :-1])
     target = batch.labels[:, 1:]
     loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
@@ -333,8 +358,8 @@ def forward_batch(model, heads: AuxHeads, batch: Batch, locate_layer: int | None
     if locate_layer is not None:
         states = lm_out.hidden_states[locate_layer]
         locate = masked_mse(heads.locate(states[torch.arange(len(states)), batch.prompt_length - 1]), batch.locate)
-        role = F.cross_entropy(heads.role(states[image_slots[..., 0]]), batch.role.flatten())
-    return Losses(loss, aux, centre, locate, role, correct)
+        role = F.cross_entropy(heads.role(states[image_slots]), batch.role.flatten())
+    return loss, locate, role, correct
 
 
 def accuracy_by_type(model: torch.nn.Module, answered: Callable[[int, int], tuple[list[str], torch.Tensor]],
