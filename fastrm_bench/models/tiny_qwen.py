@@ -88,8 +88,9 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: TinyQwenSize = TinyQwe
     """A randomly initialised Qwen2-VL of the given size (trains with SDPA; saved with eager attention)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    head_dim = size.text_hidden // size.heads
-    quarter = head_dim // 8  # M-RoPE: temporal / height / width share head_dim / 2 frequencies as Qwen2-VL does (1:1.5:1.5)
+    half = size.text_hidden // size.heads // 2  # M-RoPE: temporal, height, width share head_dim / 2 frequencies
+    temporal = half // 4  # as Qwen2-VL's [16, 24, 24] of 64
+    height = (half - temporal) // 2
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": size.text_hidden,
@@ -99,8 +100,11 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: TinyQwenSize = TinyQwe
         "num_key_value_heads": size.kv_heads,
         "max_position_embeddings": 1024,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                            "mrope_section": [2 * quarter, 3 * quarter, head_dim // 2 - 5 * quarter]},
+                            "mrope_section": [temporal, height, half - temporal - height]},
         "tie_word_embeddings": False,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.pad_token_id,  # no BOS: Qwen's tokenizer prepends nothing
+        "eos_token_id": tokenizer.eos_token_id,
     }
     vision = {
         "depth": size.vision_layers, "embed_dim": size.vision_hidden, "hidden_size": size.text_hidden,
