@@ -49,14 +49,15 @@ class TinyQwenSize:
 
     4 px patches merged 2x2 make one LM token per 8x8 pixels, the embedded LLaVA's token size, so an object of
     the shapes world (16-24 px at 64 px) spans 2-3 tokens a side. ``min_pixels``/``max_pixels`` bound the image
-    area the processor resizes to (keeping the aspect ratio, sides rounded to 8 px): the world's 48-96 px
-    scenes become grids of 6x6 up to 9x9 tokens, larger scenes shrinking to at most ``max_pixels``.
+    area the processor resizes to (keeping the aspect ratio, sides rounded to 8 px): the world's 48-96 px scenes
+    become grids from 6x6 tokens (48x48) to 8x8 (a 96x96 scene shrinks to 64x64) and 5x11 (48x96), so no image
+    has more tokens than the embedded LLaVA's 64, which keeps a training step within the 90-minute budget.
     """
 
     patch_size: int = 4
     merge_size: int = 2
     min_pixels: int = 48 * 48
-    max_pixels: int = 72 * 72
+    max_pixels: int = 64 * 64
     vision_hidden: int = 64
     vision_layers: int = 4
     vision_heads: int = 4

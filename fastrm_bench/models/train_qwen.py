@@ -83,9 +83,13 @@ QWEN_QUESTIONS = {**QUESTION_TYPES, "describe": describe_question}
 class QwenTrainConfig(TrainConfig):
     """The LLaVA recipe's fields with the Qwen model's defaults, plus the world's image sizes."""
 
-    vision_steps: int = 1500
-    #: scenes per stage-1 step (each is a few hundred 4 px patches: fewer than LLaVA's 32 keep a step cheap)
+    vision_steps: int = 1200
+    #: scenes per stage-1 step (each is up to 256 patches of 4 px: fewer than LLaVA's 32 keep a step cheap)
     vision_images: int = 16
+    #: 96 questions a step as LLaVA's 24 x 4, on fewer images: the vision tower, 4x LLaVA's patches per image,
+    #: runs once per image
+    images_per_step: int = 16
+    questions_per_image: int = 6
     image_sizes: ImageSizes = field(default_factory=ImageSizes)
     type_weights: dict[str, float] = field(
         default_factory=lambda: {
