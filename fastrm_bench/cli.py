@@ -386,7 +386,8 @@ def sanity(
 @app.command("train-vlm")
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],
-    steps: Annotated[int | None, typer.Option(help="Optimiser steps of the full (second) stage [recipe's: 2600].")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Optimiser steps of the full (second) stage [recipe's: 2600 for llava, 2200 for qwen2_vl].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and data [recipe's: 0].")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint if present.")] = True,
