@@ -19,14 +19,28 @@ from fastrm_bench.models.train_qwen import (
     QWEN_QUESTIONS,
     QwenTrainConfig,
     describe_question,
+    encode_batch,
+    format_prompt,
+    forward_batch,
+    image_tokens,
     make_batch,
     token_labels,
     token_layout,
     token_owners,
 )
-from fastrm_bench.models.train_tiny import _square_layout
+from fastrm_bench.models.train_tiny import Asked, AuxHeads, _square_layout
 from fastrm_bench.models.zoo import load_model
-from fastrm_bench.world.scenes import COLOR_NAMES, SHAPES, ImageSizes, generate_scene, patch_owners, scene_seed, scene_size
+from fastrm_bench.world.questions import QUESTION_TYPES
+from fastrm_bench.world.scenes import (
+    COLOR_NAMES,
+    SHAPES,
+    ImageSizes,
+    generate_scene,
+    jpeg_roundtrip,
+    patch_owners,
+    scene_seed,
+    scene_size,
+)
 
 TINY = QwenTrainConfig(steps=3, vision_steps=2, vision_images=2, images_per_step=2, questions_per_image=3, warmup_steps=1,
                        checkpoint_every=1, eval_every=100, eval_images=6, curriculum=((1, 2),),
@@ -73,6 +87,28 @@ def test_image_token_grids_follow_each_images_size_and_aspect(adapter):
     grids = [layout.groups[0].grid for layout in layouts]
     assert grids[:4] == [(5, 11), (11, 5), (8, 8), (6, 6)]  # 48x96 > 64*64 px: shrunk, aspect kept
     assert grids[4] == (8, 8)  # 96x96 shrinks to 64x64
+
+
+def test_training_tensors_are_the_adapters_inputs_and_its_forward_the_models_own(adapter):
+    """What training optimises is what the adapter asks: same ids, pixels and grids, and the loss the stock forward gives."""
+    processor, model = adapter.processor, adapter.model
+    scene = generate_scene(7, size=(56, 88))
+    rng = np.random.default_rng(0)
+    questions = [QUESTION_TYPES["count"](scene, rng), describe_question(scene, rng)]
+    images, layouts = image_tokens(processor, [scene])
+    batch = encode_batch(processor, [scene], images, layouts,
+                         [Asked(0, q, format_prompt(processor, q.question), None) for q in questions])
+    for row, q in enumerate(questions):
+        inputs = adapter.build_inputs([jpeg_roundtrip(scene.image)], [q.question])
+        assert torch.equal(batch.input_ids[row, : int(batch.prompt_length[row])], inputs.tensors["input_ids"][0])
+        assert torch.equal(batch.pixel_values, inputs.tensors["pixel_values"])
+        assert torch.equal(batch.image_grid_thw, inputs.tensors["image_grid_thw"])
+    with torch.no_grad():
+        ours = forward_batch(model, AuxHeads(TINY.size.text_hidden, TINY.size.text_hidden), batch).answer
+        stock = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                      pixel_values=batch.pixel_values.repeat(2, 1), image_grid_thw=batch.image_grid_thw.repeat(2, 1),
+                      mm_token_type_ids=(batch.input_ids == model.config.image_token_id).int()).loss
+    assert ours.item() == pytest.approx(stock.item(), rel=1e-5)
 
 
 def test_token_labels_put_each_object_on_the_tokens_the_adapter_layout_gives(adapter):

@@ -34,6 +34,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from fastrm_bench.layout import ImageLayout, single_grid, whole_image
 from fastrm_bench.models.tiny_qwen import TinyQwenSize, build_model, build_processor, save_model
 from fastrm_bench.models.train_tiny import (
+    Asked,
     AuxHeads,
     Losses,
     Stages,
@@ -47,6 +48,7 @@ from fastrm_bench.models.train_tiny import (
     patch_roles,
     run_stages,
     scene_config_at,
+    teacher_forced_ids,
 )
 from fastrm_bench.world.captions import DESCRIBE_QUESTION, describe_scene
 from fastrm_bench.world.questions import QUESTION_TYPES, Question
@@ -168,6 +170,14 @@ def format_prompt(processor, question: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def image_tokens(processor, scenes: list[Scene]) -> tuple[dict[str, torch.Tensor], list[ImageLayout]]:
+    """The processor's pixel values and grids of ``scenes`` (as written to JPEG and read back), and each one's token layout."""
+    images = processor.image_processor([jpeg_roundtrip(s.image) for s in scenes], return_tensors="pt")
+    merge = processor.image_processor.merge_size
+    layouts = [token_layout(tuple(thw.tolist()), s.image.shape[:2], merge) for thw, s in zip(images["image_grid_thw"], scenes)]
+    return images, layouts
+
+
 def make_batch(processor, cfg: QwenTrainConfig, split: str, step: int, n_images: int, augment: bool,
                with_questions: bool = True) -> QwenBatch:
     """Batch ``step`` of ``split`` ("train", "val", or "vision": stage-1 scenes from the train seeds)."""
@@ -176,28 +186,22 @@ def make_batch(processor, cfg: QwenTrainConfig, split: str, step: int, n_images:
     if split == "vision":  # stage-1 scenes: train seeds far past the ones stage 2 uses
         split, step = "train", step + 1_000_000 // n_images
     scenes = scenes_at(cfg, split, step * n_images, n_images, scene_config)
-    images = processor.image_processor([jpeg_roundtrip(s.image) for s in scenes], return_tensors="pt")
-    merge = cfg.size.merge_size
-    layouts = [token_layout(tuple(thw.tolist()), s.image.shape[:2], merge) for thw, s in zip(images["image_grid_thw"], scenes)]
+    images, layouts = image_tokens(processor, scenes)
+    asked = [Asked(i, q, format_prompt(processor, text), keep) for i, scene in enumerate(scenes if with_questions else [])
+             for q, text, keep in ask(scene, rng, cfg, layouts[i], augment, QWEN_QUESTIONS)]
+    return encode_batch(processor, scenes, images, layouts, asked)
+
+
+def encode_batch(processor, scenes: list[Scene], images: dict[str, torch.Tensor], layouts: list[ImageLayout],
+                 asked: list[Asked]) -> QwenBatch:
+    """The tensors of ``asked`` about ``scenes`` (``images`` and ``layouts`` from `image_tokens`): teacher-forced
+    answers + EOS, and every auxiliary target per image token."""
     owners = [token_owners(s, layout) for s, layout in zip(scenes, layouts)]
     labels = [token_labels(s, o) for s, o in zip(scenes, owners)]
-    asked = [(i, q, text, keep) for i, scene in enumerate(scenes if with_questions else [])
-             for q, text, keep in ask(scene, rng, cfg, layouts[i], augment, QWEN_QUESTIONS)]
-
-    tok = processor.tokenizer
     image_token = processor.image_token
-    prompts = [format_prompt(processor, text).replace(image_token, image_token * layouts[i].num_tokens)
-               for i, _, text, _ in asked]
-    prompt_ids = tok(prompts, add_special_tokens=True)["input_ids"] if asked else []
-    answer_ids = tok([q.answer for _, q, _, _ in asked], add_special_tokens=False)["input_ids"] if asked else []
-    full = [p + a + [tok.eos_token_id] for p, a in zip(prompt_ids, answer_ids)]
-    ids = torch.full((len(full), max(map(len, full), default=0)), tok.pad_token_id, dtype=torch.long)
-    target = torch.full_like(ids, -100)
-    attn = torch.zeros_like(ids)
-    for r, (p, f) in enumerate(zip(prompt_ids, full)):
-        ids[r, : len(f)] = torch.tensor(f)
-        attn[r, : len(f)] = 1
-        target[r, len(p) : len(f)] = torch.tensor(f[len(p) :])
+    ids, attn, target, prompt_length = teacher_forced_ids(
+        processor.tokenizer, [a.prompt.replace(image_token, image_token * layouts[a.scene].num_tokens) for a in asked],
+        [a.question.answer for a in asked])
 
     def flat(arrays: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(arrays)).to(dtype) if arrays else torch.zeros(0, dtype=dtype)
@@ -208,15 +212,16 @@ def make_batch(processor, cfg: QwenTrainConfig, split: str, step: int, n_images:
         input_ids=ids,
         attention_mask=attn,
         labels=target,
-        image_index=torch.tensor([i for i, _, _, _ in asked], dtype=torch.long),
-        keep=flat([keep for _, _, _, keep in asked], torch.float32),
-        role=flat([patch_roles(owners[i], q) for i, q, _, _ in asked], torch.long),
+        image_index=torch.tensor([a.scene for a in asked], dtype=torch.long),
+        keep=flat([np.ones(layouts[a.scene].num_tokens, np.float32) if a.keep is None else a.keep for a in asked],
+                  torch.float32),
+        role=flat([patch_roles(owners[a.scene], a.question) for a in asked], torch.long),
         aux_color=flat([c for c, _, _ in labels], torch.long),
         aux_shape=flat([s for _, s, _ in labels], torch.long),
         aux_centre=flat([c for _, _, c in labels], torch.float32),
-        locate=torch.tensor([locate_targets(scenes[i], q) for i, q, _, _ in asked], dtype=torch.float32).reshape(-1, 2),
-        prompt_length=torch.tensor([len(p) for p in prompt_ids], dtype=torch.long),
-        qtypes=[q.qtype for _, q, _, _ in asked],
+        locate=torch.tensor([locate_targets(scenes[a.scene], a.question) for a in asked], dtype=torch.float32).reshape(-1, 2),
+        prompt_length=prompt_length,
+        qtypes=[a.question.qtype for a in asked],
     )
 
 

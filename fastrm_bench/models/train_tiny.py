@@ -210,7 +210,7 @@ class Asked:
 
     scene: int
     question: Question
-    prompt: str  # a ``format_prompt`` text with one "<image>"
+    prompt: str  # the prompt text with the family's one image placeholder (LLaVA: a ``format_prompt`` text, "<image>")
     keep: np.ndarray | None = None  # [n_patches] 1 = kept, 0 = zeroed (augmentation); None = all kept
 
 
@@ -260,20 +260,11 @@ def ask(scene: Scene, rng: np.random.Generator, cfg: TrainConfig, layout: ImageL
 
 def encode_batch(processor, scenes: list, asked: list[Asked], grid: int) -> Batch:
     """The tensors of ``asked`` about ``scenes``: teacher-forced answers + EOS, and every auxiliary target."""
-    tok = processor.tokenizer
     owners = [patch_owners(scene, grid).reshape(-1) for scene in scenes]
     labels_per_scene = [patch_labels(scene, grid) for scene in scenes]
-    prompt_ids = tok([a.prompt.replace("<image>", "<image>" * grid * grid) for a in asked],
-                     add_special_tokens=True)["input_ids"] if asked else []
-    answer_ids = tok([a.question.answer for a in asked], add_special_tokens=False)["input_ids"] if asked else []
-    full = [p + a + [tok.eos_token_id] for p, a in zip(prompt_ids, answer_ids)]
-    ids = torch.full((len(full), max(map(len, full), default=0)), tok.pad_token_id, dtype=torch.long)
-    labels = torch.full_like(ids, -100)
-    attn = torch.zeros_like(ids)
-    for r, (p, f) in enumerate(zip(prompt_ids, full)):
-        ids[r, : len(f)] = torch.tensor(f)
-        attn[r, : len(f)] = 1
-        labels[r, len(p) : len(f)] = torch.tensor(f[len(p) :])
+    ids, attn, labels, prompt_length = teacher_forced_ids(
+        processor.tokenizer, [a.prompt.replace("<image>", "<image>" * grid * grid) for a in asked],
+        [a.question.answer for a in asked])
     n = grid * grid
     return Batch(
         pixel_values=processor.image_processor([jpeg_roundtrip(s.image) for s in scenes], return_tensors="pt")["pixel_values"],
@@ -290,8 +281,25 @@ def encode_batch(processor, scenes: list, asked: list[Asked], grid: int) -> Batc
         locate=torch.tensor([locate_targets(scenes[a.scene], a.question) for a in asked], dtype=torch.float32).reshape(-1, 2),
         role=torch.from_numpy(np.stack([patch_roles(owners[a.scene], a.question) for a in asked]))
         if asked else torch.zeros(0, n, dtype=torch.long),
-        prompt_length=torch.tensor([len(p) for p in prompt_ids], dtype=torch.long),
+        prompt_length=prompt_length,
     )
+
+
+def teacher_forced_ids(tok, prompts: list[str], answers: list[str],
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask, labels, prompt lengths): each prompt (image placeholders already expanded) +
+    its answer + EOS, right-padded; labels are -100 outside answer + EOS."""
+    prompt_ids = tok(prompts, add_special_tokens=True)["input_ids"] if prompts else []
+    answer_ids = tok(answers, add_special_tokens=False)["input_ids"] if prompts else []
+    full = [p + a + [tok.eos_token_id] for p, a in zip(prompt_ids, answer_ids)]
+    ids = torch.full((len(full), max(map(len, full), default=0)), tok.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    attn = torch.zeros_like(ids)
+    for r, (p, f) in enumerate(zip(prompt_ids, full)):
+        ids[r, : len(f)] = torch.tensor(f)
+        attn[r, : len(f)] = 1
+        labels[r, len(p) : len(f)] = torch.tensor(f[len(p) :])
+    return ids, attn, labels, torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
 
 
 class AuxHeads(torch.nn.Module):
