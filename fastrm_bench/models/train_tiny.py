@@ -21,6 +21,8 @@ Why these choices (a 1M-parameter prototype stayed at chance on shape questions)
   question naming two objects, stayed at chance); relational questions get more of each batch.
   These three are on by default (the shipped checkpoint's recipe).
 Every step's data is a pure function of (seed, step), so a resumed run sees the same batches.
+The loop (`run_stages`), question sampling (`ask`) and LM-side losses (`lm_losses`) are shared with the
+Qwen2-VL recipe (`fastrm_bench.models.train_qwen`), which differs only in geometry and data.
 """
 
 from __future__ import annotations
