@@ -390,20 +390,33 @@ def sanity(
 @app.command("train-vlm")
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],
-    steps: Annotated[int | None, typer.Option(help="Optimiser steps of the full (second) stage [recipe's: 2600].")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Optimiser steps of the full (second) stage [recipe's: 2600 for llava, 2200 for qwen2_vl].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and data [recipe's: 0].")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint if present.")] = True,
     recipe: Annotated[Path | None, typer.Option(
         help="JSON of recipe fields to change (or a model's training.json); --steps/--seed override it.")] = None,
+    family: Annotated[str, typer.Option(
+        help="Model family: llava (the embedded tiny-llava-shapes) or qwen2_vl (a Qwen2-VL on variable-size scenes, "
+             "with the describe task).")] = "llava",
 ) -> None:
-    """Train the embedded LLaVA from scratch (the shipped checkpoint's recipe by default); resumable."""
+    """Train a shapes-world VLM from scratch (default: the shipped LLaVA checkpoint's recipe); resumable."""
     import torch
 
-    from fastrm_bench.models.train_tiny import TrainConfig, train
+    from fastrm_bench.models.train_tiny import TrainConfig
 
+    if family == "llava":
+        from fastrm_bench.models.train_tiny import train
+        config_class: type[TrainConfig] = TrainConfig
+    elif family == "qwen2_vl":
+        from fastrm_bench.models.train_qwen import QwenTrainConfig, train
+        config_class = QwenTrainConfig
+    else:
+        _fail(f"unknown --family {family!r}; choose llava or qwen2_vl")
+        return
     try:
-        cfg = TrainConfig.from_dict(json.loads(recipe.read_text())) if recipe else TrainConfig()
+        cfg = config_class.from_dict(json.loads(recipe.read_text())) if recipe else config_class()
     except (OSError, ValueError, TypeError) as err:
         _fail(f"cannot read recipe {recipe}: {err}")
         return

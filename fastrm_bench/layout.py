@@ -90,12 +90,9 @@ class ImageLayout:
         with np.errstate(invalid="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
-    def mask_to_tokens(self, mask: np.ndarray, min_coverage: float = 0.5) -> np.ndarray:
-        """Boolean ``[num_tokens]``: tokens whose share of pixels covered by ``mask`` [H, W] is >= ``min_coverage``.
-
-        ``min_coverage=0`` means "any pixel of the mask" (strictly positive share). A pixel belongs to
-        the token whose cell contains its centre.
-        """
+    def coverage(self, mask: np.ndarray) -> np.ndarray:
+        """``[num_tokens]`` share of each token's pixels that ``mask`` [H, W] covers (a pixel belongs to the token
+        whose cell contains its centre; a token that sees no pixel has share 0)."""
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != tuple(self.image_size):
             raise ValueError(f"mask of shape {mask.shape} for an image of size {self.image_size}")
@@ -107,9 +104,17 @@ class ImageLayout:
             n = group.grid[0] * group.grid[1]
             pixels = np.bincount(cells, minlength=n)
             covered = np.bincount(cells, weights=mask[inside].astype(float), minlength=n)
-            share = np.divide(covered, pixels, out=np.zeros(n), where=pixels > 0)
-            out.append(share > 0 if min_coverage <= 0 else share >= min_coverage)
+            out.append(np.divide(covered, pixels, out=np.zeros(n), where=pixels > 0))
         return np.concatenate(out)
+
+    def mask_to_tokens(self, mask: np.ndarray, min_coverage: float = 0.5) -> np.ndarray:
+        """Boolean ``[num_tokens]``: tokens whose share of pixels covered by ``mask`` [H, W] is >= ``min_coverage``.
+
+        ``min_coverage=0`` means "any pixel of the mask" (strictly positive share). A pixel belongs to
+        the token whose cell contains its centre.
+        """
+        share = self.coverage(mask)
+        return share > 0 if min_coverage <= 0 else share >= min_coverage
 
     # ------------------------------------------------------------- serialisation (run directories)
     def to_dict(self) -> dict[str, Any]:

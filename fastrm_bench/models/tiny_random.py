@@ -93,8 +93,9 @@ def build_word_tokenizer(
     prepend_bos: bool,
     extra_special_tokens: dict[str, str] | None = None,
     chat_template: str | None = None,
+    words: Sequence[str] = (),
 ) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer over the world's vocabulary; every family token is an added special token.
+    """Word-level tokenizer over the world's vocabulary (plus ``words``); every family token is an added special token.
 
     Added tokens are matched before the Whitespace pre-tokenizer runs, so ``<|im_start|>`` or
     ``<row_1_col_2>`` stay one token instead of being split at their punctuation.
@@ -103,7 +104,7 @@ def build_word_tokenizer(
     vocab: dict[str, int] = {}
     for tok in names:
         vocab.setdefault(tok, len(vocab))
-    for word in list(vocabulary()) + list(ROLE_WORDS):
+    for word in list(vocabulary()) + list(ROLE_WORDS) + list(words):  # ``words`` last: other ids stay as they were
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -125,7 +126,7 @@ def build_word_tokenizer(
     return fast
 
 
-def _set_generation_ids(model, tokenizer: PreTrainedTokenizerFast) -> None:
+def set_generation_ids(model, tokenizer: PreTrainedTokenizerFast) -> None:
     """generate() must never guess pad/eos/bos (random weights would otherwise warn or stop early)."""
     gen = model.generation_config
     gen.pad_token_id = tokenizer.pad_token_id
@@ -229,10 +230,9 @@ _QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_en
 _QWEN_PIXELS = {"shortest_edge": 28 * 28 * 2, "longest_edge": 28 * 28 * 12}
 
 
-def _qwen_common():
-    from transformers import Qwen2VLImageProcessorPil
-
-    tok = build_word_tokenizer(
+def qwen_tokenizer(words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """The Qwen families' word-level tokenizer: Qwen's special tokens, EOS ``<|im_end|>``, no BOS (+ ``words``)."""
+    return build_word_tokenizer(
         _QWEN_SPECIALS,
         bos=None,
         eos="<|im_end|>",
@@ -240,14 +240,26 @@ def _qwen_common():
         unk="<unk>",
         prepend_bos=False,
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+        words=words,
     )
-    ip = Qwen2VLImageProcessorPil(size=dict(_QWEN_PIXELS), patch_size=14, merge_size=2, temporal_patch_size=2)
-    ids = {
+
+
+def qwen_token_ids(tok: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The special-token ids a Qwen2-VL / Qwen2.5-VL config names."""
+    return {
         "image_token_id": tok.convert_tokens_to_ids("<|image_pad|>"),
         "video_token_id": tok.convert_tokens_to_ids("<|video_pad|>"),
         "vision_start_token_id": tok.convert_tokens_to_ids("<|vision_start|>"),
         "vision_end_token_id": tok.convert_tokens_to_ids("<|vision_end|>"),
     }
+
+
+def _qwen_common():
+    from transformers import Qwen2VLImageProcessorPil
+
+    tok = qwen_tokenizer()
+    ip = Qwen2VLImageProcessorPil(size=dict(_QWEN_PIXELS), patch_size=14, merge_size=2, temporal_patch_size=2)
+    ids = qwen_token_ids(tok)
     text = {
         "vocab_size": len(tok),
         "hidden_size": 64,
@@ -264,7 +276,7 @@ def _qwen_common():
     return tok, ip, ids, text
 
 
-def _image_only(processor_cls: type, **kwargs):
+def image_only(processor_cls: type, **kwargs):
     """Instantiate a processor whose class wants a video processor, without one (see processors.py)."""
     from fastrm_bench.models.processors import image_only_processor_class
 
@@ -275,7 +287,7 @@ def _qwen2_vl():
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     tok, ip, ids, text = _qwen_common()
-    proc = _image_only(Qwen2VLProcessor, image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    proc = image_only(Qwen2VLProcessor, image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
     vision = {"depth": 2, "embed_dim": 32, "hidden_size": text["hidden_size"], "mlp_ratio": 2, "num_heads": 2, "patch_size": 14}
     config = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
     return Qwen2VLForConditionalGeneration(config), proc
@@ -285,7 +297,7 @@ def _qwen2_5_vl():
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
     tok, ip, ids, text = _qwen_common()
-    proc = _image_only(Qwen2_5_VLProcessor, image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    proc = image_only(Qwen2_5_VLProcessor, image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
     vision = {
         "depth": 2,
         "hidden_size": 32,
@@ -346,7 +358,7 @@ def _smolvlm():
 
     tok = _idefics_tokenizer()
     ip = SmolVLMImageProcessorPil(size=dict(_IDEFICS_SIZE), max_image_size=dict(_IDEFICS_TILE), do_image_splitting=True)
-    proc = _image_only(SmolVLMProcessor, image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=_IDEFICS3_TEMPLATE)
+    proc = image_only(SmolVLMProcessor, image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=_IDEFICS3_TEMPLATE)
     config = SmolVLMConfig(
         vision_config=_idefics_vision(SmolVLMVisionConfig),
         text_config=_llama_text(tok),
@@ -437,7 +449,7 @@ _VIDEO_PROCESSOR_KEYS = {
 }
 
 
-def _save_video_processor_config(processor, out: Path) -> None:
+def save_video_processor_config(processor, out: Path) -> None:
     """Add a "video_processor" entry to processor_config.json (read by AutoVideoProcessor, ignored by the image-only class)."""
     if not getattr(processor, "image_only", False):
         return
@@ -450,7 +462,7 @@ def _save_video_processor_config(processor, out: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _force_eager(config) -> None:
+def force_eager(config) -> None:
     """Explanation methods read attention probabilities: every (sub)config saves eager attention."""
     for cfg in (config, *(getattr(config, k, None) for k in ("text_config", "vision_config"))):
         if cfg is not None:
@@ -475,10 +487,10 @@ def build_tiny_random(family: str, out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model, processor = _BUILDERS[family]()
     _randomise_zero_matrices(model)
-    _force_eager(model.config)
-    _set_generation_ids(model, processor.tokenizer)
+    force_eager(model.config)
+    set_generation_ids(model, processor.tokenizer)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    _save_video_processor_config(processor, out)
+    save_video_processor_config(processor, out)
     return out

@@ -21,6 +21,8 @@ Why these choices (a 1M-parameter prototype stayed at chance on shape questions)
   question naming two objects, stayed at chance); relational questions get more of each batch.
   These three are on by default (the shipped checkpoint's recipe).
 Every step's data is a pure function of (seed, step), so a resumed run sees the same batches.
+The loop (`run_stages`), question sampling (`ask`) and LM-side losses (`lm_losses`) are shared with the
+Qwen2-VL recipe (`fastrm_bench.models.train_qwen`), which differs only in geometry and data.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -41,10 +44,11 @@ from tqdm.auto import tqdm
 from fastrm_bench.layout import ImageLayout, centre_square, single_grid
 from fastrm_bench.metrics.localisation import object_tokens
 from fastrm_bench.models.tiny_llava import EMBEDDED_TEMPLATE, TinyLlavaSize, build_model, build_processor, save_template
-from fastrm_bench.world.questions import QUESTION_TYPES, Question, questions_for_scene
+from fastrm_bench.world.questions import QUESTION_TYPES, Question
 from fastrm_bench.world.scenes import (
     COLOR_NAMES,
     SHAPES,
+    Scene,
     SceneConfig,
     generate_scene,
     jpeg_roundtrip,
@@ -95,6 +99,8 @@ class TrainConfig:
         }
     )
     size: TinyLlavaSize = field(default_factory=TinyLlavaSize)
+    #: fields holding a dataclass, rebuilt from their dict by ``from_dict``
+    nested: ClassVar[dict[str, type]] = {"size": TinyLlavaSize}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -103,8 +109,9 @@ class TrainConfig:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown recipe field(s) {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}")
-        if "size" in values:
-            values["size"] = TinyLlavaSize(**values["size"])
+        for name, kind in cls.nested.items():
+            if isinstance(values.get(name), dict):
+                values[name] = kind(**values[name])
         if "curriculum" in values:
             values["curriculum"] = tuple(tuple(stage) for stage in values["curriculum"])
         return cls(**values)
@@ -133,9 +140,10 @@ def _square_layout(grid: int, image_size: tuple[int, int]) -> ImageLayout:
     return single_grid(range(grid * grid), (grid, grid), centre_square(image_size), image_size)
 
 def object_centres(scene) -> np.ndarray:
-    """[n_objects, 2] object centres (x, y) scaled to [-1, 1]."""
-    size = scene.image.shape[0]
-    return np.array([o.center for o in scene.objects], dtype=np.float32) * 2 / size - 1
+    """[n_objects, 2] object centres (x, y) scaled to [-1, 1] (x by the width, y by the height)."""
+    height, width = scene.image.shape[:2]
+    return np.array([o.center for o in scene.objects], dtype=np.float32).reshape(-1, 2) * 2 / np.array(
+        [width, height], dtype=np.float32) - 1
 
 
 def patch_centres(scene, grid: int) -> np.ndarray:
@@ -173,17 +181,20 @@ def format_prompt(question: str, suffix: str = "") -> str:
     return EMBEDDED_TEMPLATE.format(prompt=question + suffix)
 
 
-def sample_questions(scene, rng: np.random.Generator, k: int, weights: dict[str, float]) -> list[Question]:
-    names = list(QUESTION_TYPES)
+def sample_questions(scene: Scene, rng: np.random.Generator, k: int, weights: dict[str, float],
+                     makers: dict[str, Callable[[Scene, np.random.Generator], Question | None]] = QUESTION_TYPES,
+                     ) -> list[Question]:
+    """Up to ``k`` questions about ``scene``, their types drawn by ``weights`` from ``makers`` (default: the world's)."""
+    names = list(makers)
     p = np.array([weights.get(n, 1.0) for n in names])
     out: list[Question] = []
     for _ in range(8 * k):
         if len(out) == k:
             break
         name = names[int(rng.choice(len(names), p=p / p.sum()))]
-        q = questions_for_scene(scene, rng, (name,))
-        if q:
-            out.append(q[0])
+        q = makers[name](scene, rng)
+        if q is not None:
+            out.append(q)
     return out
 
 
@@ -201,7 +212,7 @@ class Asked:
 
     scene: int
     question: Question
-    prompt: str  # a ``format_prompt`` text with one "<image>"
+    prompt: str  # the prompt text with the family's one image placeholder (LLaVA: a ``format_prompt`` text, "<image>")
     keep: np.ndarray | None = None  # [n_patches] 1 = kept, 0 = zeroed (augmentation); None = all kept
 
 
@@ -214,42 +225,48 @@ def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int
         split, step = "train", step + 1_000_000 // n_images
     grid = cfg.size.image_size // cfg.size.patch_size
     scenes = [generate_scene(scene_seed(split, step * n_images + i, cfg.seed), scene_config) for i in range(n_images)]
-    asked: list[Asked] = []
-    for i, scene in enumerate(scenes if with_questions else []):
-        for q in sample_questions(scene, rng, cfg.questions_per_image, cfg.type_weights):
-            text = q.question
-            if q.qtype == "exist" and rng.random() < 0.5:
-                text = text[:-1] + " in the image?"
-            suffix = PROMPT_SUFFIXES[int(rng.integers(len(PROMPT_SUFFIXES)))]
-            keep = np.ones(grid * grid, dtype=np.float32)
-            if augment and rng.random() < cfg.mask_aug_prob:
-                masks = [scene.objects[r].mask for r in q.refs]
-                union = np.logical_or.reduce(masks) if masks else None
-                referenced = object_tokens(_square_layout(grid, union.shape), union) if masks \
-                    else np.zeros(grid * grid, dtype=bool)
-                free = np.flatnonzero(~referenced)
-                k = int(rng.integers(1, cfg.max_masked_tokens + 1))
-                keep[rng.choice(free, size=min(k, len(free)), replace=False)] = 0.0
-            asked.append(Asked(i, q, format_prompt(text, suffix), keep))
+    asked = [Asked(i, q, format_prompt(text), keep)
+             for i, scene in enumerate(scenes if with_questions else [])
+             for q, text, keep in ask(scene, rng, cfg, _square_layout(grid, scene.image.shape[:2]), augment)]
     return encode_batch(processor, scenes, asked, grid)
+
+
+#: question types whose question says how to answer: no short-answer prompt suffix
+FREE_FORM_TYPES = frozenset({"describe"})
+
+
+def ask(scene: Scene, rng: np.random.Generator, cfg: TrainConfig, layout: ImageLayout, augment: bool,
+        makers: dict[str, Callable[[Scene, np.random.Generator], Question | None]] = QUESTION_TYPES,
+        ) -> list[tuple[Question, str, np.ndarray]]:
+    """``cfg.questions_per_image`` sampled questions about ``scene``: each with its text (a paraphrase of existence
+    questions, a prompt suffix) and which of ``layout``'s image tokens it keeps (token-removal augmentation:
+    with ``augment``, some tokens not touching the question's objects are zeroed)."""
+    out = []
+    for q in sample_questions(scene, rng, cfg.questions_per_image, cfg.type_weights, makers):
+        text = q.question
+        if q.qtype == "exist" and rng.random() < 0.5:
+            text = text[:-1] + " in the image?"
+        if q.qtype not in FREE_FORM_TYPES:
+            text += PROMPT_SUFFIXES[int(rng.integers(len(PROMPT_SUFFIXES)))]
+        keep = np.ones(layout.num_tokens, dtype=np.float32)
+        if augment and rng.random() < cfg.mask_aug_prob:
+            masks = [scene.objects[r].mask for r in q.refs]
+            referenced = object_tokens(layout, np.logical_or.reduce(masks)) if masks \
+                else np.zeros(layout.num_tokens, dtype=bool)
+            free = np.flatnonzero(~referenced)
+            k = int(rng.integers(1, cfg.max_masked_tokens + 1))
+            keep[rng.choice(free, size=min(k, len(free)), replace=False)] = 0.0
+        out.append((q, text, keep))
+    return out
 
 
 def encode_batch(processor, scenes: list, asked: list[Asked], grid: int) -> Batch:
     """The tensors of ``asked`` about ``scenes``: teacher-forced answers + EOS, and every auxiliary target."""
-    tok = processor.tokenizer
     owners = [patch_owners(scene, grid).reshape(-1) for scene in scenes]
     labels_per_scene = [patch_labels(scene, grid) for scene in scenes]
-    prompt_ids = tok([a.prompt.replace("<image>", "<image>" * grid * grid) for a in asked],
-                     add_special_tokens=True)["input_ids"] if asked else []
-    answer_ids = tok([a.question.answer for a in asked], add_special_tokens=False)["input_ids"] if asked else []
-    full = [p + a + [tok.eos_token_id] for p, a in zip(prompt_ids, answer_ids)]
-    ids = torch.full((len(full), max(map(len, full), default=0)), tok.pad_token_id, dtype=torch.long)
-    labels = torch.full_like(ids, -100)
-    attn = torch.zeros_like(ids)
-    for r, (p, f) in enumerate(zip(prompt_ids, full)):
-        ids[r, : len(f)] = torch.tensor(f)
-        attn[r, : len(f)] = 1
-        labels[r, len(p) : len(f)] = torch.tensor(f[len(p) :])
+    ids, attn, labels, prompt_length = teacher_forced_ids(
+        processor.tokenizer, [a.prompt.replace("<image>", "<image>" * grid * grid) for a in asked],
+        [a.question.answer for a in asked])
     n = grid * grid
     return Batch(
         pixel_values=processor.image_processor([jpeg_roundtrip(s.image) for s in scenes], return_tensors="pt")["pixel_values"],
@@ -266,8 +283,25 @@ def encode_batch(processor, scenes: list, asked: list[Asked], grid: int) -> Batc
         locate=torch.tensor([locate_targets(scenes[a.scene], a.question) for a in asked], dtype=torch.float32).reshape(-1, 2),
         role=torch.from_numpy(np.stack([patch_roles(owners[a.scene], a.question) for a in asked]))
         if asked else torch.zeros(0, n, dtype=torch.long),
-        prompt_length=torch.tensor([len(p) for p in prompt_ids], dtype=torch.long),
+        prompt_length=prompt_length,
     )
+
+
+def teacher_forced_ids(tok, prompts: list[str], answers: list[str],
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask, labels, prompt lengths): each prompt (image placeholders already expanded) +
+    its answer + EOS, right-padded; labels are -100 outside answer + EOS."""
+    prompt_ids = tok(prompts, add_special_tokens=True)["input_ids"] if prompts else []
+    answer_ids = tok(answers, add_special_tokens=False)["input_ids"] if prompts else []
+    full = [p + a + [tok.eos_token_id] for p, a in zip(prompt_ids, answer_ids)]
+    ids = torch.full((len(full), max(map(len, full), default=0)), tok.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    attn = torch.zeros_like(ids)
+    for r, (p, f) in enumerate(zip(prompt_ids, full)):
+        ids[r, : len(f)] = torch.tensor(f)
+        attn[r, : len(f)] = 1
+        labels[r, len(p) : len(f)] = torch.tensor(f[len(p) :])
+    return ids, attn, labels, torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
 
 
 class AuxHeads(torch.nn.Module):
@@ -315,6 +349,16 @@ def forward_batch(model, heads: AuxHeads, batch: Batch, locate_layer: int | None
     embeds = embeds.masked_scatter(image_slots, image_embeds.to(embeds.dtype))
     lm_out = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                                         output_hidden_states=locate_layer is not None)
+    answer, locate, role, correct = lm_losses(model, heads, lm_out, batch, image_slots[..., 0], locate_layer)
+    return Losses(answer, aux, centre, locate, role, correct)
+
+
+def lm_losses(model, heads: AuxHeads, lm_out, batch, image_slots: torch.Tensor, locate_layer: int | None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(answer cross-entropy, locate MSE, role cross-entropy, [Q] exact match) from the LM's output on ``batch``.
+
+    ``image_slots`` [Q, L] marks the image tokens, whose role labels ``batch.role`` lists in that (row-major) order.
+    """
     logits = model.lm_head(lm_out.last_hidden_state[:, :-1])
     target = batch.labels[:, 1:]
     loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
@@ -324,24 +368,37 @@ def forward_batch(model, heads: AuxHeads, batch: Batch, locate_layer: int | None
     if locate_layer is not None:
         states = lm_out.hidden_states[locate_layer]
         locate = masked_mse(heads.locate(states[torch.arange(len(states)), batch.prompt_length - 1]), batch.locate)
-        role = F.cross_entropy(heads.role(states[image_slots[..., 0]]), batch.role.flatten())
-    return Losses(loss, aux, centre, locate, role, correct)
+        role = F.cross_entropy(heads.role(states[image_slots]), batch.role.flatten())
+    return loss, locate, role, correct
 
 
-def evaluate(model, heads, processor, cfg: TrainConfig) -> dict[str, float]:
-    """Greedy-equivalent accuracy per question type on fresh validation scenes."""
+def accuracy_by_type(model: torch.nn.Module, answered: Callable[[int, int], tuple[list[str], torch.Tensor]],
+                     images: int, chunk: int = 50) -> dict[str, float]:
+    """Per-type and overall accuracy on ``images`` validation scenes, ``chunk`` at a time.
+
+    ``answered(index, n)`` gives the question types and teacher-forced exact matches of chunk ``index`` of ``n`` scenes.
+    """
     model.eval()
     per_type: dict[str, list[bool]] = {}
     with torch.no_grad():
-        for chunk in range(0, cfg.eval_images, 50):
-            batch = make_batch(processor, cfg, "val", chunk // 50, 50, augment=False)
-            correct = forward_batch(model, heads, batch).correct
-            for t, c in zip(batch.qtypes, correct.tolist()):
+        for start in range(0, images, chunk):
+            qtypes, correct = answered(start // chunk, chunk)
+            for t, c in zip(qtypes, correct.tolist()):
                 per_type.setdefault(t, []).append(c)
     model.train()
     result = {t: float(np.mean(v)) for t, v in sorted(per_type.items())}
     result["overall"] = float(np.mean([c for v in per_type.values() for c in v]))
     return result
+
+
+def evaluate(model, heads, processor, cfg: TrainConfig) -> dict[str, float]:
+    """Greedy-equivalent accuracy per question type on fresh validation scenes."""
+
+    def answered(index: int, n: int) -> tuple[list[str], torch.Tensor]:
+        batch = make_batch(processor, cfg, "val", index, n, augment=False)
+        return batch.qtypes, forward_batch(model, heads, batch).correct
+
+    return accuracy_by_type(model, answered, cfg.eval_images)
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
@@ -363,12 +420,51 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict(sd)
 
 
+@dataclass
+class Stages:
+    """What `run_stages` needs from a family's recipe: its modules, each step's losses, evaluation and saving."""
+
+    model: torch.nn.Module
+    heads: torch.nn.Module  # training-only heads (saved in checkpoints, not with the model)
+    vision_losses: Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # stage-1 step -> (aux, centre)
+    full_losses: Callable[[int], Losses]  # stage-2 step, counted from 0 -> its losses
+    evaluate: Callable[[], dict[str, float]]
+    save_model: Callable[[Path], None]  # writes the loadable model folder (weights, processor, template)
+
+
 def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> dict[str, float]:
     """Train from scratch (or resume from ``out_dir/checkpoint``); write the final model to out_dir."""
     torch.manual_seed(cfg.seed)
     processor = build_processor(cfg.size)
     model = build_model(processor.tokenizer, cfg.size)
     heads = AuxHeads(cfg.size.vision_hidden, cfg.size.text_hidden)
+    lm_aux = cfg.locate_weight or cfg.role_weight
+
+    def vision_losses(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        aux, centre, _ = aux_loss(model, heads, make_batch(processor, cfg, "vision", step, 32, augment=False,
+                                                           with_questions=False))
+        return aux, centre
+
+    def full_losses(step: int) -> Losses:
+        batch = make_batch(processor, cfg, "train", step, cfg.images_per_step, augment=True)
+        return forward_batch(model, heads, batch, cfg.locate_layer if lm_aux else None)
+
+    def save_model(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        processor.save_pretrained(folder)
+        save_template(folder)
+
+    stages = Stages(model, heads, vision_losses, full_losses, lambda: evaluate(model, heads, processor, cfg), save_model)
+    return run_stages(cfg, stages, out_dir, resume, log)
+
+
+def run_stages(cfg: TrainConfig, stages: Stages, out_dir: Path, resume: bool = True, log=print) -> dict[str, float]:
+    """The two-stage loop every family shares: optimiser, schedule, log, checkpoints, resuming, final model.
+
+    Resuming restores weights, heads and optimiser state from ``out_dir/checkpoint``; since each step's data is
+    a pure function of (seed, step), a resumed run ends with the weights of an uninterrupted one.
+    """
+    model, heads = stages.model, stages.heads
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -400,14 +496,11 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         if step < cfg.vision_steps:  # stage 1: vision tower + aux heads only
-            batch = make_batch(processor, cfg, "vision", step, 32, augment=False, with_questions=False)
-            aux, centre, _ = aux_loss(model, heads, batch)
+            aux, centre = stages.vision_losses(step)
             loss, locate, role, correct = torch.zeros(()), torch.zeros(()), torch.zeros(()), torch.zeros(1)
             total = aux + cfg.centre_weight * centre
         else:
-            batch = make_batch(processor, cfg, "train", step - cfg.vision_steps, cfg.images_per_step, augment=True)
-            lm_aux = cfg.locate_weight or cfg.role_weight
-            loss, aux, centre, locate, role, correct = forward_batch(model, heads, batch, cfg.locate_layer if lm_aux else None)
+            loss, aux, centre, locate, role, correct = stages.full_losses(step - cfg.vision_steps)
             total = loss + cfg.aux_weight * (aux + cfg.centre_weight * centre) + cfg.locate_weight * locate \
                 + cfg.role_weight * role
         opt.zero_grad(set_to_none=True)
@@ -419,7 +512,7 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
                   "locate": locate.item(), "role": role.item(), "train_acc": correct.float().mean().item(),
                   "elapsed_s": time.time() - t0}
         if step >= cfg.vision_steps and ((step + 1 - cfg.vision_steps) % cfg.eval_every == 0 or step + 1 == total_steps):
-            record["val"] = evaluate(model, heads, processor, cfg)
+            record["val"] = stages.evaluate()
             log(f"step {step + 1}: val {json.dumps(record['val'])}")
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
@@ -435,10 +528,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = True, log=print) -> di
                     f.unlink()
                 ckpt.rmdir()
             tmp.rename(ckpt)
-    final = evaluate(model, heads, processor, cfg)
+    final = stages.evaluate()
     model.eval()
-    model.save_pretrained(out_dir / "model", safe_serialization=True)
-    processor.save_pretrained(out_dir / "model")
-    save_template(out_dir / "model")
+    stages.save_model(out_dir / "model")
     (out_dir / "model" / "training.json").write_text(json.dumps({"config": asdict(cfg), "val": final}, indent=2))
     return final
