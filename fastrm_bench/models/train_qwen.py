@@ -41,13 +41,13 @@ from fastrm_bench.models.train_tiny import (
     TrainConfig,
     accuracy_by_type,
     ask,
+    batch_source,
     lm_losses,
     locate_targets,
     masked_mse,
     object_centres,
     patch_roles,
     run_stages,
-    scene_config_at,
     teacher_forced_ids,
 )
 from fastrm_bench.world.captions import DESCRIBE_QUESTION, describe_scene
@@ -181,10 +181,7 @@ def image_tokens(processor, scenes: list[Scene]) -> tuple[dict[str, torch.Tensor
 def make_batch(processor, cfg: QwenTrainConfig, split: str, step: int, n_images: int, augment: bool,
                with_questions: bool = True) -> QwenBatch:
     """Batch ``step`` of ``split`` ("train", "val", or "vision": stage-1 scenes from the train seeds)."""
-    rng = np.random.default_rng([cfg.seed, step, {"train": 0, "val": 1, "vision": 2}[split]])
-    scene_config = scene_config_at(cfg, step) if split == "train" else SceneConfig()
-    if split == "vision":  # stage-1 scenes: train seeds far past the ones stage 2 uses
-        split, step = "train", step + 1_000_000 // n_images
+    rng, scene_config, split, step = batch_source(cfg, split, step, n_images)
     scenes = scenes_at(cfg, split, step * n_images, n_images, scene_config)
     images, layouts = image_tokens(processor, scenes)
     asked = [Asked(i, q, format_prompt(processor, text), keep) for i, scene in enumerate(scenes if with_questions else [])

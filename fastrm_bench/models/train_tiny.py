@@ -206,6 +206,17 @@ def scene_config_at(cfg: TrainConfig, step: int) -> SceneConfig:
     return SceneConfig()
 
 
+def batch_source(cfg: TrainConfig, split: str, step: int, n_images: int
+                 ) -> tuple[np.random.Generator, SceneConfig, str, int]:
+    """Where batch ``step`` of ``split`` ("train", "val", or "vision") draws from: its random stream, its scene
+    geometry, and the world split and step its scenes come from (stage-1 scenes: train seeds far past stage 2's)."""
+    rng = np.random.default_rng([cfg.seed, step, {"train": 0, "val": 1, "vision": 2}[split]])
+    scene_config = scene_config_at(cfg, step) if split == "train" else SceneConfig()
+    if split == "vision":
+        split, step = "train", step + 1_000_000 // n_images
+    return rng, scene_config, split, step
+
+
 @dataclass(frozen=True)
 class Asked:
     """One question of a batch: the index of its scene, the question, its prompt and the image tokens it keeps."""
@@ -219,10 +230,7 @@ class Asked:
 def make_batch(processor, cfg: TrainConfig, split: str, step: int, n_images: int, augment: bool,
                with_questions: bool = True) -> Batch:
     """Batch ``step`` of ``split`` ("train", "val", or "vision": stage-1 scenes from the train seeds)."""
-    rng = np.random.default_rng([cfg.seed, step, {"train": 0, "val": 1, "vision": 2}[split]])
-    scene_config = scene_config_at(cfg, step) if split == "train" else SceneConfig()
-    if split == "vision":  # stage-1 scenes: train seeds far past the ones stage 2 uses
-        split, step = "train", step + 1_000_000 // n_images
+    rng, scene_config, split, step = batch_source(cfg, split, step, n_images)
     grid = cfg.size.image_size // cfg.size.patch_size
     scenes = [generate_scene(scene_seed(split, step * n_images + i, cfg.seed), scene_config) for i in range(n_images)]
     asked = [Asked(i, q, format_prompt(text), keep)
