@@ -63,6 +63,38 @@ def default_data_root(seed: int = 0, variant: str = "") -> Path:
     return cache_root() / "data" / (f"{WORLD_VERSION}-seed{seed}-{variant}" if variant else f"{WORLD_VERSION}-seed{seed}")
 
 
+@dataclass(frozen=True)
+class WorldVariant:
+    """Which build options a world takes beyond the default one (each gets a cache folder of its own).
+
+    The embedded models are trained on a variant (`variant_of_recipe`); their runs use it by default.
+    """
+
+    image_sizes: ImageSizes | None = None
+    captions: bool = False
+
+    @property
+    def name(self) -> str:
+        """"" for the default world, else e.g. "variable", "describe" or "variable-describe"."""
+        return "-".join(name for name, on in (("variable", self.image_sizes is not None), ("describe", self.captions)) if on)
+
+    def ensure(self, seed: int = 0, sizes: WorldSizes = WorldSizes()) -> Path:
+        """The cached data root of this variant for ``seed``, built on first use."""
+        return ensure_world(default_data_root(seed, self.name), seed, sizes, image_sizes=self.image_sizes,
+                            captions=self.captions)
+
+
+def variant_of_recipe(recipe: dict) -> WorldVariant:
+    """The world a `train-vlm` recipe (a model's ``training.json`` "config") trains on.
+
+    A recipe with ``image_sizes`` draws variable-size scenes and asks describe questions (the Qwen
+    recipe); one without (the LLaVA recipe) uses the default world.
+    """
+    if recipe.get("image_sizes") is None:
+        return WorldVariant()
+    return WorldVariant(ImageSizes(**recipe["image_sizes"]), captions="describe" in recipe.get("type_weights", {}))
+
+
 def coco_file_name(split: str, image_id: int) -> str:
     return f"COCO_{split}2014_{image_id:012d}.jpg"
 
