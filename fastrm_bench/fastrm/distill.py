@@ -87,14 +87,14 @@ class _ShardMaker:
 
     def __init__(self, cfg: DatasetConfig, teacher: dict[str, Any], threads: int | None = None,
                  device: str | None = None) -> None:
-        from fastrm_bench.builders import create_task
+        from fastrm_bench.builders import create_task_for_model
         from fastrm_bench.models.zoo import load_model
 
         if threads:
             torch.set_num_threads(threads)
         self.cfg = cfg
         self.adapter = load_model(cfg.model, device=device)  # a rank's own GPU, else the default device
-        self.task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
+        self.task, _ = create_task_for_model(cfg.task, cfg.model, cfg.data_root, split=cfg.split)
         self.samples = self.task.select(cfg.questions, cfg.seed)
         self.teacher = _make_teacher(teacher)
         self.teacher.prepare(self.adapter)
@@ -114,17 +114,15 @@ class _ShardMaker:
                 raise ValueError(f"teacher {self.teacher.name!r} gave {maps.shape[0]} maps for {generation.num_generated} "
                                  f"tokens of question {sample.id}; a teacher needs one map per generated token")
             image_positions = inputs.layout.positions.to(generation.last_hidden.device)
-            if keys and len(image_positions) != keys[0].shape[0]:
-                raise ValueError(f"question {sample.id}: {len(image_positions)} image tokens where earlier questions had "
-                                 f"{keys[0].shape[0]}; distillation needs one image-token count per dataset (give a "
-                                 "dynamic-resolution model images of one size)")
             rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated)
             owner += [len(keys)] * generation.num_generated  # index into this shard's keys (skipped questions have none)
             queries.append(generation.last_hidden[rows].float().cpu())
             keys.append(generation.last_hidden[image_positions].float().cpu())
             relevancy.append(maps.float())
-        tensors = {"query": torch.cat(queries), "keys": torch.stack(keys), "relevancy": torch.cat(relevancy),
-                   "owner": torch.tensor(owner, dtype=torch.long)}
+        # a dynamic-resolution model gives each image its own token count: pad to the shard's longest, record lengths
+        tensors = {"query": torch.cat(queries), "keys": _pad_stack(keys), "relevancy": _pad_cat(relevancy),
+                   "owner": torch.tensor(owner, dtype=torch.long),
+                   "key_length": torch.tensor([k.shape[0] for k in keys], dtype=torch.long)}
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp))
         os.replace(tmp, path)
@@ -172,7 +170,7 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1, ra
     (``ranks``, default the launcher's: `fastrm-bench distill --num-processes N`, `accelerate launch`),
     or ``workers`` processes started here (one thread each). Every way writes the same files.
     """
-    from fastrm_bench.builders import create_task
+    from fastrm_bench.builders import create_task_for_model
     from fastrm_bench.models.zoo import load_model
 
     ranks = ranks or current_ranks()
@@ -183,7 +181,7 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1, ra
             maker = _ShardMaker(cfg, teacher, device=ranks.device)
         weights, n_questions = maker.adapter.weights_sha256, len(maker.samples)
     else:
-        task, _ = create_task(cfg.task, data_root=cfg.data_root, split=cfg.split)
+        task, _ = create_task_for_model(cfg.task, cfg.model, cfg.data_root, split=cfg.split)
         weights, n_questions = load_model(cfg.model, device="cpu").weights_sha256, len(task.select(cfg.questions, cfg.seed))
     # the labels depend on the exact weights, not only the model's name: a retrained checkpoint under the
     # same name must not silently resume (or reuse) shards of the old one. The main process checks the
@@ -217,17 +215,36 @@ def build_dataset(cfg: DatasetConfig, out: Path, log=print, workers: int = 1, ra
     return shards
 
 
+def _pad_stack(keys: list[torch.Tensor]) -> torch.Tensor:
+    """[n_img_i, d] tensors -> [n, max n_img_i, d], zero-padded after each question's image tokens."""
+    return torch.nn.utils.rnn.pad_sequence(keys, batch_first=True)
+
+
+def _pad_cat(maps: list[torch.Tensor], width: int | None = None) -> torch.Tensor:
+    """[tokens_i, n_img_i] maps -> [sum tokens_i, width or max n_img_i], zero-padded on the right."""
+    width = width or max(m.shape[1] for m in maps)
+    return torch.cat([F.pad(m, (0, width - m.shape[1])) for m in maps])
+
+
 def load_dataset(data_dir: Path) -> dict[str, torch.Tensor]:
-    """All shards concatenated; ``owner`` re-indexed to the concatenated ``keys``."""
+    """All shards concatenated; ``owner`` re-indexed to the concatenated ``keys``; ``key_mask`` [questions,
+    image tokens] marks each question's real image tokens (keys and maps are zero-padded to the longest image of the
+    dataset: a dynamic-resolution model's images have different token counts)."""
     parts = [load_file(str(p)) for p in sorted(data_dir.glob("shard_*.safetensors"))]
     if not parts:
         raise FileNotFoundError(f"no shard_*.safetensors in {data_dir}: run the dataset stage first")
-    offset, owners = 0, []
+    width = max(p["keys"].shape[1] for p in parts)
+    offset, owners, keys, lengths = 0, [], [], []
     for part in parts:
         owners.append(part["owner"] + offset)
         offset += part["keys"].shape[0]
-    return {"query": torch.cat([p["query"] for p in parts]), "keys": torch.cat([p["keys"] for p in parts]),
-            "relevancy": torch.cat([p["relevancy"] for p in parts]), "owner": torch.cat(owners)}
+        keys.append(F.pad(part["keys"], (0, 0, 0, width - part["keys"].shape[1])))
+        # shards from before dynamic resolution hold one image-token count and no lengths
+        lengths.append(part.get("key_length", torch.full((part["keys"].shape[0],), part["keys"].shape[1])))
+    length = torch.cat(lengths)
+    return {"query": torch.cat([p["query"] for p in parts]), "keys": torch.cat(keys),
+            "relevancy": _pad_cat([p["relevancy"] for p in parts], width), "owner": torch.cat(owners),
+            "key_mask": torch.arange(width).unsqueeze(0) < length.unsqueeze(1)}
 
 
 def data_hash(data_dir: Path) -> str:
@@ -250,8 +267,17 @@ def split_tokens(data: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple[torch
 
 
 def predict(proxy: FastRM, data: dict[str, torch.Tensor], tokens: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """The proxy's probabilities of ``tokens`` over their questions' real image tokens, flattened."""
     with torch.no_grad():
-        return torch.cat([proxy(data["query"][t], data["keys"][data["owner"][t]]) for t in torch.split(tokens, batch)])
+        probs = torch.cat([proxy(data["query"][t], data["keys"][data["owner"][t]]) for t in torch.split(tokens, batch)])
+    return probs[data["key_mask"][data["owner"][tokens]]]
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE over the real image tokens (the plain mean where no question is padded, as before padding existed)."""
+    if bool(mask.all()):
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    return F.binary_cross_entropy_with_logits(logits[mask], labels[mask])
 
 
 def train_proxy(data_dir: Path, out: Path, cfg: TrainConfig, distilled_from: str = "", log=print) -> FastRM:
@@ -260,6 +286,7 @@ def train_proxy(data_dir: Path, out: Path, cfg: TrainConfig, distilled_from: str
     data = load_dataset(data_dir)
     labels = binarise(data["relevancy"], cfg.labeling_threshold).float()
     train, val = split_tokens(data, cfg)
+    val_labels = labels[val][data["key_mask"][data["owner"][val]]]
     manifest = data_dir / "dataset.json"
     found = json.loads(manifest.read_text()) if manifest.exists() else {}
     model_weights = found.get("model_weights_sha256", "")
@@ -277,16 +304,16 @@ def train_proxy(data_dir: Path, out: Path, cfg: TrainConfig, distilled_from: str
     for step in bar:
         batch = train[torch.randint(len(train), (cfg.batch_size,), generator=rng)]
         logits = proxy.logits(data["query"][batch], data["keys"][data["owner"][batch]])
-        loss = F.binary_cross_entropy_with_logits(logits, labels[batch])
+        loss = _loss(logits, labels[batch], data["key_mask"][data["owner"][batch]])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            val_f1 = threshold_scores(predict(proxy, data, val), labels[val], (0.5,))[0.5]["f1"]
+            val_f1 = threshold_scores(predict(proxy, data, val), val_labels, (0.5,))[0.5]["f1"]
             history.append({"step": step + 1, "loss": loss.item(), "val_f1@0.5": val_f1, "elapsed_s": time.time() - start})
             bar.set_postfix(loss=f"{loss.item():.4f}", val_f1=f"{val_f1:.3f}")
     proxy.eval()
-    scores = threshold_scores(predict(proxy, data, val), labels[val])
+    scores = threshold_scores(predict(proxy, data, val), val_labels)
     proxy.config.metrics = {"held_out_tokens": len(val), "train_tokens": len(train), "history": history,
                             "threshold_scores": {str(c): v for c, v in scores.items()}}
     proxy.save_pretrained(out)
