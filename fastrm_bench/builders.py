@@ -59,6 +59,18 @@ def create_task(name: str, **overrides: Any) -> tuple[Task, Spec]:
     return _create("tasks", TASKS, name, overrides)
 
 
+def create_task_for_model(name: str, model: str, data_root: str | None = None, **overrides: Any) -> tuple[Task, Spec]:
+    """`create_task` on the data ``model`` is run on: ``data_root`` when given, else the embedded world variant
+    the model was trained on (`trained_world`: variable-size scenes for `tiny-qwen-shapes`), else the task's own."""
+    from fastrm_bench.models.zoo import trained_world
+
+    world = trained_world(model) if data_root is None else None
+    task, spec = create_task(name, data_root=str(world) if world is not None else data_root, **overrides)
+    if world is not None:
+        task.uses_embedded_world = True
+    return task, spec
+
+
 def create_method(name: str, **overrides: Any) -> tuple[ExplanationMethod, Spec]:
     """The method a spec or registered name stands for; ``overrides`` win over the spec's params."""
     return _create("methods", METHODS, name, overrides)

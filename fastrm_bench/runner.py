@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fastrm_bench.builders import create_aggregation, create_method, create_metric, create_task
+from fastrm_bench.builders import create_aggregation, create_method, create_metric, create_task_for_model
 from fastrm_bench.data_errors import SampleDataError
 from fastrm_bench.interfaces import Explanation, Sample
 from fastrm_bench.metrics import DEFAULT_METRICS, legacy_metrics
@@ -299,7 +299,7 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     method, method_spec = create_method(cfg.method)  # cheap: bad names and params fail before any data or model work
     metrics = create_metrics(cfg.metrics)
     with ranks.main_first():  # the embedded world is built once, by the main process
-        task, task_spec = create_task(cfg.task, data_root=cfg.data_root)
+        task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world and ranks.is_main:
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
     selected = task.select(cfg.limit, cfg.seed)

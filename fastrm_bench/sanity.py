@@ -189,7 +189,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     """
     from tqdm.auto import tqdm
 
-    from fastrm_bench.builders import create_method, create_task
+    from fastrm_bench.builders import create_method, create_task_for_model
     from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.zoo import load_model
 
@@ -204,7 +204,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
         raise ValueError(f"{existing} holds a check of another configuration; pass --overwrite to replace it, "
                          "or choose another --out")
     methods = [create_method(name) for name in cfg.methods]  # unknown names fail before any data or model work
-    task, task_spec = create_task(cfg.task, data_root=cfg.data_root)
+    task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world:
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
     if adapter is None:
