@@ -21,6 +21,9 @@ TASKS.register("describe", "fastrm_bench.tasks.describe:DescribeTask",
 MODELS.register("tiny-llava-shapes", "fastrm_bench.models.zoo:tiny_llava_shapes",
                 description="Embedded LLaVA (CLIP + Llama, 8x8 patches) trained on the synthetic shapes world; "
                             "ships with the package.")
+MODELS.register("tiny-qwen-shapes", "fastrm_bench.models.zoo:tiny_qwen_shapes",
+                description="Embedded Qwen2-VL (dynamic resolution) trained on variable-size shapes scenes and the "
+                            "describe task; ships with the package.")
 MODELS.register("llava-1.5-7b", "fastrm_bench.models.zoo:llava_15_7b",
                 description="LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from the Hugging Face cache.")
 MODELS.register("llava-1.5-13b", "fastrm_bench.models.zoo:llava_15_13b",

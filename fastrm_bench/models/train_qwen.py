@@ -87,7 +87,7 @@ class QwenTrainConfig(TrainConfig):
 
     #: fewer steps than LLaVA's 2600 / 2000: a step costs more (4 px patches, longer describe answers), and the
     #: recipe must fit 90 minutes on 2 CPU cores; raise them where a clean timing shows headroom
-    steps: int = 2200
+    steps: int = 2500
     vision_steps: int = 1000
     #: scenes per stage-1 step (each is up to 256 patches of 4 px: fewer than LLaVA's 32 keep a step cheap)
     vision_images: int = 16
@@ -99,7 +99,7 @@ class QwenTrainConfig(TrainConfig):
     type_weights: dict[str, float] = field(
         default_factory=lambda: {
             "color": 1.0, "shape": 1.5, "count": 1.5, "exist": 1.0, "position": 1.0,
-            "relate_color": 2.0, "relate_shape": 2.0, "relate_verify": 3.0, "describe": 2.0,
+            "relate_color": 2.0, "relate_shape": 2.0, "relate_verify": 3.0, "describe": 3.0,
         }
     )
     size: TinyQwenSize = field(default_factory=TinyQwenSize)  # type: ignore[assignment]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,54 @@ def weights_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def tiny_llava_shapes(device: str | None = None, **load: Any) -> HFVisionLanguageAdapter:
-    """Embedded LLaVA (CLIP + Llama, 8x8 patches) trained on the synthetic shapes world; ships with the package."""
-    path = CHECKPOINTS / "tiny-llava-shapes"
+#: the models trained on the embedded world that ship in CHECKPOINTS, and the `train-vlm --family` of each
+EMBEDDED_MODELS = {"tiny-llava-shapes": "llava", "tiny-qwen-shapes": "qwen2_vl"}
+
+
+def _shipped(name: str, device: str | None, load: dict[str, Any]) -> HFVisionLanguageAdapter:
+    path = CHECKPOINTS / name
     if not (path / "config.json").exists():
         raise ModelLoadError(
             f"the shipped checkpoint is missing at {path}; reinstall the package or run "
-            "`fastrm-bench train-vlm --out DIR` and pass --model DIR"
+            f"`fastrm-bench train-vlm --family {EMBEDDED_MODELS[name]} --out DIR` and pass --model DIR/model"
         )
-    return HFVisionLanguageAdapter.from_pretrained(path, device=device, name=DEFAULT_MODEL, **load)
+    return HFVisionLanguageAdapter.from_pretrained(path, device=device, name=name, **load)
+
+
+def tiny_llava_shapes(device: str | None = None, **load: Any) -> HFVisionLanguageAdapter:
+    """Embedded LLaVA (CLIP + Llama, 8x8 patches) trained on the synthetic shapes world; ships with the package."""
+    return _shipped("tiny-llava-shapes", device, load)
+
+
+def tiny_qwen_shapes(device: str | None = None, **load: Any) -> HFVisionLanguageAdapter:
+    """Embedded Qwen2-VL (dynamic resolution, 4 px patches merged 2x2) trained on variable-size scenes with the
+    describe task; ships with the package."""
+    return _shipped("tiny-qwen-shapes", device, load)
+
+
+def model_folder(name_or_path: str) -> Path | None:
+    """The local folder of a shipped model name or a saved-model path; None for hub ids and other names."""
+    if name_or_path in EMBEDDED_MODELS:
+        return CHECKPOINTS / name_or_path
+    path = Path(name_or_path).expanduser()
+    return path if path.is_dir() else None
+
+
+def trained_world(name_or_path: str) -> Path | None:
+    """The data root of the embedded world variant a `train-vlm` model learnt, when it is not the default world.
+
+    Read from the model folder's ``training.json``; None for the default world (the tasks' own default then
+    applies) and for models `train-vlm` did not make. Runs of such a model without ``--data-root`` use it, so
+    `tiny-qwen-shapes` answers the variable-size scenes it was trained on.
+    """
+    from fastrm_bench.world.build import variant_of_recipe
+
+    folder = model_folder(name_or_path)
+    recipe = folder / "training.json" if folder is not None else None
+    if recipe is None or not recipe.is_file():
+        return None
+    variant = variant_of_recipe(json.loads(recipe.read_text()).get("config", {}))
+    return variant.ensure() if variant.name else None
 
 
 def _hub_model(hub_id: str, doc: str):
