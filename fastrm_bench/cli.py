@@ -207,9 +207,14 @@ def profile_(
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for profile.csv and profile.json.")] = Path("runs/profile"),
+    natural_task: Annotated[str | None, typer.Option(
+        help="Time the model's own answers to this task's questions (e.g. describe) instead of forced lengths; "
+             "--max-new-tokens is then the most one answer may take.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Questions answered with --natural-task.")] = 30,
 ) -> None:
     """Map latency and peak memory vs number of output tokens (default: fastrm and tam beside the gradient methods)."""
-    from fastrm_bench.profile import DEFAULT_METHODS, profile, ratios, save
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.profile import DEFAULT_METHODS, profile, profile_natural, ratios, save
 
     methods = list(method or DEFAULT_METHODS)
     try:
@@ -217,7 +222,14 @@ def profile_(
     except ValueError:
         _fail(f"--max-new-tokens takes comma-separated integers, got {max_new_tokens!r}")
         return
-    frame = profile(methods, lengths, repeats, model, device)
+    if natural_task is not None:
+        try:
+            frame = profile_natural(methods, natural_task, limit, repeats, model, device, max_new_tokens=max(lengths))
+        except (UnknownNameError, ModelLoadError, FileNotFoundError, ValueError) as err:
+            _fail(str(err))
+            return
+    else:
+        frame = profile(methods, lengths, repeats, model, device)
     # the first two methods asked for are compared; the named pairs (fastrm, tam vs the reference) are always added
     summary = ratios(frame, methods[0], methods[1]) if method and len(methods) >= 2 else {}
     save(frame, out, summary)
@@ -347,12 +359,16 @@ def reproduce(
     limit: Annotated[int, typer.Option(help="Questions per task and method.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of everything.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes for the ablations' distillation dataset.")] = 2,
+    second_model: Annotated[bool, typer.Option(
+        help="Also run the second embedded model (tiny-qwen-shapes) on its own world.")] = True,
+    second_limit: Annotated[int, typer.Option(min=1, help="Questions per task and method of the second model.")] = 100,
 ) -> None:
     """Every run, profile and ablation of the paper's evaluation on the embedded world, then the report (resumable)."""
-    from fastrm_bench.reproduce import Plan
+    from fastrm_bench.reproduce import SECOND_MODEL, Plan
     from fastrm_bench.reproduce import reproduce as reproduce_all
 
-    reproduce_all(Plan(out=out, limit=limit, seed=seed, workers=workers, log=typer.echo))
+    reproduce_all(Plan(out=out, limit=limit, seed=seed, workers=workers, log=typer.echo,
+                       second_model=SECOND_MODEL if second_model else None, second_limit=second_limit))
     typer.echo(f"report: {out / 'report' / 'index.md'}")
 
 
@@ -391,7 +407,7 @@ def sanity(
 def train_vlm(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, log, final model in OUT/model).")],
     steps: Annotated[int | None, typer.Option(
-        help="Optimiser steps of the full (second) stage [recipe's: 2600 for llava, 2200 for qwen2_vl].")] = None,
+        help="Optimiser steps of the full (second) stage [recipe's: 2600 for llava, 2500 for qwen2_vl].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and data [recipe's: 0].")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint if present.")] = True,
@@ -432,11 +448,14 @@ def distill(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder for the FastRM checkpoint.")],
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
-    task: Annotated[str, typer.Option(help="Task whose training questions are answered.")] = "vqav2",
+    task: Annotated[list[str] | None, typer.Option(
+        help="Task whose training questions are answered (default vqav2); repeat it for a proxy of several tasks "
+             "(one dataset each, one proxy).")] = None,
     split: Annotated[str, typer.Option(help="Split of the task's files.")] = "train",
-    questions: Annotated[int | None, typer.Option(help="Seeded subsample of questions (default: all).")] = None,
+    questions: Annotated[int | None, typer.Option(help="Seeded subsample of questions per task (default: all).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Where the (resumable) token dataset goes.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the (resumable) token dataset goes (with several tasks: "
+                                                       "one subfolder each).")] = None,
     labeling_threshold: Annotated[float, typer.Option(help="y_j = R_j >= t * max(R).")] = 0.3,
     data_size: Annotated[int | None, typer.Option(help="Token samples used for training (ablation).")] = None,
     steps: Annotated[int, typer.Option(help="Adam steps.")] = 3500,
@@ -449,6 +468,8 @@ def distill(
                        ] = "chefer",
     shard_size: Annotated[int, typer.Option(min=1, help="Questions per dataset shard (the unit of resume and of sharing "
                                                         "between processes).")] = 200,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens each answer may take (a describe caption needs "
+                                                            "up to 20).")] = 10,
     num_processes: Annotated[int, typer.Option(
         help="Ranks sharing the dataset stage (one per GPU; torchrun), as `run --num-processes`; the main one trains.")] = 1,
 ) -> None:
@@ -464,21 +485,29 @@ def distill(
     except (UnknownNameError, ValueError) as err:
         _fail(str(err))
         return
-    dataset = DatasetConfig(model=model, task=task, split=split, data_root=data_root, questions=questions, seed=seed,
-                            teacher=teacher, shard_size=shard_size)
     suffix = "" if teacher == "chefer" else f"-{teacher}"  # Chefer datasets keep the folder names they had
     suffix += "" if shard_size == 200 else f"-shards{shard_size}"
-    folder = data_dir or cache_root() / "distill" / f"{Path(model).name}-{task}-{split}-q{questions or 'all'}-s{seed}{suffix}"
-    try:
-        build_dataset(dataset, folder, log=typer.echo, workers=workers)
-    except (UnknownNameError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
-        return
+    suffix += "" if max_new_tokens == 10 else f"-tokens{max_new_tokens}"
+    folders = []
+    tasks = list(dict.fromkeys(task or ["vqav2"]))
+    for name in tasks:  # one resumable dataset per task; the proxy trains on all of them
+        if data_dir is not None:
+            folder = data_dir if len(tasks) == 1 else data_dir / name
+        else:
+            folder = cache_root() / "distill" / f"{Path(model).name}-{name}-{split}-q{questions or 'all'}-s{seed}{suffix}"
+        dataset = DatasetConfig(model=model, task=name, split=split, data_root=data_root, questions=questions,
+                                seed=seed, teacher=teacher, shard_size=shard_size, max_new_tokens=max_new_tokens)
+        try:
+            build_dataset(dataset, folder, log=typer.echo, workers=workers)
+        except (UnknownNameError, FileNotFoundError, ValueError) as err:
+            _fail(str(err))
+            return
+        folders.append(folder)
     if not current_ranks().is_main:
         return  # training is one small model: the main process's
     recipe = TrainConfig(labeling_threshold=labeling_threshold, steps=steps, batch_size=batch_size, lr=lr,
                          data_size=data_size, seed=seed)
-    train_proxy(folder, out, recipe, distilled_from=model, log=typer.echo)
+    train_proxy(folders, out, recipe, distilled_from=model, log=typer.echo)
 
 
 @app.command("eval-vlm")
@@ -487,17 +516,20 @@ def eval_vlm(
     split: Annotated[str, typer.Option(help="Embedded-world split.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Questions per task (seeded subsample).")] = None,
     grounding: Annotated[bool, typer.Option(help="Also run the object-vs-random token removal check.")] = True,
-    data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
+    data_root: Annotated[str | None, typer.Option(
+        help="Data root (default: the embedded world the model was trained on).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the numbers as JSON here.")] = None,
 ) -> None:
-    """Held-out accuracy per question type, and the grounding check, of a model on the embedded world."""
-    from fastrm_bench.models.zoo import load_model
+    """Held-out accuracy per question type (describe too, on a world with captions), and the grounding check, of a
+    model on the embedded world."""
+    from fastrm_bench.models.zoo import load_model, trained_world
     from fastrm_bench.world.checks import grounding_check, heldout_accuracy
 
     adapter = load_model(model)
-    root = Path(data_root) if data_root else None
-    result: dict = {"model": adapter.name, "split": split, "accuracy": heldout_accuracy(adapter, root, split, limit)}
-    typer.echo("accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if k != "n"))
+    root = Path(data_root) if data_root else trained_world(model)
+    result: dict = {"model": adapter.name, "split": split, "data_root": str(root) if root else None,
+                    "accuracy": heldout_accuracy(adapter, root, split, limit)}
+    typer.echo("accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if not k.startswith("n")))
     if grounding:
         result["grounding"] = grounding_check(adapter, root, split, limit)
         for qtype, row in result["grounding"].items():
@@ -552,16 +584,16 @@ def build_data(
     captions: Annotated[bool, typer.Option(help="Add the describe task's COCO captions files.")] = False,
 ) -> None:
     """Write the embedded world (COCO, VQAv2, GQA and POPE files) for train / val / test."""
-    from fastrm_bench.world.build import WorldSizes, build_world, default_data_root
+    from fastrm_bench.world.build import WorldSizes, WorldVariant, build_world, default_data_root
     from fastrm_bench.world.scenes import ImageSizes
 
     sizes = WorldSizes(train=train_images)
     if sizes != WorldSizes() and out is None:
         _fail("a world of non-default size needs --out (the cache holds the default world)")
         return
-    variant = "-".join(name for name, on in (("variable", variable_sizes), ("describe", captions)) if on)
-    root = build_world(out or default_data_root(seed, variant), seed, sizes,
-                       image_sizes=ImageSizes() if variable_sizes else None, captions=captions)
+    variant = WorldVariant(ImageSizes() if variable_sizes else None, captions)
+    root = build_world(out or default_data_root(seed, variant.name), seed, sizes, image_sizes=variant.image_sizes,
+                       captions=captions)
     typer.echo(f"embedded world written to {root}")
 
 

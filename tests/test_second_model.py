@@ -150,3 +150,25 @@ def test_distillation_pads_images_of_different_token_counts(variable_world, tmp_
     assert probs.numel() == int(data["key_mask"][data["owner"][val]].sum())  # real tokens only
     assert proxy.config.metrics["held_out_tokens"] == len(val)
     assert binarise(data["relevancy"], 0.3)[padded].sum() == 0
+
+
+def test_one_proxy_learns_from_the_datasets_of_several_tasks(variable_world, tmp_path):
+    """`distill --task vqav2 --task describe`: one dataset per task, one proxy trained on their union; datasets of
+    another teacher cannot be mixed in."""
+    from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, data_hash, load_dataset, train_proxy
+
+    dirs = [tmp_path / "vqav2", tmp_path / "describe"]
+    for task, folder in zip(("vqav2", "describe"), dirs):
+        build_dataset(DatasetConfig(model="tiny-qwen-shapes", task=task, split="val", data_root=str(variable_world),
+                                    questions=6, max_new_tokens=20), folder, log=lambda *_: None)
+    each = [load_dataset(d) for d in dirs]
+    both = load_dataset(dirs)
+    assert both["query"].shape[0] == sum(d["query"].shape[0] for d in each)
+    assert both["keys"].shape[0] == 12 and int(both["owner"].max()) == 11
+    assert each[1]["query"].shape[0] > 6 * 5  # captions: many tokens per question
+    proxy = train_proxy(dirs, tmp_path / "proxy", TrainConfig(steps=4, batch_size=8, eval_every=2), log=lambda *_: None)
+    assert proxy.config.training_data_sha256 == data_hash(dirs) != data_hash(dirs[0])
+    build_dataset(DatasetConfig(model="tiny-qwen-shapes", task="gqa", split="val", data_root=str(variable_world),
+                                questions=4, teacher="rollout"), tmp_path / "rollout", log=lambda *_: None)
+    with pytest.raises(ValueError, match="another teacher"):
+        train_proxy([dirs[0], tmp_path / "rollout"], tmp_path / "mixed", TrainConfig(steps=2), log=lambda *_: None)

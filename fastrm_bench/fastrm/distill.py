@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -226,13 +227,27 @@ def _pad_cat(maps: list[torch.Tensor], width: int | None = None) -> torch.Tensor
     return torch.cat([F.pad(m, (0, width - m.shape[1])) for m in maps])
 
 
-def load_dataset(data_dir: Path) -> dict[str, torch.Tensor]:
-    """All shards concatenated; ``owner`` re-indexed to the concatenated ``keys``; ``key_mask`` [questions,
-    image tokens] marks each question's real image tokens (keys and maps are zero-padded to the longest image of the
-    dataset: a dynamic-resolution model's images have different token counts)."""
-    parts = [load_file(str(p)) for p in sorted(data_dir.glob("shard_*.safetensors"))]
-    if not parts:
-        raise FileNotFoundError(f"no shard_*.safetensors in {data_dir}: run the dataset stage first")
+def _dirs(data_dirs: Path | Sequence[Path]) -> list[Path]:
+    return [Path(data_dirs)] if isinstance(data_dirs, (str, Path)) else [Path(d) for d in data_dirs]
+
+
+def _shards(data_dirs: Path | Sequence[Path]) -> list[Path]:
+    """The shards of one dataset folder, or of several (one per task) in the order given."""
+    shards = []
+    for data_dir in _dirs(data_dirs):
+        found = sorted(Path(data_dir).glob("shard_*.safetensors"))
+        if not found:
+            raise FileNotFoundError(f"no shard_*.safetensors in {data_dir}: run the dataset stage first")
+        shards += found
+    return shards
+
+
+def load_dataset(data_dirs: Path | Sequence[Path]) -> dict[str, torch.Tensor]:
+    """All shards of one dataset folder (or of several: a proxy of several tasks) concatenated; ``owner``
+    re-indexed to the concatenated ``keys``; ``key_mask`` [questions, image tokens] marks each question's real
+    image tokens (keys and maps are zero-padded to the longest image of the dataset: a dynamic-resolution model's
+    images have different token counts)."""
+    parts = [load_file(str(p)) for p in _shards(data_dirs)]
     width = max(p["keys"].shape[1] for p in parts)
     offset, owners, keys, lengths = 0, [], [], []
     for part in parts:
@@ -247,11 +262,25 @@ def load_dataset(data_dir: Path) -> dict[str, torch.Tensor]:
             "key_mask": torch.arange(width).unsqueeze(0) < length.unsqueeze(1)}
 
 
-def data_hash(data_dir: Path) -> str:
+def data_hash(data_dirs: Path | Sequence[Path]) -> str:
     h = hashlib.sha256()
-    for p in sorted(data_dir.glob("shard_*.safetensors")):
+    for p in _shards(data_dirs):
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def _manifest(data_dirs: Path | Sequence[Path]) -> dict[str, Any]:
+    """The datasets' common manifest (weights and teacher); several folders must agree on both."""
+    found = [json.loads(m.read_text()) for d in _dirs(data_dirs) if (m := Path(d) / "dataset.json").exists()]
+    if not found:
+        return {}
+    first = found[0]
+    for other in found[1:]:
+        if other.get("model_weights_sha256") != first.get("model_weights_sha256") or not same_teacher(
+                other.get("teacher", LEGACY_TEACHER), first.get("teacher", LEGACY_TEACHER)):
+            raise ValueError("the datasets were labelled with other weights or another teacher: a proxy learns one "
+                             "teacher on one model; build them with the same --model and --teacher")
+    return first
 
 
 def split_tokens(data: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,15 +309,15 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tor
     return F.binary_cross_entropy_with_logits(logits[mask], labels[mask])
 
 
-def train_proxy(data_dir: Path, out: Path, cfg: TrainConfig, distilled_from: str = "", log=print) -> FastRM:
-    """Stage 2: train FastRM on the stored shards and save it to ``out``."""
+def train_proxy(data_dir: Path | Sequence[Path], out: Path, cfg: TrainConfig, distilled_from: str = "",
+                log=print) -> FastRM:
+    """Stage 2: train FastRM on the stored shards (of one dataset folder, or of one per task) and save it to ``out``."""
     torch.manual_seed(cfg.seed)
     data = load_dataset(data_dir)
     labels = binarise(data["relevancy"], cfg.labeling_threshold).float()
     train, val = split_tokens(data, cfg)
     val_labels = labels[val][data["key_mask"][data["owner"][val]]]
-    manifest = data_dir / "dataset.json"
-    found = json.loads(manifest.read_text()) if manifest.exists() else {}
+    found = _manifest(data_dir)
     model_weights = found.get("model_weights_sha256", "")
     # a dataset's manifest names its teacher; one from before teachers were chosen was labelled by Chefer
     teacher = {**found.get("teacher", LEGACY_TEACHER), "model_weights_sha256": model_weights} if found else {}
