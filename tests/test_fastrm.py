@@ -121,6 +121,8 @@ def test_fastrm_refuses_a_proxy_distilled_from_other_weights(tmp_path):
             assert method.proxy_for(adapter).config.model_weights_sha256 == recorded
 
 
-def test_the_shipped_proxy_was_distilled_from_the_shipped_model():
-    proxy = FastRM.from_pretrained(SHIPPED["tiny-llava-shapes"])
-    assert proxy.config.model_weights_sha256 == weights_hash(load_model("tiny-llava-shapes").model)
+@pytest.mark.parametrize("model", sorted(SHIPPED))
+def test_the_shipped_proxy_was_distilled_from_the_shipped_model(model):
+    proxy = FastRM.from_pretrained(SHIPPED[model])
+    assert proxy.config.distilled_from == model
+    assert proxy.config.model_weights_sha256 == weights_hash(load_model(model).model)

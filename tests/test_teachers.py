@@ -86,9 +86,10 @@ def test_a_dataset_from_before_teachers_resumes_as_chefers(world_root, tmp_path)
 
 def test_shipped_proxies_by_teacher(embedded):
     assert SHIPPED_BY_TEACHER[("tiny-llava-shapes", "chefer")] == SHIPPED["tiny-llava-shapes"]
-    for (_, teacher), path in SHIPPED_BY_TEACHER.items():
-        proxy = FastRM.from_pretrained(path, expected_hidden_size=embedded.hidden_size)
-        assert proxy.config.teacher_name == teacher and proxy.config.model_weights_sha256 == embedded.weights_sha256, path
+    for (model, teacher), path in SHIPPED_BY_TEACHER.items():
+        adapter = embedded if model == embedded.name else load_model(model)
+        proxy = FastRM.from_pretrained(path, expected_hidden_size=adapter.hidden_size)
+        assert proxy.config.teacher_name == teacher and proxy.config.model_weights_sha256 == adapter.weights_sha256, path
         assert sum(p.stat().st_size for p in path.iterdir()) < 200_000  # small enough to ship
     for spec, teacher in (("fastrm", "chefer"), ("fastrm-tam", "tam")):
         method, _ = create_method(spec)

@@ -27,11 +27,13 @@ from fastrm_bench.profiling import PeakMemory
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 #: the proxy shipped for each shipped model (distilled from Chefer's maps)
-SHIPPED = {"tiny-llava-shapes": CHECKPOINTS / "fastrm-tiny-llava-shapes"}
+SHIPPED = {"tiny-llava-shapes": CHECKPOINTS / "fastrm-tiny-llava-shapes",
+           "tiny-qwen-shapes": CHECKPOINTS / "fastrm-tiny-qwen-shapes"}
 #: the proxies shipped for each (shipped model, teacher method)
 SHIPPED_BY_TEACHER = {
     ("tiny-llava-shapes", "chefer"): SHIPPED["tiny-llava-shapes"],
     ("tiny-llava-shapes", "tam"): CHECKPOINTS / "fastrm-tam-tiny-llava-shapes",
+    ("tiny-qwen-shapes", "chefer"): SHIPPED["tiny-qwen-shapes"],
 }
 
 
