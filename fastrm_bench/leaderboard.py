@@ -35,7 +35,7 @@ def _interval_columns(column: str) -> tuple[str, str]:
 
 
 def leaderboard(root: Path) -> pd.DataFrame:
-    """All runs under ``root``, sorted by task then PP AUC (lower is better); metric columns no run has are left out."""
+    """All runs under ``root``, sorted by task, model, then PP AUC (lower is better); metric columns no run has are left out."""
     columns: dict[str, str | None] = {**BASE_COLUMNS, **metric_columns()}
     rows = []
     for run_dir in find_runs(root):
@@ -55,7 +55,7 @@ def leaderboard(root: Path) -> pd.DataFrame:
     measured = {c: k for c, k in columns.items() if k is None or c in BASE_COLUMNS or any(r[c] is not None for r in rows)}
     intervals = [c for column, key in measured.items() if key is not None for c in _interval_columns(column)]
     frame = pd.DataFrame(rows, columns=[*measured, *intervals, "run_dir"])
-    order = ["task", "pp_auc"] if "pp_auc" in frame else ["task"]
+    order = ["task", "model", "pp_auc"] if "pp_auc" in frame else ["task", "model"]
     return frame.sort_values(order, na_position="last").reset_index(drop=True)
 
 

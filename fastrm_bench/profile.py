@@ -92,8 +92,54 @@ def profile(methods=DEFAULT_METHODS, lengths=DEFAULT_LENGTHS, repeats: int = 3, 
             rows.append({"method": spec.name, "tokens": n, "map_seconds": statistics.median(t[1] for t in times),
                          "generation_seconds": statistics.median(t[0] for t in times),
                          "peak_memory_mb": None if peak is None else peak / 2**20,
-                         "repeats": repeats, "device": str(adapter.device), "model": Path(adapter.name).name})
+                         "repeats": repeats, "device": str(adapter.device), "model": Path(adapter.name).name,
+                         "answers": "forced"})
     return pd.DataFrame(rows)
+
+
+def profile_natural(methods=DEFAULT_METHODS, task: str = "describe", limit: int = 30, repeats: int = 1,
+                    model: str = "tiny-qwen-shapes", device: str | None = None, seed: int = 0,
+                    max_new_tokens: int = 20, data_root: str | None = None) -> pd.DataFrame:
+    """Latency against output length with the model's own answers: each of ``limit`` questions of ``task`` is
+    answered greedily to its natural end (EOS, at most ``max_new_tokens``) and every answer token explained.
+
+    One row per (method, output length): median map and generation seconds over the answers of that length
+    (``samples`` of them, ``repeats`` timings each). Peak memory is measured on CUDA only (on CPU it would take a
+    fresh process per answer), else left empty. The task's data is ``data_root``, else the model's
+    (`create_task_for_model`).
+    """
+    from fastrm_bench.builders import create_task_for_model
+    from fastrm_bench.models.zoo import load_model
+
+    adapter = load_model(model, device=device)
+    task_obj, task_spec = create_task_for_model(task, model, data_root)
+    samples = list(task_obj.samples(limit=limit, seed=seed))
+    inputs = [adapter.build_inputs([s.image], [task_obj.prompt(s)]) for s in samples]
+    timings: list[dict[str, Any]] = []
+    for name in methods:
+        method, spec = create_method(name)
+        method.prepare(adapter)
+        for one in tqdm(inputs, desc=f"profile {spec.name} ({task_spec.name} answers)", leave=False):
+            peak = None
+            times = []
+            for _ in range(repeats):
+                with PeakMemory(adapter.device) as memory:
+                    t0 = time.perf_counter()
+                    generation = adapter.generate(one, max_new_tokens, return_hidden=True)[0]
+                    t1 = time.perf_counter()
+                    method.explain(adapter, one, generation)
+                    times.append((t1 - t0, time.perf_counter() - t1))
+                peak = memory.peak_bytes if adapter.device.type == "cuda" else None
+            timings.append({"method": spec.name, "tokens": generation.num_generated,
+                            "map_seconds": statistics.median(t[1] for t in times),
+                            "generation_seconds": statistics.median(t[0] for t in times),
+                            "peak_memory_mb": None if peak is None else peak / 2**20})
+    per_answer = pd.DataFrame(timings)
+    frame = (per_answer.groupby(["method", "tokens"], sort=True)
+             .agg(map_seconds=("map_seconds", "median"), generation_seconds=("generation_seconds", "median"),
+                  peak_memory_mb=("peak_memory_mb", "max"), samples=("map_seconds", "size")).reset_index())
+    return frame.assign(repeats=repeats, device=str(adapter.device), model=Path(adapter.name).name,
+                        answers=f"natural {task_spec.name}")
 
 
 def ratios(frame: pd.DataFrame, fast: str, slow: str) -> dict[str, float]:

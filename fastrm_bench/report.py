@@ -42,6 +42,11 @@ class Run:
         return self.config["task_spec"]["name"]
 
     @property
+    def model(self) -> str:
+        """The model's registered name, or its folder's name."""
+        return Path(self.config["model"]).name
+
+    @property
     def family(self) -> str:
         """vqav2 / gqa / pope: the task implementation (pope-* variants are POPE)."""
         return self.config["task_spec"]["implementation"]
@@ -93,16 +98,21 @@ def fig_sanity(roots: list[Path], report: Report) -> None:
 
 
 def label_tasks(runs: list[Run]) -> None:
-    """Name each run's task; a task run on several data sources (e.g. a shifted world) gets the source added."""
+    """Name each run's task; a task run on several data sources (e.g. a shifted world) gets the source added, one
+    run with several models gets the model added: each figure panel and table row is one (task, source, model)."""
     sources: dict[str, set[str]] = {}
+    models: dict[str, set[str]] = {}
     for r in runs:
         sources.setdefault(r.task, set()).add(r.config.get("data_source", ""))
+        models.setdefault(r.task, set()).add(r.model)
     for r in runs:
-        r.task_label = r.task if len(sources[r.task]) == 1 else f"{r.task} ({r.config.get('data_source', '')})"
+        facets = [r.config.get("data_source", "")] if len(sources[r.task]) > 1 else []
+        facets += [r.model] if len(models[r.task]) > 1 else []
+        r.task_label = f"{r.task} ({', '.join(facets)})" if facets else r.task
 
 
 def _slug(label: str) -> str:
-    return label.replace(" (", "_").replace(")", "").replace(" ", "_")
+    return label.replace(" (", "_").replace(")", "").replace(", ", "_").replace(" ", "_")
 
 
 def _style():
@@ -350,18 +360,28 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
 
 
 def fig_latency(profiles: list[Path], report: Report) -> None:
-    """Fig. 7: map latency and peak memory vs number of output tokens (log scale).
+    """Fig. 7: map latency and peak memory vs number of output tokens (log scale), one figure per profiled model.
 
     Gradient-free methods (FastRM, TAM, ...) are drawn solid and first, gradient methods dashed; a
-    method keeps its colour in both panels.
+    method keeps its colour in both panels. The first profile's model gets ``latency_memory``, any
+    other ``latency_memory_<model>``.
     """
     frames = [pd.DataFrame(json.loads((p / "profile.json").read_text())["rows"]) for p in profiles]
     if not frames:
         report.skipped.append("Latency and memory (Fig. 7): no profile directory (run `fastrm-bench profile`)")
         return
+    frame = pd.concat(frames)
+    if "answers" not in frame:  # profiles written before natural answers were profiled: all forced
+        frame["answers"] = "forced"
+    frame["answers"] = frame["answers"].fillna("forced")
+    for i, model in enumerate(dict.fromkeys(frame.model)):
+        name = "latency_memory" if i == 0 else f"latency_memory_{_slug(model)}"
+        _latency_figure(frame[frame.model == model], report, name)
+
+
+def _latency_figure(frame: pd.DataFrame, report: Report, name: str) -> None:
     from fastrm_bench.profile import GRADIENT_FREE
 
-    frame = pd.concat(frames)
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     methods = sorted(frame.method.unique(), key=lambda m: (m not in GRADIENT_FREE, m))
@@ -378,13 +398,22 @@ def fig_latency(profiles: list[Path], report: Report) -> None:
     axes[0].plot(gen.index, gen.values, ls=":", color="gray", label="greedy generation (apart)")
     axes[0].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="time to produce all maps (s)")
     axes[1].set(xscale="log", yscale="log", xlabel="output tokens", ylabel="peak memory, generation + maps (MiB)")
+    if frame.peak_memory_mb.isna().all():
+        axes[1].text(0.5, 0.5, "peak memory not measured\n(natural answers: CUDA only)", ha="center", va="center",
+                     transform=axes[1].transAxes, fontsize=9)
     for ax in axes:
-        ax.legend(fontsize=7)
-    device, model = frame.device.iloc[0], frame.model.iloc[0]
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    device, model, answers = frame.device.iloc[0], frame.model.iloc[0], frame.answers.iloc[0]
+    if answers == "forced":
+        what = f"one fixed test question of the shapes world (n=1), median of {int(frame.repeats.max())} repeats"
+    else:
+        answered = int(frame.samples.sum() / len(methods))
+        what = f"the model's own answers ({answers.removeprefix('natural ')} task, n={answered}), median per length"
     fig.suptitle(f"Map latency and peak memory (solid: gradient-free methods, dashed: gradient methods)\n{model} on {device}, "
-                 f"one fixed test question of the shapes world (n=1), median of {int(frame.repeats.max())} repeats",
-                 fontsize=10)
-    _save(fig, report, "latency_memory", "Latency and memory vs output length (Fig. 7)")
+                 f"{what}", fontsize=10)
+    title = "Latency and memory vs output length (Fig. 7)" + ("" if name == "latency_memory" else f", {model}")
+    _save(fig, report, name, title)
     plt.close(fig)
 
 
