@@ -361,7 +361,7 @@ def reproduce(
     workers: Annotated[int, typer.Option(min=1, help="Processes for the ablations' distillation dataset.")] = 2,
     second_model: Annotated[bool, typer.Option(
         help="Also run the second embedded model (tiny-qwen-shapes) on its own world.")] = True,
-    second_limit: Annotated[int, typer.Option(min=1, help="Questions per task and method of the second model.")] = 100,
+    second_limit: Annotated[int, typer.Option(min=1, help="Questions per task and method of the second model.")] = 300,
 ) -> None:
     """Every run, profile and ablation of the paper's evaluation on the embedded world, then the report (resumable)."""
     from fastrm_bench.reproduce import SECOND_MODEL, Plan

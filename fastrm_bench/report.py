@@ -279,6 +279,83 @@ def table_perturbation(runs: list[Run], report: Report) -> None:
                         ["perturbation_auc.md", "perturbation_auc.tex"]))
 
 
+def _home_runs(runs: list[Run]) -> dict[tuple[str, str], dict[str, Run]]:
+    """{(task, model): {method: run}} on each model's own data source for the task: the source with the most
+    methods (a shifted world run with FastRM alone is not where a model's methods are ranked)."""
+    by_source: dict[tuple[str, str, str], dict[str, Run]] = {}
+    for r in runs:
+        if r.results.get("curves", {}).get("positive"):
+            by_source.setdefault((r.task, r.model, r.config.get("data_source", "")), {})[r.method] = r
+    home: dict[tuple[str, str], dict[str, Run]] = {}
+    for (task, model, _), methods in sorted(by_source.items()):
+        if len(methods) > len(home.get((task, model), {})):
+            home[(task, model)] = methods
+    return home
+
+
+def _verdict(differences: list[dict[str, float]]) -> str:
+    """holds / reversed / significant on some / undecided, for one pair of methods' differences on several models."""
+    significant = [d for d in differences if d["significant"]]
+    signs = {np.sign(d["difference"]) for d in significant}
+    if len(signs) == 2:
+        return "reversed"
+    if not significant:
+        return "undecided"
+    return "holds" if len(significant) == len(differences) else "significant on some"
+
+
+def table_rankings_across_models(runs: list[Run], report: Report) -> None:
+    """Which method rankings hold across models: for every task run on several models and every pair of methods
+    run on all of them, the paired PP and NP AUC differences on each model (A minus B, same questions, bootstrap 95%
+    interval) and whether their signs agree.
+
+    "holds": significant with the same sign on every model; "reversed": significant with opposite signs;
+    "significant on some": significant (with one sign) on some models only; "undecided": significant nowhere.
+    """
+    from fastrm_bench.metrics.uncertainty import paired_difference
+
+    home = _home_runs(runs)
+    tasks = sorted({task for task, _ in home if sum(t == task for t, _ in home) > 1})
+    if not tasks:
+        report.skipped.append("Rankings across models: no task with perturbation runs of two models")
+        return
+    rows, summary = [], []
+    for task in tasks:
+        models = sorted(m for t, m in home if t == task)
+        common = sorted(set.intersection(*(set(home[(task, m)]) for m in models)))
+        first = home[(task, models[0])]
+        common.sort(key=lambda method: (first[method].metric("pp_auc"), method))  # the first model's PP order
+        aucs = {m: {method: _per_sample_aucs(home[(task, m)][method]) for method in common} for m in models}
+        counts: dict[str, int] = {}
+        for i, a in enumerate(common):
+            for b in common[i + 1:]:
+                row: dict[str, Any] = {"task": task, "A": a, "B": b}
+                for short in ("pp", "np"):
+                    differences = []
+                    for m in models:
+                        shared = sorted(set(aucs[m][a]) & set(aucs[m][b]))
+                        d = paired_difference(np.array([aucs[m][a][s][short] for s in shared]),
+                                              np.array([aucs[m][b][s][short] for s in shared]),
+                                              seed=home[(task, m)][a].config["run"]["seed"])
+                        differences.append(d)
+                        mark = "" if d["significant"] else " n.s."
+                        row[f"{short.upper()} A-B, {m}"] = f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{mark}"
+                    row[f"{short.upper()}"] = _verdict(differences)
+                    if short == "pp":
+                        counts[row["PP"]] = counts.get(row["PP"], 0) + 1
+                rows.append(row)
+        summary.append(f"- {task} ({', '.join(models)}; {len(common)} methods, {len(common) * (len(common) - 1) // 2} "
+                       f"pairs), PP AUC: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    frame = pd.DataFrame(rows)
+    note = ("Pairs of methods in the first model's PP AUC order (lower is better; NP: higher is better). A-B: method A's "
+            "AUC minus B's on one model's questions, paired bootstrap 95% interval (n.s.: contains 0). holds: "
+            "significant with the same sign on every model; reversed: significant with opposite signs; significant on "
+            "some: on some models only; undecided: significant nowhere.\n\n" + "\n".join(summary))
+    (report.out / "rankings_across_models.md").write_text(note + "\n\n" + frame.to_markdown(index=False) + "\n")
+    (report.out / "rankings_across_models.csv").write_text(frame.to_csv(index=False))
+    report.made.append(("Method rankings across models", ["rankings_across_models.md", "rankings_across_models.csv"]))
+
+
 def fig_threshold(runs: list[Run], report: Report) -> None:
     """Fig. 3: FastRM accuracy and F1 vs classification threshold, per task."""
     swept = [r for r in runs if r.results.get("threshold_sweep")]
@@ -662,7 +739,7 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     leaderboard_tables(roots, report)
     ablation_runs = [r for r in runs if (r.path / "ablation.json").exists()]
     main_runs = [r for r in runs if r not in ablation_runs]
-    for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution]:
+    for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution, table_rankings_across_models]:
         figure(main_runs, report)
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)

@@ -55,7 +55,7 @@ class Plan:
     second_model: str | None = SECOND_MODEL  # None: the first model only
     second_tasks: tuple[str, ...] = SECOND_TASKS
     second_methods: tuple[str, ...] = SECOND_METHODS
-    second_limit: int = 100
+    second_limit: int = 300  # as many as the first model's runs
     #: questions of the describe task whose natural answers the second model's latency profile times
     second_profile_limit: int = 20
     log: Callable[[str], None] = field(default=print)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -172,3 +173,37 @@ def test_one_proxy_learns_from_the_datasets_of_several_tasks(variable_world, tmp
                                 questions=4, teacher="rollout"), tmp_path / "rollout", log=lambda *_: None)
     with pytest.raises(ValueError, match="another teacher"):
         train_proxy([dirs[0], tmp_path / "rollout"], tmp_path / "mixed", TrainConfig(steps=2), log=lambda *_: None)
+
+
+def _curve_run(folder: Path, method: str, model: str, source: str, level: float) -> None:
+    """A run whose every sample's PP and NP curve is flat at ``level`` (so both AUCs are ``level``)."""
+    folder.mkdir(parents=True)
+    config = {"method_spec": {"name": method, "implementation": method, "params": {}},
+              "task_spec": {"name": "vqav2", "implementation": "vqav2", "params": {}}, "model": model,
+              "data_source": source, "run": {"seed": 0}}
+    (folder / "config.json").write_text(json.dumps(config))
+    curves = {"positive": [level, level], "negative": [level, level]}
+    (folder / "results.json").write_text(json.dumps({"n": 20, "metrics": {"pp_auc": {"value": level}},
+                                                     "curves": {"fractions": [0.0, 1.0], **curves}}))
+    (folder / "samples.jsonl").write_text("".join(json.dumps({"id": str(i), "curves": curves}) + "\n" for i in range(20)))
+
+
+def test_rankings_across_models_say_which_pairs_hold_and_which_reverse(tmp_path):
+    from fastrm_bench.report import Report, table_rankings_across_models
+
+    levels = {"llava": {"a": 0.1, "b": 0.5, "c": 0.9, "d": 0.1}, "qwen": {"a": 0.1, "b": 0.9, "c": 0.5, "d": 0.1}}
+    for model, by_method in levels.items():
+        for method, level in by_method.items():
+            _curve_run(tmp_path / "runs" / model / method, method, model, f"world-{model}", level)
+    _curve_run(tmp_path / "runs" / "shifted", "c", "llava", "world-shifted", 0.0)  # not the model's home world
+    runs, _ = load_runs([tmp_path / "runs"])
+    report = Report(tmp_path / "report", "test")
+    report.out.mkdir()
+    table_rankings_across_models(runs, report)
+    text = (report.out / "rankings_across_models.md").read_text()
+    rows = pd.read_csv(report.out / "rankings_across_models.csv").to_dict("records")
+    verdicts = {(row["A"], row["B"]): row["PP"] for row in rows}
+    assert verdicts[("a", "b")] == verdicts[("a", "c")] == "holds"  # a is better than b and c on both
+    assert verdicts[("b", "c")] == "reversed"  # b beats c on llava, c beats b on qwen
+    assert verdicts[("a", "d")] == "undecided"  # the same maps: no difference anywhere
+    assert "vqav2 (llava, qwen; 4 methods, 6 pairs)" in text
