@@ -96,6 +96,12 @@ def image_only_processor_class(base: type[ProcessorMixin]) -> type[ProcessorMixi
         processor_dict = {k: v for k, v in processor_dict.items() if k not in VIDEO_ATTRIBUTES}
         return super(sub, cls).from_args_and_dict(args, processor_dict, **kwargs)
 
+    def from_dict(cls, processor_dict: dict, **kwargs):
+        # transformers >= 5.25 loads sub-processors by name and calls from_dict: the video slot gets None (a base
+        # whose __init__ requires it, SmolVLM's, then still builds), never the saved video config
+        processor_dict = {**processor_dict, **dict.fromkeys(a for a in base_attributes if a in VIDEO_ATTRIBUTES)}
+        return super(sub, cls).from_dict(processor_dict, **kwargs)
+
     sub = type(
         base.__name__,  # saved as processor_class: the folder loads as the stock class elsewhere
         (base,),
@@ -103,6 +109,7 @@ def image_only_processor_class(base: type[ProcessorMixin]) -> type[ProcessorMixi
             "get_attributes": classmethod(get_attributes),
             "_get_arguments_from_pretrained": classmethod(_get_arguments_from_pretrained),
             "from_args_and_dict": classmethod(from_args_and_dict),
+            "from_dict": classmethod(from_dict),
             "__module__": __name__,
             "__qualname__": f"image_only({base.__qualname__})",
             "__doc__": f"{base.__name__} without a video processor (torchvision-free); see fastrm_bench.models.processors.",
