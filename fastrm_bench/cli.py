@@ -149,7 +149,8 @@ def run(
         return
     metrics = result["metrics"]
     shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc", "threshold_f1",
-                         "pointing_game", "relevance_mass", "map_seconds") if metrics.get(k, {}).get("value") is not None]
+                         "pointing_game", "relevance_mass", "token_pointing_own", "token_pointing_other",
+                         "token_mass_own", "map_seconds") if metrics.get(k, {}).get("value") is not None]
     summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
     skipped = f", {result['n_skipped']} skipped (see skipped.jsonl)" if result["n_skipped"] else ""
     typer.echo(f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}")
