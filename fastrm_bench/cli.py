@@ -50,6 +50,13 @@ def main(
         add_spec_dir(folder)
 
 
+PROFILE_LENGTHS = "1,5,10,25,50,100"
+#: the attention implementation a model is loaded with, one option for every command that loads one
+AttnImplementation = Annotated[str, typer.Option(
+    "--attn-implementation", help="Attention the model answers with: sdpa (default), flash_attention_2 or eager. "
+                                  "Methods that read attention recompute what they need from what it received.")]
+
+
 def _fail(message: str) -> None:
     typer.secho(message, err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2)
@@ -120,6 +127,7 @@ def run(
     num_processes: Annotated[int, typer.Option(
         help="Processes sharing the samples on this machine, one model each (one per GPU; torchrun). Several "
              "machines: `accelerate launch -m fastrm_bench run ...` (README, Scaling).")] = 1,
+    attn_implementation: AttnImplementation = "sdpa",
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
     from fastrm_bench.data_errors import SampleDataError
@@ -134,7 +142,7 @@ def run(
     cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
                     device_map=device_map, on_error=on_error.value, metrics=list(metric or DEFAULT_METRICS),
-                    aggregation=aggregation, batch_size=batch_size)
+                    aggregation=aggregation, batch_size=batch_size, attn_implementation=attn_implementation)
     try:
         result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
     except RunInterrupted as err:
@@ -203,7 +211,7 @@ def summarise_(
 @app.command("profile")
 def profile_(
     method: Annotated[list[str], typer.Option("--method", "-m", help="Method(s) to profile; repeat the flag.")] = None,
-    max_new_tokens: Annotated[str, typer.Option(help="Comma-separated output lengths.")] = "1,5,10,25,50,100",
+    max_new_tokens: Annotated[str, typer.Option(help="Comma-separated output lengths.")] = PROFILE_LENGTHS,
     repeats: Annotated[int, typer.Option(help="Repeats per point (the median is reported).")] = 3,
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
@@ -212,11 +220,19 @@ def profile_(
         help="Time the model's own answers to this task's questions (e.g. describe) instead of forced lengths; "
              "--max-new-tokens is then the most one answer may take.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Questions answered with --natural-task.")] = 30,
+    attn_implementation: AttnImplementation = "sdpa",
+    image_tokens: Annotated[str | None, typer.Option(
+        help="Comma-separated image-token counts (square numbers, e.g. 484,1024,2025,4096): profile peak memory and "
+             "time against the image's size instead, on a random LLaVA of the shipped widths answering "
+             "--max-new-tokens tokens (default 8), beside plain answering and Chefer on eager probabilities.")] = None,
 ) -> None:
     """Map latency and peak memory vs number of output tokens (default: fastrm and tam beside the gradient methods)."""
     from fastrm_bench.models.adapter import ModelLoadError
     from fastrm_bench.profile import DEFAULT_METHODS, profile, profile_natural, ratios, save
 
+    if image_tokens is not None:
+        _profile_image_tokens(image_tokens, method, max_new_tokens, repeats, device, out)
+        return
     methods = list(method or DEFAULT_METHODS)
     try:
         lengths = [int(x) for x in max_new_tokens.split(",") if x.strip()]
@@ -225,12 +241,13 @@ def profile_(
         return
     if natural_task is not None:
         try:
-            frame = profile_natural(methods, natural_task, limit, repeats, model, device, max_new_tokens=max(lengths))
+            frame = profile_natural(methods, natural_task, limit, repeats, model, device, max_new_tokens=max(lengths),
+                                    attn_implementation=attn_implementation)
         except (UnknownNameError, ModelLoadError, FileNotFoundError, ValueError) as err:
             _fail(str(err))
             return
     else:
-        frame = profile(methods, lengths, repeats, model, device)
+        frame = profile(methods, lengths, repeats, model, device, attn_implementation=attn_implementation)
     # the first two methods asked for are compared; the named pairs (fastrm, tam vs the reference) are always added
     summary = ratios(frame, methods[0], methods[1]) if method and len(methods) >= 2 else {}
     save(frame, out, summary)
@@ -238,6 +255,27 @@ def profile_(
     for key, value in summary.items():
         typer.echo(f"{methods[0]} vs {methods[1]}: {key} = {value:.3g}")
     typer.echo(f"written to {out}/profile.csv and profile.json")
+
+
+def _profile_image_tokens(image_tokens: str, method: list[str] | None, max_new_tokens: str, repeats: int,
+                          device: str | None, out: Path) -> None:
+    """`profile --image-tokens`: the memory-against-image-size table, written to OUT/image_tokens.csv and .md."""
+    from fastrm_bench.scale_profile import DEFAULT_SCALE_METHODS, profile_image_tokens, save_image_tokens
+
+    try:
+        counts = [int(x) for x in image_tokens.split(",") if x.strip()]
+        tokens = 8 if max_new_tokens == PROFILE_LENGTHS else int(max_new_tokens)
+    except ValueError:
+        _fail(f"--image-tokens takes comma-separated integers and --max-new-tokens one integer here, got "
+              f"{image_tokens!r} and {max_new_tokens!r}")
+        return
+    try:
+        frame = profile_image_tokens(counts, tuple(method or DEFAULT_SCALE_METHODS), tokens, repeats, device, log=typer.echo)
+    except ValueError as err:
+        _fail(str(err))
+        return
+    for path in save_image_tokens(frame, out):
+        typer.echo(f"written to {path}")
 
 
 @app.command()
@@ -284,6 +322,7 @@ def explain(
                                               "warm model (the work is done twice).")] = True,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
     dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16.")] = "float32",
+    attn_implementation: AttnImplementation = "sdpa",
 ) -> None:
     """Answer a question about an image and draw every answer token's map, per method, with the answer's confidence."""
     from PIL import Image, UnidentifiedImageError
@@ -316,7 +355,7 @@ def explain(
     if max_new_tokens < 1:
         _fail(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     try:
-        adapter = load_model(model, device=device, dtype=dtype)
+        adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
         result = explain_image(adapter, picture, question, list(method or ["fastrm", "chefer"]), max_new_tokens,
                                prompt_suffix, calibration, warmup)
     except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
@@ -340,6 +379,7 @@ def serve(
     max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
     dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16.")] = "float32",
+    attn_implementation: AttnImplementation = "sdpa",
 ) -> None:
     """Live demo in the browser (Gradio): the answer streams in with FastRM's map of each token, then its confidence;
     a second tab explains the same answer with a gradient method and shows both times."""
@@ -347,7 +387,7 @@ def serve(
     from fastrm_bench.serve import serve as serve_app
 
     try:
-        serve_app(model, host, port, device, calibration, max_new_tokens, dtype)
+        serve_app(model, host, port, device, calibration, max_new_tokens, dtype, attn_implementation)
     except ImportError as err:
         _fail(str(err))
     except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
@@ -473,6 +513,7 @@ def distill(
                                                             "up to 20).")] = 10,
     num_processes: Annotated[int, typer.Option(
         help="Ranks sharing the dataset stage (one per GPU; torchrun), as `run --num-processes`; the main one trains.")] = 1,
+    attn_implementation: AttnImplementation = "sdpa",
 ) -> None:
     """Distil a FastRM proxy: a token dataset labelled by a teacher method (resumable), then BCE training."""
     from fastrm_bench.builders import create_method
@@ -497,7 +538,8 @@ def distill(
         else:
             folder = cache_root() / "distill" / f"{Path(model).name}-{name}-{split}-q{questions or 'all'}-s{seed}{suffix}"
         dataset = DatasetConfig(model=model, task=name, split=split, data_root=data_root, questions=questions,
-                                seed=seed, teacher=teacher, shard_size=shard_size, max_new_tokens=max_new_tokens)
+                                seed=seed, teacher=teacher, shard_size=shard_size, max_new_tokens=max_new_tokens,
+                                attn_implementation=attn_implementation)
         try:
             build_dataset(dataset, folder, log=typer.echo, workers=workers)
         except (UnknownNameError, FileNotFoundError, ValueError) as err:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastrm_bench.layer_attention import LayerAttention
 from fastrm_bench.layout import ImageLayout
 
 
@@ -91,13 +92,22 @@ class Generation:
         return int(self.generated_ids.numel())
 
 
+#: what a teacher-forced forward keeps of the LM's attention: nothing; each layer's inputs and output
+#: (`LayerAttention`, recomputed on demand, the model's own attention running); eager probabilities as graph nodes
+ATTENTION_KINDS = ("none", "capture", "eager")
+
+
 @dataclass
 class TeacherForced:
     """One forward over prompt + answer as the family's own forward computes it (positions, masks)."""
 
     logits: torch.Tensor  # [L, vocab] raw logits (no temperature, no processors)
-    attentions: tuple[torch.Tensor, ...]  # per LM layer [1, heads, L, L], graph nodes between the leaf and the logits
     leaf: torch.Tensor  # what the graph starts from: the LM input embeddings, or the hooked vision activations
+    #: with ``attention="capture"``: per LM layer its attention inputs and its output as a graph node
+    attention: tuple[LayerAttention, ...] = ()
+    #: with ``attention="eager"``: per LM layer [1, heads, L, L] eager probabilities, graph nodes between the leaf and
+    #: the logits (the textbook path `chefer-reference` keeps for checks)
+    probabilities: tuple[torch.Tensor, ...] = ()
     #: with ``hidden_states=True``: per LM layer [L, d] its output (the residual stream, before the final norm),
     #: graph nodes like the attentions; the logit lens reads them through the final norm and the LM head
     hidden_states: tuple[torch.Tensor, ...] | None = None
@@ -161,12 +171,15 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def teacher_forced(self, inputs: ModelInputs, generation: Generation, length: int | None = None,
-                       vision_leaf: bool = False, hidden_states: bool = False) -> TeacherForced:
-        """One forward over prompt + generated tokens (the first ``length`` positions) with eager attention.
+                       vision_leaf: bool = False, hidden_states: bool = False, attention: str = "none") -> TeacherForced:
+        """One forward over prompt + generated tokens (the first ``length`` positions) with the model's own attention.
 
-        Gradients flow from the logits to every attention map; the weights stay frozen. The graph starts
-        at the LM input embeddings, or with ``vision_leaf`` at the vision activations Grad-CAM targets.
+        Gradients flow from the logits back to the leaf; the weights stay frozen. The graph starts at the LM
+        input embeddings, or with ``vision_leaf`` at the vision activations Grad-CAM targets.
         ``hidden_states`` adds every LM layer's output before the final norm (for the logit lens).
+        ``attention`` (`ATTENTION_KINDS`): "capture" records every LM layer's attention inputs and output
+        (`TeacherForced.attention`); "eager" runs this forward with eager attention and returns its
+        probabilities (`TeacherForced.probabilities`).
         """
 
     @abstractmethod

@@ -36,12 +36,12 @@ GRADIENT_FREE = frozenset({"fastrm", "tam", "attention", "rollout", "random", "o
 SUMMARY_PAIRS = (("fastrm", "chefer-reference"), ("chefer", "chefer-reference"), ("tam", "fastrm"))
 
 
-def _case(model: str, device: str | None, seed: int):
+def _case(model: str, device: str | None, seed: int, attn_implementation: str = "sdpa"):
     """The model and one fixed test-split question (the same for every method and length)."""
     from fastrm_bench.models.zoo import load_model
     from fastrm_bench.world.scenes import generate_scene, jpeg_roundtrip, scene_seed
 
-    adapter = load_model(model, device=device)
+    adapter = load_model(model, device=device, attn_implementation=attn_implementation)
     scene = generate_scene(scene_seed("test", seed))
     question = f"What color is the {scene.objects[0].shape}? Answer the question using up to two words."
     return adapter, adapter.build_inputs([jpeg_roundtrip(scene.image)], [question])
@@ -58,26 +58,28 @@ def _phase(adapter, inputs, method, n: int) -> tuple[float, float]:
     return t1 - t0, t2 - t1
 
 
-def _phase_peak(method_name: str, n: int, model: str, device: str | None, seed: int) -> int | None:
+def _phase_peak(method_name: str, n: int, model: str, device: str | None, seed: int,
+                attn_implementation: str = "sdpa") -> int | None:
     """Peak memory of one phase, in this process (run it in a fresh one on CPU)."""
-    adapter, inputs = _case(model, device, seed)
+    adapter, inputs = _case(model, device, seed, attn_implementation)
     with PeakMemory(adapter.device) as memory:
         _phase(adapter, inputs, create_method(method_name)[0], n)
     return memory.peak_bytes
 
 
-def _fresh_process_peak(method_name: str, n: int, model: str, device: str | None, seed: int) -> int | None:
+def _fresh_process_peak(method_name: str, n: int, model: str, device: str | None, seed: int,
+                        attn_implementation: str = "sdpa") -> int | None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_phase_peak, method_name, n, model, device, seed).result()
+        return pool.submit(_phase_peak, method_name, n, model, device, seed, attn_implementation).result()
 
 
 def profile(methods=DEFAULT_METHODS, lengths=DEFAULT_LENGTHS, repeats: int = 3, model: str = "tiny-llava-shapes",
-            device: str | None = None, seed: int = 0) -> pd.DataFrame:
+            device: str | None = None, seed: int = 0, attn_implementation: str = "sdpa") -> pd.DataFrame:
     """One row per (method, length): median map and generation seconds over ``repeats``, peak memory (MiB)."""
-    adapter, inputs = _case(model, device, seed)
+    adapter, inputs = _case(model, device, seed, attn_implementation)
     rows: list[dict[str, Any]] = []
     for name in methods:
         method, spec = create_method(name)
@@ -88,7 +90,7 @@ def profile(methods=DEFAULT_METHODS, lengths=DEFAULT_LENGTHS, repeats: int = 3, 
                     _phase(adapter, inputs, method, n)
                 peak = memory.peak_bytes
             else:
-                peak = _fresh_process_peak(name, n, model, device, seed)
+                peak = _fresh_process_peak(name, n, model, device, seed, attn_implementation)
             rows.append({"method": spec.name, "tokens": n, "map_seconds": statistics.median(t[1] for t in times),
                          "generation_seconds": statistics.median(t[0] for t in times),
                          "peak_memory_mb": None if peak is None else peak / 2**20,
@@ -99,7 +101,7 @@ def profile(methods=DEFAULT_METHODS, lengths=DEFAULT_LENGTHS, repeats: int = 3, 
 
 def profile_natural(methods=DEFAULT_METHODS, task: str = "describe", limit: int = 30, repeats: int = 1,
                     model: str = "tiny-qwen-shapes", device: str | None = None, seed: int = 0,
-                    max_new_tokens: int = 20, data_root: str | None = None) -> pd.DataFrame:
+                    max_new_tokens: int = 20, data_root: str | None = None, attn_implementation: str = "sdpa") -> pd.DataFrame:
     """Latency against output length with the model's own answers: each of ``limit`` questions of ``task`` is
     answered greedily to its natural end (EOS, at most ``max_new_tokens``) and every answer token explained.
 
@@ -111,7 +113,7 @@ def profile_natural(methods=DEFAULT_METHODS, task: str = "describe", limit: int 
     from fastrm_bench.builders import create_task_for_model
     from fastrm_bench.models.zoo import load_model
 
-    adapter = load_model(model, device=device)
+    adapter = load_model(model, device=device, attn_implementation=attn_implementation)
     task_obj, task_spec = create_task_for_model(task, model, data_root)
     samples = list(task_obj.samples(limit=limit, seed=seed))
     inputs = [adapter.build_inputs([s.image], [task_obj.prompt(s)]) for s in samples]

@@ -52,8 +52,8 @@ CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS, LOCK, SHARDS = (
 RUN_FILES = (CONFIG, SAMPLES, SKIPPED, MAPS_DIR, MAPS, TOKEN_MAPS, RESULTS, SHARDS)
 #: run fields left out of the fingerprint: spellings of where things are (their identity is recorded
 #: separately: the resolved data root, the weights' hash, the device type), the error policy and the
-#: batch size (it changes float rounding only: a run may be resumed with another)
-UNFINGERPRINTED = ("output_dir", "data_root", "model", "device", "on_error", "batch_size")
+#: batch size and the attention implementation (they change float rounding only: a run may be resumed with another)
+UNFINGERPRINTED = ("output_dir", "data_root", "model", "device", "on_error", "batch_size", "attn_implementation")
 #: test hook (fault-injection tests only): "POINT[@N]:KILL|STOP" sends this process SIGKILL or SIGSTOP
 #: the N-th time (default: the first) a run reaches POINT; the points are named where `test_hook` is called
 TEST_HOOK_ENV = "FASTRM_BENCH_TEST_SIGNAL"

@@ -68,6 +68,7 @@ class RunConfig:
     device_map: str | None = None  # "auto": accelerate spreads a model larger than one GPU
     batch_size: int = 1  # samples answered together (left padding); their removals packed where the model allows
     on_error: str = "skip"  # a sample with bad data (missing/corrupt image, unparsable entry): "skip" it or "fail"
+    attn_implementation: str = "sdpa"  # what the model answers with; methods recompute the attention they read
 
     @classmethod
     def from_dict(cls, run: dict[str, Any]) -> RunConfig:
@@ -307,21 +308,19 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
         raise ValueError(f"{task_spec.name} streams its samples and cannot be shared between processes: run it in one")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; expected one of {sorted(DTYPES)}")
-    adapter = load_model(cfg.model, device=cfg.device or ranks.device, dtype=cfg.dtype, device_map=cfg.device_map)
+    adapter = load_model(cfg.model, device=cfg.device or ranks.device, dtype=cfg.dtype, device_map=cfg.device_map,
+                         attn_implementation=cfg.attn_implementation)
     perturbing = [m.name for m in metrics if m.needs.perturbation]
     if perturbing and cfg.removal not in adapter.removals:
         raise ValueError(f"removal {cfg.removal!r} (for {', '.join(perturbing)}) is not supported for the {adapter.family} "
                          f"family of {adapter.name}; use one of {adapter.removals}")
-    if adapter.eager_check and adapter.eager_check.get("equal") is False and ranks.is_main:
-        log(f"Warning: {adapter.name} answers a probe input differently with eager and SDPA attention "
-            f"({adapter.eager_check['eager']!r} vs {adapter.eager_check['sdpa']!r}); the maps explain the eager model.")
     method.prepare(adapter)  # e.g. the FastRM checkpoint: a bad one fails here, before the run directory is touched
     evaluate = Evaluator(cfg, adapter, task, method, metrics)  # the metrics' reference methods are prepared here too
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
               "scoring": task.scoring, "data_root": str(Path(task.data_root).resolve()), "family": adapter.family,
-              "eager_check": adapter.eager_check, "versions": _versions(), "device": str(adapter.device)}
+              "attn_implementation": adapter.attn_implementation, "versions": _versions(), "device": str(adapter.device)}
     desc = f"{method_spec.name} on {task_spec.name}" + (f" (rank {ranks.index + 1}/{ranks.count})" if ranks.parallel else "")
     order = [r.id for r in selected] if selected is not None else None
     with ExitStack() as stack:

@@ -29,7 +29,7 @@ def require_gradio():
 
 
 def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calibration: list[str | Path] | None = None,
-              max_new_tokens: int = 10, dtype: str = "float32"):
+              max_new_tokens: int = 10, dtype: str = "float32", attn_implementation: str = "sdpa"):
     """The Gradio app (`gradio.Blocks`) around one loaded model and its FastRM proxy."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gr = require_gradio()
@@ -42,7 +42,7 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
     from fastrm_bench.metrics.entropy import map_entropy
     from fastrm_bench.models.zoo import load_model
 
-    adapter = load_model(model, device=device, dtype=dtype)
+    adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
     fastrm, _ = create_method("fastrm")
     fastrm.prepare(adapter)  # no proxy for this model: fails here, before the page is served
     proxy = fastrm.proxy_for(adapter)
@@ -157,7 +157,8 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
 
 
 def serve(model: str = "tiny-llava-shapes", host: str = "127.0.0.1", port: int = 7860, device: str | None = None,
-          calibration: list[str | Path] | None = None, max_new_tokens: int = 10, dtype: str = "float32") -> None:
-    app = build_app(model, device, calibration, max_new_tokens, dtype)
+          calibration: list[str | Path] | None = None, max_new_tokens: int = 10, dtype: str = "float32",
+          attn_implementation: str = "sdpa") -> None:
+    app = build_app(model, device, calibration, max_new_tokens, dtype, attn_implementation)
     app.queue().launch(server_name=host, server_port=port, show_error=True)
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from PIL import Image
 
-from fastrm_bench.explainers._attention import explaining, predicting_positions
-from fastrm_bench.explainers.chefer import Chefer, CheferReference, _abar
+from fastrm_bench.explainers._attention import chefer_abar, explaining, predicting_positions
+from fastrm_bench.explainers.chefer import Chefer, CheferReference
+
+
+@contextmanager
+def eager_attention(model):
+    """The app runs eager attention (it reads ``output_attentions``); the model's own implementation after."""
+    loaded = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(loaded)
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -19,13 +32,13 @@ def _stale_rows(adapter, inputs, generation) -> torch.Tensor:
     """The known public bug: the gradients of the first token reused for every later token."""
     with explaining(adapter.model):
         image_positions = inputs.layout.positions
-        forward = adapter.teacher_forced(inputs, generation)
+        forward = adapter.teacher_forced(inputs, generation, attention="eager")
         positions = predicting_positions(inputs, generation)
         first = forward.logits[positions[0], generation.generated_ids[0]]
-        grads = torch.autograd.grad(first, forward.attentions)
+        grads = torch.autograd.grad(first, forward.probabilities)
         relevance = torch.eye(forward.logits.shape[0])
-        for grad, attention in zip(grads, forward.attentions):
-            relevance = relevance + _abar(grad, attention) @ relevance
+        for grad, attention in zip(grads, forward.probabilities):
+            relevance = relevance + chefer_abar(grad[0], attention[0].detach()) @ relevance
         return relevance[positions][:, image_positions]
 
 
@@ -67,7 +80,7 @@ def test_model_state_is_restored_and_no_parameter_gets_a_grad(tiny_adapter, meth
     method.explain(tiny_adapter, inputs, generation)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())
-    assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == "sdpa"  # the model keeps the attention it was loaded with
     model.eval()
     model.requires_grad_(False)
 
@@ -81,7 +94,7 @@ def _app_stale_relevancy(adapter, inputs, generation) -> torch.Tensor:
     prompt = adapter.lm_input_embeds(inputs).detach().requires_grad_(True)
     cams: list[torch.Tensor] = []
     maps = []
-    with explaining(model):
+    with explaining(model), eager_attention(model):
         out = lm(inputs_embeds=prompt, use_cache=True, output_attentions=True)
         for s in range(generation.num_generated):
             if s > 0:
@@ -120,7 +133,8 @@ def test_chefer_stale_is_the_apps_relevancy_exact_at_the_first_token_only(case):
 
 def test_the_gradient_chunk_is_sized_from_the_memory_budget():
     """Forward graph G = 300 bytes, P = 100 bytes per token of a chunk; the reference peaks at G + P = 400."""
-    assert Chefer().chunk_tokens(300, 100) == 2  # 300 + 2 * 100 <= 1.25 * 400 < 300 + 3 * 100
+    assert Chefer(margin=0.25).chunk_tokens(300, 100) == 2  # 300 + 2 * 100 <= 1.25 * 400 < 300 + 3 * 100
+    assert Chefer().chunk_tokens(300, 100) == 1  # the default 10%: 300 + 100 <= 1.1 * 400 < 300 + 2 * 100
     assert Chefer(margin=0.0).chunk_tokens(300, 100) == 1  # no more than the reference
     assert Chefer(max_memory=1000).chunk_tokens(300, 100) == 7  # a budget: (1000 - 300) // 100
     assert Chefer(max_memory=1000).chunk_tokens(300, 100, free_bytes=250) == 2  # never beyond the free memory

@@ -50,9 +50,12 @@ def _direct_forward(adapter, inputs, generation):
     outputs = []
     hooks = [layer.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
              for layer in lm.layers]
+    loaded = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # the textbook attention probabilities, as the authors' code reads them
     try:
         out = lm(inputs_embeds=x, output_attentions=True)
     finally:
+        model.set_attn_implementation(loaded)
         for h in hooks:
             h.remove()
     logits = model.lm_head(out.last_hidden_state)[0]

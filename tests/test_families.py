@@ -18,6 +18,7 @@ from PIL import Image
 
 from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
+from fastrm_bench.models.attention_capture import AttentionCaptureError
 from fastrm_bench.models.tiny_random import FAMILIES, build_tiny_random
 
 IMAGE = (80, 48)  # width, height
@@ -75,7 +76,6 @@ def test_layout_follows_the_family_geometry(family_adapter):
     assert torch.all(ids[layout.positions] == family_adapter.image_token_id)
     if family_adapter.family == "llava_next":  # the newline slots carry the image token but are not patches
         assert int((ids == family_adapter.image_token_id).sum()) == layout.num_tokens + 4
-    assert family_adapter.eager_check["equal"] is True
 
 
 def test_a_corner_mask_lands_on_the_right_tokens(family_adapter):
@@ -96,6 +96,46 @@ def test_chefer_equals_the_reference_on_every_family(family_adapter):
     scale = reference.abs().amax(dim=1)
     assert (scale > 0).sum() >= 3  # at least three tokens with a non-trivial map
     assert torch.all((fast - reference).abs().amax(dim=1) <= 1e-5 * scale.clamp_min(1e-12))
+
+
+def test_captured_attention_equals_eager_attention(family_adapter):
+    """Loaded with SDPA, every LM layer's probabilities recomputed from the captured forward are eager attention's, and
+    ``dY/dA = dY/dO V^T`` from the gradient at the attention output is the gradient at eager's probabilities."""
+    assert family_adapter.attn_implementation == "sdpa"
+    inputs = _inputs(family_adapter)
+    generation = family_adapter.generate(inputs, max_new_tokens=4, min_new_tokens=4)[0]
+    eager = family_adapter.teacher_forced(inputs, generation, attention="eager")
+    captured = family_adapter.teacher_forced(inputs, generation, attention="capture")
+    assert not eager.attention and not captured.probabilities and len(captured.attention) == len(eager.probabilities)
+    assert family_adapter.model.config.get_text_config()._attn_implementation == "sdpa"  # switched back after the capture
+    torch.testing.assert_close(captured.logits, eager.logits, rtol=1e-5, atol=1e-5)
+    p, token = inputs.prompt_length + 2, int(generation.generated_ids[3])
+    eager_grads = torch.autograd.grad(eager.logits[p, token], eager.probabilities)
+    output_grads = torch.autograd.grad(captured.logits[p, token], [layer.output for layer in captured.attention])
+    rows = torch.arange(captured.logits.shape[0])
+    for layer, probabilities, eager_grad, output_grad in zip(captured.attention, eager.probabilities, eager_grads, output_grads):
+        torch.testing.assert_close(layer.probabilities(rows), probabilities[0].float(), rtol=0, atol=1e-6)
+        scale = eager_grad.abs().max()
+        assert scale > 0
+        assert (layer.probability_gradients(output_grad, rows) - eager_grad[0]).abs().max() <= 1e-5 * scale
+        own = layer.own_row_gradients(output_grad.unsqueeze(0), torch.tensor([p]))
+        assert (own[0] - eager_grad[0, :, p]).abs().max() <= 1e-5 * scale
+    if family_adapter.family == "gemma3":  # sliding windows and the image's bidirectional block: an explicit mask
+        assert all(layer.mask is not None for layer in captured.attention)
+
+
+def test_a_family_whose_attention_cannot_be_captured_says_so_in_one_line(family_adapter, monkeypatch):
+    if family_adapter.family != "llava":
+        pytest.skip("one family shows the message")
+    inputs = _inputs(family_adapter)
+    generation = family_adapter.generate(inputs, max_new_tokens=2, min_new_tokens=2)[0]
+    text_config = family_adapter.model.config.get_text_config()
+    monkeypatch.setattr(text_config, "num_hidden_layers", text_config.num_hidden_layers + 1)  # one layer goes unrecorded
+    with pytest.raises(AttentionCaptureError) as err:
+        family_adapter.teacher_forced(inputs, generation, attention="capture")
+    message = str(err.value)
+    assert "\n" not in message and "--attn-implementation eager" in message and "attention interface" in message
+    assert text_config._attn_implementation == "sdpa"
 
 
 def test_removals_supported_or_refused_by_name(family_adapter):

@@ -34,7 +34,7 @@ def test_method_contract(name, tiny_adapter, generation_case, tmp_path):
     explanation = method.explain_sample(tiny_adapter, inputs, generation, sample)
     assert explanation.maps.shape == (5, inputs.layout.num_tokens)
     assert torch.isfinite(explanation.maps).all() and explanation.seconds >= 0
-    assert not model.training and model.config._attn_implementation == "eager"
+    assert not model.training and model.config._attn_implementation == "sdpa"
     assert all(p.grad is None and not p.requires_grad for p in model.parameters())
 
 

@@ -77,3 +77,23 @@ def test_the_latency_figure_draws_gradient_free_methods_solid_and_gradient_metho
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes[:2]]
     assert colours[0]["tam (gradient-free)"] == colours[1]["tam (gradient-free)"]  # the same colour in both panels
     assert "solid: gradient-free" in fig._suptitle.get_text()
+
+
+def test_profile_by_image_tokens_writes_every_case_and_refuses_a_grid_that_is_not_square(tmp_path):
+    """`profile --image-tokens`: baselines, the methods and eager Chefer, one fresh process each, peaks and times."""
+    from typer.testing import CliRunner
+
+    from fastrm_bench.cli import app
+
+    out = tmp_path / "scale"
+    result = CliRunner().invoke(app, ["profile", "--image-tokens", "36", "--max-new-tokens", "2", "--method", "chefer",
+                                      "--method", "rollout", "--repeats", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "image_tokens.csv")
+    assert list(frame["case"]) == ["answer", "answer + backward", "chefer", "rollout", "chefer (eager probabilities)"]
+    assert set(frame["image_tokens"]) == {36} and set(frame["answer_tokens"]) == {2}
+    assert list(frame["attn_implementation"]) == ["sdpa"] * 4 + ["eager"]
+    assert frame["peak_memory_mb"].notna().all() and (frame["seconds"] > 0).all()
+    assert "Ratios of peaks" in (out / "image_tokens.md").read_text()
+    refused = CliRunner().invoke(app, ["profile", "--image-tokens", "35", "--out", str(tmp_path / "no")])
+    assert refused.exit_code != 0 and "square numbers" in refused.output and "Traceback" not in refused.output

@@ -1,11 +1,13 @@
 """Shared machinery of the attention/gradient methods (private: the API is the method classes).
 
-- `explaining(model)`: eval mode, eager attention, frozen weights for the duration of a method,
-  then the model is put back exactly as it was found;
+- `explaining(model)`: eval mode and frozen weights for the duration of a method, then the model is
+  put back exactly as it was found; the model keeps the attention implementation it was loaded with;
 - `answer_scores`: the raw logit of every generated token at its predicting position, from the
   adapter's teacher-forced forward (`ModelAdapter.teacher_forced`: one forward over prompt + answer
-  through the family's own forward, attention probabilities of every LM layer as graph nodes; the
-  weights stay frozen, no parameter ever gets a ``.grad``);
+  through the family's own forward, with every LM layer's attention captured where the method reads
+  it; the weights stay frozen, no parameter ever gets a ``.grad``);
+- `row_update`: ``v @ Abar_l`` of Chefer's relevancy for every token of a chunk, the layer's
+  probabilities and their gradients recomputed block by block of query rows;
 - `token_gradients`: gradients of several tokens' scores per batched `autograd.grad` call;
 - `SavedBytes`: how much memory a forward's graph holds for backward (what a chunk of batched
   gradients is sized against).
@@ -20,18 +22,16 @@ from contextlib import contextmanager
 import torch
 
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelInputs, TeacherForced
+from fastrm_bench.layer_attention import LayerAttention
 from fastrm_bench.profiling import PeakMemory
 
 
 @contextmanager
 def explaining(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode, eager attention and frozen parameters inside; the previous state restored after."""
+    """Eval mode and frozen parameters inside; the previous state restored after."""
     was_training = model.training
-    implementation = getattr(model.config, "_attn_implementation", None)
     requires_grad = [p.requires_grad for p in model.parameters()]
     model.eval()
-    if implementation not in (None, "eager"):
-        model.set_attn_implementation("eager")
     for p in model.parameters():
         p.requires_grad_(False)
     try:
@@ -39,8 +39,6 @@ def explaining(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(model.parameters(), requires_grad):
             p.requires_grad_(flag)
-        if implementation not in (None, "eager"):
-            model.set_attn_implementation(implementation)
         model.train(was_training)
 
 
@@ -109,6 +107,25 @@ def token_gradients(scores: torch.Tensor, wrt: Sequence[torch.Tensor], chunk_siz
         selector = torch.zeros(len(chunk), scores.numel(), device=scores.device, dtype=scores.dtype)
         selector[torch.arange(len(chunk)), chunk.to(scores.device)] = 1.0
         yield chunk, torch.autograd.grad(scores, tuple(wrt), grad_outputs=selector, is_grads_batched=True, retain_graph=True)
+
+
+def chefer_abar(grads: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """Chefer's ``Abar = mean_heads(relu(dY/dA * A))`` in float32: ``[..., H, r, N]`` x ``[H, r, N]`` -> ``[..., r, N]``."""
+    return (grads.float() * probabilities.float()).clamp_min(0).mean(dim=-3)
+
+
+def row_update(layer: LayerAttention, output_grads: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``v_c @ Abar_l^(c)`` for every token c of a chunk: ``v`` ``[c, N]``, ``output_grads`` ``[c, 1, N, H, d_v]`` (dY_c/dO_l).
+
+    Only the query rows where some ``v`` is non-zero contribute; their probabilities and gradients
+    ``dY/dA = dY/dO V^T`` are formed one block of rows at a time and consumed at once.
+    """
+    update = torch.zeros_like(v)
+    rows = torch.nonzero(v.abs().sum(0)).flatten()
+    for block in layer.row_blocks(rows, copies=v.shape[0]):
+        abar = chefer_abar(layer.probability_gradients(output_grads, block), layer.probabilities(block))  # [c, r, N]
+        update += torch.einsum("cr,crn->cn", v[:, block.to(v.device)], abar)
+    return update
 
 
 class GradientMethod(ExplanationMethod):

@@ -1,4 +1,9 @@
-"""Gradient-free attention baselines: raw attention and attention rollout (Abnar & Zuidema, 2020)."""
+"""Gradient-free attention baselines: raw attention and attention rollout (Abnar & Zuidema, 2020).
+
+Both read the LM's attention probabilities recomputed from a captured forward (the model keeps its own
+attention implementation): raw attention only the rows of the predicting positions, rollout every row,
+one block of rows of one layer at a time.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ import torch
 
 from fastrm_bench.explainers._attention import explaining, predicting_positions
 from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.layer_attention import LayerAttention
 
 
-def _head_mean_attentions(adapter, inputs: ModelInputs, generation: Generation) -> list[torch.Tensor]:
+def _captured(adapter, inputs: ModelInputs, generation: Generation) -> tuple[LayerAttention, ...]:
     with torch.no_grad():
-        forward = adapter.teacher_forced(inputs, generation)
-    return [a[0].float().mean(dim=0) for a in forward.attentions]  # per layer [N, N]
+        return adapter.teacher_forced(inputs, generation, attention="capture").attention
 
 
 class RawAttention(ExplanationMethod):
@@ -28,10 +33,12 @@ class RawAttention(ExplanationMethod):
         start = time.perf_counter()
         with explaining(adapter.model):
             image_positions = inputs.layout.positions
-            attentions = _head_mean_attentions(adapter, inputs, generation)
-            chosen = [attentions[i] for i in (self.layers or range(len(attentions)))]
+            layers = _captured(adapter, inputs, generation)
+            chosen = [layers[i] for i in (self.layers or range(len(layers)))]
             rows = predicting_positions(inputs, generation)
-            maps = torch.stack(chosen).mean(0)[rows.to(chosen[0].device)][:, image_positions.to(chosen[0].device)]
+            # per layer the head-mean rows of the predicting positions [T, N], then the mean over layers
+            means = torch.stack([layer.probabilities(rows).mean(dim=0) for layer in chosen]).mean(0)
+            maps = means[:, image_positions.to(means.device)]
         return Explanation(maps=maps.cpu(), seconds=time.perf_counter() - start)
 
 
@@ -44,14 +51,21 @@ class AttentionRollout(ExplanationMethod):
         start = time.perf_counter()
         with explaining(adapter.model):
             image_positions = inputs.layout.positions
-            attentions = _head_mean_attentions(adapter, inputs, generation)
+            layers = _captured(adapter, inputs, generation)
             rows = predicting_positions(inputs, generation)
-            n = attentions[0].shape[0]
-            v = torch.zeros(len(rows), n)
+            v = torch.zeros(len(rows), layers[0].length)
             v[torch.arange(len(rows)), rows] = 1.0
-            eye = torch.eye(n)
-            for a in reversed(attentions):  # e_p^T (A_L' ... A_1'): apply the last layer first
-                mixed = 0.5 * a.cpu() + 0.5 * eye
-                v = v @ (mixed / mixed.sum(dim=-1, keepdim=True))
+            for layer in reversed(layers):  # e_p^T (A_L' ... A_1'): apply the last layer first
+                v = _rollout_step(layer, v)
             maps = v[:, image_positions]
         return Explanation(maps=maps, seconds=time.perf_counter() - start)
+
+
+def _rollout_step(layer: LayerAttention, v: torch.Tensor) -> torch.Tensor:
+    """``v @ A'`` with ``A' = 0.5 mean_heads(A) + 0.5 I``, rows renormalised; only rows where ``v`` is non-zero are formed."""
+    out = torch.zeros_like(v)
+    for block in layer.row_blocks(torch.nonzero(v.abs().sum(0)).flatten()):
+        mixed = 0.5 * layer.probabilities(block).mean(dim=0).cpu()  # [r, N]
+        mixed[torch.arange(len(block)), block.cpu()] += 0.5
+        out += v[:, block.cpu()] @ (mixed / mixed.sum(dim=-1, keepdim=True))
+    return out

@@ -1,6 +1,7 @@
 """`dex-ar` and `dex-ar-sentence`: DEX-AR (Bousselham et al.), per-token and sentence maps, every family.
 
-Teacher-forced, one forward (attentions and hidden states as graph nodes). For generated token t
+Teacher-forced, one forward (hidden states and attention outputs as graph nodes; the attention
+probabilities and their gradients recomputed on the rows read, `LayerAttention`). For generated token t
 (class y_t, predicted at p_t) and each LM layer l among the last K:
 
 - the layer's logit-lens logit ``z_l = lm_head(final_norm(h_l[p_t]))[y_t]`` (``h_l`` the layer's
@@ -72,7 +73,7 @@ class DexAR(GradientMethod):
     def _gradients(self, adapter, inputs: ModelInputs, generation: Generation
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``G_img`` ``[T, K, H, n]`` and the head scores ``S_img``, ``S_txt`` ``[T, K, H]`` (float32, CPU)."""
-        forward = adapter.teacher_forced(inputs, generation, hidden_states=True)
+        forward = adapter.teacher_forced(inputs, generation, hidden_states=True, attention="capture")
         norm = adapter.family_spec.final_norm(adapter.model)
         head = adapter.model.get_output_embeddings()
         device = forward.logits.device
@@ -81,17 +82,19 @@ class DexAR(GradientMethod):
         image = inputs.layout.positions
         text = text_positions(inputs, generation, int(positions[-1]) + 1)
         text_masks = torch.stack([text <= p for p in positions])  # [T, n_text]: the keys token t can see
-        total = len(forward.attentions)
+        total = len(forward.attention)
         chosen = list(range(max(total - self.layers, 0), total))
-        heads = forward.attentions[0].shape[1]
+        heads = forward.attention[0].num_heads
         n_tokens = generation.num_generated
         g_img = torch.zeros(n_tokens, len(chosen), heads, len(image))
         s_txt = torch.zeros(n_tokens, len(chosen), heads)
         for k, layer in enumerate(chosen):
             lens = head(norm(forward.hidden_states[layer][positions.to(device)])).float()  # [T, vocab]
             z = lens[torch.arange(n_tokens, device=device), targets]
-            for chunk, (grad,) in token_gradients(z, [forward.attentions[layer]], self.chunk_size):
-                rows = grad[:, 0][torch.arange(len(chunk)), :, positions[chunk].to(device)].float().clamp_min(0).cpu()
+            attention = forward.attention[layer]
+            for chunk, (grad,) in token_gradients(z, [attention.output], self.chunk_size):
+                # dz/dA on each token's own query row p_t: dz/dO V^T (the layer's probabilities are never graph nodes)
+                rows = attention.own_row_gradients(grad, positions[chunk]).clamp_min(0).cpu()
                 g_img[chunk, k] = rows[..., image]  # rows: [chunk, H, N], the query row p_t of each head
                 text_rows = rows[..., text].masked_fill(~text_masks[chunk].unsqueeze(1), 0.0)  # G >= 0: 0 is neutral
                 s_txt[chunk, k] = text_rows.amax(dim=-1)

@@ -62,17 +62,16 @@ class GradCAMLM(ExplanationMethod):
         start = time.perf_counter()
         image_positions = inputs.layout.positions
         with PeakMemory(adapter.device) as memory, explaining(adapter.model):
-            forward = adapter.teacher_forced(inputs, generation)
+            forward = adapter.teacher_forced(inputs, generation, attention="capture")
             positions, scores = answer_scores(forward, inputs, generation)
-            layer = len(forward.attentions) // 2 if self.layer is None else self.layer
-            attention = forward.attentions[layer]
-            image_positions = image_positions.to(attention.device)
+            layer = len(forward.attention) // 2 if self.layer is None else self.layer
+            attention = forward.attention[layer]
+            image_positions = image_positions.to(scores.device)
             maps = []
-            for chunk, (grad,) in token_gradients(scores, [attention], self.chunk_size):
+            for chunk, (grad,) in token_gradients(scores, [attention.output], self.chunk_size):
                 rows = positions[chunk]
-                a = attention[0][:, rows][..., image_positions].detach().float()  # [H, chunk, img]
-                g = grad[torch.arange(len(chunk)), 0][:, :, rows][..., image_positions]  # [chunk, H, chunk, img]
-                g = g[torch.arange(len(chunk)), :, torch.arange(len(chunk))].float()  # [chunk, H, img]
+                a = attention.probabilities(rows)[..., image_positions]  # [H, chunk, img]
+                g = attention.own_row_gradients(grad, rows)[..., image_positions]  # [chunk, H, img]: dY_t/dA at row p_t
                 maps.append((a.transpose(0, 1) * g.clamp_min(0)).mean(dim=1))
         stacked = torch.cat(maps).cpu() if generation.num_generated else torch.zeros(0, len(image_positions))
         return Explanation(maps=stacked, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)

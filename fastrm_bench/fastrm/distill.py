@@ -48,6 +48,7 @@ class DatasetConfig:
     max_new_tokens: int = 10
     shard_size: int = 200
     teacher: str = "chefer"  # the method (registered name or spec) whose per-token maps become the labels
+    attn_implementation: str = "sdpa"  # what the model answers with (float rounding only: not part of the dataset's identity)
 
 
 @dataclass
@@ -94,7 +95,8 @@ class _ShardMaker:
         if threads:
             torch.set_num_threads(threads)
         self.cfg = cfg
-        self.adapter = load_model(cfg.model, device=device)  # a rank's own GPU, else the default device
+        # a rank's own GPU, else the default device
+        self.adapter = load_model(cfg.model, device=device, attn_implementation=cfg.attn_implementation)
         self.task, _ = create_task_for_model(cfg.task, cfg.model, cfg.data_root, split=cfg.split)
         self.samples = self.task.select(cfg.questions, cfg.seed)
         self.teacher = _make_teacher(teacher)
@@ -148,13 +150,19 @@ def same_teacher(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return {k: v for k, v in a["params"].items() if k not in cost} == {k: v for k, v in b["params"].items() if k not in cost}
 
 
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two datasets the same: the configuration less the attention implementation (float rounding)."""
+    return {k: v for k, v in config.items() if k != "attn_implementation"}
+
+
 def _claim_folder(out: Path, wanted: dict[str, Any], model: str) -> str | None:
     """Write the dataset's manifest in ``out``, unless the folder holds another dataset (then: why, nothing written)."""
     manifest = out / "dataset.json"
     if manifest.exists():
         found = json.loads(manifest.read_text())
         found_config = {"teacher": "chefer", **found["config"]}  # datasets from before teachers were chosen: Chefer's
-        if found_config != wanted["config"] or not same_teacher(found.get("teacher", LEGACY_TEACHER), wanted["teacher"]):
+        same_config = _identity(found_config) == _identity(wanted["config"])
+        if not same_config or not same_teacher(found.get("teacher", LEGACY_TEACHER), wanted["teacher"]):
             return f"{out} holds a dataset built with another configuration (or teacher); use another folder"
         if found.get("model_weights_sha256") != wanted["model_weights_sha256"]:
             return (f"{out} holds a dataset built with other weights of {model!r} (or with unrecorded weights); "

@@ -3,8 +3,9 @@
 The family (`fastrm_bench.models.families`, chosen by ``config.model_type``) supplies the geometry;
 this class does the rest the same way for all of them:
 
-- loading with eager attention (explanation methods read attention probabilities), a dtype and an
-  optional ``device_map``; an eager-vs-SDPA probe whose result is recorded (`eager_check`);
+- loading with the attention implementation the user answers with (SDPA by default), a dtype and an
+  optional ``device_map``; methods that read attention get it recomputed from a captured forward
+  (`attention_capture`), never from eager probabilities unless asked;
 - prompts: the model folder's ``fastrm_bench.json`` template, else the processor's chat template,
   else the family's fallback (LLaVA-1.5's ``USER: <image>\\n{prompt} ASSISTANT:``);
 - every forward the harness makes goes through the family's own ``forward`` / ``generate`` (its
@@ -19,7 +20,6 @@ import contextlib
 import io
 import json
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,14 @@ import torch
 from PIL import Image
 
 from fastrm_bench.checkpoint_files import InvalidWeightsFile, loading_problem, read_safetensors_shapes
-from fastrm_bench.interfaces import Generation, ModelAdapter, ModelInputs, TeacherForced
+from fastrm_bench.interfaces import ATTENTION_KINDS, Generation, ModelAdapter, ModelInputs, TeacherForced
+from fastrm_bench.layer_attention import LayerAttention
+from fastrm_bench.models.attention_capture import (
+    ATTN_IMPLEMENTATIONS,
+    DEFAULT_ATTN_IMPLEMENTATION,
+    AttentionCaptureError,
+    capturing_attention,
+)
 from fastrm_bench.models.families import Family, family_for
 
 REMOVAL_STRATEGIES = ("zero", "drop")
@@ -73,21 +80,25 @@ class HFVisionLanguageAdapter(ModelAdapter):
         if prompt_template is None and getattr(processor, "chat_template", None) is None and family.fallback_template is None:
             raise ModelLoadError(f"{name}: the processor has no chat template; put a prompt template with an <image> "
                                  f"placeholder in {HARNESS_CONFIG} in the model folder")
-        self.eager_check: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | os.PathLike, *, prompt_template: str | None = None, device: str | torch.device | None = None,
         dtype: torch.dtype | str = torch.float32, device_map: str | None = None, name: str | None = None,
-        check_eager: bool = True,
+        attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
     ) -> HFVisionLanguageAdapter:
         """Load model and processor from a local folder or a hub id (offline: from the HF cache).
 
         The family comes from ``config.model_type``. The prompt template is, in order: the argument,
         ``fastrm_bench.json`` in the model folder, the processor's chat template, the family's fallback.
         ``device_map="auto"`` spreads a model larger than one GPU (accelerate); ``device`` is then ignored.
+        ``attn_implementation`` is what the model answers with (SDPA by default); methods that read attention
+        recompute it from what that implementation received (`attention_capture`), so it need not be eager.
         """
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ModelLoadError(f"unknown attention implementation {attn_implementation!r}; "
+                                 f"choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
         import transformers
         from transformers import AutoConfig
 
@@ -122,8 +133,9 @@ class HFVisionLanguageAdapter(ModelAdapter):
         model_class = getattr(transformers, family.model_class)
         try:
             with contextlib.redirect_stderr(io.StringIO()):
-                model, info = model_class.from_pretrained(source, attn_implementation="eager", dtype=dtype, device_map=device_map,
-                                                          output_loading_info=True, ignore_mismatched_sizes=True)
+                model, info = model_class.from_pretrained(
+                    source, attn_implementation=attn_implementation, dtype=dtype, device_map=device_map,
+                    output_loading_info=True, ignore_mismatched_sizes=True)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot load the model {source!r}: {err}") from err
         problem = loading_problem(info)  # transformers would re-initialise mismatched or missing tensors at random
@@ -133,14 +145,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
             model.to(torch.device(device) if device else default_device())
         model.eval()
         model.requires_grad_(False)
-        adapter = cls(model, processor, name or source, family, prompt_template)
-        if check_eager:
-            adapter.eager_check = adapter.compare_attention_implementations()
-            if adapter.eager_check.get("equal") is False:
-                warnings.warn(f"{adapter.name}: greedy answers differ between eager and SDPA attention on a probe input "
-                              f"({adapter.eager_check['eager']!r} vs {adapter.eager_check['sdpa']!r}); maps explain the "
-                              "eager model", stacklevel=2)
-        return adapter
+        return cls(model, processor, name or source, family, prompt_template)
 
     # ---------------------------------------------------------------- properties of the contract
     @property
@@ -384,11 +389,78 @@ class HFVisionLanguageAdapter(ModelAdapter):
             out[key] = value
         return out
 
+    @property
+    def num_layers(self) -> int:
+        """Number of the language model's decoder layers (one captured attention each)."""
+        return int(self.model.config.get_text_config().num_hidden_layers)
+
+    @property
+    def attn_implementation(self) -> str:
+        """The attention implementation the language model answers with (what a run records)."""
+        return self.model.config.get_text_config()._attn_implementation or "eager"
+
+    @contextlib.contextmanager
+    def _eager_attention(self) -> Iterator[None]:
+        """Inside: the whole model runs eager attention (the textbook path); the loaded implementation after."""
+        loaded = self.model.config._attn_implementation
+        if loaded == "eager":
+            yield
+            return
+        self.model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(loaded)
+
     def teacher_forced(self, inputs: ModelInputs, generation: Generation, length: int | None = None,
-                       vision_leaf: bool = False, hidden_states: bool = False) -> TeacherForced:
+                       vision_leaf: bool = False, hidden_states: bool = False, attention: str = "none") -> TeacherForced:
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention kind {attention!r}; expected one of {ATTENTION_KINDS}")
         tensors = self._with_answer(inputs, generation, length)
         leaves: list[torch.Tensor] = []
         last: list[torch.Tensor] = []  # the final norm's input: the last layer's output before the norm
+        with contextlib.ExitStack() as stack:
+            self._graph_leaf(stack, leaves, vision_leaf)
+            if hidden_states:
+                # transformers returns the last hidden state after the final norm (``hidden_states[-1]``
+                # tied to ``last_hidden_state``); the norm's input is the last layer's own output
+                norm = self.family_spec.final_norm(self.model)
+                handle = norm.register_forward_pre_hook(lambda module, args: last.append(args[0]))
+                stack.callback(handle.remove)
+            records: list[LayerAttention] = []
+            if attention == "eager":
+                stack.enter_context(self._eager_attention())
+            elif attention == "capture":
+                records = stack.enter_context(self._captured_attention())
+            out = self.model(**tensors, output_attentions=attention == "eager", output_hidden_states=hidden_states,
+                             use_cache=False)
+        probabilities = tuple(out.attentions) if attention == "eager" else ()  # not sliced: a slice is outside the graph
+        if attention == "eager" and (not probabilities or any(a is None for a in probabilities)):
+            raise RuntimeError(f"{self.family}: eager attention returned no probabilities")
+        if len(leaves) != 1:
+            raise RuntimeError(f"{self.family}: expected one graph leaf from the hooks, got {len(leaves)}")
+        layers = None
+        if hidden_states:
+            if len(out.hidden_states) != self.num_layers + 1 or len(last) != 1:
+                raise RuntimeError(f"{self.family}: expected {self.num_layers + 1} hidden states and one final norm call, "
+                                   f"got {len(out.hidden_states)} and {len(last)}")
+            layers = tuple(h[0] for h in out.hidden_states[1:-1]) + (last[0][0],)  # [0]: the batch of one
+        return TeacherForced(out.logits[0], leaves[0], tuple(records), probabilities, layers)
+
+    @contextlib.contextmanager
+    def _captured_attention(self) -> Iterator[list[LayerAttention]]:
+        """`capturing_attention` on this model, its failures said in one line with the way out."""
+        try:
+            with capturing_attention(self.model, self.num_layers) as records:
+                yield records
+        except (AttentionCaptureError, ValueError, NotImplementedError) as err:
+            raise AttentionCaptureError(
+                f"{self.name}: the attention of the {self.family} family could not be recomputed under "
+                f"{self.attn_implementation} attention ({err}); load the model with --attn-implementation eager"
+            ) from err
+
+    def _graph_leaf(self, stack: contextlib.ExitStack, leaves: list[torch.Tensor], vision_leaf: bool) -> None:
+        """Make the graph start at the LM input embeddings, or at the vision activations Grad-CAM targets."""
 
         def lm_leaf(embeds: torch.Tensor) -> torch.Tensor:
             leaf = embeds.detach().requires_grad_(True)
@@ -401,32 +473,12 @@ class HFVisionLanguageAdapter(ModelAdapter):
             leaves.append(leaf)
             return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
 
-        with contextlib.ExitStack() as stack:
-            if vision_leaf:
-                # prepended: transformers' own output recorders (hidden_states) must see the leaf, not the original
-                handle = self.family_spec.vision_target(self.model).register_forward_hook(vision_hook, prepend=True)
-                stack.callback(handle.remove)
-            else:
-                stack.enter_context(self._on_lm_input(lm_leaf))
-            if hidden_states:
-                # transformers returns the last hidden state after the final norm (``hidden_states[-1]``
-                # tied to ``last_hidden_state``); the norm's input is the last layer's own output
-                norm = self.family_spec.final_norm(self.model)
-                handle = norm.register_forward_pre_hook(lambda module, args: last.append(args[0]))
-                stack.callback(handle.remove)
-            out = self.model(**tensors, output_attentions=True, output_hidden_states=hidden_states, use_cache=False)
-        attentions = tuple(out.attentions)  # not sliced: a slice would be a new node outside the logits' graph
-        if not attentions or any(a is None for a in attentions):
-            raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
-        if len(leaves) != 1:
-            raise RuntimeError(f"{self.family}: expected one graph leaf from the hooks, got {len(leaves)}")
-        layers = None
-        if hidden_states:
-            if len(out.hidden_states) != len(attentions) + 1 or len(last) != 1:
-                raise RuntimeError(f"{self.family}: expected {len(attentions) + 1} hidden states and one final norm call, "
-                                   f"got {len(out.hidden_states)} and {len(last)}")
-            layers = tuple(h[0] for h in out.hidden_states[1:-1]) + (last[0][0],)  # [0]: the batch of one
-        return TeacherForced(out.logits[0], attentions, leaves[0], layers)
+        if vision_leaf:
+            # prepended: transformers' own output recorders (hidden_states) must see the leaf, not the original
+            handle = self.family_spec.vision_target(self.model).register_forward_hook(vision_hook, prepend=True)
+            stack.callback(handle.remove)
+        else:
+            stack.enter_context(self._on_lm_input(lm_leaf))
 
     @torch.no_grad()
     def answer_logprobs(self, inputs: ModelInputs, generation: Generation, image_keep: torch.Tensor,
@@ -458,20 +510,6 @@ class HFVisionLanguageAdapter(ModelAdapter):
 
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
         return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
-
-    # ---------------------------------------------------------------- eager attention guard
-    def compare_attention_implementations(self, max_new_tokens: int = 8) -> dict[str, Any]:
-        """Greedy output on a probe input under eager and SDPA attention (some families' eager paths differ)."""
-        probe = self.build_inputs([Image.new("RGB", (64, 48), (120, 130, 140))], ["Describe the image."])
-        eager = self.generate(probe, max_new_tokens, min_new_tokens=max_new_tokens)[0].generated_ids.tolist()
-        try:
-            self.model.set_attn_implementation("sdpa")
-            sdpa = self.generate(probe, max_new_tokens, min_new_tokens=max_new_tokens)[0].generated_ids.tolist()
-        except (ValueError, NotImplementedError, RuntimeError) as err:
-            return {"equal": None, "reason": f"SDPA unavailable: {err}"}
-        finally:
-            self.model.set_attn_implementation("eager")
-        return {"equal": eager == sdpa, "eager": self.tokenizer.decode(eager), "sdpa": self.tokenizer.decode(sdpa)}
 
 
 def _scale_rows(embeds: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

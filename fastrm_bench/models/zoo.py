@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter, ModelLoadError
+from fastrm_bench.models.attention_capture import DEFAULT_ATTN_IMPLEMENTATION
 from fastrm_bench.registry import MODELS, UnknownNameError
 
 DEFAULT_MODEL = "tiny-llava-shapes"
@@ -88,13 +89,15 @@ llava_15_13b = _hub_model("llava-hf/llava-1.5-13b-hf", "LLaVA-1.5-13B (llava-hf/
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: str | torch.dtype = torch.float32,
-               device_map: str | None = None) -> HFVisionLanguageAdapter:
+               device_map: str | None = None, attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION) -> HFVisionLanguageAdapter:
     """A registered model name, a local saved-model folder, or a hub id ("org/name") of a supported family.
 
     ``dtype`` ("float32", "bfloat16", "float16") is the weights' dtype (gradient methods accumulate their
-    relevancy in float32 whatever it is); ``device_map="auto"`` spreads a model over the available GPUs.
+    relevancy in float32 whatever it is); ``device_map="auto"`` spreads a model over the available GPUs;
+    ``attn_implementation`` is the attention the model answers with (SDPA by default; methods that read attention
+    recompute what they need from it).
     """
-    options: dict[str, Any] = {"dtype": dtype, "device_map": device_map}
+    options: dict[str, Any] = {"dtype": dtype, "device_map": device_map, "attn_implementation": attn_implementation}
     if name_or_path in MODELS:
         return MODELS.get(name_or_path)(device=device, **options)
     path = Path(name_or_path).expanduser()
