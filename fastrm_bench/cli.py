@@ -93,7 +93,8 @@ def run(
     method: Annotated[str, typer.Option("--method", "-m", help="Method spec or registered name (see `list methods`).")],
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name (see `list tasks`).")],
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
-    limit: Annotated[int | None, typer.Option(help="Seeded subsample of this many questions.")] = 200,
+    limit: Annotated[str, typer.Option(help="Seeded subsample of this many questions, or 'all' for the whole split.")
+                     ] = "200",
     seed: Annotated[int, typer.Option(help="Seed of subsampling and of seeded methods.")] = 0,
     output_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/MODEL/TASK/METHOD).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Folder with the official files (default: the embedded world).")] = None,
@@ -122,16 +123,23 @@ def run(
              "machines: `accelerate launch -m fastrm_bench run ...` (README, Scaling).")] = 1,
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
-    from fastrm_bench.data_errors import SampleDataError
+    from fastrm_bench.checks import check_run, parse_limit
     from fastrm_bench.metrics import DEFAULT_METRICS
+
+    if resume and overwrite:
+        _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
+    try:  # names, specs and paths before torch is even imported: a typo costs what `list` costs
+        whole_limit = parse_limit(limit)
+        check_run(method, task, list(metric or DEFAULT_METRICS), aggregation, model, output_dir)
+    except (UnknownNameError, ValueError) as err:
+        _fail(str(err))
+    from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.adapter import ModelLoadError
     from fastrm_bench.runner import RunConfig, RunInterrupted
     from fastrm_bench.runner import run as run_evaluation
 
-    if resume and overwrite:
-        _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
     _launch_if_asked(ctx, num_processes)
-    cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
+    cfg = RunConfig(method=method, task=task, model=model, limit=whole_limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
                     device_map=device_map, on_error=on_error.value, metrics=list(metric or DEFAULT_METRICS),
                     aggregation=aggregation, batch_size=batch_size)

@@ -240,8 +240,14 @@ class RunDir:
         lock.probe()
         if not overwrite:
             rundir._check(resume)  # refuse before creating anything (the check is repeated under the lock)
-        path.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as err:  # a file in the way, a read-only folder: the cause and the fix, not an errno
+            cause = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else \
+                (err.strerror or str(err)).lower()
+            raise RunDirError(f"cannot make or lock the run directory {path}: {cause}; make the folder writable "
+                              "(chmod u+w) or choose another --output-dir") from None
         try:
             rundir._start(resume, overwrite)
             yield rundir

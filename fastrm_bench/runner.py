@@ -82,10 +82,15 @@ class RunConfig:
         return RunSettings(tuple(self.fractions), self.removal, self.seed, self.max_new_tokens)
 
     def check(self) -> None:
-        """Refuse values no run can use, before anything is loaded or written."""
+        """Refuse names and values no run can use, before anything is loaded or written."""
+        from fastrm_bench.checks import check_run
+        from fastrm_bench.models.adapter import DTYPES
         from fastrm_bench.registry import AGGREGATIONS
 
+        check_run(self.method, self.task, self.metrics, self.aggregation, self.model, self.output_dir)
         problems = answering_problems(self.limit, self.max_new_tokens, self.seed)
+        if self.dtype not in DTYPES:
+            problems.append(f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.on_error not in ON_ERROR:
@@ -290,7 +295,6 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     the run directory is the one a single process writes, samples in the task's order. A resume may
     use another number of processes.
     """
-    from fastrm_bench.models.adapter import DTYPES
     from fastrm_bench.models.zoo import load_model
 
     ranks = ranks or current_ranks()
@@ -298,6 +302,8 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     torch.manual_seed(cfg.seed)
     method, method_spec = create_method(cfg.method)  # cheap: bad names and params fail before any data or model work
     metrics = create_metrics(cfg.metrics)
+    for name in {m.needs.reference_method for m in metrics} - {None}:
+        create_method(name)  # the methods metrics take labels from: checked now, prepared once the model is loaded
     with ranks.main_first():  # the embedded world is built once, by the main process
         task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world and ranks.is_main:
@@ -305,8 +311,6 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     selected = task.select(cfg.limit, cfg.seed)
     if selected is None and ranks.parallel:
         raise ValueError(f"{task_spec.name} streams its samples and cannot be shared between processes: run it in one")
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {cfg.dtype!r}; expected one of {sorted(DTYPES)}")
     adapter = load_model(cfg.model, device=cfg.device or ranks.device, dtype=cfg.dtype, device_map=cfg.device_map)
     perturbing = [m.name for m in metrics if m.needs.perturbation]
     if perturbing and cfg.removal not in adapter.removals:

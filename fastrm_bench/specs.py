@@ -122,15 +122,12 @@ def load_specs(kind: str) -> dict[str, Spec]:
     return scan_specs(kind)[0]
 
 
-def resolve(kind: str, name: str) -> Spec:
-    """The spec called ``name``, or an implicit spec for a registered name; else the broken spec file that may be
-    the one meant, else "did you mean"."""
+def _registered(kind: str, name: str, specs: dict[str, Spec], broken: list[SpecFileError]) -> str:
+    """The implementation a registered name stands for; else the broken spec file that may be the one meant, else
+    "did you mean" (with the unreadable spec files named)."""
     registry: Registry = REGISTRIES[kind]
-    specs, broken = scan_specs(kind)
-    if name in specs:
-        return specs[name]
     try:
-        implementation = registry.resolve_name(name)
+        return registry.resolve_name(name)
     except UnknownNameError:
         same = [err for err in broken if err.path.stem == name]
         if same:
@@ -139,7 +136,22 @@ def resolve(kind: str, name: str) -> Spec:
         if broken:
             error.message += f" Unreadable spec files: {'; '.join(map(str, broken))}"
         raise error from None
-    return Spec(name, implementation, registry.describe(implementation))
+
+
+def check_name(kind: str, name: str) -> None:
+    """Raise as `resolve` would for a name no spec or registry entry has, importing no implementation (fast)."""
+    specs, broken = scan_specs(kind)
+    if name not in specs:
+        _registered(kind, name, specs, broken)
+
+
+def resolve(kind: str, name: str) -> Spec:
+    """The spec called ``name``, or an implicit spec for a registered name; else the error of `check_name`."""
+    specs, broken = scan_specs(kind)
+    if name in specs:
+        return specs[name]
+    implementation = _registered(kind, name, specs, broken)
+    return Spec(name, implementation, REGISTRIES[kind].describe(implementation))
 
 
 def available(kind: str) -> dict[str, str]:
