@@ -145,9 +145,10 @@ def run(
                     aggregation=aggregation, batch_size=batch_size)
     try:
         result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
-    except RunInterrupted as err:
-        typer.secho(f"{err}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
-        raise typer.Exit(code=128 + err.signum) from None
+    except (RunInterrupted, KeyboardInterrupt) as err:  # Ctrl-C while loading or finishing too: one line, no traceback
+        stop = err if isinstance(err, RunInterrupted) else RunInterrupted(2)
+        typer.secho(f"{stop}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=128 + stop.signum) from None
     except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
         return

@@ -353,8 +353,9 @@ class RunDir:
         self._append(SAMPLES, record)
         self.records.append(record)
 
-    def add_skipped(self, sample_id: str, reason: str) -> None:
-        row = {"id": sample_id, "reason": reason}
+    def add_skipped(self, sample_id: str, reason: str, **extra: Any) -> None:
+        """One skipped sample's line: its id, the reason, and what else explains it (a failure's ``traceback``)."""
+        row = {"id": sample_id, "reason": reason, **extra}
         self._append(SKIPPED, row)
         self.skipped.append(row)
 
@@ -374,7 +375,7 @@ class RunDir:
                     have.add(record["id"])
             for row in _read_lines(shard / SKIPPED):
                 if row["id"] not in skipped:
-                    self.add_skipped(row["id"], row["reason"])
+                    self.add_skipped(row["id"], row["reason"], **{k: v for k, v in row.items() if k not in ("id", "reason")})
                     skipped.add(row["id"])
 
     def ordered_records(self, order: list[str] | None) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ import platform
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -373,9 +374,8 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
                         log(f"skipped: {err}")
                         rundir.add_skipped(err.sample_id, str(err))
                         progress.update(1)
-                for record, smap, token_maps in evaluate.evaluate(samples) if samples else []:
-                    rundir.add_sample(record, smap, token_maps)
-                    progress.update(1)
+                if samples:
+                    _evaluate_or_skip(evaluate, samples, cfg, rundir, log, progress)
         except KeyboardInterrupt:
             raise RunInterrupted(signal.SIGINT) from None
         ranks.wait_for_everyone()
@@ -389,6 +389,49 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
             rundir.finish(results, order)
         results = ranks.from_main(results)
     return {"output_dir": str(out), **results}
+
+
+class SampleFailedError(ValueError):
+    """Evaluating one sample raised (a method's bug on an unusual input) and the run's policy is ``--on-error fail``."""
+
+
+def _fatal_errors() -> tuple[type[BaseException], ...]:
+    """Errors that stop a run whatever ``--on-error``: an interruption, the run directory, memory."""
+    return (RunInterrupted, RunDirError, MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
+
+
+def _evaluate_or_skip(evaluate: Evaluator, samples: list[Sample], cfg: RunConfig, rundir: RunDir,
+                      log: Callable[[str], Any], progress: Any) -> None:
+    """Evaluate a batch and write its samples; a sample whose evaluation raises costs that sample only.
+
+    A failing batch is evaluated again one sample at a time, to find the sample that fails.
+    """
+    try:
+        evaluated = evaluate.evaluate(samples)
+    except _fatal_errors():
+        raise
+    except Exception as err:
+        if len(samples) > 1:
+            for sample in samples:
+                _evaluate_or_skip(evaluate, [sample], cfg, rundir, log, progress)
+            return
+        _sample_failed(samples[0].id, err, cfg, rundir, log)
+        progress.update(1)
+        return
+    for record, smap, token_maps in evaluated:
+        rundir.add_sample(record, smap, token_maps)
+        progress.update(1)
+
+
+def _sample_failed(sample_id: str, err: Exception, cfg: RunConfig, rundir: RunDir, log: Callable[[str], Any]) -> None:
+    """Skip and record the sample (with the traceback, for the bug report) under ``skip``; stop in one line under ``fail``."""
+    detail = " ".join(str(err).split())
+    what = f"{cfg.method} failed on sample {sample_id} ({type(err).__name__}: {detail[:300]})"
+    if cfg.on_error == "fail":
+        raise SampleFailedError(f"{what}; the run stopped there (--on-error fail). What was written is consistent: fix "
+                                "the cause and continue with --resume, or pass --on-error skip to skip such samples") from None
+    log(f"skipped: {what}")
+    rundir.add_skipped(sample_id, what, traceback=traceback.format_exc())
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
