@@ -178,14 +178,17 @@ def leaderboard_(
     format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     out: Annotated[Path | None, typer.Option(help="Also save the table here (format from the suffix: .csv .md .tex).")] = None,
 ) -> None:
-    """One row per run: model, data, task, method, accuracy, PP/NP AUC, threshold F1, entropy, pointing, latency."""
-    from fastrm_bench.leaderboard import leaderboard, render
+    """One row per finished run (its folder last): model, data, task, method, accuracy, PP/NP AUC, threshold F1,
+    entropy, pointing, latency; one line (on stderr) per unfinished run."""
+    from fastrm_bench.leaderboard import leaderboard, render, unfinished_runs
 
     if not runs_dir.is_dir():
         _fail(f"{runs_dir} is not a folder of runs")
-    frame = leaderboard(runs_dir)
+    problems: list[str] = []
+    frame = leaderboard(runs_dir, problems)
+    _tell_unfinished(unfinished_runs(runs_dir), problems)
     if frame.empty:
-        _fail(f"no run directories (results.json + config.json) under {runs_dir}")
+        _fail(f"no finished run directories (results.json + config.json) under {runs_dir}")
     typer.echo(render(frame, format.value))
     if out:
         kind = {".csv": "csv", ".md": "markdown", ".tex": "latex"}.get(out.suffix, "table")
@@ -193,20 +196,44 @@ def leaderboard_(
         out.write_text(render(frame, kind))
 
 
+def _tell_unfinished(unfinished: list[tuple[Path, int]], problems: list[str]) -> None:
+    """Say on stderr which runs a table leaves out, and why, so that none is missed silently."""
+    for run_dir, done in unfinished:
+        typer.echo(f"unfinished (left out): {run_dir}, {done} sample(s) so far; `run ... --resume` with its options "
+                   "finishes it", err=True)
+    for problem in problems:
+        typer.echo(f"unreadable (left out): {problem}", err=True)
+
+
 @app.command("summarise")
 def summarise_(
-    runs_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.")],
+    runs_dirs: Annotated[list[Path] | None, typer.Argument(
+        help="Run directories, or folders searched for them (default: runs, as for leaderboard).")] = None,
 ) -> None:
     """Aggregate finished runs again from their samples.jsonl (intervals included) and rewrite their results.json."""
-    from fastrm_bench.leaderboard import find_runs
+    from fastrm_bench.leaderboard import find_runs, unfinished_runs
     from fastrm_bench.runner import resummarise
 
-    found = [d for root in runs_dirs for d in find_runs(root)]
+    roots = list(runs_dirs or [Path("runs")])
+    missing = [str(d) for d in roots if not d.exists()]
+    if missing:
+        _fail(f"no such folder: {', '.join(missing)}")
+    found = [d for root in roots for d in find_runs(root)]
+    _tell_unfinished([u for root in roots for u in unfinished_runs(root)], [])
     if not found:
-        _fail(f"no finished run (config.json + results.json + samples.jsonl) under {', '.join(map(str, runs_dirs))}")
+        _fail(f"no finished run (config.json + results.json + samples.jsonl) under {', '.join(map(str, roots))}")
+    failed = 0
     for run_dir in found:
-        result = resummarise(run_dir)
+        try:
+            result = resummarise(run_dir)
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            failed += 1
+            typer.secho(f"{run_dir}: {err if isinstance(err, ValueError | OSError) else f'config.json lacks {err}'}",
+                        err=True, fg=typer.colors.RED)
+            continue
         typer.echo(f"{run_dir}: n={result['n']}, {len(result['metrics'])} metrics")
+    if failed:
+        _fail(f"{failed} of {len(found)} run(s) could not be summarised (named above); the others were")
 
 
 @app.command("profile")
