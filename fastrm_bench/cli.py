@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -148,6 +149,7 @@ def run(
     except (RunInterrupted, KeyboardInterrupt) as err:  # Ctrl-C while loading or finishing too: one line, no traceback
         stop = err if isinstance(err, RunInterrupted) else RunInterrupted(2)
         typer.secho(f"{stop}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
+        _stopped_by_signal.append(128 + stop.signum)
         raise typer.Exit(code=128 + stop.signum) from None
     except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
@@ -653,14 +655,28 @@ def build_pope(
         typer.echo(f"{path}: {sum(1 for _ in path.open())} questions")
 
 
+#: the exit code of a run stopped by SIGINT/SIGTERM in this process (its files are closed and consistent by then)
+_stopped_by_signal: list[int] = []
+
+
 def entrypoint() -> None:
-    """Console-script entry; unknown names exit with code 2 and a "did you mean"."""
+    """Console-script entry; unknown names exit with code 2 and a "did you mean".
+
+    A run stopped by a signal exits at once after its message: the interpreter's teardown (collecting
+    a loaded model) would otherwise take seconds, and everything on disk is already closed.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app()
     except UnknownNameError as err:
         typer.secho(str(err), err=True, fg=typer.colors.RED)
         raise SystemExit(2) from None
+    except SystemExit:
+        if _stopped_by_signal:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_stopped_by_signal[0])
+        raise
 
 
 if __name__ == "__main__":
