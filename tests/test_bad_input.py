@@ -3,6 +3,7 @@ a broken spec, a torn file, a failing method, a wrong option or path is one line
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import signal
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fastrm_bench.builders import create_task
@@ -110,11 +113,11 @@ def test_a_file_of_the_wrong_shape_is_one_line_naming_it(world_root, tmp_path):
     (root / VQA_QUESTIONS).write_text(json.dumps({"questions": {"not": "a list"}}))
     task, _ = create_task("vqav2", data_root=str(root))
     with pytest.raises(ValueError, match=r"questions.json: expected a list, found an object"):
-        task.records
+        _ = task.records
     (root / VQA_QUESTIONS).write_text("[1, 2]")
     task, _ = create_task("vqav2", data_root=str(root))
     with pytest.raises(ValueError, match=r"questions.json: expected an object with 'questions'"):
-        task.records
+        _ = task.records
 
 
 # ---------------------------------------------------------------- GQA, POPE, describe entries
@@ -394,3 +397,135 @@ def test_loading_errors_of_samples_are_data_errors(world_root, tmp_path):
     task, _ = create_task("pope-random", data_root=str(root))
     with pytest.raises(SampleDataError, match="is missing"):
         task.sample(task.records[0])
+
+
+# ---------------------------------------------------------------- fuzzing the loaders
+
+FUZZ_SETTINGS = dict(max_examples=15, deadline=None, derandomize=True, database=None,
+                     suppress_health_check=list(HealthCheck))
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=5)
+
+
+def _places(value: Any, path: tuple = ()) -> list[tuple]:
+    """Every place in a JSON tree, as the path of keys and indices to it."""
+    inner = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    return [path, *(p for k, v in inner for p in _places(v, (*path, k)))]
+
+
+@st.composite
+def mutated(draw, base: Any) -> Any:
+    """``base`` with one to three of its values replaced by any JSON, deleted or repeated."""
+    data = copy.deepcopy(base)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_places(data)))
+        op = draw(st.sampled_from(["replace", "delete", "repeat"]))
+        if not path:
+            data = draw(JSON_VALUES) if op == "replace" else data
+            continue
+        parent = data
+        for key in path[:-1]:
+            parent = parent[key]
+        if op == "replace":
+            parent[path[-1]] = draw(JSON_VALUES)
+        elif op == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[path[-1]]))
+    return data
+
+
+def _text(data: Any, lines: bool, cut: int | None) -> str:
+    text = "".join(json.dumps(x) + "\n" for x in data) if lines and isinstance(data, list) else json.dumps(data)
+    return text if cut is None else text[: cut % (len(text) + 1)]
+
+
+@pytest.fixture(scope="module")
+def fuzz_world(tmp_path_factory, world_root) -> dict[str, Any]:
+    """A copy of the small world and a captions world, with the first few entries of each file as the fuzz's base."""
+    from fastrm_bench.world.build import WorldSizes, build_world
+
+    root = tmp_path_factory.mktemp("fuzz") / "world"
+    shutil.copytree(world_root, root)
+    captions = build_world(tmp_path_factory.mktemp("fuzz") / "captions", seed=0,
+                           sizes=WorldSizes(train=2, val=4, test=2, pope_images=2), captions=True)
+    questions = json.loads((root / VQA_QUESTIONS).read_text())["questions"][:4]
+    ids = {q["question_id"] for q in questions}
+    annotations = [a for a in json.loads((root / VQA_ANNOTATIONS).read_text())["annotations"] if a["question_id"] in ids]
+    gqa = json.loads((root / "gqa/val_balanced_questions.json").read_text())
+    pope = [json.loads(x) for x in (root / "pope/coco_pope_random.json").read_text().splitlines()[:4]]
+    caption_file = captions / "coco/annotations/captions_val2014.json"
+    caption_data = json.loads(caption_file.read_text())
+    caption_data["annotations"] = caption_data["annotations"][:4]
+    return {"vqav2": (root, {VQA_QUESTIONS: {"questions": questions}, VQA_ANNOTATIONS: {"annotations": annotations}}),
+            "gqa": (root, {"gqa/val_balanced_questions.json": dict(list(gqa.items())[:4])}),
+            "pope-random": (root, {"pope/coco_pope_random.json": pope}),
+            "describe": (captions, {"coco/annotations/captions_val2014.json": caption_data})}
+
+
+def assert_one_line_or_counted_skip(name: str, root: Path, files: list[str]) -> None:
+    """Loading ends in a one-line error naming a file, or in records whose bad ones are placeholders naming a file."""
+    names = [Path(f).name for f in files]
+    task, _ = create_task(name, data_root=str(root))
+    try:
+        records = task.records
+    except (ValueError, FileNotFoundError) as err:
+        assert "\n" not in str(err) and any(n in str(err) for n in names), str(err)
+        return
+    for record in records:
+        if record.error is not None:
+            assert "\n" not in record.error and any(n in record.error for n in names), record.error
+            continue
+        try:
+            sample = task.sample(record)
+        except SampleDataError as err:
+            assert "\n" not in str(err)
+            continue
+        assert isinstance(task.score("yes", sample), float)
+
+
+@pytest.mark.parametrize("name", ["vqav2", "gqa", "pope-random", "describe"])
+def test_fuzzed_official_files_give_a_one_line_error_or_counted_skips(name, fuzz_world):
+    root, base = fuzz_world[name]
+    file = sorted(base)[0] if name != "vqav2" else None
+
+    @settings(**FUZZ_SETTINGS)
+    @given(data=st.data())
+    def check(data) -> None:
+        target = data.draw(st.sampled_from(sorted(base))) if file is None else file
+        for path, content in base.items():
+            changed = data.draw(mutated(content)) if path == target else content
+            cut = data.draw(st.none() | st.integers(0, 10**6)) if path == target else None
+            (root / path).write_text(_text(changed, name == "pope-random", cut))
+        assert_one_line_or_counted_skip(name, root, list(base))
+
+    try:
+        check()
+    finally:
+        for path, content in base.items():
+            (root / path).write_text(_text(content, name == "pope-random", None))
+
+
+def test_fuzzed_answers_files_give_a_one_line_error_or_scores(fuzz_world, tmp_path):
+    from fastrm_bench.tasks.predictions import read_answers, score_predictions
+
+    root, base = fuzz_world["vqav2"]
+    for path, content in base.items():
+        (root / path).write_text(json.dumps(content))
+    task, _ = create_task("vqav2", data_root=str(root))
+    answers = [{"question_id": int(r.id), "text": "yes"} for r in task.records]
+    path = tmp_path / "answers.jsonl"
+
+    @settings(**FUZZ_SETTINGS)
+    @given(data=st.data())
+    def check(data) -> None:
+        lines = data.draw(st.booleans())
+        path.write_text(_text(data.draw(mutated(answers)), lines, data.draw(st.none() | st.integers(0, 10**6))))
+        try:
+            score_predictions(task, read_answers(task, path)[0], allow_missing=True)
+        except (ValueError, FileNotFoundError) as err:
+            assert "\n" not in str(err), str(err)
+
+    check()

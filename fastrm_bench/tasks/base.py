@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError
+from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError, one_line
 from fastrm_bench.interfaces import Sample, Task
 from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, AnswersFormat
 
@@ -166,7 +166,7 @@ class FileTask(Task):
 
     def unparsable(self, record_id: str, reason: str) -> Record:
         """A placeholder for an entry that cannot be parsed: it keeps its place in the order, and `sample` reports it."""
-        return Record(record_id, self.data_root, "", [], error=reason)
+        return Record(record_id, self.data_root, "", [], error=one_line(reason))
 
     @cached_property
     def records(self) -> list[Record]:
