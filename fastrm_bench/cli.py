@@ -124,16 +124,12 @@ def run(
              "machines: `accelerate launch -m fastrm_bench run ...` (README, Scaling).")] = 1,
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
-    from fastrm_bench.checks import check_run, parse_limit
     from fastrm_bench.metrics import DEFAULT_METRICS
 
     if resume and overwrite:
         _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
-    try:  # names, specs and paths before torch is even imported: a typo costs what `list` costs
-        whole_limit = parse_limit(limit)
-        check_run(method, task, list(metric or DEFAULT_METRICS), aggregation, model, output_dir)
-    except (UnknownNameError, ValueError) as err:
-        _fail(str(err))
+    whole_limit = _checked_before_loading(method, task, list(metric or DEFAULT_METRICS), aggregation, model, output_dir,
+                                          limit)
     from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.adapter import ModelLoadError
     from fastrm_bench.runner import RunConfig, RunInterrupted
@@ -147,10 +143,7 @@ def run(
     try:
         result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
     except (RunInterrupted, KeyboardInterrupt) as err:  # Ctrl-C while loading or finishing too: one line, no traceback
-        stop = err if isinstance(err, RunInterrupted) else RunInterrupted(2)
-        typer.secho(f"{stop}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
-        _stopped_by_signal.append(128 + stop.signum)
-        raise typer.Exit(code=128 + stop.signum) from None
+        _stopped(err if isinstance(err, RunInterrupted) else RunInterrupted(2))
     except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
         return
@@ -165,6 +158,27 @@ def run(
     summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
     skipped = f", {result['n_skipped']} skipped (see skipped.jsonl)" if result["n_skipped"] else ""
     typer.echo(f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}")
+
+
+def _checked_before_loading(method: str, task: str, metrics: list[str], aggregation: str, model: str,
+                            output_dir: str | None, limit: str) -> int | None:
+    """The parsed ``--limit``, once names, specs and paths are checked: before torch is imported, so that a typo
+    costs what `list` costs; else one line and exit code 2."""
+    from fastrm_bench.checks import check_run, parse_limit
+
+    try:
+        parsed = parse_limit(limit)
+        check_run(method, task, metrics, aggregation, model, output_dir)
+    except (UnknownNameError, ValueError) as err:
+        _fail(str(err))
+    return parsed
+
+
+def _stopped(stop) -> None:
+    """A run stopped by a signal: one line and exit code 128 + signal (`entrypoint` then exits at once)."""
+    typer.secho(f"{stop}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
+    _stopped_by_signal.append(128 + stop.signum)
+    raise typer.Exit(code=128 + stop.signum) from None
 
 
 class Format(str, Enum):

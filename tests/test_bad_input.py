@@ -529,3 +529,16 @@ def test_fuzzed_answers_files_give_a_one_line_error_or_scores(fuzz_world, tmp_pa
             assert "\n" not in str(err), str(err)
 
     check()
+
+
+def test_a_malformed_hugging_face_row_is_a_placeholder_not_a_coerced_record(tmp_path):
+    task, _ = create_task("vqav2", hf_dataset=str(tmp_path / "hf"))
+    good = task.hf_record({"question_id": 1, "question": "Which?", "answers": [{"answer": "red"}]}, lambda: None)
+    assert good.error is None and good.references == ["red"]
+    for row, fragment in (({"question_id": 2, "question": 12345, "answers": ["a"]}, "'question' 12345 (an integer)"),
+                          ({"question_id": 3, "question": "Which?", "answers": [7]}, "expected a string or a non-empty")):
+        record = task.hf_record(row, lambda: None)
+        assert record.error is not None and fragment in record.error and str(tmp_path / "hf") in record.error
+    pope, _ = create_task("pope-random", hf_dataset=str(tmp_path / "hf"))
+    row = {"question_id": 4, "question": "Is there a cat?", "answer": None, "category": "random"}
+    assert "'answer' None (null)" in pope.hf_record(row, lambda: None).error

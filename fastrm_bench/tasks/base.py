@@ -192,7 +192,13 @@ class FileTask(Task):
         answers = row[c["answers"]]
         if isinstance(answers, str):
             answers = [answers]
-        answers = [a["answer"] if isinstance(a, dict) else str(a) for a in answers]
+        problem = entry_problem(row, {c["id"]: (INT, STR), c["question"]: STR})
+        if problem is None and not (isinstance(answers, list) and answers and all(
+                type(a) is str or (isinstance(a, dict) and type(a.get("answer")) is str) for a in answers)):
+            problem = f"has {c['answers']!r} {_shown(answers)}, expected a string or a non-empty list of answer strings"
+        if problem is not None:
+            return self.unparsable(str(row.get(c["id"])), f"{self.hf_dataset}: row {row.get(c['id'])!r} {problem}")
+        answers = [a["answer"] if isinstance(a, dict) else a for a in answers]
         meta = {"type": row.get(c.get("type", ""), None)} if c.get("type") else {}
         return Record(str(row[c["id"]]), image, row[c["question"]], answers, meta)
 

@@ -59,6 +59,9 @@ class POPETask(FileTask):
         category = row[c["category"]]
         if category not in self.categories:
             return None
+        problem = entry_problem(row, {c["id"]: (INT, STR), c["question"]: STR, c["answers"]: STR})
+        if problem is not None:
+            return self.unparsable(f"{category}/{row.get(c['id'])}", f"{self.hf_dataset}: row {row.get(c['id'])!r} {problem}")
         label = row[c["answers"]].strip().lower()
         meta = {"category": category, "label": label, "type": category}
         return Record(f"{category}/{row[c['id']]}", image, row[c["question"]], [label], meta)
