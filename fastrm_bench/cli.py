@@ -117,8 +117,9 @@ def run(
                       ] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard the run already in the output dir and start again.")] = False,
     on_error: Annotated[OnError, typer.Option(
-        help="A sample with bad data (missing or corrupt image, unparsable entry): skip it (recorded in "
-             "skipped.jsonl and counted) or fail. Model and configuration errors always fail.")] = OnError.skip,
+        help="A sample with bad data (missing or corrupt image, unparsable entry) or on which the method fails: "
+             "skip it (recorded in skipped.jsonl and counted) or fail. Model and configuration errors always fail.")
+    ] = OnError.skip,
     num_processes: Annotated[int, typer.Option(
         help="Processes sharing the samples on this machine, one model each (one per GPU; torchrun). Several "
              "machines: `accelerate launch -m fastrm_bench run ...` (README, Scaling).")] = 1,

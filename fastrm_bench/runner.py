@@ -8,9 +8,9 @@ directory created or opened, so that a bad argument never touches it.
 Per-sample work depends only on (config, sample): random maps are seeded by (seed, sample id,
 draw) and perturbation tie-breaks by (seed, draw), so a resumed run equals an uninterrupted one,
 and a run of several processes (each answering its share of the samples) equals a run of one. A
-sample whose data is bad (missing or corrupt image, unparsable entry) is skipped and recorded under
-``--on-error skip`` (the default) or stops the run under ``--on-error fail``; any other error
-stops the run.
+sample whose data is bad (missing or corrupt image, unparsable entry), or on which the method or a
+metric raises, is skipped and recorded under ``--on-error skip`` (the default) or stops the run in
+one line under ``--on-error fail``; model, memory, run-directory and configuration errors stop the run.
 
 What is measured is the run's list of metrics (`fastrm_bench.metrics.base.Metric` plug-ins, ``--metric``):
 the runner gives each the sample context it declares it needs and knows none of them by name.
