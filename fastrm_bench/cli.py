@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -100,7 +101,8 @@ def run(
     method: Annotated[str, typer.Option("--method", "-m", help="Method spec or registered name (see `list methods`).")],
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name (see `list tasks`).")],
     model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
-    limit: Annotated[int | None, typer.Option(help="Seeded subsample of this many questions.")] = 200,
+    limit: Annotated[str, typer.Option(help="Seeded subsample of this many questions, or 'all' for the whole split.")
+                     ] = "200",
     seed: Annotated[int, typer.Option(help="Seed of subsampling and of seeded methods.")] = 0,
     output_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/MODEL/TASK/METHOD).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Folder with the official files (default: the embedded world).")] = None,
@@ -122,32 +124,35 @@ def run(
                       ] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard the run already in the output dir and start again.")] = False,
     on_error: Annotated[OnError, typer.Option(
-        help="A sample with bad data (missing or corrupt image, unparsable entry): skip it (recorded in "
-             "skipped.jsonl and counted) or fail. Model and configuration errors always fail.")] = OnError.skip,
+        help="A sample with bad data (missing or corrupt image, unparsable entry) or on which the method fails: "
+             "skip it (recorded in skipped.jsonl and counted) or fail. Model and configuration errors always fail.")
+    ] = OnError.skip,
     num_processes: Annotated[int, typer.Option(
         help="Processes sharing the samples on this machine, one model each (one per GPU; torchrun). Several "
              "machines: `accelerate launch -m fastrm_bench run ...` (README, Scaling).")] = 1,
     attn_implementation: AttnImplementation = "sdpa",
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""
-    from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.metrics import DEFAULT_METRICS
+
+    if resume and overwrite:
+        _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
+    whole_limit = _checked_before_loading(method, task, list(metric or DEFAULT_METRICS), aggregation, model, output_dir,
+                                          limit)
+    from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.adapter import ModelLoadError
     from fastrm_bench.runner import RunConfig, RunInterrupted
     from fastrm_bench.runner import run as run_evaluation
 
-    if resume and overwrite:
-        _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
     _launch_if_asked(ctx, num_processes)
-    cfg = RunConfig(method=method, task=task, model=model, limit=limit, seed=seed, output_dir=output_dir,
+    cfg = RunConfig(method=method, task=task, model=model, limit=whole_limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
                     device_map=device_map, on_error=on_error.value, metrics=list(metric or DEFAULT_METRICS),
                     aggregation=aggregation, batch_size=batch_size, attn_implementation=attn_implementation)
     try:
         result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
-    except RunInterrupted as err:
-        typer.secho(f"{err}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
-        raise typer.Exit(code=128 + err.signum) from None
+    except (RunInterrupted, KeyboardInterrupt) as err:  # Ctrl-C while loading or finishing too: one line, no traceback
+        _stopped(err if isinstance(err, RunInterrupted) else RunInterrupted(2))
     except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
         return
@@ -164,6 +169,27 @@ def run(
     typer.echo(f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}")
 
 
+def _checked_before_loading(method: str, task: str, metrics: list[str], aggregation: str, model: str,
+                            output_dir: str | None, limit: str) -> int | None:
+    """The parsed ``--limit``, once names, specs and paths are checked: before torch is imported, so that a typo
+    costs what `list` costs; else one line and exit code 2."""
+    from fastrm_bench.checks import check_run, parse_limit
+
+    try:
+        parsed = parse_limit(limit)
+        check_run(method, task, metrics, aggregation, model, output_dir)
+    except (UnknownNameError, ValueError) as err:
+        _fail(str(err))
+    return parsed
+
+
+def _stopped(stop) -> None:
+    """A run stopped by a signal: one line and exit code 128 + signal (`entrypoint` then exits at once)."""
+    typer.secho(f"{stop}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
+    _stopped_by_signal.append(128 + stop.signum)
+    raise typer.Exit(code=128 + stop.signum) from None
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -177,14 +203,17 @@ def leaderboard_(
     format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     out: Annotated[Path | None, typer.Option(help="Also save the table here (format from the suffix: .csv .md .tex).")] = None,
 ) -> None:
-    """One row per run: model, data, task, method, accuracy, PP/NP AUC, threshold F1, entropy, pointing, latency."""
-    from fastrm_bench.leaderboard import leaderboard, render
+    """One row per finished run (its folder last): model, data, task, method, accuracy, PP/NP AUC, threshold F1,
+    entropy, pointing, latency; one line (on stderr) per unfinished run."""
+    from fastrm_bench.leaderboard import leaderboard, render, unfinished_runs
 
     if not runs_dir.is_dir():
         _fail(f"{runs_dir} is not a folder of runs")
-    frame = leaderboard(runs_dir)
+    problems: list[str] = []
+    frame = leaderboard(runs_dir, problems)
+    _tell_unfinished(unfinished_runs(runs_dir), problems)
     if frame.empty:
-        _fail(f"no run directories (results.json + config.json) under {runs_dir}")
+        _fail(f"no finished run directories (results.json + config.json) under {runs_dir}")
     typer.echo(render(frame, format.value))
     if out:
         kind = {".csv": "csv", ".md": "markdown", ".tex": "latex"}.get(out.suffix, "table")
@@ -192,20 +221,44 @@ def leaderboard_(
         out.write_text(render(frame, kind))
 
 
+def _tell_unfinished(unfinished: list[tuple[Path, int]], problems: list[str]) -> None:
+    """Say on stderr which runs a table leaves out, and why, so that none is missed silently."""
+    for run_dir, done in unfinished:
+        typer.echo(f"unfinished (left out): {run_dir}, {done} sample(s) so far; `run ... --resume` with its options "
+                   "finishes it", err=True)
+    for problem in problems:
+        typer.echo(f"unreadable (left out): {problem}", err=True)
+
+
 @app.command("summarise")
 def summarise_(
-    runs_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders searched for them.")],
+    runs_dirs: Annotated[list[Path] | None, typer.Argument(
+        help="Run directories, or folders searched for them (default: runs, as for leaderboard).")] = None,
 ) -> None:
     """Aggregate finished runs again from their samples.jsonl (intervals included) and rewrite their results.json."""
-    from fastrm_bench.leaderboard import find_runs
+    from fastrm_bench.leaderboard import find_runs, unfinished_runs
     from fastrm_bench.runner import resummarise
 
-    found = [d for root in runs_dirs for d in find_runs(root)]
+    roots = list(runs_dirs or [Path("runs")])
+    missing = [str(d) for d in roots if not d.exists()]
+    if missing:
+        _fail(f"no such folder: {', '.join(missing)}")
+    found = [d for root in roots for d in find_runs(root)]
+    _tell_unfinished([u for root in roots for u in unfinished_runs(root)], [])
     if not found:
-        _fail(f"no finished run (config.json + results.json + samples.jsonl) under {', '.join(map(str, runs_dirs))}")
+        _fail(f"no finished run (config.json + results.json + samples.jsonl) under {', '.join(map(str, roots))}")
+    failed = 0
     for run_dir in found:
-        result = resummarise(run_dir)
+        try:
+            result = resummarise(run_dir)
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            failed += 1
+            typer.secho(f"{run_dir}: {err if isinstance(err, ValueError | OSError) else f'config.json lacks {err}'}",
+                        err=True, fg=typer.colors.RED)
+            continue
         typer.echo(f"{run_dir}: n={result['n']}, {len(result['metrics'])} metrics")
+    if failed:
+        _fail(f"{failed} of {len(found)} run(s) could not be summarised (named above); the others were")
 
 
 @app.command("profile")
@@ -659,14 +712,28 @@ def build_pope(
         typer.echo(f"{path}: {sum(1 for _ in path.open())} questions")
 
 
+#: the exit code of a run stopped by SIGINT/SIGTERM in this process (its files are closed and consistent by then)
+_stopped_by_signal: list[int] = []
+
+
 def entrypoint() -> None:
-    """Console-script entry; unknown names exit with code 2 and a "did you mean"."""
+    """Console-script entry; unknown names exit with code 2 and a "did you mean".
+
+    A run stopped by a signal exits at once after its message: the interpreter's teardown (collecting
+    a loaded model) would otherwise take seconds, and everything on disk is already closed.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app()
     except UnknownNameError as err:
         typer.secho(str(err), err=True, fg=typer.colors.RED)
         raise SystemExit(2) from None
+    except SystemExit:
+        if _stopped_by_signal:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_stopped_by_signal[0])
+        raise
 
 
 if __name__ == "__main__":

@@ -11,8 +11,13 @@ class SampleDataError(Exception):
     """One sample cannot be read; the message names the question and what is wrong with it."""
 
     def __init__(self, sample_id: str, reason: str):
-        self.sample_id, self.reason = sample_id, reason
-        super().__init__(f"question {sample_id}: {reason}")
+        self.sample_id, self.reason = sample_id, one_line(reason)
+        super().__init__(f"question {one_line(sample_id)}: {self.reason}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped: a value from a damaged file must not split a one-line report."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class MissingImageError(SampleDataError, FileNotFoundError):

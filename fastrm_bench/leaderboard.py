@@ -30,20 +30,59 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob("results.json") if (p.parent / "config.json").exists())
 
 
+def unfinished_runs(root: Path) -> list[tuple[Path, int]]:
+    """Run directories under ``root`` without results.json (stopped, or still running), with their samples so far.
+
+    The per-process shards inside a run of several processes are part of their run, not runs of their own.
+    """
+    found = []
+    for config in sorted(Path(root).rglob("config.json")):
+        run_dir = config.parent
+        if (run_dir / "results.json").exists() or run_dir.parent.name == "shards":
+            continue
+        samples = run_dir / "samples.jsonl"
+        done = sum(1 for line in samples.read_bytes().splitlines() if line.strip()) if samples.is_file() else 0
+        found.append((run_dir, done))
+    return found
+
+
+def _read_run(run_dir: Path) -> tuple[dict, dict]:
+    """A finished run's results.json and config.json; a damaged one is a ValueError naming the file."""
+    out = []
+    for name in ("results.json", "config.json"):
+        try:
+            data = json.loads((run_dir / name).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{run_dir / name} cannot be read ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{run_dir / name} is not a JSON object")
+        out.append(data)
+    return out[0], out[1]
+
+
 def _interval_columns(column: str) -> tuple[str, str]:
     return f"{column}_ci_low", f"{column}_ci_high"
 
 
-def leaderboard(root: Path) -> pd.DataFrame:
-    """All runs under ``root``, sorted by task, model, then PP AUC (lower is better); metric columns no run has are left out."""
+def leaderboard(root: Path, problems: list[str] | None = None) -> pd.DataFrame:
+    """All runs under ``root``, sorted by task, model, then PP AUC (lower is better); metric columns no run has are left out.
+
+    A run whose files cannot be read is left out and named in ``problems`` (without it, it is an error).
+    """
     columns: dict[str, str | None] = {**BASE_COLUMNS, **metric_columns()}
     rows = []
     for run_dir in find_runs(root):
-        results = json.loads((run_dir / "results.json").read_text())
-        config = json.loads((run_dir / "config.json").read_text())
-        metrics = results["metrics"]
-        row = {"model": Path(config["model"]).name, "data_source": config["data_source"], "task": config["task_spec"]["name"],
-               "method": config["method_spec"]["name"], "n": results["n"]}
+        try:
+            results, config = _read_run(run_dir)
+            metrics = results["metrics"]
+            row = {"model": Path(config["model"]).name, "data_source": config["data_source"],
+                   "task": config["task_spec"]["name"], "method": config["method_spec"]["name"], "n": results["n"]}
+        except (ValueError, KeyError, TypeError) as err:
+            message = str(err) if isinstance(err, ValueError) else f"{run_dir}: results.json or config.json lacks {err}"
+            if problems is None:
+                raise ValueError(message) from None
+            problems.append(message)
+            continue
         for column, key in columns.items():
             if key is not None:
                 entry = metrics.get(key, {})
@@ -66,13 +105,14 @@ def _cell(value: float | None, low: float | None, high: float | None) -> str:
 
 
 def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each metric as text "value [low, high]" (its 95% interval), for tables read by people."""
-    shown = frame.drop(columns=["run_dir"]).copy()
+    """Each metric as text "value [low, high]" (its 95% interval), for tables read by people; the run's folder last,
+    so that copies of a run can be told apart."""
+    shown = frame.copy()
     for column in [c for c in frame.columns if f"{c}_ci_low" in frame.columns]:
         low, high = _interval_columns(column)
         shown[column] = [_cell(v, lo, hi) for v, lo, hi in zip(shown[column], shown[low], shown[high])]
         shown = shown.drop(columns=[low, high])
-    return shown
+    return shown[[c for c in shown.columns if c != "run_dir"] + ["run_dir"]]
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:

@@ -240,8 +240,14 @@ class RunDir:
         lock.probe()
         if not overwrite:
             rundir._check(resume)  # refuse before creating anything (the check is repeated under the lock)
-        path.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as err:  # a file in the way, a read-only folder: the cause and the fix, not an errno
+            cause = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else \
+                (err.strerror or str(err)).lower()
+            raise RunDirError(f"cannot make or lock the run directory {path}: {cause}; make the folder writable "
+                              "(chmod u+w) or choose another --output-dir") from None
         try:
             rundir._start(resume, overwrite)
             yield rundir
@@ -347,8 +353,9 @@ class RunDir:
         self._append(SAMPLES, record)
         self.records.append(record)
 
-    def add_skipped(self, sample_id: str, reason: str) -> None:
-        row = {"id": sample_id, "reason": reason}
+    def add_skipped(self, sample_id: str, reason: str, **extra: Any) -> None:
+        """One skipped sample's line: its id, the reason, and what else explains it (a failure's ``traceback``)."""
+        row = {"id": sample_id, "reason": reason, **extra}
         self._append(SKIPPED, row)
         self.skipped.append(row)
 
@@ -368,7 +375,7 @@ class RunDir:
                     have.add(record["id"])
             for row in _read_lines(shard / SKIPPED):
                 if row["id"] not in skipped:
-                    self.add_skipped(row["id"], row["reason"])
+                    self.add_skipped(row["id"], row["reason"], **{k: v for k, v in row.items() if k not in ("id", "reason")})
                     skipped.add(row["id"])
 
     def ordered_records(self, order: list[str] | None) -> list[dict[str, Any]]:

@@ -8,9 +8,9 @@ directory created or opened, so that a bad argument never touches it.
 Per-sample work depends only on (config, sample): random maps are seeded by (seed, sample id,
 draw) and perturbation tie-breaks by (seed, draw), so a resumed run equals an uninterrupted one,
 and a run of several processes (each answering its share of the samples) equals a run of one. A
-sample whose data is bad (missing or corrupt image, unparsable entry) is skipped and recorded under
-``--on-error skip`` (the default) or stops the run under ``--on-error fail``; any other error
-stops the run.
+sample whose data is bad (missing or corrupt image, unparsable entry), or on which the method or a
+metric raises, is skipped and recorded under ``--on-error skip`` (the default) or stops the run in
+one line under ``--on-error fail``; model, memory, run-directory and configuration errors stop the run.
 
 What is measured is the run's list of metrics (`fastrm_bench.metrics.base.Metric` plug-ins, ``--metric``):
 the runner gives each the sample context it declares it needs and knows none of them by name.
@@ -28,6 +28,7 @@ import platform
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -83,10 +84,19 @@ class RunConfig:
         return RunSettings(tuple(self.fractions), self.removal, self.seed, self.max_new_tokens)
 
     def check(self) -> None:
-        """Refuse values no run can use, before anything is loaded or written."""
+        """Refuse names and values no run can use, before anything is loaded or written."""
+        from fastrm_bench.checks import check_run
+        from fastrm_bench.models.adapter import DTYPES
+        from fastrm_bench.models.attention_capture import ATTN_IMPLEMENTATIONS
         from fastrm_bench.registry import AGGREGATIONS
 
+        check_run(self.method, self.task, self.metrics, self.aggregation, self.model, self.output_dir)
         problems = answering_problems(self.limit, self.max_new_tokens, self.seed)
+        if self.dtype not in DTYPES:
+            problems.append(f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            problems.append(f"--attn-implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                            f"got {self.attn_implementation!r}")
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.on_error not in ON_ERROR:
@@ -291,7 +301,6 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     the run directory is the one a single process writes, samples in the task's order. A resume may
     use another number of processes.
     """
-    from fastrm_bench.models.adapter import DTYPES
     from fastrm_bench.models.zoo import load_model
 
     ranks = ranks or current_ranks()
@@ -299,6 +308,8 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     torch.manual_seed(cfg.seed)
     method, method_spec = create_method(cfg.method)  # cheap: bad names and params fail before any data or model work
     metrics = create_metrics(cfg.metrics)
+    for name in {m.needs.reference_method for m in metrics} - {None}:
+        create_method(name)  # the methods metrics take labels from: checked now, prepared once the model is loaded
     with ranks.main_first():  # the embedded world is built once, by the main process
         task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world and ranks.is_main:
@@ -306,8 +317,6 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     selected = task.select(cfg.limit, cfg.seed)
     if selected is None and ranks.parallel:
         raise ValueError(f"{task_spec.name} streams its samples and cannot be shared between processes: run it in one")
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {cfg.dtype!r}; expected one of {sorted(DTYPES)}")
     adapter = load_model(cfg.model, device=cfg.device or ranks.device, dtype=cfg.dtype, device_map=cfg.device_map,
                          attn_implementation=cfg.attn_implementation)
     perturbing = [m.name for m in metrics if m.needs.perturbation]
@@ -368,9 +377,8 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
                         log(f"skipped: {err}")
                         rundir.add_skipped(err.sample_id, str(err))
                         progress.update(1)
-                for record, smap, token_maps in evaluate.evaluate(samples) if samples else []:
-                    rundir.add_sample(record, smap, token_maps)
-                    progress.update(1)
+                if samples:
+                    _evaluate_or_skip(evaluate, samples, cfg, rundir, log, progress)
         except KeyboardInterrupt:
             raise RunInterrupted(signal.SIGINT) from None
         ranks.wait_for_everyone()
@@ -384,6 +392,49 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
             rundir.finish(results, order)
         results = ranks.from_main(results)
     return {"output_dir": str(out), **results}
+
+
+class SampleFailedError(ValueError):
+    """Evaluating one sample raised (a method's bug on an unusual input) and the run's policy is ``--on-error fail``."""
+
+
+def _fatal_errors() -> tuple[type[BaseException], ...]:
+    """Errors that stop a run whatever ``--on-error``: an interruption, the run directory, memory."""
+    return (RunInterrupted, RunDirError, MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
+
+
+def _evaluate_or_skip(evaluate: Evaluator, samples: list[Sample], cfg: RunConfig, rundir: RunDir,
+                      log: Callable[[str], Any], progress: Any) -> None:
+    """Evaluate a batch and write its samples; a sample whose evaluation raises costs that sample only.
+
+    A failing batch is evaluated again one sample at a time, to find the sample that fails.
+    """
+    try:
+        evaluated = evaluate.evaluate(samples)
+    except _fatal_errors():
+        raise
+    except Exception as err:
+        if len(samples) > 1:
+            for sample in samples:
+                _evaluate_or_skip(evaluate, [sample], cfg, rundir, log, progress)
+            return
+        _sample_failed(samples[0].id, err, cfg, rundir, log)
+        progress.update(1)
+        return
+    for record, smap, token_maps in evaluated:
+        rundir.add_sample(record, smap, token_maps)
+        progress.update(1)
+
+
+def _sample_failed(sample_id: str, err: Exception, cfg: RunConfig, rundir: RunDir, log: Callable[[str], Any]) -> None:
+    """Skip and record the sample (with the traceback, for the bug report) under ``skip``; stop in one line under ``fail``."""
+    detail = " ".join(str(err).split())
+    what = f"{cfg.method} failed on sample {sample_id} ({type(err).__name__}: {detail[:300]})"
+    if cfg.on_error == "fail":
+        raise SampleFailedError(f"{what}; the run stopped there (--on-error fail). What was written is consistent: fix "
+                                "the cause and continue with --resume, or pass --on-error skip to skip such samples") from None
+    log(f"skipped: {what}")
+    rundir.add_skipped(sample_id, what, traceback=traceback.format_exc())
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -416,8 +467,8 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
     from fastrm_bench.registry import TASKS
 
     out = Path(run_dir)
-    config = json.loads((out / "config.json").read_text())
-    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
+    config = _read_json_file(out / "config.json")
+    records = _read_records(out / "samples.jsonl")
     spec = config["task_spec"]
     params = dict(spec["params"])
     if Path(config["data_root"]).is_dir():  # aggregation reads no data: a moved data root is no obstacle
@@ -428,6 +479,32 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
     results["config"] = _results_config(config, config.get("scoring", task.scoring))  # runs made before it was recorded
     replace_file(out / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
     return {"output_dir": str(out), **results}
+
+
+def _read_json_file(path: Path) -> dict[str, Any]:
+    """A run's JSON file; a missing or damaged one is one line naming it (summarise changes nothing then)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path} cannot be read ({err}); the run's results.json is left as it was") from None
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """Every line of a finished run's samples.jsonl; a torn or edited line is one error naming the file and line."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path} cannot be read ({err}); the run's results.json is left as it was") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{path}:{number} is not a complete JSON line ({err.msg}: the file was cut or edited); "
+                              "the run's results.json is left as it was: run it again with --overwrite") from None
+    return records
 
 
 def _deep_merge(into: dict[str, Any], part: dict[str, Any]) -> None:

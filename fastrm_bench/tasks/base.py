@@ -23,13 +23,61 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError
+from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError, one_line
 from fastrm_bench.interfaces import Sample, Task
 from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, AnswersFormat
 
 log = logging.getLogger(__name__)
 
 PAPER_SUFFIX = " Answer the question using up to two words."
+
+#: what a field of an official file may hold, by name: `entry_problem` checks types, it never coerces
+INT, STR, LIST, DICT, NULL = int, str, list, dict, type(None)
+_TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object", type(None): "null",
+               float: "a number", bool: "a boolean"}
+
+
+def type_name(value: Any) -> str:
+    """How a JSON value's type is called in messages (``true`` is a boolean, not an integer)."""
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _matches(value: Any, kinds: type | tuple[type, ...]) -> bool:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return any(type(value) is k for k in kinds)  # exact types: a boolean is no integer, a float no integer
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def entry_problem(entry: Any, fields: dict[str, type | tuple[type, ...]], optional: dict[str, Any] | None = None) -> str | None:
+    """What is wrong with one entry of an official file (not an object, a missing key, a wrong type), or None.
+
+    A wrong type is reported, never converted: ``"question": 12345`` is a mistake in the file, not a question.
+    """
+    if not isinstance(entry, dict):
+        return f"is {type_name(entry)}, not an object"
+    missing = [k for k in fields if k not in entry]
+    if missing:
+        return f"lacks {', '.join(repr(k) for k in missing)}"
+    for key, kinds in {**fields, **{k: v for k, v in (optional or {}).items() if k in entry}}.items():
+        if not _matches(entry[key], kinds):
+            expected = " or ".join(_TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            return f"has {key!r} {_shown(entry[key])} ({type_name(entry[key])}), expected {expected}"
+    return None
+
+
+def list_problem(value: Any, key: str, kinds: type | tuple[type, ...]) -> str | None:
+    """What is wrong with a list field whose items must be of ``kinds`` (e.g. annotation ids), or None."""
+    if not isinstance(value, list):
+        return f"has {key!r} {_shown(value)} ({type_name(value)}), expected a list"
+    bad = [v for v in value if not _matches(v, kinds)]
+    if bad:
+        expected = " or ".join(_TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        return f"has {key!r} with item {_shown(bad[0])} ({type_name(bad[0])}), expected {expected}"
+    return None
 
 
 @dataclass
@@ -91,8 +139,26 @@ class FileTask(Task):
             raise FileNotFoundError(f"{self.name}: expected {path} (under data root {self.data_root})")
         try:
             return json.loads(path.read_text())
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); is it the right file?") from None
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from err
+            raise ValueError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: JSON nested too deeply to read") from None
+
+    def read_entries(self, template: str, key: str | None, kinds: type = list) -> Any:
+        """The file's ``key`` (or the whole file) when it is of ``kinds``; a file of another shape is one line, not a skip."""
+        data = self.read_json(template)
+        if key is not None:
+            if not isinstance(data, dict) or key not in data:
+                found = f"keys {sorted(data)[:8]}" if isinstance(data, dict) else type_name(data)
+                raise ValueError(f"{self.path(template)}: expected an object with {key!r} ({self.name}'s official format), "
+                                 f"found {found}")
+            data = data[key]
+        if not isinstance(data, kinds):
+            where = f"{key!r} of {self.path(template)}" if key else str(self.path(template))
+            raise ValueError(f"{where}: expected {_TYPE_NAMES[kinds]}, found {type_name(data)}")
+        return data
 
     @abstractmethod
     def load_records(self) -> list[Record]:
@@ -100,7 +166,7 @@ class FileTask(Task):
 
     def unparsable(self, record_id: str, reason: str) -> Record:
         """A placeholder for an entry that cannot be parsed: it keeps its place in the order, and `sample` reports it."""
-        return Record(record_id, self.data_root, "", [], error=reason)
+        return Record(record_id, self.data_root, "", [], error=one_line(reason))
 
     @cached_property
     def records(self) -> list[Record]:
@@ -126,7 +192,13 @@ class FileTask(Task):
         answers = row[c["answers"]]
         if isinstance(answers, str):
             answers = [answers]
-        answers = [a["answer"] if isinstance(a, dict) else str(a) for a in answers]
+        problem = entry_problem(row, {c["id"]: (INT, STR), c["question"]: STR})
+        if problem is None and not (isinstance(answers, list) and answers and all(
+                type(a) is str or (isinstance(a, dict) and type(a.get("answer")) is str) for a in answers)):
+            problem = f"has {c['answers']!r} {_shown(answers)}, expected a string or a non-empty list of answer strings"
+        if problem is not None:
+            return self.unparsable(str(row.get(c["id"])), f"{self.hf_dataset}: row {row.get(c['id'])!r} {problem}")
+        answers = [a["answer"] if isinstance(a, dict) else a for a in answers]
         meta = {"type": row.get(c.get("type", ""), None)} if c.get("type") else {}
         return Record(str(row[c["id"]]), image, row[c["question"]], answers, meta)
 
@@ -186,7 +258,11 @@ class FileTask(Task):
         if callable(record.image):
             image = record.image().convert("RGB")
         else:
-            if not record.image.is_file():
+            try:
+                found = record.image.is_file()
+            except (OSError, ValueError):  # a name with a NUL byte, or too long for the file system
+                found = False
+            if not found:
                 raise MissingImageError(record.id, f"{self.name}: image {record.image} of question {record.id} is missing")
             try:
                 with Image.open(record.image) as im:

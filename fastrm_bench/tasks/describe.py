@@ -22,8 +22,8 @@ import numpy as np
 
 from fastrm_bench.data_errors import UnparsableRecordError
 from fastrm_bench.interfaces import Sample
-from fastrm_bench.tasks.answers import DESCRIBE_SCORINGS, describe_object_score, describe_score
-from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.tasks.answers import DESCRIBE_SCORINGS, describe_object_score, describe_phrases, describe_score
+from fastrm_bench.tasks.base import INT, LIST, NULL, STR, FileTask, Record, entry_problem, type_name
 from fastrm_bench.world.captions import DESCRIBE_QUESTION, split_words
 
 
@@ -47,34 +47,53 @@ class DescribeTask(FileTask):
         self.captions_file, self.images, self.question = captions, images, question
 
     def load_records(self) -> list[Record]:
-        data = self.read_json(self.captions_file)
-        files = {image["id"]: image["file_name"] for image in data.get("images", [])}
-        records = []
-        for ann in sorted(data.get("annotations", []), key=lambda a: a["id"]):
-            problem = self._problem(ann, files)
+        """One record per caption annotation; one that cannot be used keeps a placeholder naming the file and problem."""
+        data = self.read_entries(self.captions_file, None, dict)
+        path = self.path(self.captions_file)
+        files = {image["id"]: image["file_name"] for image in data.get("images", [])
+                 if entry_problem(image, {"id": INT, "file_name": STR}) is None} if isinstance(data.get("images"), list) else {}
+        annotations = data.get("annotations", [])
+        if not isinstance(annotations, list):
+            raise ValueError(f"'annotations' of {path}: expected a list, found {type_name(annotations)}")
+        good, bad, seen = [], [], set()
+        for i, ann in enumerate(annotations, start=1):
+            problem = entry_problem(ann, {"id": INT})
+            if problem is None and ann["id"] in seen:
+                problem = f"repeats id {ann['id']}"
             if problem is not None:
-                records.append(self.unparsable(str(ann.get("id")), f"{self.path(self.captions_file)}: caption "
-                                               f"{ann.get('id')} {problem}"))
+                bad.append(self.unparsable(f"{path.name}#{i}", f"{path}: annotation {i} {problem}"))
                 continue
-            words = [t["word"] for t in ann["tokens"]]
-            objects = [None if t["object_id"] is None else int(t["object_id"]) for t in ann["tokens"]]
-            meta = {"type": "describe", "image_id": ann["image_id"], "words": words, "token_objects": objects}
-            image = self.path(self.images) / files[ann["image_id"]]
-            records.append(Record(str(ann["id"]), image, self.question, [ann["caption"]], meta,
-                                  list(dict.fromkeys(o for o in objects if o is not None))))
-        return records
+            seen.add(ann["id"])
+            good.append(ann)
+        return [self._record(ann, files, path) for ann in sorted(good, key=lambda a: a["id"])] + bad
+
+    def _record(self, ann: dict[str, Any], files: dict[int, str], path: Path) -> Record:
+        problem = self._problem(ann, files)
+        if problem is not None:
+            return self.unparsable(str(ann["id"]), f"{path}: caption {ann['id']} {problem}")
+        words = [t["word"] for t in ann["tokens"]]
+        objects = [t["object_id"] for t in ann["tokens"]]
+        meta = {"type": "describe", "image_id": ann["image_id"], "words": words, "token_objects": objects}
+        image = self.path(self.images) / files[ann["image_id"]]
+        return Record(str(ann["id"]), image, self.question, [ann["caption"]], meta,
+                      list(dict.fromkeys(o for o in objects if o is not None)))
 
     @staticmethod
     def _problem(ann: dict[str, Any], files: dict[int, str]) -> str | None:
         """Why a caption annotation cannot be used, or None."""
-        if not {"id", "image_id", "caption", "tokens"} <= set(ann):
-            return "lacks id, image_id, caption or tokens"
+        problem = entry_problem(ann, {"image_id": INT, "caption": STR, "tokens": LIST})
+        if problem is not None:
+            return problem
         if ann["image_id"] not in files:
             return f"names image {ann['image_id']}, which the file's images do not list"
-        if not all(isinstance(t, dict) and {"word", "object_id"} <= set(t) for t in ann["tokens"]):
-            return "has tokens without word and object_id"
+        for n, token in enumerate(ann["tokens"], start=1):
+            problem = entry_problem(token, {"word": STR, "object_id": (INT, NULL)})
+            if problem is not None:
+                return f"has token {n} that {problem}"
         if [t["word"] for t in ann["tokens"]] != split_words(ann["caption"]):
             return "has tokens that are not the caption's words"
+        if not describe_phrases(ann["caption"]):
+            return "names no object"
         return None
 
     def sample(self, record: Record) -> Sample:

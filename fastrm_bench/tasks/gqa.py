@@ -6,7 +6,7 @@ from typing import Any
 
 from fastrm_bench.interfaces import Sample
 from fastrm_bench.tasks.answers import GQA_SCORINGS, gqa_exact_match
-from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.tasks.base import DICT, INT, LIST, NULL, STR, FileTask, Record, entry_problem, list_problem
 from fastrm_bench.tasks.predictions import GQA_PREDICTIONS, LLAVA_ANSWERS
 
 
@@ -26,20 +26,22 @@ class GQATask(FileTask):
     HF_COLUMNS = {"id": "id", "question": "question", "answers": "answer", "image": "image"}
 
     def load_records(self) -> list[Record]:
-        data = self.read_json(self.questions_file)
+        """One record per question id; an entry that cannot be used keeps a placeholder naming the file and the problem."""
+        data = self.read_entries(self.questions_file, None, dict)
+        path = self.path(self.questions_file)
         records = []
         for qid in sorted(data, key=lambda k: (len(k), k)):
             q = data[qid]
-            if not isinstance(q, dict) or not {"imageId", "question", "answer"} <= set(q):
-                records.append(self.unparsable(str(qid), f"{self.path(self.questions_file)}: question {qid} lacks "
-                                               "imageId, question or answer"))
+            problem = entry_problem(q, {"imageId": STR, "question": STR, "answer": STR},
+                                    {"referenced_ann_ids": (LIST, NULL), "types": (DICT, NULL)})
+            if problem is None and q.get("referenced_ann_ids") is not None:
+                problem = list_problem(q["referenced_ann_ids"], "referenced_ann_ids", INT)
+            if problem is not None:
+                records.append(self.unparsable(str(qid), f"{path}: question {qid} {problem}"))
                 continue
-            ann_ids = q.get("referenced_ann_ids")
-            if ann_ids is None:  # real GQA: scene-graph object ids, no COCO masks
-                ann_ids = []
             meta = {"type": (q.get("types") or {}).get("detailed"), "fullAnswer": q.get("fullAnswer")}
-            path = self.data_root / self.images.replace("{split}", self.split).format(imageId=q["imageId"])
-            records.append(Record(str(qid), path, q["question"], [q["answer"]], meta, [int(a) for a in ann_ids]))
+            image = self.data_root / self.images.replace("{split}", self.split).format(imageId=q["imageId"])
+            records.append(Record(str(qid), image, q["question"], [q["answer"]], meta, list(q.get("referenced_ann_ids") or [])))
         return records
 
     def score(self, prediction: str, sample: Sample) -> float:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fastrm_bench.interfaces import Sample
 from fastrm_bench.tasks.answers import parse_pope_answer, pope_label_positive
-from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.tasks.base import INT, LIST, STR, FileTask, Record, entry_problem, list_problem
 from fastrm_bench.tasks.pope_builder import STRATEGIES
 from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, POPE_ANSWERS
 
@@ -58,36 +59,52 @@ class POPETask(FileTask):
         category = row[c["category"]]
         if category not in self.categories:
             return None
+        problem = entry_problem(row, {c["id"]: (INT, STR), c["question"]: STR, c["answers"]: STR})
+        if problem is not None:
+            return self.unparsable(f"{category}/{row.get(c['id'])}", f"{self.hf_dataset}: row {row.get(c['id'])!r} {problem}")
         label = row[c["answers"]].strip().lower()
         meta = {"category": category, "label": label, "type": category}
         return Record(f"{category}/{row[c['id']]}", image, row[c["question"]], [label], meta)
 
     def load_records(self) -> list[Record]:
+        """Every category file's lines; a line that cannot be used keeps a placeholder naming the file, line and problem."""
         records = []
         for category in self.categories:
             path = self.path(self.questions_file.replace("{category}", category))
             if not path.is_file():
                 raise FileNotFoundError(f"pope: expected {path} (under data root {self.data_root})")
-            for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    q = json.loads(line)
-                except json.JSONDecodeError as err:
-                    records.append(self.unparsable(f"{category}/{path.name}:{lineno}", f"{path}:{lineno}: malformed JSON "
-                                                   f"line: {err.msg}"))
-                    continue
-                missing = {"question_id", "image", "text", "label"} - set(q) if isinstance(q, dict) else {"all"}
-                if missing:
-                    records.append(self.unparsable(f"{category}/{q.get('question_id', f'{path.name}:{lineno}')}"
-                                                   if isinstance(q, dict) else f"{category}/{path.name}:{lineno}",
-                                                   f"{path}:{lineno}: missing keys {sorted(missing)}"))
-                    continue
-                image = self.data_root / self.images.format(image=q["image"], split=self.split)
-                meta = {"category": category, "label": q["label"], "type": category}
-                records.append(Record(f"{category}/{q['question_id']}", image, q["text"], [q["label"]], meta,
-                                      list(q.get("object_ids", []))))
+            try:
+                lines = path.read_text().splitlines()
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); is it the right file?") from None
+            seen: set[int] = set()
+            for lineno, line in enumerate(lines, start=1):
+                if line.strip():
+                    records.append(self._line_record(category, path, lineno, line, seen))
         return records
+
+    def _line_record(self, category: str, path: Path, lineno: int, line: str, seen: set[int]) -> Record:
+        """One JSON line of a category file as a record, or its placeholder."""
+        where = f"{category}/{path.name}:{lineno}"
+        try:
+            q = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+            return self.unparsable(where, f"{path}:{lineno}: malformed JSON line: {reason}")
+        problem = entry_problem(q, {"question_id": INT, "image": STR, "text": STR, "label": STR}, {"object_ids": LIST})
+        if problem is None and "object_ids" in q:
+            problem = list_problem(q["object_ids"], "object_ids", INT)
+        if problem is None and q["question_id"] in seen:
+            problem = f"repeats question_id {q['question_id']}"
+        if problem is not None:
+            known = isinstance(q, dict) and type(q.get("question_id")) is int and q["question_id"] not in seen
+            if known:
+                seen.add(q["question_id"])
+            return self.unparsable(f"{category}/{q['question_id']}" if known else where, f"{path}:{lineno}: {problem}")
+        seen.add(q["question_id"])
+        image = self.data_root / self.images.format(image=q["image"], split=self.split)
+        meta = {"category": category, "label": q["label"], "type": category}
+        return Record(f"{category}/{q['question_id']}", image, q["text"], [q["label"]], meta, list(q.get("object_ids", [])))
 
     def score(self, prediction: str, sample: Sample) -> float:
         return float((parse_pope_answer(prediction) == "yes") == pope_label_positive(sample.references[0]))

@@ -62,10 +62,13 @@ def _entries(path: Path) -> tuple[str, list[tuple[int, Any]]]:
     """("json", [(index, entry)]) for a JSON list, ("jsonl", [(line, entry)]) for JSON lines."""
     if not path.is_file():
         raise FileNotFoundError(f"answers file {path} not found")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); expected a JSON list or JSON lines") from None
     try:
         whole = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         whole = None
     if isinstance(whole, list):
         return "json", list(enumerate(whole, start=1))
@@ -74,8 +77,9 @@ def _entries(path: Path) -> tuple[str, list[tuple[int, Any]]]:
         if line.strip():
             try:
                 numbered.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: malformed JSON line ({err.msg}); expected a JSON list or JSON lines") from err
+            except (json.JSONDecodeError, RecursionError) as err:
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+                raise ValueError(f"{path}:{lineno}: malformed JSON line ({reason}); expected a JSON list or JSON lines") from None
     return "jsonl", numbered
 
 
@@ -96,6 +100,9 @@ def read_predictions(task: FileTask, path: Path) -> dict[str, str]:
 
 
 def read_answers(task: FileTask, path: Path) -> tuple[dict[str, str], AnswersFormat]:
+    """{task record id: predicted text} and the detected format; a malformed entry is one line naming file and entry."""
+    from fastrm_bench.tasks.base import entry_problem
+
     layout, entries = _entries(path)
     if not entries:
         raise ValueError(f"{path}: no answers")
@@ -108,8 +115,9 @@ def read_answers(task: FileTask, path: Path) -> tuple[dict[str, str], AnswersFor
             raise ValueError(f"{path}: {len(entries)} answers for {len(order)} questions ({fmt.name} are matched by order)")
         records: dict[str, Record] = {r.id: r for r in task.records}
     for i, (n, row) in enumerate(entries):
-        if not isinstance(row, dict) or not fmt.keys <= set(row):
-            raise ValueError(f"{path}: {where} {n} lacks one of {sorted(fmt.keys)} (the {fmt.name} format)")
+        problem = entry_problem(row, _field_types(fmt))
+        if problem is not None:
+            raise ValueError(f"{path}: {where} {n} {problem} (the {fmt.name} format)")
         if fmt.id_key is None:
             record_id = order[i]
             asked, expected = str(row[fmt.question_key]).strip(), records[record_id].question.strip()
@@ -118,8 +126,22 @@ def read_answers(task: FileTask, path: Path) -> tuple[dict[str, str], AnswersFor
                                  f"{expected!r} ({fmt.name} must follow the question file's order)")
         else:
             record_id = task.answer_id(str(row[fmt.id_key]))
-        out[record_id] = str(row[fmt.text_key])
+        if record_id in out:
+            raise ValueError(f"{path}: {where} {n} answers question {row[fmt.id_key]!r} a second time")
+        out[record_id] = row[fmt.text_key]
     return out, fmt
+
+
+def _field_types(fmt: AnswersFormat) -> dict[str, Any]:
+    """The types an answers entry's keys must have: text is a string, an id a string or an integer."""
+    from fastrm_bench.tasks.base import INT, STR
+
+    types: dict[str, Any] = {fmt.text_key: STR}
+    if fmt.id_key:
+        types[fmt.id_key] = (INT, STR)
+    if fmt.question_key:
+        types[fmt.question_key] = STR
+    return types
 
 
 def score_predictions(task: FileTask, predictions: dict[str, str], allow_missing: bool = False) -> Scored:
