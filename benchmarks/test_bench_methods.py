@@ -114,4 +114,4 @@ def test_fastrm_overhead_paired(benchmark, case):
 
     ratio = benchmark.pedantic(pairs, rounds=1, iterations=1, warmup_rounds=0)
     benchmark.extra_info["median_ratio_fastrm_over_generate"] = ratio
-    print(f"\nFastRM overhead, median of 20 paired ratios: {100 * (ratio - 1):+.1f}%")
+    print(f"\nFastRM overhead, median of 20 paired ratios: {100 * (ratio - 1):+.1f}% ({adapter.attn_implementation} attention)")
