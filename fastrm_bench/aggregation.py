@@ -53,8 +53,8 @@ class Aggregation(ABC):
     def __call__(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, explanation: Explanation
                  ) -> torch.Tensor:
         maps = explanation.maps.float().cpu()
-        if generation.num_generated == 0:  # nothing answered: methods give one placeholder row (or none)
-            return maps.mean(0) if len(maps) else torch.zeros(inputs.layout.num_tokens)
+        if generation.num_generated == 0:  # nothing answered: no map ([0, n]), the sample map is flat
+            return torch.zeros(inputs.layout.num_tokens)
         return weighted_map(maps, self.weights(adapter, inputs, generation, explanation).float().cpu())
 
 

@@ -146,7 +146,11 @@ def _image_url(image, side: int) -> str:
 
 
 def _is_probability(run) -> bool:
-    return bool(run.results.get("threshold_sweep")) or run.config.get("method_spec", {}).get("implementation") == "fastrm"
+    """Whether the run's maps are probabilities (drawn on a 0-1 scale), as its method's class declares."""
+    from fastrm_bench.builders import recorded_method_needs
+
+    needs = recorded_method_needs(run.config.get("method_spec", {}))
+    return bool(run.results.get("threshold_sweep")) or (needs is not None and needs.probabilities)
 
 
 def _choose(records: list[dict[str, Any]], max_samples: int) -> list[str]:

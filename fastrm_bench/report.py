@@ -397,11 +397,19 @@ def table1(runs: list[Run], report: Report) -> None:
     report.made.append(("Table 1: FastRM accuracy and F1 at c = 0.5", ["table1.md", "table1.tex"]))
 
 
+def _gives_probabilities(run: Run) -> bool:
+    """Whether the run's method gives calibrated probabilities (a FastRM proxy), as its class declares."""
+    from fastrm_bench.builders import recorded_method_needs
+
+    needs = recorded_method_needs(run.config["method_spec"])
+    return needs is not None and needs.probabilities
+
+
 def fig_entropy(runs: list[Run], report: Report) -> None:
     """Fig. 9: entropy of the maps for correct vs wrong answers, with the calibrated threshold."""
     from fastrm_bench.metrics.entropy import entropy_kdes
 
-    chosen = [r for r in runs if r.metric("entropy_threshold") is not None and r.method == "fastrm"] or \
+    chosen = [r for r in runs if r.metric("entropy_threshold") is not None and _gives_probabilities(r)] or \
              [r for r in runs if r.metric("entropy_threshold") is not None]
     if not chosen:
         report.skipped.append("Entropy confidence (Fig. 9): no run with both correct and wrong answers")
@@ -457,15 +465,16 @@ def fig_latency(profiles: list[Path], report: Report) -> None:
 
 
 def _latency_figure(frame: pd.DataFrame, report: Report, name: str) -> None:
-    from fastrm_bench.profile import GRADIENT_FREE
+    from fastrm_bench.profile import gradient_free
 
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    methods = sorted(frame.method.unique(), key=lambda m: (m not in GRADIENT_FREE, m))
+    free_of = {m: gradient_free(m) for m in frame.method.unique()}
+    methods = sorted(free_of, key=lambda m: (not free_of[m], m))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(methods)))
     for method in methods:
         g = frame[frame.method == method].sort_values("tokens")
-        free = method in GRADIENT_FREE
+        free = free_of[method]
         style = {"marker": "o", "color": colours[method], "ls": "-" if free else "--",
                  "label": f"{method} ({'gradient-free' if free else 'gradient'})"}
         axes[0].plot(g.tokens, g.map_seconds, **style)
@@ -604,7 +613,7 @@ def fig_relevancy_distribution(runs: list[Run], report: Report) -> None:
         return np.concatenate([m / m.max() for m in rows]) if rows else np.zeros(0)
 
     pairs, unmatched = [], []
-    for proxy in (r for r in runs if r.config["method_spec"]["implementation"] == "fastrm"):
+    for proxy in (r for r in runs if _gives_probabilities(r)):  # proxies: maps of calibrated probabilities
         teacher = teacher_of(proxy)
         found = [r for r in runs if r.method == teacher and r.task_label == proxy.task_label
                  and r.config["model"] == proxy.config["model"]]

@@ -237,7 +237,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     labels = []
     for method, spec in methods:
         labels.append((spec.name, method, 0))
-        if method.perturbation_draws > 1:  # stochastic: also the control redrawn at each depth
+        if method.needs.stochastic:  # stochastic: also the control redrawn at each depth
             labels.append((spec.name + REDRAWN, method, None))
     per_sample: dict[str, dict[int, list[dict[str, Any]]]] = {label: {} for label, _, _ in labels}
     bar = tqdm(total=(n_layers + 1) * len(items), desc="sanity", unit="sample", disable=not progress)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from fastrm_bench.explainers._attention import GradientMethod, predicting_positions, text_positions, token_gradients
-from fastrm_bench.interfaces import Generation, ModelInputs
+from fastrm_bench.interfaces import Generation, MethodNeeds, ModelInputs
 
 
 def minmax(values: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
@@ -41,6 +41,7 @@ class DexAR(GradientMethod):
     heads weighted by how much more their gradient looks at the image than at the text."""
 
     name = "dex-ar"
+    needs = MethodNeeds(gradients=True, attention="rows")
     cost_params = ("chunk_size",)
 
     def __init__(self, layers: int = 10, head_filter: bool = True, chunk_size: int = 16):
@@ -105,6 +106,7 @@ class DexARSentence(DexAR):
     """DEX-AR's sentence map, every token weighted by delta_t (visual vs linguistic), given to every token."""
 
     name = "dex-ar-sentence"
+    needs = MethodNeeds(gradients=True, attention="rows")
 
     def __init__(self, layers: int = 10, head_filter: bool = True, token_filter: bool = True, chunk_size: int = 16):
         super().__init__(layers=layers, head_filter=head_filter, chunk_size=chunk_size)

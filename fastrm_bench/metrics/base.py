@@ -32,7 +32,7 @@ class Needs:
 
     #: the union mask of the question's objects; samples without one are not updated
     mask: bool = False
-    #: maps that are per-patch probabilities (`Explanation.is_probability`); other methods are not updated
+    #: maps that are per-patch probabilities (the method's `MethodNeeds.probabilities`); other methods are not updated
     probabilities: bool = False
     #: the maps another method (a spec or registered name) gives the same answer, as `SampleContext.reference`
     reference_method: str | None = None
@@ -72,7 +72,7 @@ class SampleContext:
     reference: Explanation | None = None
     #: the method's sample map of another draw (1, 2, ...; draw 0 is `sample_map`), for stochastic methods
     draw_map: Callable[[int], torch.Tensor] | None = None
-    #: how many draws perturbation metrics average (`ExplanationMethod.perturbation_draws`)
+    #: how many draws perturbation metrics average (the method's `MethodNeeds.draws`)
     draws: int = 1
     _cache: dict[str, Any] = field(default_factory=dict)
 
