@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from PIL import Image
 
 from fastrm_bench.layer_attention import LayerAttention
 from fastrm_bench.layout import ImageLayout
+from fastrm_bench.weights import weights_hash
 
 
 @dataclass
@@ -132,10 +134,8 @@ class ModelAdapter(ABC):
 
     @cached_property
     def weights_sha256(self) -> str:
-        """SHA-256 of the weights (`zoo.weights_hash`), computed once per adapter: runs, distillation
+        """SHA-256 of the weights (`weights.weights_hash`), computed once per adapter: runs, distillation
         datasets and FastRM proxies record it, and hashing a 7B model takes seconds."""
-        from fastrm_bench.models.zoo import weights_hash
-
         return weights_hash(self.model)
 
     @property
@@ -147,6 +147,33 @@ class ModelAdapter(ABC):
     @abstractmethod
     def hidden_size(self) -> int:
         """Width of the LM's hidden states (what FastRM reads)."""
+
+    @property
+    @abstractmethod
+    def num_layers(self) -> int:
+        """Number of the language model's decoder layers (one captured attention each)."""
+
+    @property
+    @abstractmethod
+    def attn_implementation(self) -> str:
+        """The attention implementation the language model answers with (what a run records)."""
+
+    @abstractmethod
+    def stop_ids(self) -> set[int]:
+        """The token ids an answer ends before (end of sequence, padding): never part of an answer."""
+
+    @abstractmethod
+    def language_model(self) -> torch.nn.Module:
+        """The language model (its config's init re-draws layers in the sanity check)."""
+
+    @abstractmethod
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        """The language model's decoder layers, first to last (the sanity check randomises them from the top)."""
+
+    @abstractmethod
+    def final_norm(self) -> torch.nn.Module:
+        """The norm after the last decoder layer: the logit lens reads hidden states through it, and its output
+        is what FastRM reads (`Generation.last_hidden`)."""
 
     @abstractmethod
     def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:
@@ -207,6 +234,8 @@ class Task(ABC):
     scoring: str = "default"
     #: True when the samples come from the embedded synthetic world (a run says so, and how to use real files)
     uses_embedded_world: bool = False
+    #: the folder the task reads its files from (a run records it); None when the task reads no files
+    data_root: Path | None = None
     #: direction of the task's aggregates by name (a key ``a/b`` takes the first part that is named here)
     DIRECTIONS: dict[str, bool | None] = {"accuracy": True}
 

@@ -333,9 +333,10 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     method.prepare(adapter)  # e.g. the FastRM checkpoint: a bad one fails here, before the run directory is touched
     evaluate = Evaluator(cfg, adapter, task, method, metrics)  # the metrics' reference methods are prepared here too
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
+    data_root = None if task.data_root is None else str(Path(task.data_root).resolve())
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
-              "scoring": task.scoring, "data_root": str(Path(task.data_root).resolve()), "family": adapter.family,
+              "scoring": task.scoring, "data_root": data_root, "family": adapter.family,
               "attn_implementation": adapter.attn_implementation, "versions": _versions(), "device": str(adapter.device)}
     desc = f"{method_spec.name} on {task_spec.name}" + (f" (rank {ranks.index + 1}/{ranks.count})" if ranks.parallel else "")
     order = [r.id for r in selected] if selected is not None else None
@@ -407,7 +408,7 @@ class SampleFailedError(ValueError):
 
 def _fatal_errors() -> tuple[type[BaseException], ...]:
     """Errors that stop a run whatever ``--on-error``: an interruption, the run directory, memory."""
-    return (RunInterrupted, RunDirError, MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
+    return (RunInterrupted, RunDirError, MemoryError, torch.cuda.OutOfMemoryError)
 
 
 def _evaluate_or_skip(evaluate: Evaluator, samples: list[Sample], cfg: RunConfig, rundir: RunDir,
@@ -478,7 +479,8 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
     records = _read_records(out / "samples.jsonl")
     spec = config["task_spec"]
     params = dict(spec["params"])
-    if Path(config["data_root"]).is_dir():  # aggregation reads no data: a moved data root is no obstacle
+    # aggregation reads no data: a moved data root is no obstacle
+    if config["data_root"] is not None and Path(config["data_root"]).is_dir():
         params["data_root"] = config["data_root"]
     task = TASKS.create(spec["implementation"], **params)
     task.name = spec["name"]

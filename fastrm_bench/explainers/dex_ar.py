@@ -75,7 +75,7 @@ class DexAR(GradientMethod):
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``G_img`` ``[T, K, H, n]`` and the head scores ``S_img``, ``S_txt`` ``[T, K, H]`` (float32, CPU)."""
         forward = adapter.teacher_forced(inputs, generation, hidden_states=True, attention="capture")
-        norm = adapter.family_spec.final_norm(adapter.model)
+        norm = adapter.final_norm()
         head = adapter.model.get_output_embeddings()
         device = forward.logits.device
         positions = predicting_positions(inputs, generation)
