@@ -79,17 +79,3 @@ class LastContentToken(Aggregation):
         weights = torch.zeros(len(content))
         weights[index] = 1.0
         return weights
-
-
-class DexARTokenWeights(Aggregation):
-    """DEX-AR's visual-vs-linguistic token weights (head filtering over the last ``layers`` LM layers)."""
-
-    name = "dex-ar"
-
-    def __init__(self, layers: int = 10):
-        from fastrm_bench.explainers.dex_ar import DexAR
-
-        self.dex_ar = DexAR(layers=layers, head_filter=True)
-
-    def weights(self, adapter, inputs, generation, explanation) -> torch.Tensor:
-        return self.dex_ar.token_weights(adapter, inputs, generation)

@@ -166,7 +166,7 @@ def _choose(records: list[dict[str, Any]], max_samples: int) -> list[str]:
 
 def explorer_data(runs: list, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready data (see the module docstring)."""
-    from fastrm_bench.report import label_tasks
+    from fastrm_bench.rundir import label_tasks
 
     if any(not r.task_label for r in runs):
         label_tasks(runs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from fastrm_bench.aggregation import Aggregation
 from fastrm_bench.explainers._attention import GradientMethod, predicting_positions, text_positions, token_gradients
 from fastrm_bench.interfaces import Generation, MethodNeeds, ModelInputs
 
@@ -100,6 +101,18 @@ class DexAR(GradientMethod):
                 text_rows = rows[..., text].masked_fill(~text_masks[chunk].unsqueeze(1), 0.0)  # G >= 0: 0 is neutral
                 s_txt[chunk, k] = text_rows.amax(dim=-1)
         return g_img, g_img.amax(dim=-1), s_txt
+
+
+class DexARTokenWeights(Aggregation):
+    """DEX-AR's visual-vs-linguistic token weights (head filtering over the last ``layers`` LM layers)."""
+
+    name = "dex-ar"
+
+    def __init__(self, layers: int = 10):
+        self.dex_ar = DexAR(layers=layers, head_filter=True)
+
+    def weights(self, adapter, inputs, generation, explanation) -> torch.Tensor:
+        return self.dex_ar.token_weights(adapter, inputs, generation)
 
 
 class DexARSentence(DexAR):

@@ -137,14 +137,15 @@ class Metric(ABC):
 
     ``higher_is_better`` gives the direction of every key `compute` returns (True, False, or None
     for descriptive numbers). ``columns`` are the leaderboard columns (column name -> key).
-    ``figures`` are report makers, ``"module:function"`` targets called as ``f(runs, report)``.
+    ``figures`` are a plug-in metric's own report makers, called as ``f(runs, report)`` (`fastrm_bench.report`
+    draws the built-in metrics' figures itself, looked up by metric class: metrics never depend on the report).
     """
 
     name: str = ""
     needs: Needs = Needs()
     higher_is_better: dict[str, bool | None] = {}
     columns: dict[str, str] = {}
-    figures: tuple[str, ...] = ()
+    figures: tuple[Callable[..., None], ...] = ()
 
     @abstractmethod
     def update(self, context: SampleContext) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from fastrm_bench.models.attention_capture import (
     AttentionCaptureError,
     capturing_attention,
 )
+from fastrm_bench.models.errors import ModelLoadError
 from fastrm_bench.models.families import Family, family_for
 
 REMOVAL_STRATEGIES = ("zero", "drop")
@@ -44,10 +45,6 @@ HARNESS_CONFIG = "fastrm_bench.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: where `generate(return_hidden=True)` reads the final-norm hidden states (see its docstring)
 HIDDEN_SOURCES = ("final_norm", "all_layers")
-
-
-class ModelLoadError(RuntimeError):
-    """A checkpoint that cannot serve as a supported vision-language model, with the reason and the fix."""
 
 
 class _Captured(Exception):
