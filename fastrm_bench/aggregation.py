@@ -53,8 +53,8 @@ class Aggregation(ABC):
     def __call__(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, explanation: Explanation
                  ) -> torch.Tensor:
         maps = explanation.maps.float().cpu()
-        if generation.num_generated == 0:  # nothing answered: methods give one placeholder row (or none)
-            return maps.mean(0) if len(maps) else torch.zeros(inputs.layout.num_tokens)
+        if generation.num_generated == 0:  # nothing answered: no map ([0, n]), the sample map is flat
+            return torch.zeros(inputs.layout.num_tokens)
         return weighted_map(maps, self.weights(adapter, inputs, generation, explanation).float().cpu())
 
 
@@ -79,17 +79,3 @@ class LastContentToken(Aggregation):
         weights = torch.zeros(len(content))
         weights[index] = 1.0
         return weights
-
-
-class DexARTokenWeights(Aggregation):
-    """DEX-AR's visual-vs-linguistic token weights (head filtering over the last ``layers`` LM layers)."""
-
-    name = "dex-ar"
-
-    def __init__(self, layers: int = 10):
-        from fastrm_bench.explainers.dex_ar import DexAR
-
-        self.dex_ar = DexAR(layers=layers, head_filter=True)
-
-    def weights(self, adapter, inputs, generation, explanation) -> torch.Tensor:
-        return self.dex_ar.token_weights(adapter, inputs, generation)

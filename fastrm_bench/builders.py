@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from fastrm_bench.interfaces import ExplanationMethod, Task
+from fastrm_bench.interfaces import ExplanationMethod, MethodNeeds, Task
 from fastrm_bench.registry import AGGREGATIONS, METHODS, METRICS, TASKS, Registry
 from fastrm_bench.specs import Spec, resolve
 
@@ -74,6 +74,20 @@ def create_task_for_model(name: str, model: str, data_root: str | None = None, *
 def create_method(name: str, **overrides: Any) -> tuple[ExplanationMethod, Spec]:
     """The method a spec or registered name stands for; ``overrides`` win over the spec's params."""
     return _create("methods", METHODS, name, overrides)
+
+
+def method_needs(name: str) -> MethodNeeds:
+    """What the method a spec or registered name stands for needs (`MethodNeeds`): callers decide by it, not by names."""
+    return create_method(name)[0].needs
+
+
+def recorded_method_needs(method_spec: dict[str, Any]) -> MethodNeeds | None:
+    """The needs of the method a run's ``config.json`` records (its ``method_spec``), read from its class;
+    None when that implementation is no longer registered (a plug-in uninstalled since)."""
+    try:
+        return METHODS.get(method_spec["implementation"]).needs
+    except KeyError:  # UnknownNameError, or a spec without an implementation
+        return None
 
 
 def create_metric(name: str, **overrides: Any) -> tuple[Any, Spec]:

@@ -77,5 +77,5 @@ AGGREGATIONS.register("mean", "fastrm_bench.aggregation:MeanOverContent",
                       description="Mean of the per-token maps over the answer's content tokens (the paper's).")
 AGGREGATIONS.register("last", "fastrm_bench.aggregation:LastContentToken",
                       description="The map of the answer's last content token.")
-AGGREGATIONS.register("dex-ar", "fastrm_bench.aggregation:DexARTokenWeights",
+AGGREGATIONS.register("dex-ar", "fastrm_bench.explainers.dex_ar:DexARTokenWeights",
                       description="DEX-AR's visual-vs-linguistic token weights, from the model's attention gradients.")

@@ -168,7 +168,8 @@ def explain_image(adapter, image: Image.Image, question: str, methods: list[str]
     prompt = question + prompt_suffix
     inputs = adapter.build_inputs([image], [prompt])
     start = time.perf_counter()
-    generation = adapter.generate(inputs, max_new_tokens, return_hidden=True)[0]
+    hidden = any(method.needs.hidden_states for _, method in created)  # kept only for a method that reads them
+    generation = adapter.generate(inputs, max_new_tokens, return_hidden=hidden)[0]
     generation_seconds = time.perf_counter() - start
     tokens = [adapter.tokenizer.decode([int(t)]) for t in generation.generated_ids]
     aggregate = create_aggregation("mean")[0]
@@ -177,10 +178,10 @@ def explain_image(adapter, image: Image.Image, question: str, methods: list[str]
         if warmup:
             method.explain(adapter, inputs, generation)
         explanation = method.explain(adapter, inputs, generation)
-        maps = explanation.maps.float().cpu()[: generation.num_generated]
+        maps = explanation.maps.float().cpu()
         answer_map = aggregate(adapter, inputs, generation, explanation)
         out.methods.append(MethodMaps(
-            name, maps.numpy(), explanation.seconds, explanation.is_probability, map_entropy(answer_map),
+            name, maps.numpy(), explanation.seconds, method.needs.probabilities, map_entropy(answer_map),
             [map_entropy(torch.as_tensor(m)) for m in maps],
             find_calibration(calibration_roots or [], adapter, name)))
     return out

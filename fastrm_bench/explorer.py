@@ -146,7 +146,11 @@ def _image_url(image, side: int) -> str:
 
 
 def _is_probability(run) -> bool:
-    return bool(run.results.get("threshold_sweep")) or run.config.get("method_spec", {}).get("implementation") == "fastrm"
+    """Whether the run's maps are probabilities (drawn on a 0-1 scale), as its method's class declares."""
+    from fastrm_bench.builders import recorded_method_needs
+
+    needs = recorded_method_needs(run.config.get("method_spec", {}))
+    return bool(run.results.get("threshold_sweep")) or (needs is not None and needs.probabilities)
 
 
 def _choose(records: list[dict[str, Any]], max_samples: int) -> list[str]:
@@ -162,7 +166,7 @@ def _choose(records: list[dict[str, Any]], max_samples: int) -> list[str]:
 
 def explorer_data(runs: list, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready data (see the module docstring)."""
-    from fastrm_bench.report import label_tasks
+    from fastrm_bench.rundir import label_tasks
 
     if any(not r.task_label for r in runs):
         label_tasks(runs)

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from PIL import Image
 
 from fastrm_bench.layer_attention import LayerAttention
 from fastrm_bench.layout import ImageLayout
+from fastrm_bench.weights import weights_hash
 
 
 @dataclass
@@ -132,10 +134,8 @@ class ModelAdapter(ABC):
 
     @cached_property
     def weights_sha256(self) -> str:
-        """SHA-256 of the weights (`zoo.weights_hash`), computed once per adapter: runs, distillation
+        """SHA-256 of the weights (`weights.weights_hash`), computed once per adapter: runs, distillation
         datasets and FastRM proxies record it, and hashing a 7B model takes seconds."""
-        from fastrm_bench.models.zoo import weights_hash
-
         return weights_hash(self.model)
 
     @property
@@ -147,6 +147,33 @@ class ModelAdapter(ABC):
     @abstractmethod
     def hidden_size(self) -> int:
         """Width of the LM's hidden states (what FastRM reads)."""
+
+    @property
+    @abstractmethod
+    def num_layers(self) -> int:
+        """Number of the language model's decoder layers (one captured attention each)."""
+
+    @property
+    @abstractmethod
+    def attn_implementation(self) -> str:
+        """The attention implementation the language model answers with (what a run records)."""
+
+    @abstractmethod
+    def stop_ids(self) -> set[int]:
+        """The token ids an answer ends before (end of sequence, padding): never part of an answer."""
+
+    @abstractmethod
+    def language_model(self) -> torch.nn.Module:
+        """The language model (its config's init re-draws layers in the sanity check)."""
+
+    @abstractmethod
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        """The language model's decoder layers, first to last (the sanity check randomises them from the top)."""
+
+    @abstractmethod
+    def final_norm(self) -> torch.nn.Module:
+        """The norm after the last decoder layer: the logit lens reads hidden states through it, and its output
+        is what FastRM reads (`Generation.last_hidden`)."""
 
     @abstractmethod
     def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:
@@ -207,6 +234,8 @@ class Task(ABC):
     scoring: str = "default"
     #: True when the samples come from the embedded synthetic world (a run says so, and how to use real files)
     uses_embedded_world: bool = False
+    #: the folder the task reads its files from (a run records it); None when the task reads no files
+    data_root: Path | None = None
     #: direction of the task's aggregates by name (a key ``a/b`` takes the first part that is named here)
     DIRECTIONS: dict[str, bool | None] = {"accuracy": True}
 
@@ -247,19 +276,62 @@ class Task(ABC):
 class Explanation:
     """Maps of every generated token and what producing them cost."""
 
-    maps: torch.Tensor  # [T, n_image_tokens] in the input layout's token order
+    maps: torch.Tensor  # [T, n_image_tokens] in the input layout's token order ([0, n] for an empty answer)
     seconds: float = 0.0
     peak_memory_bytes: int | None = None
-    is_probability: bool = False  # True when maps are calibrated per-patch probabilities (fastrm)
+
+
+#: how much of the LM's attention a method reads: none; the probability rows of the positions it explains,
+#: recomputed from each layer's captured inputs (`teacher_forced(attention="capture")`); every row of every layer
+#: (N x N per layer: rollout, stale rows, or the eager probabilities of `teacher_forced(attention="eager")`)
+ATTENTION_NEEDS = ("none", "rows", "full")
+
+
+@dataclass(frozen=True)
+class MethodNeeds:
+    """What a method reads and what its maps are, declared once on its class (`ExplanationMethod.needs`).
+
+    Callers decide from it, never from a method's name: the runner asks generation for hidden states only
+    when a method reads them, the profile and the report draw gradient-free methods apart, metrics that
+    need probabilities skip other methods, perturbation metrics average ``draws`` maps.
+    """
+
+    #: backward passes through the model (memory grows with the graph; the weights' dtype matters)
+    gradients: bool = False
+    #: `ATTENTION_NEEDS`: how much of the LM's attention the method reads
+    attention: str = "none"
+    #: the final-norm hidden states generation computed (`generate(return_hidden=True)`, `Generation.last_hidden`)
+    hidden_states: bool = False
+    #: the sample's ground truth (its mask): the method overrides `ExplanationMethod.explain_sample`
+    ground_truth: bool = False
+    #: independent maps (``inputs.draw`` 0, 1, ...) perturbation metrics average per sample: 1 for deterministic
+    #: methods, more for stochastic ones (``random``: the paper's 5)
+    draws: int = 1
+    #: the maps are calibrated per-patch probabilities (what metrics with ``Needs.probabilities`` read)
+    probabilities: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_NEEDS:
+            raise ValueError(f"MethodNeeds.attention must be one of {ATTENTION_NEEDS}, got {self.attention!r}")
+        if self.draws < 1:
+            raise ValueError(f"MethodNeeds.draws must be at least 1, got {self.draws}")
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether two draws of one sample give different maps."""
+        return self.draws > 1
 
 
 class ExplanationMethod(ABC):
-    """Turns (adapter, inputs, generation) into one relevancy map per generated token."""
+    """Turns (adapter, inputs, generation) into one relevancy map per generated token.
+
+    Maps are ``[T, n_image_tokens]`` for every answer length, ``[0, n_image_tokens]`` for an empty answer
+    (`check_maps`; the runner refuses anything else).
+    """
 
     name: str = ""
-    #: perturbation metrics average the curves of this many independent maps per sample (``inputs.draw``
-    #: 0, 1, ...): 1 for deterministic methods, more for stochastic ones (``random``: the paper's 5)
-    perturbation_draws: int = 1
+    #: what the method reads and what its maps are (every method declares its own)
+    needs: MethodNeeds = MethodNeeds()
     #: parameters that change only the time and memory of `explain`, never its maps (e.g. how many tokens share a
     #: backward pass): a dataset labelled with other values of them is the same dataset
     cost_params: tuple[str, ...] = ()
@@ -278,3 +350,12 @@ class ExplanationMethod(ABC):
         """What a run calls: `explain`, unless the maps depend on the sample's ground truth (the oracle's mask),
         in which case the method overrides this and reads ``sample``; model-based methods never see it."""
         return self.explain(adapter, inputs, generation)
+
+
+def check_maps(method: str, explanation: Explanation, generation: Generation, layout: ImageLayout) -> None:
+    """Refuse maps of another shape than ``[T, n_image_tokens]`` (``[0, n]`` for an empty answer), naming the method."""
+    expected = (generation.num_generated, layout.num_tokens)
+    if tuple(explanation.maps.shape) != expected:
+        raise ValueError(f"method {method!r} returned maps of shape {tuple(explanation.maps.shape)} for an answer of "
+                         f"{expected[0]} tokens and {expected[1]} image tokens; every method returns [T, n_image_tokens] "
+                         "([0, n] for an empty answer)")

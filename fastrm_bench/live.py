@@ -84,7 +84,7 @@ def stream_fastrm(adapter: ModelAdapter, proxy: FastRM, inputs: ModelInputs, max
     """
     items: queue.Queue = queue.Queue()
     states: list[torch.Tensor] = []  # the final norm's output of every forward: prompt [L0, d], then one [1, d] per step
-    stops = adapter._stop_ids() if hasattr(adapter, "_stop_ids") else set()
+    stops = adapter.stop_ids()
     image_positions = inputs.layout.positions
     dtype = next(proxy.parameters()).dtype
     count = {"tokens": 0, "stopped": False}
@@ -108,7 +108,7 @@ def stream_fastrm(adapter: ModelAdapter, proxy: FastRM, inputs: ModelInputs, max
         lock = adapter_lock(adapter)
         with lock:
             model = adapter.model
-            norm = adapter.family_spec.final_norm(model)
+            norm = adapter.final_norm()
             handle = norm.register_forward_hook(capture)
             # the adapter's own generate, with the streamer added to the model's generate for this call
             model.generate = functools.partial(type(model).generate, model, streamer=_Streamer(on_token))

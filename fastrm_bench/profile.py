@@ -30,10 +30,19 @@ from fastrm_bench.profiling import PeakMemory
 DEFAULT_LENGTHS = (1, 5, 10, 25, 50, 100)
 #: the methods profiled by default: the gradient-free ones side by side, then the gradient ones
 DEFAULT_METHODS = ("fastrm", "tam", "chefer", "chefer-reference", "chefer-stale", "dex-ar")
-#: methods whose maps need no gradient (the latency figure draws them apart from the gradient methods)
-GRADIENT_FREE = frozenset({"fastrm", "tam", "attention", "rollout", "random", "oracle"})
 #: (fast, slow) pairs whose `ratios` the summary records as ``"{fast}_vs_{slow}"`` when both were profiled
 SUMMARY_PAIRS = (("fastrm", "chefer-reference"), ("chefer", "chefer-reference"), ("tam", "fastrm"))
+
+
+def gradient_free(name: str) -> bool:
+    """Whether the profiled method ``name`` needs no gradients (the latency figure draws those apart); a name no
+    longer registered counts as a gradient method."""
+    from fastrm_bench.builders import method_needs
+
+    try:
+        return not method_needs(name).gradients
+    except (KeyError, ValueError):  # unknown name, or a spec file not at hand
+        return False
 
 
 def _case(model: str, device: str | None, seed: int, attn_implementation: str = "sdpa"):
@@ -50,7 +59,7 @@ def _case(model: str, device: str | None, seed: int, attn_implementation: str = 
 def _phase(adapter, inputs, method, n: int) -> tuple[float, float]:
     """(generation seconds, map seconds) of generating exactly ``n`` tokens and explaining them all."""
     t0 = time.perf_counter()
-    generation = adapter.generate(inputs, n, min_new_tokens=n, return_hidden=True)[0]
+    generation = adapter.generate(inputs, n, min_new_tokens=n, return_hidden=method.needs.hidden_states)[0]
     t1 = time.perf_counter()
     explanation = method.explain(adapter, inputs, generation)
     t2 = time.perf_counter()
@@ -127,7 +136,7 @@ def profile_natural(methods=DEFAULT_METHODS, task: str = "describe", limit: int 
             for _ in range(repeats):
                 with PeakMemory(adapter.device) as memory:
                     t0 = time.perf_counter()
-                    generation = adapter.generate(one, max_new_tokens, return_hidden=True)[0]
+                    generation = adapter.generate(one, max_new_tokens, return_hidden=method.needs.hidden_states)[0]
                     t1 = time.perf_counter()
                     method.explain(adapter, one, generation)
                     times.append((t1 - t0, time.perf_counter() - t1))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from fastrm_bench.layout import ImageLayout
 from fastrm_bench.maps_io import load_sample_maps, record_layout
+from fastrm_bench.rundir import Run, label_tasks, load_runs
 
 #: FastRM-7 on LLaVA-1.5-7B (paper Table 1), by task implementation; other tasks get no paper column values
 PAPER_TABLE1 = pd.DataFrame(
@@ -26,56 +27,11 @@ PAPER_TABLE1 = pd.DataFrame(
 
 
 @dataclass
-class Run:
-    path: Path
-    config: dict[str, Any]
-    results: dict[str, Any]
-    #: the task's name, plus the data source where one report holds a task on several (set by make_report)
-    task_label: str = ""
-
-    @property
-    def method(self) -> str:
-        return self.config["method_spec"]["name"]
-
-    @property
-    def task(self) -> str:
-        return self.config["task_spec"]["name"]
-
-    @property
-    def model(self) -> str:
-        """The model's registered name, or its folder's name."""
-        return Path(self.config["model"]).name
-
-    @property
-    def family(self) -> str:
-        """vqav2 / gqa / pope: the task implementation (pope-* variants are POPE)."""
-        return self.config["task_spec"]["implementation"]
-
-    def samples(self) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in (self.path / "samples.jsonl").read_text().splitlines()]
-
-    def metric(self, key: str) -> float | None:
-        return self.results["metrics"].get(key, {}).get("value")
-
-
-@dataclass
 class Report:
     out: Path
     command: str
     made: list[tuple[str, list[str]]] = field(default_factory=list)  # (title, files)
     skipped: list[str] = field(default_factory=list)
-
-
-def load_runs(roots: list[Path]) -> tuple[list[Run], list[Path]]:
-    """Run directories (results.json + config.json) and profile directories (profile.json) under ``roots``."""
-    runs, profiles = [], []
-    for root in roots:
-        for results in sorted(Path(root).rglob("results.json")):
-            if (results.parent / "config.json").exists():
-                runs.append(Run(results.parent, json.loads((results.parent / "config.json").read_text()),
-                                json.loads(results.read_text())))
-        profiles += sorted(p.parent for p in Path(root).rglob("profile.json"))
-    return runs, profiles
 
 
 def fig_sanity(roots: list[Path], report: Report) -> None:
@@ -95,20 +51,6 @@ def fig_sanity(roots: list[Path], report: Report) -> None:
             "of top LM layers re-initialised; a method passes when the interval at full depth lies below 0.5.\n\n"
             + markdown_table(result) + "\n")
         report.made.append((f"Sanity check ({result['config']['task']})", [f"{name}.png", f"{name}.pdf", f"{name}.md"]))
-
-
-def label_tasks(runs: list[Run]) -> None:
-    """Name each run's task; a task run on several data sources (e.g. a shifted world) gets the source added, one
-    run with several models gets the model added: each figure panel and table row is one (task, source, model)."""
-    sources: dict[str, set[str]] = {}
-    models: dict[str, set[str]] = {}
-    for r in runs:
-        sources.setdefault(r.task, set()).add(r.config.get("data_source", ""))
-        models.setdefault(r.task, set()).add(r.model)
-    for r in runs:
-        facets = [r.config.get("data_source", "")] if len(sources[r.task]) > 1 else []
-        facets += [r.model] if len(models[r.task]) > 1 else []
-        r.task_label = f"{r.task} ({', '.join(facets)})" if facets else r.task
 
 
 def _slug(label: str) -> str:
@@ -397,11 +339,19 @@ def table1(runs: list[Run], report: Report) -> None:
     report.made.append(("Table 1: FastRM accuracy and F1 at c = 0.5", ["table1.md", "table1.tex"]))
 
 
+def _gives_probabilities(run: Run) -> bool:
+    """Whether the run's method gives calibrated probabilities (a FastRM proxy), as its class declares."""
+    from fastrm_bench.builders import recorded_method_needs
+
+    needs = recorded_method_needs(run.config["method_spec"])
+    return needs is not None and needs.probabilities
+
+
 def fig_entropy(runs: list[Run], report: Report) -> None:
     """Fig. 9: entropy of the maps for correct vs wrong answers, with the calibrated threshold."""
     from fastrm_bench.metrics.entropy import entropy_kdes
 
-    chosen = [r for r in runs if r.metric("entropy_threshold") is not None and r.method == "fastrm"] or \
+    chosen = [r for r in runs if r.metric("entropy_threshold") is not None and _gives_probabilities(r)] or \
              [r for r in runs if r.metric("entropy_threshold") is not None]
     if not chosen:
         report.skipped.append("Entropy confidence (Fig. 9): no run with both correct and wrong answers")
@@ -457,15 +407,16 @@ def fig_latency(profiles: list[Path], report: Report) -> None:
 
 
 def _latency_figure(frame: pd.DataFrame, report: Report, name: str) -> None:
-    from fastrm_bench.profile import GRADIENT_FREE
+    from fastrm_bench.profile import gradient_free
 
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    methods = sorted(frame.method.unique(), key=lambda m: (m not in GRADIENT_FREE, m))
+    free_of = {m: gradient_free(m) for m in frame.method.unique()}
+    methods = sorted(free_of, key=lambda m: (not free_of[m], m))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(methods)))
     for method in methods:
         g = frame[frame.method == method].sort_values("tokens")
-        free = method in GRADIENT_FREE
+        free = free_of[method]
         style = {"marker": "o", "color": colours[method], "ls": "-" if free else "--",
                  "label": f"{method} ({'gradient-free' if free else 'gradient'})"}
         axes[0].plot(g.tokens, g.map_seconds, **style)
@@ -604,7 +555,7 @@ def fig_relevancy_distribution(runs: list[Run], report: Report) -> None:
         return np.concatenate([m / m.max() for m in rows]) if rows else np.zeros(0)
 
     pairs, unmatched = [], []
-    for proxy in (r for r in runs if r.config["method_spec"]["implementation"] == "fastrm"):
+    for proxy in (r for r in runs if _gives_probabilities(r)):  # proxies: maps of calibrated probabilities
         teacher = teacher_of(proxy)
         found = [r for r in runs if r.method == teacher and r.task_label == proxy.task_label
                  and r.config["model"] == proxy.config["model"]]
@@ -716,15 +667,33 @@ def leaderboard_tables(roots: list[Path], report: Report) -> None:
     report.made.append(("Leaderboard", ["leaderboard.md", "leaderboard.tex", "leaderboard.csv"]))
 
 
+def builtin_figures() -> dict[type, tuple[Callable[[list[Run], Report], None], ...]]:
+    """The report makers of the built-in metrics, by metric class (a subclass gets its base's)."""
+    from fastrm_bench.metrics.entropy import EntropyConfidence
+    from fastrm_bench.metrics.perturbation import Insertion, Perturbation
+    from fastrm_bench.metrics.probability import AnswerProbability
+    from fastrm_bench.metrics.threshold import ThresholdAgreement
+
+    return {Perturbation: (fig_perturbation, table_perturbation), Insertion: (fig_insertion,),
+            ThresholdAgreement: (fig_threshold, table1), AnswerProbability: (fig_probability,),
+            EntropyConfidence: (fig_entropy,)}
+
+
 def metric_figures() -> list[Callable[[list[Run], Report], None]]:
-    """The report makers the metrics declare (`Metric.figures`), the default metrics' first."""
+    """The report makers of every registered metric (the built-in ones by class, a plug-in's `Metric.figures`),
+    the default metrics' first, each once."""
     from fastrm_bench.builders import create_metric
     from fastrm_bench.metrics import DEFAULT_METRICS
-    from fastrm_bench.registry import METRICS, import_target
+    from fastrm_bench.registry import METRICS
 
+    builtin = builtin_figures()
     names = [*DEFAULT_METRICS, *(n for n in METRICS.names() if n not in DEFAULT_METRICS)]
-    targets = dict.fromkeys(t for name in names for t in create_metric(name)[0].figures)  # one call per figure
-    return [import_target(t) for t in targets]  # type: ignore[misc]
+    figures: dict[Callable[[list[Run], Report], None], None] = {}
+    for name in names:
+        metric = create_metric(name)[0]
+        own = next((makers for cls in type(metric).__mro__ for makers in [builtin.get(cls)] if makers), ())
+        figures.update(dict.fromkeys([*own, *metric.figures]))
+    return list(figures)
 
 
 def make_report(roots: list[Path], out: Path, command: str) -> Report:

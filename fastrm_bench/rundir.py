@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -428,3 +429,65 @@ class RunDir:
 
     def results(self) -> dict[str, Any]:
         return json.loads((self.path / RESULTS).read_text())
+
+
+# ---------------------------------------------------------------------------- reading finished runs
+@dataclass
+class Run:
+    """A finished run as the report, the explorer and the leaderboard read it: its config, results and records."""
+
+    path: Path
+    config: dict[str, Any]
+    results: dict[str, Any]
+    #: the task's name, plus the data source where one report holds a task on several (set by make_report)
+    task_label: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.config["method_spec"]["name"]
+
+    @property
+    def task(self) -> str:
+        return self.config["task_spec"]["name"]
+
+    @property
+    def model(self) -> str:
+        """The model's registered name, or its folder's name."""
+        return Path(self.config["model"]).name
+
+    @property
+    def family(self) -> str:
+        """vqav2 / gqa / pope: the task implementation (pope-* variants are POPE)."""
+        return self.config["task_spec"]["implementation"]
+
+    def samples(self) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in (self.path / "samples.jsonl").read_text().splitlines()]
+
+    def metric(self, key: str) -> float | None:
+        return self.results["metrics"].get(key, {}).get("value")
+
+
+def load_runs(roots: list[Path]) -> tuple[list[Run], list[Path]]:
+    """Run directories (results.json + config.json) and profile directories (profile.json) under ``roots``."""
+    runs, profiles = [], []
+    for root in roots:
+        for results in sorted(Path(root).rglob("results.json")):
+            if (results.parent / "config.json").exists():
+                runs.append(Run(results.parent, json.loads((results.parent / "config.json").read_text()),
+                                json.loads(results.read_text())))
+        profiles += sorted(p.parent for p in Path(root).rglob("profile.json"))
+    return runs, profiles
+
+
+def label_tasks(runs: list[Run]) -> None:
+    """Name each run's task; a task run on several data sources (e.g. a shifted world) gets the source added, one
+    run with several models gets the model added: each figure panel and table row is one (task, source, model)."""
+    sources: dict[str, set[str]] = {}
+    models: dict[str, set[str]] = {}
+    for r in runs:
+        sources.setdefault(r.task, set()).add(r.config.get("data_source", ""))
+        models.setdefault(r.task, set()).add(r.model)
+    for r in runs:
+        facets = [r.config.get("data_source", "")] if len(sources[r.task]) > 1 else []
+        facets += [r.model] if len(models[r.task]) > 1 else []
+        r.task_label = f"{r.task} ({', '.join(facets)})" if facets else r.task

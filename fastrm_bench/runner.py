@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from fastrm_bench.builders import create_aggregation, create_method, create_metric, create_task_for_model
 from fastrm_bench.data_errors import SampleDataError
-from fastrm_bench.interfaces import Explanation, Sample
+from fastrm_bench.interfaces import Explanation, Sample, check_maps
 from fastrm_bench.metrics import DEFAULT_METRICS, legacy_metrics
 from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
 from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS
@@ -179,6 +179,8 @@ class Evaluator:
             if name is not None and name not in self.references:
                 self.references[name] = create_method(name)[0]
                 self.references[name].prepare(adapter)
+        #: generation keeps its final-norm hidden states only for a method that reads them
+        self.return_hidden = any(m.needs.hidden_states for m in [method, *self.references.values()])
 
     def __call__(self, sample: Sample) -> Evaluated:
         """One sample's record, its sample map ``[n]`` and its per-token maps ``[T, n]``."""
@@ -190,10 +192,10 @@ class Evaluator:
         inputs = [replace(adapter.build_inputs([s.image], [self.task.prompt(s)]), sample_id=s.id) for s in samples]
         t0 = time.perf_counter()
         if len(samples) == 1:
-            generations = adapter.generate(inputs[0], self.cfg.max_new_tokens, return_hidden=True)
+            generations = adapter.generate(inputs[0], self.cfg.max_new_tokens, return_hidden=self.return_hidden)
         else:
             batch = adapter.build_inputs([s.image for s in samples], [self.task.prompt(s) for s in samples])
-            generations = adapter.generate(batch, self.cfg.max_new_tokens, return_hidden=True)
+            generations = adapter.generate(batch, self.cfg.max_new_tokens, return_hidden=self.return_hidden)
         seconds = (time.perf_counter() - t0) / len(samples)  # a batch's answering time, shared equally
         contexts = [self._context(*args, seconds) for args in zip(samples, inputs, generations)]
         if len(samples) > 1 and adapter.packs_removals:
@@ -202,21 +204,27 @@ class Evaluator:
 
     def _context(self, sample: Sample, inputs, generation, generation_seconds: float) -> SampleContext:
         adapter, method = self.adapter, self.method
-        explanation = method.explain_sample(adapter, inputs, generation, sample)
+        explanation = self._explain(method, inputs, generation, sample)
         smap = self.aggregate(adapter, inputs, generation, explanation)
         score = self.task.score(generation.text, sample)
 
         def draw_map(draw: int):
             again = replace(inputs, draw=draw)
-            return self.aggregate(adapter, again, generation, method.explain_sample(adapter, again, generation, sample))
+            return self.aggregate(adapter, again, generation, self._explain(method, again, generation, sample))
 
         return SampleContext(sample, inputs, generation, explanation, smap, score, generation_seconds, self.cfg.settings,
-                             adapter, self.task, draw_map=draw_map, draws=method.perturbation_draws)
+                             adapter, self.task, draw_map=draw_map, draws=method.needs.draws)
+
+    def _explain(self, method, inputs, generation, sample: Sample) -> Explanation:
+        """The method's maps, refused unless ``[T, n_image_tokens]`` (metrics and the saved maps rely on it)."""
+        explanation = method.explain_sample(self.adapter, inputs, generation, sample)
+        check_maps(method.name, explanation, generation, inputs.layout)
+        return explanation
 
     def _applies(self, metric: Metric, context: SampleContext) -> bool:
         needs = metric.needs
         return not ((needs.mask and context.sample.mask is None)
-                    or (needs.probabilities and not context.explanation.is_probability))
+                    or (needs.probabilities and not self.method.needs.probabilities))
 
     def _answer_removals_together(self, contexts: list[SampleContext]) -> None:
         """Answer every sample's declared removals in one batch per image-token count (`keep_rows`)."""
@@ -258,7 +266,7 @@ class Evaluator:
             name = metric.needs.reference_method
             if name is not None:
                 if name not in labels:
-                    labels[name] = self.references[name].explain_sample(adapter, inputs, generation, sample)
+                    labels[name] = self._explain(self.references[name], inputs, generation, sample)
                 context.reference = labels[name]
             fields = metric.update(context)
             context.reference = None
@@ -266,8 +274,7 @@ class Evaluator:
             if clash:
                 raise ValueError(f"metric {metric.name!r} writes {sorted(clash)}, already in the sample's record")
             record.update(fields)
-        # methods give one placeholder row for an empty answer: its token maps are none
-        token_maps = context.explanation.maps.float().cpu().numpy()[: generation.num_generated]
+        token_maps = context.explanation.maps.float().cpu().numpy()  # [T, n], [0, n] for an empty answer
         return record, context.sample_map.cpu().numpy(), token_maps
 
 
@@ -326,9 +333,10 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     method.prepare(adapter)  # e.g. the FastRM checkpoint: a bad one fails here, before the run directory is touched
     evaluate = Evaluator(cfg, adapter, task, method, metrics)  # the metrics' reference methods are prepared here too
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
+    data_root = None if task.data_root is None else str(Path(task.data_root).resolve())
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
-              "scoring": task.scoring, "data_root": str(Path(task.data_root).resolve()), "family": adapter.family,
+              "scoring": task.scoring, "data_root": data_root, "family": adapter.family,
               "attn_implementation": adapter.attn_implementation, "versions": _versions(), "device": str(adapter.device)}
     desc = f"{method_spec.name} on {task_spec.name}" + (f" (rank {ranks.index + 1}/{ranks.count})" if ranks.parallel else "")
     order = [r.id for r in selected] if selected is not None else None
@@ -400,7 +408,7 @@ class SampleFailedError(ValueError):
 
 def _fatal_errors() -> tuple[type[BaseException], ...]:
     """Errors that stop a run whatever ``--on-error``: an interruption, the run directory, memory."""
-    return (RunInterrupted, RunDirError, MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))
+    return (RunInterrupted, RunDirError, MemoryError, torch.cuda.OutOfMemoryError)
 
 
 def _evaluate_or_skip(evaluate: Evaluator, samples: list[Sample], cfg: RunConfig, rundir: RunDir,
@@ -471,7 +479,8 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
     records = _read_records(out / "samples.jsonl")
     spec = config["task_spec"]
     params = dict(spec["params"])
-    if Path(config["data_root"]).is_dir():  # aggregation reads no data: a moved data root is no obstacle
+    # aggregation reads no data: a moved data root is no obstacle
+    if config["data_root"] is not None and Path(config["data_root"]).is_dir():
         params["data_root"] = config["data_root"]
     task = TASKS.create(spec["implementation"], **params)
     task.name = spec["name"]

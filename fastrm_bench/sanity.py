@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastrm_bench.interfaces import ModelAdapter
 from fastrm_bench.seeding import sample_seed
 
 #: a method passes when its full-depth correlation's 95% interval lies below this
@@ -83,17 +84,17 @@ class SanityConfig:
 
 
 # ---------------------------------------------------------------------------- randomisation
-def reinitialise_layer(model: torch.nn.Module, family, index: int, seed: int) -> None:
-    """Re-draw decoder layer ``index`` of ``model`` in place with the model's own init, seeded by (seed, index).
+def reinitialise_layer(adapter: ModelAdapter, index: int, seed: int) -> None:
+    """Re-draw decoder layer ``index`` of ``adapter``'s model in place with the model's own init, seeded by (seed, index).
 
     transformers marks loaded tensors ``_is_hf_initialized`` and its init functions then do nothing; the
     marks are cleared first, and a layer left unchanged is an error rather than a silent pass.
     """
     from transformers import PreTrainedModel
 
-    language_model = family.language_model(model)
-    owner = language_model if isinstance(language_model, PreTrainedModel) else model  # the LM's config: its init range
-    layer = family.decoder_layers(model)[index]
+    language_model = adapter.language_model()
+    owner = language_model if isinstance(language_model, PreTrainedModel) else adapter.model  # the LM's init range
+    layer = adapter.decoder_layers()[index]
     tensors = list(layer.parameters()) + list(layer.buffers())
     before = [float(t.detach().double().norm()) for t in tensors]
     device = next(iter(tensors)).device
@@ -113,22 +114,22 @@ def reinitialise_layer(model: torch.nn.Module, family, index: int, seed: int) ->
 def randomised_copy(adapter, depth: int, seed: int = 0):
     """A copy of ``adapter`` whose model has its top ``depth`` decoder layers re-initialised (the adapter is untouched)."""
     clone = _copy_adapter(adapter)
-    layers = len(adapter.family_spec.decoder_layers(adapter.model))
+    layers = adapter.num_layers
     if not 0 <= depth <= layers:
         raise ValueError(f"depth must be in 0..{layers}, got {depth}")
     for index in range(layers - 1, layers - 1 - depth, -1):
-        reinitialise_layer(clone.model, clone.family_spec, index, seed)
+        reinitialise_layer(clone, index, seed)
     return clone
 
 
 def cascade(adapter, seed: int = 0) -> Iterator[tuple[int, list[int], Any]]:
     """(depth, re-initialised layer indices, adapter) for depth 0..L: the original, then one copy randomised further
     at each step (per-layer seeds: depth d equals `randomised_copy(adapter, d)`)."""
-    layers = len(adapter.family_spec.decoder_layers(adapter.model))
+    layers = adapter.num_layers
     yield 0, [], adapter
     clone = _copy_adapter(adapter)
     for depth in range(1, layers + 1):
-        reinitialise_layer(clone.model, clone.family_spec, layers - depth, seed)
+        reinitialise_layer(clone, layers - depth, seed)
         yield depth, list(range(layers - 1, layers - 1 - depth, -1)), clone
 
 
@@ -144,7 +145,7 @@ def final_hidden(adapter, inputs, generation) -> torch.Tensor:
     """Final-norm hidden states ``[L0 + T - 1, d]`` of ``adapter``'s model over prompt + answer (teacher-forced):
     what `generate(return_hidden=True)` gives FastRM, but from this model and for the given answer."""
     forward = adapter.teacher_forced(inputs, generation, hidden_states=True)
-    return adapter.family_spec.final_norm(adapter.model)(forward.hidden_states[-1]).detach()
+    return adapter.final_norm()(forward.hidden_states[-1]).detach()
 
 
 # ---------------------------------------------------------------------------- correlations
@@ -212,7 +213,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     original_hash = adapter.weights_sha256
     for method, _ in methods:
         method.prepare(adapter)  # against the original weights: FastRM's proxy belongs to them
-    n_layers = len(adapter.family_spec.decoder_layers(adapter.model))
+    n_layers = adapter.num_layers
 
     # the answers, once, by the original model
     items: list[_Item] = []
@@ -237,7 +238,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     labels = []
     for method, spec in methods:
         labels.append((spec.name, method, 0))
-        if method.perturbation_draws > 1:  # stochastic: also the control redrawn at each depth
+        if method.needs.stochastic:  # stochastic: also the control redrawn at each depth
             labels.append((spec.name + REDRAWN, method, None))
     per_sample: dict[str, dict[int, list[dict[str, Any]]]] = {label: {} for label, _, _ in labels}
     bar = tqdm(total=(n_layers + 1) * len(items), desc="sanity", unit="sample", disable=not progress)
@@ -292,7 +293,7 @@ def sample_map_of(maps: torch.Tensor, generation, tokenizer) -> torch.Tensor:
 
 
 def _hash(adapter) -> str:
-    from fastrm_bench.models.zoo import weights_hash
+    from fastrm_bench.weights import weights_hash
 
     return weights_hash(adapter.model)
 

@@ -60,7 +60,7 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
     def confidence_of(inputs, generation, maps: torch.Tensor, seconds: float) -> MethodMaps:
         from fastrm_bench.interfaces import Explanation
 
-        explanation = Explanation(maps=maps, seconds=seconds, is_probability=True)
+        explanation = Explanation(maps=maps, seconds=seconds)
         entropy = map_entropy(aggregate(adapter, inputs, generation, explanation))
         return MethodMaps("fastrm", maps.numpy(), seconds, True, entropy, [map_entropy(m) for m in maps], calibrated)
 

@@ -19,7 +19,8 @@ from fastrm_bench.fastrm.distill import (
 )
 from fastrm_bench.fastrm.model import CheckpointError, FastRM, FastRMConfig
 from fastrm_bench.metrics.threshold import binarise, threshold_scores
-from fastrm_bench.models.zoo import load_model, weights_hash
+from fastrm_bench.models.zoo import load_model
+from fastrm_bench.weights import weights_hash
 
 
 def test_proxy_is_the_spec_formula():

@@ -121,3 +121,15 @@ def test_families_are_listed_by_model_type():
                 "gemma3": "Gemma3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration"}
     for model_type, cls in expected.items():
         assert model_type in out and cls in out, out
+
+
+def test_the_adapter_contract_declares_everything_callers_use(tiny_adapter):
+    """What live, sanity and the methods read of an adapter is on `ModelAdapter`, typed, not the HF family's internals."""
+    from fastrm_bench.interfaces import ModelAdapter, Task
+
+    for member in ("stop_ids", "final_norm", "decoder_layers", "language_model", "num_layers", "attn_implementation"):
+        assert member in ModelAdapter.__abstractmethods__, member
+    assert tiny_adapter.num_layers == len(tiny_adapter.decoder_layers()) == 2
+    assert tiny_adapter.final_norm() is tiny_adapter.family_spec.final_norm(tiny_adapter.model)
+    assert tiny_adapter.tokenizer.eos_token_id in tiny_adapter.stop_ids()
+    assert Task.data_root is None  # a task without files says so; FileTask sets its folder

@@ -25,7 +25,7 @@ from fastrm_bench.sanity import (
 
 def _layer_prefixes(adapter) -> list[str]:
     names = {id(m): n for n, m in adapter.model.named_modules()}
-    return [names[id(layer)] + "." for layer in adapter.family_spec.decoder_layers(adapter.model)]
+    return [names[id(layer)] + "." for layer in adapter.decoder_layers()]
 
 
 def _changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> set[str]:
@@ -101,7 +101,7 @@ def test_spearman_of_a_constant_map_is_undefined_and_verdicts():
 def test_check_on_the_shipped_model(shipped, world_root, tmp_path):
     """Chefer's maps decorrelate, the oracle's and the seeded random maps never change and fail, the caller's model is
     unchanged, and the output folder holds every row."""
-    from fastrm_bench.models.zoo import weights_hash
+    from fastrm_bench.weights import weights_hash
 
     before = weights_hash(shipped.model)
     cfg = SanityConfig(methods=["chefer", "oracle", "random", "fastrm"], data_root=str(world_root), limit=4,

@@ -12,7 +12,7 @@ import time
 import torch
 
 from fastrm_bench.explainers._attention import explaining, predicting_positions
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.layer_attention import LayerAttention
 
 
@@ -25,6 +25,7 @@ class RawAttention(ExplanationMethod):
     """Raw attention of the predicting position to the image tokens, mean over heads and chosen layers."""
 
     name = "attention"
+    needs = MethodNeeds(attention="rows")
 
     def __init__(self, layers: list[int] | None = None):
         self.layers = layers
@@ -46,6 +47,7 @@ class AttentionRollout(ExplanationMethod):
     """Attention rollout: product over layers of 0.5 * mean-head attention + 0.5 * I (rows renormalised)."""
 
     name = "rollout"
+    needs = MethodNeeds(attention="full")
 
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()

@@ -27,6 +27,7 @@ is ``R[p_t, image_positions]``. Every row comes from the gradient of the *curren
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
@@ -40,7 +41,7 @@ from fastrm_bench.explainers._attention import (
     row_update,
     token_gradients,
 )
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.profiling import PeakMemory
 
 
@@ -48,6 +49,7 @@ class Chefer(GradientMethod):
     """Exact Chefer relevancy of every generated token, fast: one forward, batched gradients, one row."""
 
     name = "chefer"
+    needs = MethodNeeds(gradients=True, attention="rows")
     cost_params = ("chunk_size", "max_memory", "margin", "attention")
 
     def __init__(self, chunk_size: int | None = None, max_memory: int | None = None, margin: float = 0.1,
@@ -60,6 +62,8 @@ class Chefer(GradientMethod):
         if attention not in ("capture", "eager"):
             raise ValueError(f"attention must be 'capture' or 'eager', got {attention!r}")
         self.attention = attention
+        if attention == "eager":  # every layer's eager probabilities, held
+            self.needs = replace(type(self).needs, attention="full")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         if max_memory is not None and max_memory <= 0:
@@ -131,6 +135,7 @@ class CheferReference(ExplanationMethod):
     """Reference Chefer relevancy: one forward + backward per token, full N x N products (slow, for checks)."""
 
     name = "chefer-reference"
+    needs = MethodNeeds(gradients=True, attention="full")
 
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()
@@ -162,6 +167,7 @@ class CheferStale(Chefer):
     """
 
     name = "chefer-stale"
+    needs = MethodNeeds(gradients=True, attention="full")  # every prompt row, then the own rows
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         image_positions = inputs.layout.positions

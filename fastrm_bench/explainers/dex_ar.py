@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import torch
 
+from fastrm_bench.aggregation import Aggregation
 from fastrm_bench.explainers._attention import GradientMethod, predicting_positions, text_positions, token_gradients
-from fastrm_bench.interfaces import Generation, ModelInputs
+from fastrm_bench.interfaces import Generation, MethodNeeds, ModelInputs
 
 
 def minmax(values: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
@@ -41,6 +42,7 @@ class DexAR(GradientMethod):
     heads weighted by how much more their gradient looks at the image than at the text."""
 
     name = "dex-ar"
+    needs = MethodNeeds(gradients=True, attention="rows")
     cost_params = ("chunk_size",)
 
     def __init__(self, layers: int = 10, head_filter: bool = True, chunk_size: int = 16):
@@ -74,7 +76,7 @@ class DexAR(GradientMethod):
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``G_img`` ``[T, K, H, n]`` and the head scores ``S_img``, ``S_txt`` ``[T, K, H]`` (float32, CPU)."""
         forward = adapter.teacher_forced(inputs, generation, hidden_states=True, attention="capture")
-        norm = adapter.family_spec.final_norm(adapter.model)
+        norm = adapter.final_norm()
         head = adapter.model.get_output_embeddings()
         device = forward.logits.device
         positions = predicting_positions(inputs, generation)
@@ -101,10 +103,23 @@ class DexAR(GradientMethod):
         return g_img, g_img.amax(dim=-1), s_txt
 
 
+class DexARTokenWeights(Aggregation):
+    """DEX-AR's visual-vs-linguistic token weights (head filtering over the last ``layers`` LM layers)."""
+
+    name = "dex-ar"
+
+    def __init__(self, layers: int = 10):
+        self.dex_ar = DexAR(layers=layers, head_filter=True)
+
+    def weights(self, adapter, inputs, generation, explanation) -> torch.Tensor:
+        return self.dex_ar.token_weights(adapter, inputs, generation)
+
+
 class DexARSentence(DexAR):
     """DEX-AR's sentence map, every token weighted by delta_t (visual vs linguistic), given to every token."""
 
     name = "dex-ar-sentence"
+    needs = MethodNeeds(gradients=True, attention="rows")
 
     def __init__(self, layers: int = 10, head_filter: bool = True, token_filter: bool = True, chunk_size: int = 16):
         super().__init__(layers=layers, head_filter=head_filter, chunk_size=chunk_size)

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from fastrm_bench.fastrm.model import CheckpointError, FastRM
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.layout import ImageLayout
 from fastrm_bench.profiling import PeakMemory
 
@@ -54,6 +54,7 @@ class FastRMMethod(ExplanationMethod):
     """FastRM proxy: per-patch relevance probabilities from the last hidden states (no gradients)."""
 
     name = "fastrm"
+    needs = MethodNeeds(hidden_states=True, probabilities=True)
 
     def __init__(self, checkpoint: str | None = None, teacher: str | None = None):
         self.checkpoint = checkpoint
@@ -104,9 +105,8 @@ class FastRMMethod(ExplanationMethod):
             rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated, device=generation.last_hidden.device)
             hidden = generation.last_hidden.to(next(proxy.parameters()).dtype)
             probs = proxy(hidden[rows], hidden[image_positions].unsqueeze(0))
-        maps = probs.reshape(generation.num_generated, -1).cpu()
-        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes,
-                           is_probability=True)
+        maps = probs.reshape(generation.num_generated, len(image_positions)).cpu()
+        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
 
     def answer(self, adapter: ModelAdapter, image: Image.Image, question: str, max_new_tokens: int = 10) -> ExplainedAnswer:
         """Answer ``question`` about ``image`` greedily and explain every token: one generation that keeps only the

@@ -21,7 +21,7 @@ from fastrm_bench.explainers._attention import (
     explaining,
     token_gradients,
 )
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.profiling import PeakMemory
 
 
@@ -29,6 +29,7 @@ class GradCAM(GradientMethod):
     """Grad-CAM on the vision layer feeding the projector, per generated token, in the family's token geometry."""
 
     name = "gradcam"
+    needs = MethodNeeds(gradients=True)
 
     def __init__(self, chunk_size: int = 16):
         self.chunk_size = chunk_size
@@ -53,6 +54,7 @@ class GradCAMLM(ExplanationMethod):
     """LM-side Grad-CAM: attention from p_t to image tokens x relu(its gradient), one LM layer."""
 
     name = "gradcam-lm"
+    needs = MethodNeeds(gradients=True, attention="rows")
 
     def __init__(self, layer: int | None = None, chunk_size: int = 16):
         self.layer = layer
@@ -61,6 +63,8 @@ class GradCAMLM(ExplanationMethod):
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         start = time.perf_counter()
         image_positions = inputs.layout.positions
+        if generation.num_generated == 0:  # nothing to explain (and no score to differentiate)
+            return Explanation(maps=torch.zeros(0, len(image_positions)), seconds=time.perf_counter() - start)
         with PeakMemory(adapter.device) as memory, explaining(adapter.model):
             forward = adapter.teacher_forced(inputs, generation, attention="capture")
             positions, scores = answer_scores(forward, inputs, generation)
@@ -73,5 +77,4 @@ class GradCAMLM(ExplanationMethod):
                 a = attention.probabilities(rows)[..., image_positions]  # [H, chunk, img]
                 g = attention.own_row_gradients(grad, rows)[..., image_positions]  # [chunk, H, img]: dY_t/dA at row p_t
                 maps.append((a.transpose(0, 1) * g.clamp_min(0)).mean(dim=1))
-        stacked = torch.cat(maps).cpu() if generation.num_generated else torch.zeros(0, len(image_positions))
-        return Explanation(maps=stacked, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+        return Explanation(maps=torch.cat(maps).cpu(), seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)

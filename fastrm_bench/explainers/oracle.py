@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs, Sample
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs, Sample
 from fastrm_bench.metrics.localisation import object_tokens
 
 
@@ -12,6 +12,7 @@ class OracleMap(ExplanationMethod):
     """Upper bound: the image tokens of the objects the question is about (constant where a question has none)."""
 
     name = "oracle"
+    needs = MethodNeeds(ground_truth=True)
 
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
         raise ValueError("oracle maps are the sample's ground-truth mask: call explain_sample(..., sample)")
@@ -23,4 +24,4 @@ class OracleMap(ExplanationMethod):
             tokens = torch.zeros(layout.num_tokens)  # a constant map, i.e. a random removal order
         else:
             tokens = torch.from_numpy(object_tokens(layout, sample.mask)).float()
-        return Explanation(maps=tokens.expand(max(generation.num_generated, 1), -1).clone())
+        return Explanation(maps=tokens.expand(generation.num_generated, -1).clone())

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.seeding import sample_seed
 
 
@@ -14,7 +14,7 @@ class RandomMap(ExplanationMethod):
     """Random baseline: i.i.d. uniform score per patch and token, seeded."""
 
     name = "random"
-    perturbation_draws = 5  # the paper averages 5 random maps per sample
+    needs = MethodNeeds(draws=5)  # the paper averages 5 random maps per sample
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -23,5 +23,5 @@ class RandomMap(ExplanationMethod):
         start = time.perf_counter()
         # seeded by (seed, sample id, draw): a sample's maps do not depend on which samples ran before it
         gen = torch.Generator().manual_seed(sample_seed(self.seed, inputs.sample_id, inputs.draw))
-        maps = torch.rand(max(generation.num_generated, 1), inputs.layout.num_tokens, generator=gen)
+        maps = torch.rand(generation.num_generated, inputs.layout.num_tokens, generator=gen)
         return Explanation(maps=maps, seconds=time.perf_counter() - start)

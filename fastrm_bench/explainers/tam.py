@@ -27,7 +27,7 @@ import time
 import torch
 
 from fastrm_bench.explainers._attention import explaining, predicting_positions, text_positions
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.layout import ImageLayout
 from fastrm_bench.profiling import PeakMemory
 
@@ -83,6 +83,7 @@ class TokenActivationMap(ExplanationMethod):
     removed by least squares, rank Gaussian filter; one forward, no gradients."""
 
     name = "tam"
+    needs = MethodNeeds()  # one forward, no gradients, no attention
 
     def __init__(self, kernel_size: int = 3, interference: bool = True, filtered: bool = True):
         if kernel_size < 1 or kernel_size % 2 == 0:

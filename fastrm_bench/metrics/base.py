@@ -32,7 +32,7 @@ class Needs:
 
     #: the union mask of the question's objects; samples without one are not updated
     mask: bool = False
-    #: maps that are per-patch probabilities (`Explanation.is_probability`); other methods are not updated
+    #: maps that are per-patch probabilities (the method's `MethodNeeds.probabilities`); other methods are not updated
     probabilities: bool = False
     #: the maps another method (a spec or registered name) gives the same answer, as `SampleContext.reference`
     reference_method: str | None = None
@@ -72,7 +72,7 @@ class SampleContext:
     reference: Explanation | None = None
     #: the method's sample map of another draw (1, 2, ...; draw 0 is `sample_map`), for stochastic methods
     draw_map: Callable[[int], torch.Tensor] | None = None
-    #: how many draws perturbation metrics average (`ExplanationMethod.perturbation_draws`)
+    #: how many draws perturbation metrics average (the method's `MethodNeeds.draws`)
     draws: int = 1
     _cache: dict[str, Any] = field(default_factory=dict)
 
@@ -137,14 +137,15 @@ class Metric(ABC):
 
     ``higher_is_better`` gives the direction of every key `compute` returns (True, False, or None
     for descriptive numbers). ``columns`` are the leaderboard columns (column name -> key).
-    ``figures`` are report makers, ``"module:function"`` targets called as ``f(runs, report)``.
+    ``figures`` are a plug-in metric's own report makers, called as ``f(runs, report)`` (`fastrm_bench.report`
+    draws the built-in metrics' figures itself, looked up by metric class: metrics never depend on the report).
     """
 
     name: str = ""
     needs: Needs = Needs()
     higher_is_better: dict[str, bool | None] = {}
     columns: dict[str, str] = {}
-    figures: tuple[str, ...] = ()
+    figures: tuple[Callable[..., None], ...] = ()
 
     @abstractmethod
     def update(self, context: SampleContext) -> dict[str, Any]:

@@ -116,7 +116,6 @@ class EntropyConfidence(Metric):
                         "entropy_threshold": None, "entropy_base_rate": None, "entropy_tp_gain_below": True}
     columns = {"entropy_auroc": "entropy_auroc", "entropy_tp_rate_below": "entropy_tp_rate_below",
                "entropy_fp_rate_below": "entropy_fp_rate_below"}
-    figures = ("fastrm_bench.report:fig_entropy",)
 
     def update(self, context: SampleContext) -> dict[str, Any]:
         return {"entropy": map_entropy(context.sample_map)}

@@ -92,7 +92,6 @@ class Perturbation(Metric):
     needs = Needs(perturbation=True)
     higher_is_better = {"pp_auc": False, "np_auc": True, "pp_auc_first20": False, "np_auc_first20": True}
     columns = {"pp_auc": "pp_auc", "np_auc": "np_auc"}
-    figures = ("fastrm_bench.report:fig_perturbation", "fastrm_bench.report:table_perturbation")
 
     @staticmethod
     def _masks(context: SampleContext) -> list[torch.Tensor]:
@@ -135,7 +134,6 @@ class Insertion(Metric):
     needs = Needs(perturbation=True)
     higher_is_better = {"insertion_auc": True, "insertion_auc_first20": True}
     columns = {"insertion_auc": "insertion_auc"}
-    figures = ("fastrm_bench.report:fig_insertion",)
 
     @staticmethod
     def _masks(context: SampleContext) -> list[torch.Tensor]:

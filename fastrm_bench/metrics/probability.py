@@ -41,7 +41,6 @@ class AnswerProbability(Metric):
     needs = Needs(perturbation=True)
     higher_is_better = {f"{SHORT[o]}_{suffix}": o != "positive" for o in ORDERS for suffix in ("auc", "auc_first20")}
     columns = {"logprob_pp_auc": "logprob_pp_auc", "logprob_insertion_auc": "logprob_insertion_auc"}
-    figures = ("fastrm_bench.report:fig_probability",)
 
     def update(self, context: SampleContext) -> dict[str, Any]:
         if context.generation.num_generated == 0:  # no answer token: no probability to follow

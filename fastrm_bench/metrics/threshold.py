@@ -59,7 +59,6 @@ class ThresholdAgreement(Metric):
     name = "threshold"
     higher_is_better = {"threshold_accuracy": True, "threshold_f1": True}
     columns = {"threshold_accuracy": "threshold_accuracy", "threshold_f1": "threshold_f1"}
-    figures = ("fastrm_bench.report:fig_threshold", "fastrm_bench.report:table1")
 
     def __init__(self, reference: str = "chefer", labeling_threshold: float = 0.3, thresholds=DEFAULT_THRESHOLDS):
         self.needs = Needs(probabilities=True, reference_method=reference)

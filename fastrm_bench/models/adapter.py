@@ -36,6 +36,7 @@ from fastrm_bench.models.attention_capture import (
     AttentionCaptureError,
     capturing_attention,
 )
+from fastrm_bench.models.errors import ModelLoadError
 from fastrm_bench.models.families import Family, family_for
 
 REMOVAL_STRATEGIES = ("zero", "drop")
@@ -44,10 +45,6 @@ HARNESS_CONFIG = "fastrm_bench.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: where `generate(return_hidden=True)` reads the final-norm hidden states (see its docstring)
 HIDDEN_SOURCES = ("final_norm", "all_layers")
-
-
-class ModelLoadError(RuntimeError):
-    """A checkpoint that cannot serve as a supported vision-language model, with the reason and the fix."""
 
 
 class _Captured(Exception):
@@ -285,7 +282,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
                       suppress_tokens=[self.image_token_id])  # an image placeholder in an answer would break re-encoding
         with self._final_norm_outputs(return_hidden and not all_layers) as normed:
             out, new, prompt_ids = self._generate(inputs, kwargs, image_keep, removal, keep_rows)
-        stops = self._stop_ids()
+        stops = self.stop_ids()
         eos = self._eos_ids()
         # answering a batch of samples: each row's generation is given as that sample alone would have it
         # (left padding removed from its sequence, prompt length and hidden states)
@@ -326,7 +323,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
         def keep(module, args, output):
             outputs.append((output[0] if isinstance(output, tuple) else output).detach())
 
-        handle = self.family_spec.final_norm(self.model).register_forward_hook(keep)
+        handle = self.final_norm().register_forward_hook(keep)
         try:
             yield outputs
         finally:
@@ -364,9 +361,18 @@ class HFVisionLanguageAdapter(ModelAdapter):
         eos = self.model.generation_config.eos_token_id
         return set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
 
-    def _stop_ids(self) -> set[int]:
+    def stop_ids(self) -> set[int]:
         """The ids an answer ends before: generate's own, the tokenizer's end and padding."""
         return self._eos_ids() | {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
+
+    def language_model(self) -> torch.nn.Module:
+        return self.family_spec.language_model(self.model)
+
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        return self.family_spec.decoder_layers(self.model)
+
+    def final_norm(self) -> torch.nn.Module:
+        return self.family_spec.final_norm(self.model)
 
     # ---------------------------------------------------------------- teacher forcing
     def _with_answer(self, inputs: ModelInputs, generation: Generation, length: int | None) -> dict[str, torch.Tensor]:

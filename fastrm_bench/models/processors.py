@@ -25,7 +25,7 @@ from pathlib import Path
 from transformers import AutoProcessor, ProcessorMixin
 from transformers.utils import is_torchvision_available
 
-from fastrm_bench.models.adapter import ModelLoadError
+from fastrm_bench.models.errors import ModelLoadError
 
 VIDEO_ATTRIBUTES = ("video_processor",)
 #: Processors whose own ``apply_chat_template`` only adds video defaults read from the video

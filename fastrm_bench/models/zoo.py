@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,6 @@ from fastrm_bench.registry import MODELS, UnknownNameError
 
 DEFAULT_MODEL = "tiny-llava-shapes"
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """SHA-256 over parameter names and bytes (identifies the exact weights a run or a dataset used)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 #: the models trained on the embedded world that ship in CHECKPOINTS, and the `train-vlm --family` of each

@@ -15,7 +15,6 @@ import tempfile
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,73 +24,13 @@ from PIL import Image
 
 from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError, one_line
 from fastrm_bench.interfaces import Sample, Task
+from fastrm_bench.tasks.entries import INT, STR, TYPE_NAMES, Record, entry_problem, shown, type_name
 from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, AnswersFormat
 
 log = logging.getLogger(__name__)
 
 PAPER_SUFFIX = " Answer the question using up to two words."
 
-#: what a field of an official file may hold, by name: `entry_problem` checks types, it never coerces
-INT, STR, LIST, DICT, NULL = int, str, list, dict, type(None)
-_TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object", type(None): "null",
-               float: "a number", bool: "a boolean"}
-
-
-def type_name(value: Any) -> str:
-    """How a JSON value's type is called in messages (``true`` is a boolean, not an integer)."""
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _matches(value: Any, kinds: type | tuple[type, ...]) -> bool:
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    return any(type(value) is k for k in kinds)  # exact types: a boolean is no integer, a float no integer
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def entry_problem(entry: Any, fields: dict[str, type | tuple[type, ...]], optional: dict[str, Any] | None = None) -> str | None:
-    """What is wrong with one entry of an official file (not an object, a missing key, a wrong type), or None.
-
-    A wrong type is reported, never converted: ``"question": 12345`` is a mistake in the file, not a question.
-    """
-    if not isinstance(entry, dict):
-        return f"is {type_name(entry)}, not an object"
-    missing = [k for k in fields if k not in entry]
-    if missing:
-        return f"lacks {', '.join(repr(k) for k in missing)}"
-    for key, kinds in {**fields, **{k: v for k, v in (optional or {}).items() if k in entry}}.items():
-        if not _matches(entry[key], kinds):
-            expected = " or ".join(_TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
-            return f"has {key!r} {_shown(entry[key])} ({type_name(entry[key])}), expected {expected}"
-    return None
-
-
-def list_problem(value: Any, key: str, kinds: type | tuple[type, ...]) -> str | None:
-    """What is wrong with a list field whose items must be of ``kinds`` (e.g. annotation ids), or None."""
-    if not isinstance(value, list):
-        return f"has {key!r} {_shown(value)} ({type_name(value)}), expected a list"
-    bad = [v for v in value if not _matches(v, kinds)]
-    if bad:
-        expected = " or ".join(_TYPE_NAMES[k] for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
-        return f"has {key!r} with item {_shown(bad[0])} ({type_name(bad[0])}), expected {expected}"
-    return None
-
-
-@dataclass
-class Record:
-    """One question before its image is opened (cheap to hold for a whole split)."""
-
-    id: str
-    image: Path | Callable[[], Image.Image]  # a file, or a loader (Hugging Face datasets decode lazily)
-    question: str
-    references: list[str]
-    meta: dict[str, Any] = field(default_factory=dict)
-    ann_ids: list[int] = field(default_factory=list)
-    #: why this entry of the task's files could not be parsed (the sample is then reported, or skipped by a run)
-    error: str | None = None
 
 
 class FileTask(Task):
@@ -157,7 +96,7 @@ class FileTask(Task):
             data = data[key]
         if not isinstance(data, kinds):
             where = f"{key!r} of {self.path(template)}" if key else str(self.path(template))
-            raise ValueError(f"{where}: expected {_TYPE_NAMES[kinds]}, found {type_name(data)}")
+            raise ValueError(f"{where}: expected {TYPE_NAMES[kinds]}, found {type_name(data)}")
         return data
 
     @abstractmethod
@@ -195,7 +134,7 @@ class FileTask(Task):
         problem = entry_problem(row, {c["id"]: (INT, STR), c["question"]: STR})
         if problem is None and not (isinstance(answers, list) and answers and all(
                 type(a) is str or (isinstance(a, dict) and type(a.get("answer")) is str) for a in answers)):
-            problem = f"has {c['answers']!r} {_shown(answers)}, expected a string or a non-empty list of answer strings"
+            problem = f"has {c['answers']!r} {shown(answers)}, expected a string or a non-empty list of answer strings"
         if problem is not None:
             return self.unparsable(str(row.get(c["id"])), f"{self.hf_dataset}: row {row.get(c['id'])!r} {problem}")
         answers = [a["answer"] if isinstance(a, dict) else a for a in answers]

@@ -23,7 +23,8 @@ import numpy as np
 from fastrm_bench.data_errors import UnparsableRecordError
 from fastrm_bench.interfaces import Sample
 from fastrm_bench.tasks.answers import DESCRIBE_SCORINGS, describe_object_score, describe_phrases, describe_score
-from fastrm_bench.tasks.base import INT, LIST, NULL, STR, FileTask, Record, entry_problem, type_name
+from fastrm_bench.tasks.base import FileTask
+from fastrm_bench.tasks.entries import INT, LIST, NULL, STR, Record, entry_problem, type_name
 from fastrm_bench.world.captions import DESCRIBE_QUESTION, split_words
 
 

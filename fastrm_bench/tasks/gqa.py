@@ -6,7 +6,8 @@ from typing import Any
 
 from fastrm_bench.interfaces import Sample
 from fastrm_bench.tasks.answers import GQA_SCORINGS, gqa_exact_match
-from fastrm_bench.tasks.base import DICT, INT, LIST, NULL, STR, FileTask, Record, entry_problem, list_problem
+from fastrm_bench.tasks.base import FileTask
+from fastrm_bench.tasks.entries import DICT, INT, LIST, NULL, STR, Record, entry_problem, list_problem
 from fastrm_bench.tasks.predictions import GQA_PREDICTIONS, LLAVA_ANSWERS
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from fastrm_bench.interfaces import Sample
 from fastrm_bench.tasks.answers import parse_pope_answer, pope_label_positive
-from fastrm_bench.tasks.base import INT, LIST, STR, FileTask, Record, entry_problem, list_problem
+from fastrm_bench.tasks.base import FileTask
+from fastrm_bench.tasks.entries import INT, LIST, STR, Record, entry_problem, list_problem
 from fastrm_bench.tasks.pope_builder import STRATEGIES
 from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, POPE_ANSWERS
 

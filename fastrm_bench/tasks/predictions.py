@@ -18,10 +18,28 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from fastrm_bench.tasks.base import FileTask, Record
+from fastrm_bench.interfaces import Sample
+from fastrm_bench.tasks.entries import INT, STR, Record, entry_problem
+
+
+class FileTask(Protocol):
+    """What the answer-file readers use of a task that reads official files (`tasks.base.FileTask`)."""
+
+    name: str
+    ANSWERS_FORMATS: tuple[AnswersFormat, ...]
+
+    @property
+    def records(self) -> list[Record]: ...
+
+    def answers_order(self) -> list[str]: ...
+
+    def answer_id(self, raw: str) -> str: ...
+
+    def score(self, prediction: str, sample: Sample) -> float: ...
+
+    def aggregate(self, records: Any) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -101,8 +119,6 @@ def read_predictions(task: FileTask, path: Path) -> dict[str, str]:
 
 def read_answers(task: FileTask, path: Path) -> tuple[dict[str, str], AnswersFormat]:
     """{task record id: predicted text} and the detected format; a malformed entry is one line naming file and entry."""
-    from fastrm_bench.tasks.base import entry_problem
-
     layout, entries = _entries(path)
     if not entries:
         raise ValueError(f"{path}: no answers")
@@ -134,7 +150,6 @@ def read_answers(task: FileTask, path: Path) -> tuple[dict[str, str], AnswersFor
 
 def _field_types(fmt: AnswersFormat) -> dict[str, Any]:
     """The types an answers entry's keys must have: text is a string, an id a string or an integer."""
-    from fastrm_bench.tasks.base import INT, STR
 
     types: dict[str, Any] = {fmt.text_key: STR}
     if fmt.id_key:
@@ -166,6 +181,5 @@ def score_predictions(task: FileTask, predictions: dict[str, str], allow_missing
 
 def _light_sample(record: Record):
     """Scoring needs the references, not the image."""
-    from fastrm_bench.interfaces import Sample
 
     return Sample(record.id, None, record.question, record.references, dict(record.meta))  # type: ignore[arg-type]

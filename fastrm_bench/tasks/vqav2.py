@@ -7,7 +7,8 @@ from typing import Any
 
 from fastrm_bench.interfaces import Sample
 from fastrm_bench.tasks.answers import VQA_SCORINGS, vqa_soft_accuracy
-from fastrm_bench.tasks.base import INT, LIST, STR, FileTask, Record, entry_problem, list_problem
+from fastrm_bench.tasks.base import FileTask
+from fastrm_bench.tasks.entries import INT, LIST, STR, Record, entry_problem, list_problem
 from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, VQA_RESULTS
 
 
