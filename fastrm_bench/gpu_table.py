@@ -160,8 +160,10 @@ def environment(device: torch.device) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    from fastrm_bench import __version__
+
     return {"device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "commit": commit}
+            "commit": commit, "fastrm_bench": __version__}
 
 
 def read_rows(out: Path) -> list[dict[str, Any]]:
@@ -190,19 +192,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _phase(adapter, inputs, method, tokens: int) -> tuple[float, float]:
+def _phase(adapter, inputs, method, tokens: int, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """(generation seconds, map seconds) of answering with exactly ``tokens`` tokens and explaining them all."""
     _sync(adapter.device)
-    t0 = time.perf_counter()
+    t0 = clock()
     generation = adapter.generate(inputs, tokens, min_new_tokens=tokens, return_hidden=method is not None)[0]
     _sync(adapter.device)
-    t1 = time.perf_counter()
+    t1 = clock()
     if method is not None:
         maps = method.explain(adapter, inputs, generation).maps
         if maps.shape[0] != tokens:
             raise RuntimeError(f"{method.name}: {maps.shape[0]} maps for {tokens} answer tokens")
     _sync(adapter.device)
-    return t1 - t0, time.perf_counter() - t1
+    return t1 - t0, clock() - t1
 
 
 def _forward_backward(adapter, inputs, generation) -> None:
@@ -213,7 +215,8 @@ def _forward_backward(adapter, inputs, generation) -> None:
     _sync(adapter.device)
 
 
-def probe(adapter, inputs, tokens: int, build_seconds: float, params: int) -> Calibration:
+def probe(adapter, inputs, tokens: int, build_seconds: float, params: int,
+          clock: Callable[[], float] = time.perf_counter) -> Calibration:
     """The quick first measurement: prefill and per-token seconds of generation, one forward + backward at
     ``tokens`` answer tokens (each once after a warm-up)."""
     warm = adapter.generate(inputs, tokens, min_new_tokens=tokens)[0]
@@ -224,10 +227,10 @@ def probe(adapter, inputs, tokens: int, build_seconds: float, params: int) -> Ca
              lambda: _forward_backward(adapter, inputs, warm))
     for work in works:
         _sync(adapter.device)
-        start = time.perf_counter()
+        start = clock()
         work()
         _sync(adapter.device)
-        timed.append(time.perf_counter() - start)
+        timed.append(clock() - start)
     prefill, answer, forward_backward = timed
     step = max(answer - prefill, 0.0) / (tokens - 1) if tokens > 1 else prefill
     return Calibration(prefill, step, forward_backward, build_seconds, params)
@@ -251,21 +254,26 @@ def make_row(case: Case, adapter, inputs, times: list[tuple[float, float]], peak
     plain = case.measure.spec is None
     seconds = generation if plain else spread([t[1] for t in times])
     return {
-        "model": case.shape.name, "family": case.shape.family, "method": case.measure.method,
-        "attn_implementation": case.measure.attn_implementation, "attention": case.measure.attention,
-        "output_tokens": case.tokens, "image_tokens": int(inputs.layout.num_tokens), "prompt_tokens": inputs.prompt_length,
+        **case_fields(case, settings), "image_tokens": int(inputs.layout.num_tokens), "prompt_tokens": inputs.prompt_length,
         "seconds": seconds[0], "seconds_min": seconds[1], "seconds_max": seconds[2],
         "generation_seconds": generation[0], "generation_seconds_min": generation[1], "generation_seconds_max": generation[2],
         "peak_memory_bytes": None if None in peaks else max(peaks), "peak_memory_kind": peak_kind(adapter.device),
         "model_bytes": sum(p.numel() * p.element_size() for p in adapter.model.parameters()),
-        "repeats": len(times), "repeats_asked": settings.repeats, "dtype": str(settings.dtype).removeprefix("torch."),
-        "dry_run": settings.dry_run, **env,
+        "repeats": len(times), **env,
     }
+
+
+def case_fields(case: Case, settings: Settings) -> dict[str, Any]:
+    """What a row says about its case, measured or failed."""
+    return {"model": case.shape.name, "family": case.shape.family, "method": case.measure.method,
+            "attn_implementation": case.measure.attn_implementation, "attention": case.measure.attention,
+            "output_tokens": case.tokens, "repeats_asked": settings.repeats,
+            "dtype": str(settings.dtype).removeprefix("torch."), "dry_run": settings.dry_run}
 
 
 def add_overhead(row: dict[str, Any], baseline: dict[str, Any] | None) -> None:
     """FastRM's overhead: its generation (keeping the final-norm states) plus the proxy, over plain generation."""
-    if baseline is None:
+    if baseline is None or baseline["seconds"] is None:
         return
     extra = row["generation_seconds"] + row["seconds"] - baseline["seconds"]
     row["overhead_seconds"] = extra
@@ -312,12 +320,20 @@ class Runner:
         self.rows = read_rows(settings.out)
         self.done = {row_key(r) for r in self.rows}
         self.reserve = 0.0  # seconds kept to write the table and figure at the end
+        self.slack = 0.0  # the most a row has taken beyond its prediction: kept free too
+        self.spent = False
+        self.written = -1  # rows in the table and figure on disk
         self.reference: Calibration | None = None
         self.params: dict[str, int] = {}
         self.outcome = Outcome()
 
     def remaining(self) -> float:
-        return self.settings.budget_seconds - (self.clock() - self.start) - self.reserve
+        """Seconds left for measuring; once none are, the clock is not read again (time only moves on)."""
+        if self.spent:
+            return 0.0
+        left = self.settings.budget_seconds - (self.clock() - self.start) - self.reserve - self.slack
+        self.spent = left <= 0
+        return left
 
     def pending(self) -> dict[ModelShape, list[Case]]:
         """The cases of every model not yet in the rows file, shorter answers first."""
@@ -349,7 +365,7 @@ class Runner:
         measure = case.measure
         shorter = [r for r in self.rows if (r["model"], r["method"], r["attn_implementation"], r["dry_run"])
                    == (case.shape.name, measure.method, measure.attn_implementation, self.settings.dry_run)
-                   and r["output_tokens"] < case.tokens]
+                   and r["output_tokens"] < case.tokens and r["seconds"] is not None]
         if not shorter:
             return calibration.phase(measure, case.tokens)
         row = max(shorter, key=lambda r: r["output_tokens"])
@@ -373,28 +389,28 @@ class Runner:
         plan = self.pending()
         self.announce(plan)
         self.env = environment(self.settings.torch_device)
-        self.reserve = 2 * self.write_outputs()  # what writing costs now, doubled: it grows with the rows
+        self.reserve = 2 * self.write_outputs()  # what writing costs (the figure's library loaded), doubled, is kept
         with tempfile.TemporaryDirectory() as tmp:
             for shape, cases in plan.items():
-                if self.reference is not None:
-                    cal = self.reference.scaled(self.params[shape.name])
-                    if cal.build + 2 * cal.phase(MEASURES[0], min(self.settings.lengths)) > self.remaining():
-                        self.outcome.left += cases
-                        continue
+                cal = self.reference.scaled(self.params[shape.name]) if self.reference else None
+                if self.remaining() <= 0 or (cal and cal.build + 2 * cal.phase(MEASURES[0], 1) > self.remaining()):
+                    self.outcome.left += cases
+                    continue
                 self.model(shape, cases, plan, Path(tmp))
-        self.reserve = 0.0
-        self.write_outputs()
+                self.reserve = 2 * self.write_outputs()  # written per model; what writing costs, doubled, is kept
+        if self.written != len(self.rows):
+            self.write_outputs()
         self.tell_left(sum(len(c) for c in plan.values()))
         return self.outcome
 
     def model(self, shape: ModelShape, cases: list[Case], plan: dict[ModelShape, list[Case]], tmp: Path) -> None:
         """Build one model on the device, probe it, measure its cases, free it."""
         s = self.settings
-        start = time.perf_counter()
+        start = self.clock()
         adapter = build_adapter(shape, s.dry_run, s.torch_device, s.dtype)
         inputs = adapter.build_inputs([question_image(shape, s.dry_run)], [QUESTION])
         methods = create_methods(adapter, tmp)
-        cal = probe(adapter, inputs, min(s.lengths), time.perf_counter() - start, self.params[shape.name])
+        cal = probe(adapter, inputs, min(s.lengths), self.clock() - start, self.params[shape.name], self.clock)
         self.log(f"{shape.name}: built in {cal.build:.1f} s, {inputs.layout.num_tokens} image tokens, "
                  f"{inputs.prompt_length} prompt tokens")
         if self.reference is None:
@@ -423,34 +439,53 @@ class Runner:
                  "before the budget are left for the next call")
 
     def case(self, adapter, inputs, methods: dict[Measure, Any], case: Case, cal: Calibration) -> None:
-        """Measure one row with as many of the repeats as the budget allows (none: the row is left)."""
+        """Measure one row with as many of the repeats as the budget allows (none: the row is left). A method that
+        fails (out of memory, an unsupported family) gets a row with its error, so the next call does not retry it."""
         one = self.predict(case, cal)
         repeats = min(self.settings.repeats, math.floor(self.remaining() / one) if one > 0 else self.settings.repeats)
         if repeats < 1:
             self.outcome.left.append(case)
             return
+        start = self.clock()
+        try:
+            times, peaks = self.repeat(adapter, inputs, methods.get(case.measure), case, repeats)
+            self.slack = max(self.slack, self.clock() - start - one * len(times))
+        except Exception as err:  # noqa: BLE001 - one failing method must not cost the other rows
+            if adapter.device.type == "cuda":
+                torch.cuda.empty_cache()
+            row = {**dict.fromkeys(ROW_FIELDS), **case_fields(case, self.settings), **self.env,
+                   "error": f"{type(err).__name__}: {err}"}
+            self.record(row, f"failed: {row['error']}")
+            return
+        row = make_row(case, adapter, inputs, times, peaks, self.settings, self.env)
+        if case.measure.method == "fastrm":
+            add_overhead(row, next((r for r in self.rows if row_key(r) == (case.shape.name, "generate", "sdpa", case.tokens,
+                                                                              self.settings.dry_run)), None))
+        self.record(row, f"{row['seconds']:.4g} s [{row['seconds_min']:.4g}-{row['seconds_max']:.4g}], generation "
+                         f"{row['generation_seconds']:.4g} s, peak {_size(row['peak_memory_bytes'])}")
+
+    def repeat(self, adapter, inputs, method, case: Case, repeats: int) -> tuple[list[tuple[float, float]], list[int | None]]:
+        """Up to ``repeats`` timed phases under the row's attention implementation, each with its peak memory; a
+        further repeat is not started when one more would not end before the budget."""
         loaded = adapter.model.config._attn_implementation
         adapter.model.set_attn_implementation(case.measure.attn_implementation)
         times, peaks = [], []
         try:
             for _ in range(repeats):
                 with PeakMemory(adapter.device) as memory:
-                    times.append(_phase(adapter, inputs, methods.get(case.measure), case.tokens))
+                    times.append(_phase(adapter, inputs, method, case.tokens, self.clock))
                 peaks.append(memory.peak_bytes)
                 if sum(times[-1]) > self.remaining():
                     break
         finally:
             adapter.model.set_attn_implementation(loaded)
-        row = make_row(case, adapter, inputs, times, peaks, self.settings, self.env)
-        if case.measure.method == "fastrm":
-            add_overhead(row, next((r for r in self.rows if row_key(r) == (case.shape.name, "generate", "sdpa", case.tokens,
-                                                                              self.settings.dry_run)), None))
+        return times, peaks
+
+    def record(self, row: dict[str, Any], said: str) -> None:
         append_row(self.settings.out, row)
         self.rows.append(row)
         self.outcome.measured.append(row)
-        self.log(f"  {case.shape.name} {case.measure.method:<17} {case.measure.attn_implementation:<6} {case.tokens:>4} tokens: "
-                 f"{row['seconds']:.4g} s [{row['seconds_min']:.4g}-{row['seconds_max']:.4g}], generation "
-                 f"{row['generation_seconds']:.4g} s, peak {_size(row['peak_memory_bytes'])}")
+        self.log(f"  {row['model']} {row['method']:<17} {row['attn_implementation']:<6} {row['output_tokens']:>4} tokens: {said}")
 
     def tell_left(self, planned: int) -> None:
         left = self.outcome.left
@@ -467,10 +502,11 @@ class Runner:
 
     def write_outputs(self) -> float:
         """Write the table and the figure of every row so far; the seconds it took."""
-        start = time.perf_counter()
+        start = self.clock()
         write_table(self.rows, self.settings.out / TABLE)
         write_figure(self.rows, self.settings.out / FIGURE)
-        return time.perf_counter() - start
+        self.written = len(self.rows)
+        return self.clock() - start
 
 
 def question_image(shape: ModelShape, dry_run: bool):
@@ -498,6 +534,8 @@ def _label(row: dict[str, Any]) -> str:
 def _cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return "-"
+    if row.get("error"):
+        return f"failed ({row['error'][:80]})"
     text = f"{row['seconds']:.3g} s [{row['seconds_min']:.3g}-{row['seconds_max']:.3g}], {_size(row['peak_memory_bytes'])}"
     if "overhead_share" in row:
         text += f", {100 * row['overhead_share']:+.1f}% over generate"
@@ -520,7 +558,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         lengths = sorted({r["output_tokens"] for r in mine})
-        first = mine[0]
+        first = next((r for r in mine if r["seconds"] is not None), mine[0])
         lines += [f"## {model} ({first['family']}, {first['image_tokens']} image tokens, {first['dtype']}, weights "
                   f"{_size(first['model_bytes'])}{', dry run' if first['dry_run'] else ''})", "",
                   "| method | answers with | " + " | ".join(f"{n} tokens" for n in lengths) + " |",
@@ -543,6 +581,7 @@ def write_figure(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["seconds"] is not None]
     models = list(dict.fromkeys(r["model"] for r in rows)) or ["(no rows yet)"]
     fig, axes = plt.subplots(2, len(models), figsize=(4.5 * len(models), 7), squeeze=False)
     for col, model in enumerate(models):

@@ -67,15 +67,34 @@ def test_a_tiny_budget_stops_early_says_what_is_left_and_the_next_call_completes
     assert _keys(rows)[: len(partial)] == _keys(partial)
 
 
-@pytest.mark.parametrize(("lengths", "repeats", "budget_s"), [("2,4", 1, 4.0), ("2,4,8", 2, 7.0)])
+class Ticks:
+    """A clock that moves one second each time it is read: every piece of work, measured or planned, costs
+    seconds of this clock, so a budget is spent the same way on any machine, however loaded."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.mark.parametrize(("lengths", "repeats", "budget_s"), [((2, 4), 1, 60.0), ((2, 4, 8), 2, 150.0), ((3,), 3, 400.0)])
 def test_dry_runs_of_different_sizes_end_within_their_budget(tmp_path, lengths, repeats, budget_s):
+    clock, lines = Ticks(), []
+    settings = Settings(out=tmp_path, budget_seconds=budget_s, lengths=lengths, repeats=repeats, dry_run=True)
+    outcome = Runner(settings, lines.append, clock=clock).run()
+    assert clock.now <= budget_s, (clock.now, lines[-1])
+    assert len(read_rows(tmp_path)) == len(outcome.measured) > 0
+    assert lines[-1].startswith(("stopped before", "done:"))
+
+
+def test_a_dry_run_ends_within_its_budget_on_the_real_clock(tmp_path):
     lines: list[str] = []
     start = time.perf_counter()
-    outcome = main(tmp_path, budget_s / 60, True, lengths, repeats, None, None, log=lines.append)
-    elapsed = time.perf_counter() - start
-    assert elapsed <= budget_s, (elapsed, lines[-1])
-    assert len(read_rows(tmp_path)) == len(outcome.measured) > 0
-    assert any(line.startswith(("stopped before", "done:")) for line in lines)
+    main(tmp_path, 0.5, True, "2", 1, [LLAVA_15_7B.name], None, log=lines.append)
+    assert time.perf_counter() - start <= 30
+    assert lines[-1].startswith(("stopped before", "done:"))
 
 
 def test_real_shapes_give_the_real_image_token_counts():
@@ -101,3 +120,22 @@ def test_the_real_table_refuses_a_cpu_unless_asked(tmp_path):
     result = CliRunner().invoke(app, ["gpu-table", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--dry-run" in result.output
     assert not (tmp_path / ROWS).exists()
+
+
+def test_a_failing_method_is_a_row_with_its_error_and_the_others_are_measured(tmp_path, monkeypatch):
+    from fastrm_bench.explainers.tam import TokenActivationMap as TAM
+
+    def broken(self, adapter, inputs, generation):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(TAM, "explain", broken)
+    lines: list[str] = []
+    main(tmp_path, 5.0, True, "2", 1, [LLAVA_15_7B.name], None, log=lines.append)
+    rows = read_rows(tmp_path)
+    failed = [r for r in rows if r.get("error")]
+    assert [r["method"] for r in failed] == ["tam"] and "out of memory" in failed[0]["error"]
+    assert len(rows) == len(MEASURES) and all(r["seconds"] is not None for r in rows if r is not failed[0])
+    assert "failed (RuntimeError: CUDA out of memory" in (tmp_path / TABLE).read_text()
+    again: list[str] = []
+    main(tmp_path, 5.0, True, "2", 1, [LLAVA_15_7B.name], None, log=again.append)
+    assert any("every row is already measured" in line for line in again)
