@@ -17,6 +17,15 @@ LENGTHS = (2, 3)
 EXPECTED = len(SHAPES) * len(MEASURES) * len(LENGTHS)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: a second intra-op thread only adds contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _keys(rows: list[dict]) -> list[tuple]:
     return [row_key(r) for r in rows]
 
