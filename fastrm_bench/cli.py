@@ -331,6 +331,25 @@ def _profile_image_tokens(image_tokens: str, method: list[str] | None, max_new_t
         typer.echo(f"written to {path}")
 
 
+@app.command("gpu-table")
+def gpu_table(
+    budget_minutes: Annotated[float, typer.Option(help="Stop cleanly before this many minutes; a second call resumes.")] = 8.0,
+    out: Annotated[Path, typer.Option(help="Folder of rows.jsonl, table.md and latency_memory.png.")] = Path("results/gpu"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="CPU, tiny widths: the same code path in seconds.")] = False,
+    max_new_tokens: Annotated[str, typer.Option(help="Comma-separated answer lengths.")] = "10,25,50,100",
+    repeats: Annotated[int, typer.Option(help="Repeats per row (the median is reported, with min and max).")] = 3,
+    model: Annotated[list[str], typer.Option("--model", help="Only these shapes (repeat the flag; default: all).")] = None,
+    device: Annotated[str | None, typer.Option(help="Default: cuda (cpu for --dry-run).")] = None,
+) -> None:
+    """Latency and peak memory of every method on random models of 7B-class shapes, within a time budget."""
+    from fastrm_bench.gpu_table import main as gpu_table_main
+
+    try:
+        gpu_table_main(out, budget_minutes, dry_run, max_new_tokens, repeats, model, device, log=typer.echo)
+    except ValueError as err:
+        _fail(str(err))
+
+
 @app.command()
 def report(
     runs_dirs: Annotated[list[Path], typer.Argument(help="Folders searched for run and profile directories.")],

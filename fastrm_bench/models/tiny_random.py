@@ -373,11 +373,10 @@ def _smolvlm():
 GEMMA3_MM_TOKENS = 4
 
 
-def _gemma3():
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
-
+def gemma3_tokenizer() -> PreTrainedTokenizerFast:
+    """Gemma 3's word-level tokenizer: its turn and image special tokens, BOS written by the template."""
     specials = ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<image_soft_token>", "<end_of_image>"]
-    tok = build_word_tokenizer(
+    return build_word_tokenizer(
         specials,
         bos="<bos>",
         eos="<eos>",
@@ -390,6 +389,12 @@ def _gemma3():
             "image_token": "<image_soft_token>",
         },
     )
+
+
+def _gemma3():
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+
+    tok = gemma3_tokenizer()
     ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
     proc = Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=GEMMA3_MM_TOKENS, chat_template=_GEMMA3_TEMPLATE)
     text = {
