@@ -60,7 +60,7 @@ def test_run_throughput_batch_size_one_vs_eight(benchmark, tmp_path):
 
 
 def test_chefer_peak_memory_against_the_reference(benchmark):
-    """`fastrm-bench profile` points (fresh process each): chefer within 25% of the reference's peak, and faster."""
+    """`fastrm-bench profile` points (fresh process each): chefer against the reference: peaks and times."""
     from fastrm_bench.profile import profile
 
     frame = benchmark.pedantic(profile, args=(["chefer", "chefer-reference"], [32, 100]), kwargs={"repeats": 3},

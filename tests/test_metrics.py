@@ -188,7 +188,7 @@ def test_a_run_measures_only_its_metrics(world_root, tiny_llava_dir, tmp_path):
 def test_bad_metric_and_aggregation_names_fail_before_any_work(tmp_path):
     with pytest.raises(KeyError, match="Did you mean 'insertion'"):
         run(RunConfig(method="random", task="pope", output_dir=str(tmp_path / "a"), metrics=["insertoin"]), log=quiet)
-    with pytest.raises(ValueError, match="unknown aggregation 'median'"):
+    with pytest.raises(KeyError, match="Unknown aggregation 'median'. Did you mean 'mean'"):
         run(RunConfig(method="random", task="pope", output_dir=str(tmp_path / "b"), aggregation="median"), log=quiet)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

@@ -33,6 +33,8 @@ def test_run_writes_a_complete_run_directory(world_root, tiny_llava_dir, tmp_pat
     config = json.loads((out / "config.json").read_text())
     assert config["data_source"] == "shapes" and len(config["model_weights_sha256"]) == 64
     assert config["method_spec"]["implementation"] == "chefer" and config["versions"]["torch"]
+    # the model answered and was explained with its own SDPA attention, never switched to eager
+    assert config["attn_implementation"] == "sdpa" and config["run"]["attn_implementation"] == "sdpa"
     rows = _without_timings(out / "samples.jsonl")
     assert len(rows) == 6 and any("relevance_mass" in r for r in rows)
     # localisation only where the question has objects: "is there ...? no" / "how many ...? 0" have none
@@ -99,3 +101,11 @@ def test_same_seed_twice_gives_identical_results(world_root, tiny_llava_dir, tmp
         result.pop("output_dir")
         outs.append(result)
     assert outs[0] == outs[1]
+
+
+def test_cli_refuses_an_unknown_attention_implementation_before_loading_anything(tmp_path):
+    result = CliRunner().invoke(app, ["run", "--method", "chefer", "--task", "pope", "--attn-implementation", "fast",
+                                      "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--attn-implementation must be one of sdpa, eager, flash_attention_2, got 'fast'" in result.output
+    assert not (tmp_path / "run").exists()

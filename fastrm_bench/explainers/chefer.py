@@ -49,7 +49,7 @@ class Chefer(GradientMethod):
     """Exact Chefer relevancy of every generated token, fast: one forward, batched gradients, one row."""
 
     name = "chefer"
-    needs = MethodNeeds(gradients=True, attention="rows")
+    needs = MethodNeeds(gradients=True, attention="full")  # every row v reaches, layer by layer
     cost_params = ("chunk_size", "max_memory", "margin", "attention")
 
     def __init__(self, chunk_size: int | None = None, max_memory: int | None = None, margin: float = 0.1,
