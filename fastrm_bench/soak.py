@@ -51,17 +51,19 @@ def soak(method: str, task: str, limit: int, run_dir: Path, interval: float = 2.
     command = [sys.executable, "-m", "fastrm_bench", "run", "--method", method, "--task", task, "--limit", str(limit),
                "--output-dir", str(run_dir), *(extra or [])]
     start = time.monotonic()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = run_dir.parent / f"{run_dir.name}.log"  # a file, not a pipe: a full pipe would stall the run's progress bar
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     observations = []
-    while child.poll() is None:
-        rss = _rss_bytes(child.pid)
-        if rss is not None:
-            observations.append({"seconds": time.monotonic() - start, "samples": _samples_written(run_dir),
-                                 "rss_bytes": rss, "dir_bytes": _dir_bytes(run_dir)})
-        time.sleep(interval)
-    _, stderr = child.communicate()
+    with log.open("w") as stderr:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        while child.poll() is None:
+            rss = _rss_bytes(child.pid)
+            if rss is not None:
+                observations.append({"seconds": time.monotonic() - start, "samples": _samples_written(run_dir),
+                                     "rss_bytes": rss, "dir_bytes": _dir_bytes(run_dir)})
+            time.sleep(interval)
     if child.returncode != 0:
-        raise RuntimeError(f"the soaked run failed ({child.returncode}): {stderr.strip()[-2000:]}")
+        raise RuntimeError(f"the soaked run failed ({child.returncode}): {log.read_text().strip()[-2000:]}")
     return observations
 
 

@@ -59,7 +59,9 @@ class SavedBytes:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in self._exclude:
             self._storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
+        # detached: an op's own output packed as itself would hold its grad_fn, which holds it back (a reference
+        # cycle through C++ that Python's collector cannot see: every forward's graph would outlive the method)
+        return tensor.detach()
 
     def __enter__(self) -> SavedBytes:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)

@@ -47,8 +47,13 @@ def _dense_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     raise AttentionCaptureError(f"an attention mask of shape {tuple(attention_mask.shape)} cannot be read back")
 
 
-def _recorder(inner: Callable[[torch.nn.Module], Callable[..., Any]], records: list[LayerAttention]) -> Callable[..., Any]:
-    """An attention function: the output of ``inner(module)``, and a `LayerAttention` appended for each call."""
+#: the record lists of the open captures (innermost last); the registered functions hold no records of their own,
+#: so nothing of a finished capture (its graph nodes) outlives the caller's use of it
+_OPEN: list[list[LayerAttention]] = []
+
+
+def _recorder(inner: Callable[[torch.nn.Module], Callable[..., Any]]) -> Callable[..., Any]:
+    """An attention function: the output of ``inner(module)``, and a `LayerAttention` appended to the open capture."""
 
     def capture(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
@@ -58,7 +63,7 @@ def _recorder(inner: Callable[[torch.nn.Module], Callable[..., Any]], records: l
         scaling = kwargs.get("scaling")
         # as transformers' SDPA path decides: no mask means causal unless the module says otherwise
         causal = bool(kwargs.get("is_causal", getattr(module, "is_causal", True))) and query.shape[2] > 1
-        records.append(LayerAttention(
+        _OPEN[-1].append(LayerAttention(
             query=query[0].detach(), key=key[0].detach(), value=value[0].detach(), mask=_dense_mask(attention_mask),
             causal=causal, scaling=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
             softcap=kwargs.get("softcap"), output=output,
@@ -86,12 +91,14 @@ def capturing_attention(model: torch.nn.Module, num_layers: int) -> Iterator[lis
     records: list[LayerAttention] = []
     name = _CAPTURE_NAME.format(inner=inner_name)
     inner = _eager_function if inner_name == "eager" else (lambda module: ALL_ATTENTION_FUNCTIONS[inner_name])
-    AttentionInterface.register(name, _recorder(inner, records))
+    AttentionInterface.register(name, _recorder(inner))
     ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[inner_name])
     config._attn_implementation = name  # what the LM's attention modules and mask builders read at each call
+    _OPEN.append(records)
     try:
         yield records
     finally:
+        _OPEN.pop()
         config._attn_implementation = loaded
     if records and len(records) % num_layers:
         raise AttentionCaptureError(
