@@ -68,8 +68,13 @@ def soak(method: str, task: str, limit: int, run_dir: Path, interval: float = 2.
 
 
 def summarise(observations: list[dict[str, float]], warmup_fraction: float = 0.1) -> dict[str, Any]:
-    """Slopes after the warm-up (the first ``warmup_fraction`` of the samples): memory, time, directory size."""
-    points = [o for o in observations if o["samples"] > 0]
+    """Slopes after the warm-up (the first ``warmup_fraction`` of the samples): memory, time, directory size.
+
+    Each sample count is taken at its first observation: once the last sample is written the run aggregates and
+    packs its maps, which is neither per-sample time nor per-sample growth (``final_*`` report that phase).
+    """
+    seen: set[float] = set()
+    points = [o for o in observations if o["samples"] > 0 and not (o["samples"] in seen or seen.add(o["samples"]))]
     total = max(o["samples"] for o in points)
     after = [o for o in points if o["samples"] >= warmup_fraction * total]
     samples = np.array([o["samples"] for o in after], dtype=float)
@@ -91,7 +96,10 @@ def summarise(observations: list[dict[str, float]], warmup_fraction: float = 0.1
             "seconds_per_sample_first_quarter": seconds_per_sample(warmup_fraction, 0.25 + warmup_fraction),
             "seconds_per_sample_last_quarter": seconds_per_sample(0.75, 1.0),
             "dir_bytes_per_sample": float(size_fit[0]), "dir_bytes_final": int(size[-1]) if len(size) else 0,
-            "dir_largest_deviation_from_line_bytes": float(np.abs(residual).max()) if len(residual) else 0.0}
+            "dir_largest_deviation_from_line_bytes": float(np.abs(residual).max()) if len(residual) else 0.0,
+            "final_seconds_after_last_sample": float(observations[-1]["seconds"] - points[-1]["seconds"]),
+            "final_rss_mib_max": float(max(o["rss_bytes"] for o in observations) / 2**20),
+            "final_dir_bytes": int(observations[-1]["dir_bytes"])}
 
 
 def main(argv: list[str] | None = None) -> None:
