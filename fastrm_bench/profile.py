@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fastrm_bench.builders import create_method
-from fastrm_bench.profiling import PeakMemory
+from fastrm_bench.profiling import PeakMemory, in_fresh_process
 
 DEFAULT_LENGTHS = (1, 5, 10, 25, 50, 100)
 #: the methods profiled by default: the gradient-free ones side by side, then the gradient ones
@@ -89,11 +89,7 @@ def _phase_peak(method_name: str, n: int, model: str, device: str | None, seed: 
 
 def _fresh_process_peak(method_name: str, n: int, model: str, device: str | None, seed: int,
                         attn_implementation: str = "sdpa") -> int | None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_phase_peak, method_name, n, model, device, seed, attn_implementation).result()
+    return in_fresh_process(_phase_peak, method_name, n, model, device, seed, attn_implementation)
 
 
 def profile(methods=DEFAULT_METHODS, lengths=DEFAULT_LENGTHS, repeats: int = 3, model: str = "tiny-llava-shapes",

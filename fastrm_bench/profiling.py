@@ -12,9 +12,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -58,3 +62,12 @@ class PeakMemory:
         elif self._start >= 0:
             hwm = _status_kib("VmHWM")
             self.peak_bytes = None if hwm is None else max(0, hwm * 1024 - self._start)
+
+
+def in_fresh_process(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a new (spawned) process: on CPU a peak is only measurable where nothing ran before."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(work, *args).result()

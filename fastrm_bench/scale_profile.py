@@ -17,11 +17,9 @@ mark; on CUDA the allocator's peak), one after the other:
 from __future__ import annotations
 
 import math
-import multiprocessing
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from fastrm_bench.profiling import PeakMemory
+from fastrm_bench.profiling import PeakMemory, in_fresh_process
 
 DEFAULT_IMAGE_TOKENS = (484, 1024, 2025, 4096)
 DEFAULT_SCALE_METHODS = ("chefer",)
@@ -99,11 +97,6 @@ def _measure(case: Case, folder: str, tokens: int, device: str | None) -> dict[s
             "sequence": inputs.prompt_length + tokens - 1, "image_tokens": inputs.layout.num_tokens}
 
 
-def _in_fresh_process(case: Case, folder: Path, tokens: int, device: str | None) -> dict[str, Any]:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_measure, case, str(folder), tokens, device).result()
-
-
 def profile_image_tokens(image_tokens=DEFAULT_IMAGE_TOKENS, methods=DEFAULT_SCALE_METHODS, tokens: int = 8,
                          repeats: int = 1, device: str | None = None, log=print) -> pd.DataFrame:
     """One row per (image tokens, case): median seconds and peak MiB over ``repeats`` fresh processes."""
@@ -112,7 +105,7 @@ def profile_image_tokens(image_tokens=DEFAULT_IMAGE_TOKENS, methods=DEFAULT_SCAL
         for n in image_tokens:
             folder = build_model_folder(n, Path(tmp) / f"grid{n}")
             for case in cases(methods):
-                runs = [_in_fresh_process(case, folder, tokens, device) for _ in range(repeats)]
+                runs = [in_fresh_process(_measure, case, str(folder), tokens, device) for _ in range(repeats)]
                 peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] is not None]
                 row = {"image_tokens": runs[0]["image_tokens"], "sequence": runs[0]["sequence"], "case": case.label,
                        "attn_implementation": case.attn_implementation, "answer_tokens": tokens,

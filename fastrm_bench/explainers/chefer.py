@@ -41,8 +41,21 @@ from fastrm_bench.explainers._attention import (
     row_update,
     token_gradients,
 )
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import (
+    Explanation,
+    ExplanationMethod,
+    Generation,
+    MethodNeeds,
+    ModelAdapter,
+    ModelInputs,
+    TeacherForced,
+)
 from fastrm_bench.profiling import PeakMemory
+
+
+def _gradient_nodes(forward: TeacherForced) -> list[torch.Tensor]:
+    """Where the token gradients are taken: eager probabilities when the forward kept them, else attention outputs."""
+    return list(forward.probabilities) or [layer.output for layer in forward.attention]
 
 
 class Chefer(GradientMethod):
@@ -97,7 +110,7 @@ class Chefer(GradientMethod):
         """The teacher-forced forward and the chunk size its memory allows."""
         with SavedBytes(exclude=adapter.model) as saved:
             forward = adapter.teacher_forced(inputs, generation, attention=self.attention)
-        outputs = list(forward.probabilities) or [layer.output for layer in forward.attention]
+        outputs = _gradient_nodes(forward)
         per_token = sum(o.numel() * o.element_size() for o in outputs)  # the gradients a token returns
         if forward.probabilities:  # the backward's transient per layer; one layer's float32 Abar
             n = forward.logits.shape[0]
@@ -117,8 +130,7 @@ class Chefer(GradientMethod):
         n = forward.logits.shape[0]
         rows = []
         eager = bool(forward.probabilities)
-        wrt = forward.probabilities if eager else [layer.output for layer in forward.attention]
-        for chunk, grads in token_gradients(scores, wrt, chunk_size):
+        for chunk, grads in token_gradients(scores, _gradient_nodes(forward), chunk_size):
             v = torch.zeros(len(chunk), n, device=scores.device, dtype=torch.float32)
             v[torch.arange(len(chunk)), positions[chunk]] = 1.0
             for layer in reversed(range(len(grads))):  # v + v @ Abar_l, l = L..1
@@ -198,8 +210,7 @@ class CheferStale(Chefer):
         """(per layer, row p_s of ``Abar_l`` from token s's gradient ``[T, N]``; per layer, token 0's ``dY/dO_l``)."""
         own_rows = [torch.zeros(len(positions), forward.logits.shape[0], device=scores.device) for _ in forward.attention]
         first_grads: list[torch.Tensor] = []
-        outputs = [layer.output for layer in forward.attention]
-        for chunk, grads in token_gradients(scores, outputs, chunk_size):
+        for chunk, grads in token_gradients(scores, _gradient_nodes(forward), chunk_size):
             rows = positions[chunk]
             for layer, (grad, attention) in enumerate(zip(grads, forward.attention)):
                 probabilities = attention.probabilities(rows).transpose(0, 1)  # [chunk, H, N]
