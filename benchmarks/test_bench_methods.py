@@ -38,7 +38,7 @@ def llava15_shaped_case(tmp_path_factory):
     """LLaVA-1.5-7B's widths, heads and grid (576 image tokens), random weights, a few layers: GPU only."""
     if not DEVICE.startswith("cuda"):
         pytest.skip("the LLaVA-1.5-shaped benchmark needs FASTRM_BENCH_DEVICE=cuda")
-    from fastrm_bench.models.tiny_llava import TinyLlavaSize, build_model, build_processor
+    from fastrm_bench.embedded.tiny_llava import TinyLlavaSize, build_model, build_processor
 
     layers = int(os.environ.get("FASTRM_BENCH_LLAVA_LAYERS", "4"))
     size = TinyLlavaSize(image_size=336, patch_size=14, vision_hidden=1024, vision_layers=layers, text_hidden=4096,

@@ -533,13 +533,13 @@ def train_vlm(
     """Train a shapes-world VLM from scratch (default: the shipped LLaVA checkpoint's recipe); resumable."""
     import torch
 
-    from fastrm_bench.models.train_tiny import TrainConfig
+    from fastrm_bench.embedded.train_tiny import TrainConfig
 
     if family == "llava":
-        from fastrm_bench.models.train_tiny import train
+        from fastrm_bench.embedded.train_tiny import train
         config_class: type[TrainConfig] = TrainConfig
     elif family == "qwen2_vl":
-        from fastrm_bench.models.train_qwen import QwenTrainConfig, train
+        from fastrm_bench.embedded.train_qwen import QwenTrainConfig, train
         config_class = QwenTrainConfig
     else:
         _fail(f"unknown --family {family!r}; choose llava or qwen2_vl")

@@ -92,7 +92,7 @@ def _llava(dims: Dims) -> tuple[Any, Any]:
     """LLaVA-1.5: CLIP tower at ``vision_image`` px, its 2-layer GELU projector, a Llama LM."""
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaProcessor
 
-    from fastrm_bench.models.tiny_random import _LLAVA_PROCESSOR, _llava_tokenizer
+    from fastrm_bench.embedded.tiny_random import _LLAVA_PROCESSOR, _llava_tokenizer
 
     tok = _llava_tokenizer()
     side = dims.vision_image
@@ -114,7 +114,7 @@ def _qwen2_vl(dims: Dims) -> tuple[Any, Any]:
     """Qwen2-VL: dynamic resolution (14 px patches, 2x2 merged), M-RoPE sections in the real 2:3:3 ratio."""
     from transformers import Qwen2VLConfig, Qwen2VLImageProcessorPil, Qwen2VLProcessor
 
-    from fastrm_bench.models.tiny_random import _QWEN_TEMPLATE, image_only, qwen_token_ids, qwen_tokenizer
+    from fastrm_bench.embedded.tiny_random import _QWEN_TEMPLATE, image_only, qwen_token_ids, qwen_tokenizer
 
     tok = qwen_tokenizer()
     ip = Qwen2VLImageProcessorPil(size=dict(QWEN_PIXELS), patch_size=dims.patch, merge_size=2, temporal_patch_size=2)
@@ -135,7 +135,7 @@ def _gemma3(dims: Dims) -> tuple[Any, Any]:
     """Gemma 3: SigLIP at ``vision_image`` px, patches average-pooled ``pool`` x ``pool`` into soft tokens."""
     from transformers import Gemma3Config, Gemma3ImageProcessorPil, Gemma3Processor
 
-    from fastrm_bench.models.tiny_random import _GEMMA3_TEMPLATE, gemma3_tokenizer
+    from fastrm_bench.embedded.tiny_random import _GEMMA3_TEMPLATE, gemma3_tokenizer
 
     tok = gemma3_tokenizer()
     side = dims.vision_image
@@ -184,8 +184,8 @@ def build_adapter(shape: ModelShape, dry_run: bool, device: torch.device, dtype:
     CPU or a file), wrapped in the adapter every method runs on, as `load_model` would return it."""
     import transformers
 
+    from fastrm_bench.embedded.tiny_random import _randomise_zero_matrices, set_generation_ids
     from fastrm_bench.models.families import family_for
-    from fastrm_bench.models.tiny_random import _randomise_zero_matrices, set_generation_ids
 
     config, processor = config_and_processor(shape, dry_run)
     family = family_for(config.model_type)

@@ -56,7 +56,7 @@ def cases(methods: tuple[str, ...] | list[str]) -> list[Case]:
 
 def build_model_folder(image_tokens: int, out: Path, seed: int = 0) -> Path:
     """A random LLaVA of the shipped widths whose image has ``image_tokens`` tokens (a square number)."""
-    from fastrm_bench.models.tiny_llava import TinyLlavaSize, build_model, build_processor, save_template
+    from fastrm_bench.embedded.tiny_llava import TinyLlavaSize, build_model, build_processor, save_template
 
     side = math.isqrt(image_tokens)
     if side * side != image_tokens:

@@ -31,7 +31,7 @@ def world_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory) -> Path:
     """A random-weight LLaVA-1.5-shaped checkpoint (CLIP + Llama) with a 6x6 grid, saved to disk."""
-    from fastrm_bench.models.tiny_llava import TinyLlavaSize, build_model, build_processor
+    from fastrm_bench.embedded.tiny_llava import TinyLlavaSize, build_model, build_processor
 
     size = TinyLlavaSize(image_size=48, patch_size=8, vision_hidden=32, vision_layers=2, text_hidden=32, text_layers=2, heads=2)
     torch.manual_seed(0)

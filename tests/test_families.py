@@ -1,7 +1,7 @@
 """Every supported family, through the one adapter: layouts, exact Chefer, masks to tokens, removals, runs.
 
 Each family is a tiny random-weight checkpoint built offline with the family's own config, model and
-processor classes (`fastrm_bench.models.tiny_random`), loaded by path as a user's `--model DIR` is.
+processor classes (`fastrm_bench.embedded.tiny_random`), loaded by path as a user's `--model DIR` is.
 The test image is 80 wide x 48 high: LLaVA-1.5 crops its centre, LLaVA-NeXT adds anyres tiles,
 Qwen gets a non-square merged grid, Idefics3/SmolVLM split it into 2x3 tiles plus the global image.
 """
@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
+from fastrm_bench.embedded.tiny_random import FAMILIES, build_tiny_random
 from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
 from fastrm_bench.models.attention_capture import AttentionCaptureError
-from fastrm_bench.models.tiny_random import FAMILIES, build_tiny_random
 
 IMAGE = (80, 48)  # width, height
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from fastrm_bench.embedded.tiny_random import FAMILIES, build_tiny_random
 from fastrm_bench.explainers.fastrm_method import ExplainedAnswer, FastRMMethod, explain_answer
 from fastrm_bench.fastrm.model import FastRM, FastRMConfig
 from fastrm_bench.metrics.entropy import map_entropy
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
-from fastrm_bench.models.tiny_random import FAMILIES, build_tiny_random
 
 IMAGE = (80, 48)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastrm_bench.models.tiny_random import FAMILIES, GEMMA3_MM_TOKENS, build_tiny_random
+from fastrm_bench.embedded.tiny_random import FAMILIES, GEMMA3_MM_TOKENS, build_tiny_random
 
 #: 80 wide x 48 high: every family handles it and none sees it as square.
 IMAGE_SIZE = (80, 48)

@@ -12,10 +12,10 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import fastrm_bench.models.train_qwen as train_qwen
+import fastrm_bench.embedded.train_qwen as train_qwen
 from fastrm_bench.cli import app
-from fastrm_bench.models.tiny_qwen import TinyQwenSize, build_processor, build_tokenizer
-from fastrm_bench.models.train_qwen import (
+from fastrm_bench.embedded.tiny_qwen import TinyQwenSize, build_processor, build_tokenizer
+from fastrm_bench.embedded.train_qwen import (
     QWEN_QUESTIONS,
     QwenTrainConfig,
     describe_question,
@@ -28,7 +28,7 @@ from fastrm_bench.models.train_qwen import (
     token_layout,
     token_owners,
 )
-from fastrm_bench.models.train_tiny import Asked, AuxHeads, _square_layout
+from fastrm_bench.embedded.train_tiny import Asked, AuxHeads, _square_layout
 from fastrm_bench.models.zoo import load_model
 from fastrm_bench.world.questions import QUESTION_TYPES
 from fastrm_bench.world.scenes import (

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import fastrm_bench.models.train_tiny as train_tiny
+import fastrm_bench.embedded.train_tiny as train_tiny
 from fastrm_bench.cli import app
-from fastrm_bench.models.tiny_llava import TinyLlavaSize
-from fastrm_bench.models.train_tiny import (
+from fastrm_bench.embedded.tiny_llava import TinyLlavaSize
+from fastrm_bench.embedded.train_tiny import (
     TrainConfig,
     locate_targets,
     masked_mse,

@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fastrm_bench.embedded.tiny_random import build_tiny_random  # noqa: E402
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter  # noqa: E402
-from fastrm_bench.models.tiny_random import build_tiny_random  # noqa: E402
 from fastrm_bench.report import draw_map  # noqa: E402
 
 FAMILIES = ("llava", "llava_next", "qwen2_vl", "idefics3", "gemma3")

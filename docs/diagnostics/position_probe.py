@@ -13,7 +13,7 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from fastrm_bench.models.train_tiny import patch_centres
+from fastrm_bench.embedded.train_tiny import patch_centres
 from fastrm_bench.models.zoo import CHECKPOINTS
 from fastrm_bench.world.scenes import generate_scene, jpeg_roundtrip, scene_seed
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from fastrm_bench.models.train_tiny import Asked, AuxHeads, encode_batch, format_prompt, forward_batch
+from fastrm_bench.embedded.train_tiny import Asked, AuxHeads, encode_batch, format_prompt, forward_batch
 from fastrm_bench.world.questions import QUESTION_TYPES
 from fastrm_bench.world.scenes import SceneConfig, generate_scene, scene_seed
 

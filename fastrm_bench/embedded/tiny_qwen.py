@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
-from fastrm_bench.models.tiny_random import (
+from fastrm_bench.embedded.tiny_random import (
     force_eager,
     image_only,
     qwen_token_ids,
@@ -27,7 +27,7 @@ from fastrm_bench.world.captions import DESCRIBE_QUESTION, NEW_WORDS, split_word
 
 #: The chat template puts the question *before* the image (each message's text parts, then its images): in a
 #: causal LM the image tokens can then attend to the question, which a 2M-parameter LLaVA needed to get off
-#: chance on existence questions (see `fastrm_bench.models.tiny_llava.EMBEDDED_TEMPLATE`). Qwen's own turn
+#: chance on existence questions (see `fastrm_bench.embedded.tiny_llava.EMBEDDED_TEMPLATE`). Qwen's own turn
 #: markers and vision delimiters are kept.
 QWEN_SHAPES_TEMPLATE = (
     "{% for message in messages %}"

@@ -1,6 +1,6 @@
 """Training recipe of the Qwen2-VL shapes model (`fastrm-bench train-vlm --family qwen2_vl`).
 
-The embedded LLaVA's recipe (`fastrm_bench.models.train_tiny`, whose docstring says why each part exists),
+The embedded LLaVA's recipe (`fastrm_bench.embedded.train_tiny`, whose docstring says why each part exists),
 carried over where it does not depend on the family: a vision-only first stage on per-token colour / shape /
 centre labels, a curriculum on object count, token-removal augmentation at the LM input, and the locate / role
 losses at a middle LM layer. What differs is Qwen's geometry and the data:
@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from fastrm_bench.layout import ImageLayout, single_grid, whole_image
-from fastrm_bench.models.tiny_qwen import TinyQwenSize, build_model, build_processor, save_model
-from fastrm_bench.models.train_tiny import (
+from fastrm_bench.embedded.tiny_qwen import TinyQwenSize, build_model, build_processor, save_model
+from fastrm_bench.embedded.train_tiny import (
     Asked,
     AuxHeads,
     Losses,
@@ -50,6 +49,7 @@ from fastrm_bench.models.train_tiny import (
     run_stages,
     teacher_forced_ids,
 )
+from fastrm_bench.layout import ImageLayout, single_grid, whole_image
 from fastrm_bench.world.captions import DESCRIBE_QUESTION, describe_scene
 from fastrm_bench.world.questions import QUESTION_TYPES, Question
 from fastrm_bench.world.scenes import (

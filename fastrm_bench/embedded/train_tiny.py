@@ -22,7 +22,7 @@ Why these choices (a 1M-parameter prototype stayed at chance on shape questions)
   These three are on by default (the shipped checkpoint's recipe).
 Every step's data is a pure function of (seed, step), so a resumed run sees the same batches.
 The loop (`run_stages`), question sampling (`ask`) and LM-side losses (`lm_losses`) are shared with the
-Qwen2-VL recipe (`fastrm_bench.models.train_qwen`), which differs only in geometry and data.
+Qwen2-VL recipe (`fastrm_bench.embedded.train_qwen`), which differs only in geometry and data.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from fastrm_bench.embedded.tiny_llava import EMBEDDED_TEMPLATE, TinyLlavaSize, build_model, build_processor, save_template
 from fastrm_bench.layout import ImageLayout, centre_square, single_grid
 from fastrm_bench.metrics.localisation import object_tokens
-from fastrm_bench.models.tiny_llava import EMBEDDED_TEMPLATE, TinyLlavaSize, build_model, build_processor, save_template
 from fastrm_bench.world.questions import QUESTION_TYPES, Question
 from fastrm_bench.world.scenes import (
     COLOR_NAMES,
