@@ -92,37 +92,38 @@ class RunConfig:
 
         check_run(self.method, self.task, self.metrics, self.aggregation, self.model, self.output_dir)
         problems = answering_problems(self.limit, self.max_new_tokens, self.seed)
-        if self.dtype not in DTYPES:
-            problems.append(f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            problems.append(f"--attn-implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
-                            f"got {self.attn_implementation!r}")
+        choices = {"dtype": (self.dtype, tuple(DTYPES)),
+                   "--attn-implementation": (self.attn_implementation, ATTN_IMPLEMENTATIONS),
+                   "--on-error": (self.on_error, ON_ERROR), "removal": (self.removal, REMOVAL_STRATEGIES),
+                   "aggregation": (self.aggregation, tuple(AGGREGATIONS.names()))}
+        problems += [f"{option} must be one of {', '.join(allowed)}, got {value!r}"
+                     for option, (value, allowed) in choices.items() if value not in allowed]
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.on_error not in ON_ERROR:
-            problems.append(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
-        if self.removal not in REMOVAL_STRATEGIES:
-            problems.append(f"removal must be one of {', '.join(REMOVAL_STRATEGIES)}, got {self.removal!r}")
-        if self.aggregation not in AGGREGATIONS:
-            problems.append(f"unknown aggregation {self.aggregation!r}; expected one of {', '.join(AGGREGATIONS.names())}")
         if len(set(self.metrics)) != len(self.metrics):
             problems.append(f"--metric names a metric twice: {self.metrics}")
         fr = list(self.fractions)
         if len(fr) < 2 or any(not 0 <= f < 1 for f in fr) or fr != sorted(set(fr)):
             problems.append(f"fractions must be at least two increasing values in [0, 1), got {fr}")
-        if self.device is not None:
-            try:
-                device = torch.device(self.device)
-            except RuntimeError:
-                problems.append(f"--device {self.device!r} is not a device (cpu, cuda, cuda:1 ...)")
-            else:
-                if device.type == "cuda" and not torch.cuda.is_available():
-                    problems.append(f"--device {self.device}: no CUDA device is available here")
+        problems += _device_problems(self.device)
         if problems:
             raise ValueError("; ".join(problems))
 
 
 ON_ERROR = ("skip", "fail")
+
+
+def _device_problems(device: str | None) -> list[str]:
+    """What is wrong with ``--device`` (empty: nothing, or not given)."""
+    if device is None:
+        return []
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return [f"--device {device!r} is not a device (cpu, cuda, cuda:1 ...)"]
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        return [f"--device {device}: no CUDA device is available here"]
+    return []
 
 
 def answering_problems(limit: int | None, max_new_tokens: int, seed: int) -> list[str]:
@@ -228,28 +229,32 @@ class Evaluator:
 
     def _answer_removals_together(self, contexts: list[SampleContext]) -> None:
         """Answer every sample's declared removals in one batch per image-token count (`keep_rows`)."""
-        wanted = []
-        for context in contexts:
-            rows = [m.removals(context) for m in self.metrics if self._applies(m, context)]
-            rows = [r for r in rows if r is not None]
-            wanted.append(context.unanswered(torch.cat(rows)) if rows else None)
+        wanted = [self._unanswered_removals(context) for context in contexts]
         groups: dict[int, list[int]] = {}
         for i, context in enumerate(contexts):
             if wanted[i] is not None and len(wanted[i]):
                 groups.setdefault(context.inputs.layout.num_tokens, []).append(i)
         for members in groups.values():
-            batch = self.adapter.build_inputs([contexts[i].sample.image for i in members],
-                                              [self.task.prompt(contexts[i].sample) for i in members])
-            keep = torch.cat([wanted[i] for i in members])
-            owner = torch.cat([torch.full((len(wanted[i]),), j) for j, i in enumerate(members)])
-            answers = self.adapter.generate(batch, self.cfg.max_new_tokens, image_keep=keep, removal=self.cfg.removal,
-                                            keep_rows=owner)
-            start = 0
-            for i in members:
-                context, rows = contexts[i], wanted[i]
-                texts = [g.text for g in answers[start : start + len(rows)]]
-                context.remember_scores(rows, [self.task.score(text, context.sample) for text in texts])
-                start += len(rows)
+            self._answer_group([contexts[i] for i in members], [wanted[i] for i in members])
+
+    def _unanswered_removals(self, context: SampleContext) -> torch.Tensor | None:
+        """The keep-masks the sample's metrics will ask answers for that it has not got yet (None: none asked)."""
+        rows = [m.removals(context) for m in self.metrics if self._applies(m, context)]
+        rows = [r for r in rows if r is not None]
+        return context.unanswered(torch.cat(rows)) if rows else None
+
+    def _answer_group(self, contexts: list[SampleContext], wanted: list[torch.Tensor]) -> None:
+        """Answer the removals of samples with one image-token count in one batch, and give each its scores."""
+        batch = self.adapter.build_inputs([c.sample.image for c in contexts], [self.task.prompt(c.sample) for c in contexts])
+        keep = torch.cat(wanted)
+        owner = torch.cat([torch.full((len(rows),), j) for j, rows in enumerate(wanted)])
+        answers = self.adapter.generate(batch, self.cfg.max_new_tokens, image_keep=keep, removal=self.cfg.removal,
+                                        keep_rows=owner)
+        start = 0
+        for context, rows in zip(contexts, wanted):
+            texts = [g.text for g in answers[start : start + len(rows)]]
+            context.remember_scores(rows, [self.task.score(text, context.sample) for text in texts])
+            start += len(rows)
 
     def _measure(self, context: SampleContext) -> Evaluated:
         adapter, sample, inputs, generation = self.adapter, context.sample, context.inputs, context.generation
@@ -295,6 +300,23 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@dataclass
+class PreparedRun:
+    """What a run has checked and loaded before its run directory is touched (`prepare_run`)."""
+
+    cfg: RunConfig
+    task: Any
+    selected: list[Any] | None  # the task's entries in order; None for a task that streams its samples
+    evaluator: Evaluator
+    out: Path
+    config: dict[str, Any]  # config.json
+    description: str  # the progress bar's label
+
+    @property
+    def order(self) -> list[str] | None:
+        return [r.id for r in self.selected] if self.selected is not None else None
+
+
 def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print, overwrite: bool = False,
         ranks: Ranks | None = None) -> dict[str, Any]:
     """Evaluate one method on one task; returns the aggregated results (with ``output_dir`` and ``n_skipped``).
@@ -308,9 +330,24 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
     the run directory is the one a single process writes, samples in the task's order. A resume may
     use another number of processes.
     """
+    ranks = ranks or current_ranks()
+    prepared = prepare_run(cfg, ranks, log)
+    with ExitStack() as stack:
+        plan = _open_main(stack, prepared, ranks, resume=resume, overwrite=overwrite)
+        if plan.finished:  # resumed to report it, or killed after results.json was in place (only the clean-up left)
+            results = ranks.from_main(_finished_results(plan.rundir, prepared.out) if ranks.is_main else None)
+            return {"output_dir": str(prepared.out), "n_skipped": results.get("n_skipped", 0), **results}
+        rundir = plan.rundir if ranks.is_main else _open_shard(stack, prepared, ranks)
+        _evaluate_share(stack, prepared, rundir, set(plan.done), ranks, log)
+        ranks.wait_for_everyone()
+        results = ranks.from_main(_finish(prepared, rundir) if ranks.is_main else None)
+    return {"output_dir": str(prepared.out), **results}
+
+
+def prepare_run(cfg: RunConfig, ranks: Ranks, log: Callable[[str], Any]) -> PreparedRun:
+    """Check every argument, load the task, the model and the method: a bad one fails before any file is written."""
     from fastrm_bench.models.zoo import load_model
 
-    ranks = ranks or current_ranks()
     cfg.check()
     torch.manual_seed(cfg.seed)
     method, method_spec = create_method(cfg.method)  # cheap: bad names and params fail before any data or model work
@@ -331,75 +368,103 @@ def run(cfg: RunConfig, resume: bool = False, log: Callable[[str], Any] = print,
         raise ValueError(f"removal {cfg.removal!r} (for {', '.join(perturbing)}) is not supported for the {adapter.family} "
                          f"family of {adapter.name}; use one of {adapter.removals}")
     method.prepare(adapter)  # e.g. the FastRM checkpoint: a bad one fails here, before the run directory is touched
-    evaluate = Evaluator(cfg, adapter, task, method, metrics)  # the metrics' reference methods are prepared here too
+    evaluator = Evaluator(cfg, adapter, task, method, metrics)  # the metrics' reference methods are prepared here too
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     data_root = None if task.data_root is None else str(Path(task.data_root).resolve())
     config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
               "scoring": task.scoring, "data_root": data_root, "family": adapter.family,
               "attn_implementation": adapter.attn_implementation, "versions": _versions(), "device": str(adapter.device)}
-    desc = f"{method_spec.name} on {task_spec.name}" + (f" (rank {ranks.index + 1}/{ranks.count})" if ranks.parallel else "")
-    order = [r.id for r in selected] if selected is not None else None
-    with ExitStack() as stack:
-        # 1. the main process opens the run directory under its lock and says what is left to do
-        plan: dict[str, Any] | None = None
-        if ranks.is_main:
-            try:
-                rundir = stack.enter_context(RunDir.open(out, config, resume=resume, overwrite=overwrite))
-                stack.enter_context(_stop_on_sigterm())
-                plan = {"finished": rundir.finished, "done": sorted(rundir.done_ids) if not rundir.finished else []}
-            except Exception as err:
-                ranks.from_main({"error": f"{type(err).__name__}: {err}"})
-                raise
-        plan = ranks.from_main(plan)
-        if "error" in plan:
-            raise RunDirError(f"the main process could not open the run directory ({plan['error']})")
-        if plan["finished"]:  # resumed to report it, or killed after results.json was in place (only the clean-up left)
-            if ranks.is_main:
-                rundir.clean_up()
-            results = json.loads((out / RESULTS).read_text()) if ranks.is_main else None
-            results = ranks.from_main(results)
-            return {"output_dir": str(out), "n_skipped": results.get("n_skipped", 0), **results}
-        # 2. every process evaluates its share: the main one into the run directory, the others into their shards
-        done = set(plan["done"])
-        if not ranks.is_main:
-            rundir = stack.enter_context(RunDir.open(shard_dir(out, ranks.index, ranks.count), config, resume=True,
-                                                     overwrite=False))
-            stack.enter_context(_stop_on_sigterm())
-        if selected is not None:
-            todo: list[Any] = ranks.share([r for r in selected if r.id not in done])
-            stream: Iterator[Any] = iter(todo)
-        else:
-            todo, stream = [], (s for s in task.samples(limit=cfg.limit, seed=cfg.seed) if s.id not in done)
-        progress = stack.enter_context(tqdm(total=len(todo) if selected is not None else None, desc=desc, unit="sample",
-                                            position=ranks.index))
+    description = f"{method_spec.name} on {task_spec.name}"
+    description += f" (rank {ranks.index + 1}/{ranks.count})" if ranks.parallel else ""
+    return PreparedRun(cfg, task, selected, evaluator, out, config, description)
+
+
+@dataclass
+class _Plan:
+    """What the main process found in the run directory, shared with every process."""
+
+    finished: bool
+    done: list[str]
+    rundir: RunDir | None = None  # the main process's open run directory
+
+
+def _open_main(stack: ExitStack, prepared: PreparedRun, ranks: Ranks, *, resume: bool, overwrite: bool) -> _Plan:
+    """The main process opens the run directory under its lock and tells every process what is left to do."""
+    plan: dict[str, Any] | None = None
+    rundir = None
+    if ranks.is_main:
         try:
-            for batch in _batches(stream, cfg.batch_size):
-                samples = []
-                for item in batch:
-                    try:
-                        samples.append(task.sample(item) if selected is not None else item)
-                    except SampleDataError as err:
-                        if cfg.on_error == "fail":
-                            raise
-                        log(f"skipped: {err}")
-                        rundir.add_skipped(err.sample_id, str(err))
-                        progress.update(1)
-                if samples:
-                    _evaluate_or_skip(evaluate, samples, cfg, rundir, log, progress)
-        except KeyboardInterrupt:
-            raise RunInterrupted(signal.SIGINT) from None
-        ranks.wait_for_everyone()
-        # 3. the main process merges the shards (of this attempt and of earlier ones) and finishes, in the task's order
-        results = None
-        if ranks.is_main:
-            rundir.absorb_shards()
-            results = summarise(task, rundir.ordered_records(order), cfg)
-            results["n_skipped"] = len(rundir.skipped)
-            results["config"] = _results_config(config, task.scoring)
-            rundir.finish(results, order)
-        results = ranks.from_main(results)
-    return {"output_dir": str(out), **results}
+            rundir = stack.enter_context(RunDir.open(prepared.out, prepared.config, resume=resume, overwrite=overwrite))
+            stack.enter_context(_stop_on_sigterm())
+            plan = {"finished": rundir.finished, "done": sorted(rundir.done_ids) if not rundir.finished else []}
+        except Exception as err:
+            ranks.from_main({"error": f"{type(err).__name__}: {err}"})
+            raise
+    plan = ranks.from_main(plan)
+    if "error" in plan:
+        raise RunDirError(f"the main process could not open the run directory ({plan['error']})")
+    return _Plan(plan["finished"], plan["done"], rundir)
+
+
+def _finished_results(rundir: RunDir, out: Path) -> dict[str, Any]:
+    """A finished run's results, its leftovers cleaned up."""
+    rundir.clean_up()
+    return json.loads((out / RESULTS).read_text())
+
+
+def _open_shard(stack: ExitStack, prepared: PreparedRun, ranks: Ranks) -> RunDir:
+    """A process other than the main one writes its share into its own shard of the run directory."""
+    rundir = stack.enter_context(RunDir.open(shard_dir(prepared.out, ranks.index, ranks.count), prepared.config,
+                                             resume=True, overwrite=False))
+    stack.enter_context(_stop_on_sigterm())
+    return rundir
+
+
+def _evaluate_share(stack: ExitStack, prepared: PreparedRun, rundir: RunDir, done: set[str], ranks: Ranks,
+                    log: Callable[[str], Any]) -> None:
+    """Evaluate this process's share of the samples not yet done, in batches, writing each as it is done."""
+    cfg, task = prepared.cfg, prepared.task
+    if prepared.selected is not None:
+        todo: list[Any] = ranks.share([r for r in prepared.selected if r.id not in done])
+        stream: Iterator[Any] = iter(todo)
+    else:
+        todo, stream = [], (s for s in task.samples(limit=cfg.limit, seed=cfg.seed) if s.id not in done)
+    progress = stack.enter_context(tqdm(total=len(todo) if prepared.selected is not None else None,
+                                        desc=prepared.description, unit="sample", position=ranks.index))
+    try:
+        for batch in _batches(stream, cfg.batch_size):
+            samples = _load_samples(batch, prepared, rundir, log, progress)
+            if samples:
+                _evaluate_or_skip(prepared.evaluator, samples, cfg, rundir, log, progress)
+    except KeyboardInterrupt:
+        raise RunInterrupted(signal.SIGINT) from None
+
+
+def _load_samples(batch: list[Any], prepared: PreparedRun, rundir: RunDir, log: Callable[[str], Any],
+                  progress: Any) -> list[Sample]:
+    """The batch's samples; one whose data is bad is skipped and recorded (or stops the run under ``fail``)."""
+    samples = []
+    for item in batch:
+        try:
+            samples.append(prepared.task.sample(item) if prepared.selected is not None else item)
+        except SampleDataError as err:
+            if prepared.cfg.on_error == "fail":
+                raise
+            log(f"skipped: {err}")
+            rundir.add_skipped(err.sample_id, str(err))
+            progress.update(1)
+    return samples
+
+
+def _finish(prepared: PreparedRun, rundir: RunDir) -> dict[str, Any]:
+    """The main process merges the shards (of this attempt and earlier ones) and writes results, in the task's order."""
+    rundir.absorb_shards()
+    results = summarise(prepared.task, rundir.ordered_records(prepared.order), prepared.cfg)
+    results["n_skipped"] = len(rundir.skipped)
+    results["config"] = _results_config(prepared.config, prepared.task.scoring)
+    rundir.finish(results, prepared.order)
+    return results
 
 
 class SampleFailedError(ValueError):

@@ -141,7 +141,9 @@ def interrupted_run(monkeypatch, cfg: RunConfig, lines: int = 2) -> Path:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, **extra}
+    """The environment of a run in a child process, with this process's thread count: CPU kernels round
+    differently with the number of threads, and a killed child's samples are compared with in-process ones."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), **extra}
 
 
 def cli_process(args: list[str]) -> list[str]:
