@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -56,9 +56,15 @@ PROFILE_LENGTHS = "1,5,10,25,50,100"
 AttnImplementation = Annotated[str, typer.Option(
     "--attn-implementation", help="Attention the model answers with: sdpa (default), flash_attention_2 or eager. "
                                   "Methods that read attention recompute what they need from what it received.")]
+#: options several commands take, spelled once
+ModelOption = Annotated[str, typer.Option(help="Registered model, local folder or hub id.")]
+MaxNewTokens = Annotated[int, typer.Option(help="Greedy generation length limit.")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
+Dtype = Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (gradient methods accumulate "
+                                         "relevancy in float32 whatever it is).")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(message, err=True, fg=typer.colors.RED)
     raise typer.Exit(code=2)
 
@@ -100,22 +106,21 @@ def run(
     ctx: typer.Context,
     method: Annotated[str, typer.Option("--method", "-m", help="Method spec or registered name (see `list methods`).")],
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name (see `list tasks`).")],
-    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    model: ModelOption = "tiny-llava-shapes",
     limit: Annotated[str, typer.Option(help="Seeded subsample of this many questions, or 'all' for the whole split.")
                      ] = "200",
     seed: Annotated[int, typer.Option(help="Seed of subsampling and of seeded methods.")] = 0,
     output_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/MODEL/TASK/METHOD).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Folder with the official files (default: the embedded world).")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    max_new_tokens: MaxNewTokens = 10,
+    device: Device = None,
     removal: Annotated[str, typer.Option(help="How perturbation removes image tokens: zero (every family) or drop.")] = "zero",
     metric: Annotated[list[str] | None, typer.Option(
         "--metric", help="A metric to measure (repeat the option for several; see `list metrics`). "
                          "Default: all the built-in ones.")] = None,
     aggregation: Annotated[str, typer.Option(help="Per-token maps -> the sample map metrics score: mean, last or dex-ar "
                                                   "(see `list aggregations`).")] = "mean",
-    dtype: Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (gradient methods "
-                                            "accumulate relevancy in float32 whatever it is).")] = "float32",
+    dtype: Dtype = "float32",
     device_map: Annotated[str | None, typer.Option(help="'auto' spreads a model larger than one GPU (accelerate).")] = None,
     batch_size: Annotated[int, typer.Option(
         help="Samples answered together (left padding); where the model allows, their perturbed answers are packed "
@@ -137,36 +142,48 @@ def run(
 
     if resume and overwrite:
         _fail("--resume continues the run in the output dir and --overwrite discards it: pass one of them")
-    whole_limit = _checked_before_loading(method, task, list(metric or DEFAULT_METRICS), aggregation, model, output_dir,
-                                          limit)
-    from fastrm_bench.data_errors import SampleDataError
-    from fastrm_bench.models.adapter import ModelLoadError
-    from fastrm_bench.runner import RunConfig, RunInterrupted
-    from fastrm_bench.runner import run as run_evaluation
-
+    metrics = list(metric or DEFAULT_METRICS)
+    whole_limit = _checked_before_loading(method, task, metrics, aggregation, model, output_dir, limit)
+    from fastrm_bench.runner import RunConfig  # after the checks: a typo must not cost importing torch
     _launch_if_asked(ctx, num_processes)
     cfg = RunConfig(method=method, task=task, model=model, limit=whole_limit, seed=seed, output_dir=output_dir,
                     data_root=data_root, max_new_tokens=max_new_tokens, device=device, removal=removal, dtype=dtype,
-                    device_map=device_map, on_error=on_error.value, metrics=list(metric or DEFAULT_METRICS),
-                    aggregation=aggregation, batch_size=batch_size, attn_implementation=attn_implementation)
+                    device_map=device_map, on_error=on_error.value, metrics=metrics, aggregation=aggregation,
+                    batch_size=batch_size, attn_implementation=attn_implementation)
+    result = _run_or_fail(cfg, resume=resume, overwrite=overwrite)
+    from fastrm_bench.parallel import current_ranks
+
+    if current_ranks().is_main:  # launched as several processes: the main one says what the run found
+        typer.echo(_run_summary(method, task, result))
+
+
+def _run_or_fail(cfg: Any, *, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """The run's results; a bad input is one line and exit code 2, a stop one line and 128 + signal."""
+    from fastrm_bench.data_errors import SampleDataError
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.runner import RunInterrupted
+    from fastrm_bench.runner import run as run_evaluation
+
     try:
-        result = run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
+        return run_evaluation(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
     except (RunInterrupted, KeyboardInterrupt) as err:  # Ctrl-C while loading or finishing too: one line, no traceback
         _stopped(err if isinstance(err, RunInterrupted) else RunInterrupted(2))
     except (UnknownNameError, ModelLoadError, SampleDataError, OSError, ValueError) as err:
         _fail(str(err))
-        return
-    from fastrm_bench.parallel import current_ranks
 
-    if not current_ranks().is_main:  # launched as several processes: the main one says what the run found
-        return
+
+#: the metrics a run's one-line summary shows, where measured
+SUMMARY_METRICS = ("accuracy", "mean_f1", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc", "threshold_f1",
+                   "pointing_game", "relevance_mass", "token_pointing_own", "token_pointing_other", "token_mass_own",
+                   "map_seconds")
+
+
+def _run_summary(method: str, task: str, result: dict[str, Any]) -> str:
     metrics = result["metrics"]
-    shown = [k for k in ("accuracy", "mean_f1", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc", "threshold_f1",
-                         "pointing_game", "relevance_mass", "token_pointing_own", "token_pointing_other",
-                         "token_mass_own", "map_seconds") if metrics.get(k, {}).get("value") is not None]
+    shown = [k for k in SUMMARY_METRICS if metrics.get(k, {}).get("value") is not None]
     summary = ", ".join(f"{k} {metrics[k]['value']:.3f}" for k in shown)
     skipped = f", {result['n_skipped']} skipped (see skipped.jsonl)" if result["n_skipped"] else ""
-    typer.echo(f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}")
+    return f"{method} on {task} ({result['n']} samples{skipped}): {summary} -> {result['output_dir']}"
 
 
 def _checked_before_loading(method: str, task: str, metrics: list[str], aggregation: str, model: str,
@@ -183,7 +200,7 @@ def _checked_before_loading(method: str, task: str, metrics: list[str], aggregat
     return parsed
 
 
-def _stopped(stop) -> None:
+def _stopped(stop: Any) -> NoReturn:
     """A run stopped by a signal: one line and exit code 128 + signal (`entrypoint` then exits at once)."""
     typer.secho(f"{stop}; what was written is consistent: continue with --resume", err=True, fg=typer.colors.RED)
     _stopped_by_signal.append(128 + stop.signum)
@@ -378,7 +395,7 @@ def explain(
     question: Annotated[str | None, typer.Option(help="The question (default for a shipped example: its own).")] = None,
     method: Annotated[list[str] | None, typer.Option(
         "--method", "-m", help="Method(s) to explain with; repeat the flag (default: fastrm and chefer).")] = None,
-    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    model: ModelOption = "tiny-llava-shapes",
     out: Annotated[Path, typer.Option(help="Folder for explanation.png, explanation.html and explanation.json.")
                    ] = Path("explanation"),
     example: Annotated[str | None, typer.Option(
@@ -397,8 +414,6 @@ def explain(
     attn_implementation: AttnImplementation = "sdpa",
 ) -> None:
     """Answer a question about an image and draw every answer token's map, per method, with the answer's confidence."""
-    from PIL import Image, UnidentifiedImageError
-
     from fastrm_bench import examples
     from fastrm_bench.explain import explain_image, save_all, summary_lines
     from fastrm_bench.models.adapter import ModelLoadError
@@ -408,6 +423,28 @@ def explain(
         for name in examples.names():
             typer.echo(f"{name}  ({examples.path(name)}): {examples.QUESTIONS[name]}")
         return
+    picture, question = _image_and_question(image, question, example)
+    if max_new_tokens < 1:
+        _fail(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    try:
+        adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
+        result = explain_image(adapter, picture, question, list(method or ["fastrm", "chefer"]), max_new_tokens,
+                               prompt_suffix, calibration, warmup)
+    except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
+        _fail(str(err))
+    files = save_all(result, out)
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"written: {files['png']}, {files['html']}, {files['json']}")
+
+
+def _image_and_question(image: Path | None, question: str | None, example: str | None) -> tuple[Any, str]:
+    """The picture and question `explain` was given: a file and a question, or a shipped example (its own question
+    unless one is given); anything missing or unreadable is one line and exit code 2."""
+    from PIL import Image, UnidentifiedImageError
+
+    from fastrm_bench import examples
+
     if (image is None) == (example is None):
         _fail("pass --image PATH, or --example NAME for a shipped image (--example list lists them)")
     if example is not None:
@@ -423,20 +460,7 @@ def explain(
         picture.load()
     except (OSError, UnidentifiedImageError) as err:
         _fail(f"cannot read the image {image}: {err}")
-        return
-    if max_new_tokens < 1:
-        _fail(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    try:
-        adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
-        result = explain_image(adapter, picture, question, list(method or ["fastrm", "chefer"]), max_new_tokens,
-                               prompt_suffix, calibration, warmup)
-    except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
-        _fail(str(err))
-        return
-    files = save_all(result, out)
-    for line in summary_lines(result):
-        typer.echo(line)
-    typer.echo(f"written: {files['png']}, {files['html']}, {files['json']}")
+    return picture, question
 
 
 @app.command()
@@ -560,7 +584,7 @@ def train_vlm(
 def distill(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder for the FastRM checkpoint.")],
-    model: Annotated[str, typer.Option(help="Registered model, local folder or hub id.")] = "tiny-llava-shapes",
+    model: ModelOption = "tiny-llava-shapes",
     task: Annotated[list[str] | None, typer.Option(
         help="Task whose training questions are answered (default vqav2); repeat it for a proxy of several tasks "
              "(one dataset each, one proxy).")] = None,
@@ -591,38 +615,43 @@ def distill(
     from fastrm_bench.builders import create_method
     from fastrm_bench.fastrm.distill import DatasetConfig, TrainConfig, build_dataset, train_proxy
     from fastrm_bench.parallel import current_ranks
-    from fastrm_bench.world.build import cache_root
 
     _launch_if_asked(ctx, num_processes)
     try:
         create_method(teacher)  # a bad name or spec fails before any model or data work
     except (UnknownNameError, ValueError) as err:
         _fail(str(err))
-        return
-    suffix = "" if teacher == "chefer" else f"-{teacher}"  # Chefer datasets keep the folder names they had
-    suffix += "" if shard_size == 200 else f"-shards{shard_size}"
-    suffix += "" if max_new_tokens == 10 else f"-tokens{max_new_tokens}"
     folders = []
     tasks = list(dict.fromkeys(task or ["vqav2"]))
     for name in tasks:  # one resumable dataset per task; the proxy trains on all of them
-        if data_dir is not None:
-            folder = data_dir if len(tasks) == 1 else data_dir / name
-        else:
-            folder = cache_root() / "distill" / f"{Path(model).name}-{name}-{split}-q{questions or 'all'}-s{seed}{suffix}"
         dataset = DatasetConfig(model=model, task=name, split=split, data_root=data_root, questions=questions,
                                 seed=seed, teacher=teacher, shard_size=shard_size, max_new_tokens=max_new_tokens,
                                 attn_implementation=attn_implementation)
+        folder = _dataset_folder(dataset, data_dir, several=len(tasks) > 1)
         try:
             build_dataset(dataset, folder, log=typer.echo, workers=workers)
         except (UnknownNameError, FileNotFoundError, ValueError) as err:
             _fail(str(err))
-            return
         folders.append(folder)
     if not current_ranks().is_main:
         return  # training is one small model: the main process's
     recipe = TrainConfig(labeling_threshold=labeling_threshold, steps=steps, batch_size=batch_size, lr=lr,
                          data_size=data_size, seed=seed)
     train_proxy(folders, out, recipe, distilled_from=model, log=typer.echo)
+
+
+def _dataset_folder(dataset: Any, data_dir: Path | None, several: bool) -> Path:
+    """Where a task's token dataset goes: ``--data-dir`` (a subfolder per task when several), else a cache folder
+    named by what makes the dataset (Chefer datasets with default shards and lengths keep the names they had)."""
+    from fastrm_bench.world.build import cache_root
+
+    if data_dir is not None:
+        return data_dir / dataset.task if several else data_dir
+    suffix = "" if dataset.teacher == "chefer" else f"-{dataset.teacher}"
+    suffix += "" if dataset.shard_size == 200 else f"-shards{dataset.shard_size}"
+    suffix += "" if dataset.max_new_tokens == 10 else f"-tokens{dataset.max_new_tokens}"
+    return cache_root() / "distill" / (f"{Path(dataset.model).name}-{dataset.task}-{dataset.split}-"
+                                       f"q{dataset.questions or 'all'}-s{dataset.seed}{suffix}")
 
 
 @app.command("eval-vlm")

@@ -56,17 +56,21 @@ class Measure:
     attention: str = "capture"  # how the method reads attention: capture (recomputed), eager, or none
     attn_implementation: str = "sdpa"  # what the model answers with during this row
     passes: str = "per_token"  # cost model: forward + backward passes of the map: none, one, per_token
+    #: the method reads a FastRM proxy: an untrained one of the model's hidden size is made for the row
+    proxy: bool = False
+    #: the method's parameters for this row, as (name, value) pairs
+    params: tuple[tuple[str, Any], ...] = ()
 
 
 MEASURES = (
     Measure("generate", None, "none", passes="none"),
-    Measure("fastrm", "fastrm", "none", passes="none"),
+    Measure("fastrm", "fastrm", "none", passes="none", proxy=True),
     Measure("attention", "attention", passes="one"),
     Measure("rollout", "rollout", passes="one"),
     Measure("tam", "tam", "none", passes="one"),
     Measure("dex-ar", "dex-ar"),
-    Measure("chefer", "chefer"),
-    Measure("chefer", "chefer", "eager", "eager"),
+    Measure("chefer", "chefer", params=(("attention", "capture"),)),
+    Measure("chefer", "chefer", "eager", "eager", params=(("attention", "eager"),)),
     Measure("chefer-reference", "chefer-reference", "eager"),
 )
 PASSES = {"none": lambda n: 0, "one": lambda n: 1, "per_token": lambda n: n}
@@ -291,9 +295,7 @@ def create_methods(adapter, fastrm_dir: Path) -> dict[Measure, Any]:
     for measure in MEASURES:
         if measure.spec is None:
             continue
-        overrides = {"checkpoint": str(proxy)} if measure.spec == "fastrm" else {}
-        if measure.spec == "chefer":
-            overrides["attention"] = measure.attention
+        overrides = {**dict(measure.params), **({"checkpoint": str(proxy)} if measure.proxy else {})}
         methods[measure] = create_method(measure.spec, **overrides)[0]
         methods[measure].prepare(adapter)
     return methods
@@ -458,7 +460,7 @@ class Runner:
             self.record(row, f"failed: {row['error']}")
             return
         row = make_row(case, adapter, inputs, times, peaks, self.settings, self.env)
-        if case.measure.method == "fastrm":
+        if case.measure.spec is not None and case.measure.passes == "none":  # computed beside generation: its overhead
             add_overhead(row, next((r for r in self.rows if row_key(r) == (case.shape.name, "generate", "sdpa", case.tokens,
                                                                               self.settings.dry_run)), None))
         self.record(row, f"{row['seconds']:.4g} s [{row['seconds_min']:.4g}-{row['seconds_max']:.4g}], generation "

@@ -10,8 +10,9 @@ Conventions:
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,7 @@ from PIL import Image
 
 from fastrm_bench.layer_attention import LayerAttention
 from fastrm_bench.layout import ImageLayout
+from fastrm_bench.profiling import PeakMemory
 from fastrm_bench.weights import weights_hash
 
 
@@ -302,7 +304,7 @@ class MethodNeeds:
     attention: str = "none"
     #: the final-norm hidden states generation computed (`generate(return_hidden=True)`, `Generation.last_hidden`)
     hidden_states: bool = False
-    #: the sample's ground truth (its mask): the method overrides `ExplanationMethod.explain_sample`
+    #: the sample's ground truth (its mask): the method overrides `ExplanationMethod.compute_sample_maps`
     ground_truth: bool = False
     #: independent maps (``inputs.draw`` 0, 1, ...) perturbation metrics average per sample: 1 for deterministic
     #: methods, more for stochastic ones (``random``: the paper's 5)
@@ -325,8 +327,10 @@ class MethodNeeds:
 class ExplanationMethod(ABC):
     """Turns (adapter, inputs, generation) into one relevancy map per generated token.
 
-    Maps are ``[T, n_image_tokens]`` for every answer length, ``[0, n_image_tokens]`` for an empty answer
-    (`check_maps`; the runner refuses anything else).
+    A method implements `compute_maps` (and declares `needs`); `explain` is the public call, which measures the
+    time and peak memory of every method the same way (pytorch-grad-cam's template method). Maps are
+    ``[T, n_image_tokens]`` for every answer length, ``[0, n_image_tokens]`` for an empty answer (`check_maps`;
+    the runner refuses anything else).
     """
 
     name: str = ""
@@ -341,15 +345,37 @@ class ExplanationMethod(ABC):
         so that a bad checkpoint fails before a run directory is created."""
         return None
 
-    @abstractmethod
     def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        """Maps for every token of ``generation`` (a batch of one sample)."""
+        """The maps of every token of ``generation`` (a batch of one sample), with the time and peak memory that
+        computing them took: measured here, the same way for every method (methods implement `compute_maps`)."""
+        return _measured(adapter.device, lambda: self.compute_maps(adapter, inputs, generation))
 
     def explain_sample(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, sample: Sample
                        ) -> Explanation:
-        """What a run calls: `explain`, unless the maps depend on the sample's ground truth (the oracle's mask),
-        in which case the method overrides this and reads ``sample``; model-based methods never see it."""
-        return self.explain(adapter, inputs, generation)
+        """What a run calls: `explain`, through `compute_sample_maps` (the sample's ground truth reaches only a
+        method that declares ``needs.ground_truth`` and overrides it; model-based methods never see it)."""
+        return _measured(adapter.device, lambda: self.compute_sample_maps(adapter, inputs, generation, sample))
+
+    @abstractmethod
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+        """``[T, n_image_tokens]`` for the T tokens of ``generation`` (``[0, n_image_tokens]`` for an empty answer)."""
+
+    def compute_sample_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, sample: Sample
+                            ) -> torch.Tensor:
+        """`compute_maps`, unless the maps depend on the sample's ground truth (the oracle's mask)."""
+        return self.compute_maps(adapter, inputs, generation)
+
+
+def _measured(device: torch.device, compute: Callable[[], torch.Tensor]) -> Explanation:
+    """``compute``'s maps with its wall time (the device synchronised) and its peak memory (`PeakMemory`); the
+    memory bookkeeping itself is outside the timed span."""
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        maps = compute()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    return Explanation(maps=maps, seconds=seconds, peak_memory_bytes=memory.peak_bytes)
 
 
 def check_maps(method: str, explanation: Explanation, generation: Generation, layout: ImageLayout) -> None:

@@ -188,22 +188,14 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     ``adapter`` (optional) is used instead of loading ``cfg.model``. A folder already holding the result of the
     same request is returned as it is; one holding another request is refused unless ``overwrite``.
     """
-    from tqdm.auto import tqdm
-
     from fastrm_bench.builders import create_method, create_task_for_model
-    from fastrm_bench.data_errors import SampleDataError
     from fastrm_bench.models.zoo import load_model
 
     cfg.check()
     out = Path(cfg.out)
-    existing = out / "sanity.json"
-    if existing.exists() and not overwrite:
-        previous = json.loads(existing.read_text())
-        if previous.get("config", {}).get("request") == cfg.request():
-            log(f"{existing} already holds this check; pass --overwrite to run it again")
-            return previous
-        raise ValueError(f"{existing} holds a check of another configuration; pass --overwrite to replace it, "
-                         "or choose another --out")
+    previous = _previous_result(cfg, out, overwrite, log)
+    if previous is not None:
+        return previous
     methods = [create_method(name) for name in cfg.methods]  # unknown names fail before any data or model work
     task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world:
@@ -213,9 +205,45 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     original_hash = adapter.weights_sha256
     for method, _ in methods:
         method.prepare(adapter)  # against the original weights: FastRM's proxy belongs to them
-    n_layers = adapter.num_layers
+    items, skipped = _answers(cfg, task, adapter, progress)
+    if not items:
+        raise ValueError(f"no sample of {task_spec.name} could be explained ({len(skipped)} skipped)")
+    labels = []
+    for method, spec in methods:
+        labels.append((spec.name, method, 0))
+        if method.needs.stochastic:  # stochastic: also the control redrawn at each depth
+            labels.append((spec.name + REDRAWN, method, None))
+    per_sample = _cascade_correlations(cfg, adapter, items, labels, progress)
+    if _hash(adapter) != original_hash:
+        raise RuntimeError("the loaded model changed during the check")
+    rows = summarise(per_sample, adapter.num_layers, cfg.seed)
+    config = _result_config(cfg, adapter, original_hash, task, task_spec, methods, items, skipped)
+    result = {"config": config, "rows": rows, "verdicts": verdicts(rows),
+              "samples": {label: {str(d): v for d, v in by_depth.items()} for label, by_depth in per_sample.items()}}
+    write_outputs(result, out)
+    return result
 
-    # the answers, once, by the original model
+
+def _previous_result(cfg: SanityConfig, out: Path, overwrite: bool, log: Callable[[str], Any]) -> dict[str, Any] | None:
+    """The folder's result of this same request (None: none there, or replaced by ``overwrite``); another request's
+    result is an error, so that a check is never silently overwritten."""
+    existing = out / "sanity.json"
+    if not existing.exists() or overwrite:
+        return None
+    previous = json.loads(existing.read_text())
+    if previous.get("config", {}).get("request") == cfg.request():
+        log(f"{existing} already holds this check; pass --overwrite to run it again")
+        return previous
+    raise ValueError(f"{existing} holds a check of another configuration; pass --overwrite to replace it, "
+                     "or choose another --out")
+
+
+def _answers(cfg: SanityConfig, task, adapter, progress: bool) -> tuple[list[_Item], list[dict[str, str]]]:
+    """The answers, once, by the original model; samples with bad data or an empty answer are listed as skipped."""
+    from tqdm.auto import tqdm
+
+    from fastrm_bench.data_errors import SampleDataError
+
     items: list[_Item] = []
     skipped: list[dict[str, str]] = []
     selected = task.select(cfg.limit, cfg.seed)
@@ -232,14 +260,15 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
             skipped.append({"id": sample.id, "reason": "empty answer: nothing to explain"})
             continue
         items.append(_Item(sample, inputs, generation))
-    if not items:
-        raise ValueError(f"no sample of {task_spec.name} could be explained ({len(skipped)} skipped)")
+    return items, skipped
 
-    labels = []
-    for method, spec in methods:
-        labels.append((spec.name, method, 0))
-        if method.needs.stochastic:  # stochastic: also the control redrawn at each depth
-            labels.append((spec.name + REDRAWN, method, None))
+
+def _cascade_correlations(cfg: SanityConfig, adapter, items: list[_Item], labels: list[tuple[str, Any, int | None]],
+                          progress: bool) -> dict[str, dict[int, list[dict[str, Any]]]]:
+    """Per method label, depth and sample: the Spearman correlations of the maps with the depth-0 ones."""
+    from tqdm.auto import tqdm
+
+    n_layers = adapter.num_layers
     per_sample: dict[str, dict[int, list[dict[str, Any]]]] = {label: {} for label, _, _ in labels}
     bar = tqdm(total=(n_layers + 1) * len(items), desc="sanity", unit="sample", disable=not progress)
     for depth, _, randomised in cascade(adapter, cfg.seed):
@@ -259,29 +288,25 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
                     "token_undefined": tokens_undefined})
             bar.update()
     bar.close()
-    if _hash(adapter) != original_hash:
-        raise RuntimeError("the loaded model changed during the check")
+    return per_sample
 
-    rows = summarise(per_sample, n_layers, cfg.seed)
-    result = {
-        "config": {
-            "request": cfg.request(), "model": adapter.name, "model_weights_sha256": original_hash, "family": adapter.family,
-            "task": task_spec.name, "data_source": task.data_source, "methods": [spec.name for _, spec in methods],
-            "limit": cfg.limit, "seed": cfg.seed, "depths": list(range(n_layers + 1)), "decoder_layers": n_layers,
-            "randomisation": "cascading from the top; each layer re-drawn by the language model's own transformers "
-                             "_init_weights, seeded by (seed, layer index), on a copy of the model",
-            "reference": "the depth-0 maps of the same method for the same answer",
-            "sample_map": "mean of the per-token maps over the answer's tokens (format-only tokens left out)",
-            "pass_rule": f"passes when the 95% interval's upper bound of the Spearman correlation at full depth < {PASS_BELOW}",
-            "uncertainty": f"percentile bootstrap over samples (fastrm_bench.metrics.uncertainty), seed {cfg.seed}",
-            "n_samples": len(items), "skipped": skipped, "device": str(adapter.device),
-        },
-        "rows": rows,
-        "verdicts": verdicts(rows),
-        "samples": {label: {str(d): v for d, v in by_depth.items()} for label, by_depth in per_sample.items()},
+
+def _result_config(cfg: SanityConfig, adapter, original_hash: str, task, task_spec, methods: list, items: list[_Item],
+                   skipped: list[dict[str, str]]) -> dict[str, Any]:
+    """sanity.json's ``config``: what was checked, and the rules the verdicts follow."""
+    n_layers = adapter.num_layers
+    return {
+        "request": cfg.request(), "model": adapter.name, "model_weights_sha256": original_hash, "family": adapter.family,
+        "task": task_spec.name, "data_source": task.data_source, "methods": [spec.name for _, spec in methods],
+        "limit": cfg.limit, "seed": cfg.seed, "depths": list(range(n_layers + 1)), "decoder_layers": n_layers,
+        "randomisation": "cascading from the top; each layer re-drawn by the language model's own transformers "
+                         "_init_weights, seeded by (seed, layer index), on a copy of the model",
+        "reference": "the depth-0 maps of the same method for the same answer",
+        "sample_map": "mean of the per-token maps over the answer's tokens (format-only tokens left out)",
+        "pass_rule": f"passes when the 95% interval's upper bound of the Spearman correlation at full depth < {PASS_BELOW}",
+        "uncertainty": f"percentile bootstrap over samples (fastrm_bench.metrics.uncertainty), seed {cfg.seed}",
+        "n_samples": len(items), "skipped": skipped, "device": str(adapter.device),
     }
-    write_outputs(result, out)
-    return result
 
 
 def sample_map_of(maps: torch.Tensor, generation, tokenizer) -> torch.Tensor:

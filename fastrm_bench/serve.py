@@ -32,55 +32,64 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
               max_new_tokens: int = 10, dtype: str = "float32", attn_implementation: str = "sdpa"):
     """The Gradio app (`gradio.Blocks`) around one loaded model and its FastRM proxy."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    gr = require_gradio()
-    import torch
-
-    from fastrm_bench import examples
-    from fastrm_bench.builders import create_aggregation, create_method
-    from fastrm_bench.explain import MethodMaps, find_calibration, overlay
-    from fastrm_bench.live import StreamEnd, adapter_lock, stream_fastrm
-    from fastrm_bench.metrics.entropy import map_entropy
+    require_gradio()
     from fastrm_bench.models.zoo import load_model
 
     adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
-    fastrm, _ = create_method("fastrm")
-    fastrm.prepare(adapter)  # no proxy for this model: fails here, before the page is served
-    proxy = fastrm.proxy_for(adapter)
-    calibrated = find_calibration(calibration or [], adapter, "fastrm")
-    aggregate = create_aggregation("mean")[0]
-    methods: dict[str, Any] = {}
+    return LiveDemo(adapter, calibration or [], max_new_tokens).blocks()
 
-    def check(image, question):
+
+class LiveDemo:
+    """The demo's two endpoints (`live`, `compare`) around one loaded model, and the page that shows them."""
+
+    def __init__(self, adapter, calibration: list[str | Path], max_new_tokens: int):
+        from fastrm_bench.builders import create_aggregation, create_method
+        from fastrm_bench.explain import find_calibration
+
+        self.adapter, self.max_new_tokens = adapter, max_new_tokens
+        self.fastrm, _ = create_method("fastrm")
+        self.fastrm.prepare(adapter)  # no proxy for this model: fails here, before the page is served
+        self.proxy = self.fastrm.proxy_for(adapter)
+        self.calibrated = find_calibration(calibration, adapter, "fastrm")
+        self.aggregate = create_aggregation("mean")[0]
+        self.methods: dict[str, Any] = {}  # the comparison tab's methods, prepared on first use
+
+    @staticmethod
+    def check(image, question: str | None) -> tuple[Any, str]:
+        """The image (RGB) and the question, or the error the page shows for a missing one."""
+        gr = require_gradio()
         if image is None:
             raise gr.Error("upload an image first")
         if not question or not question.strip():
             raise gr.Error("ask a question")
         return image.convert("RGB"), question.strip()
 
-    def confidence_of(inputs, generation, maps: torch.Tensor, seconds: float) -> MethodMaps:
+    def confidence_of(self, inputs, generation, maps, seconds: float):
+        """FastRM's maps of a whole answer with their entropy and the calibrated verdict (`explain.MethodMaps`)."""
+        from fastrm_bench.explain import MethodMaps
         from fastrm_bench.interfaces import Explanation
+        from fastrm_bench.metrics.entropy import map_entropy
 
-        explanation = Explanation(maps=maps, seconds=seconds)
-        entropy = map_entropy(aggregate(adapter, inputs, generation, explanation))
-        return MethodMaps("fastrm", maps.numpy(), seconds, True, entropy, [map_entropy(m) for m in maps], calibrated)
+        entropy = map_entropy(self.aggregate(self.adapter, inputs, generation, Explanation(maps=maps, seconds=seconds)))
+        return MethodMaps("fastrm", maps.numpy(), seconds, True, entropy, [map_entropy(m) for m in maps], self.calibrated)
 
-    def live(image, question):
-        image, question = check(image, question)
-        inputs = adapter.build_inputs([image], [question])
+    def live(self, image, question):
+        """Stream the answer, each token with its FastRM overlay as soon as it is chosen; the confidence at the end."""
+        import torch
+
+        from fastrm_bench.explain import overlay
+        from fastrm_bench.live import StreamEnd, stream_fastrm
+
+        image, question = self.check(image, question)
+        inputs = self.adapter.build_inputs([image], [question])
         tokens: list[str] = []
         gallery: list[tuple[Any, str]] = []
         maps: list[list[float]] = []
         timings: list[dict[str, float]] = []
-        for item in stream_fastrm(adapter, proxy, inputs, max_new_tokens):
+        for item in stream_fastrm(self.adapter, self.proxy, inputs, self.max_new_tokens):
             if isinstance(item, StreamEnd):
-                generation = item.generation
                 stacked = torch.stack([torch.as_tensor(m) for m in maps]) if maps else torch.zeros(0, inputs.layout.num_tokens)
-                result = confidence_of(inputs, generation, stacked, 0.0)
-                text = result.confidence(inputs.layout.num_tokens)
-                data = {"answer": generation.text, "tokens": tokens, "maps": maps, "entropy": result.entropy,
-                        "calibrated_threshold": calibrated.threshold if calibrated else None, "confidence": text,
-                        "timings": timings, "generation_seconds": item.seconds}
-                yield generation.text, gallery, f"**Confidence:** {text}.", data
+                yield self._live_end(inputs, item, stacked, tokens, maps, timings, gallery)
                 return
             picture = overlay(image, inputs.layout, item.map.numpy(), (0.0, 1.0))
             ready = time.perf_counter()
@@ -93,28 +102,33 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
                     "confidence": None, "timings": timings}
             yield " ".join(t.strip() for t in tokens), gallery, "*answering...*", data
 
-    def compare(image, question, name):
-        image, question = check(image, question)
-        if name not in methods:
-            method, _ = create_method(name)
-            method.prepare(adapter)
-            methods[name] = method
+    def _live_end(self, inputs, end, stacked, tokens: list[str], maps: list[list[float]], timings: list[dict[str, float]],
+                  gallery: list[tuple[Any, str]]) -> tuple[str, list[tuple[Any, str]], str, dict[str, Any]]:
+        """The live tab's last update: the whole answer and its confidence."""
+        generation = end.generation
+        result = self.confidence_of(inputs, generation, stacked, 0.0)
+        text = result.confidence(inputs.layout.num_tokens)
+        data = {"answer": generation.text, "tokens": tokens, "maps": maps, "entropy": result.entropy,
+                "calibrated_threshold": self.calibrated.threshold if self.calibrated else None, "confidence": text,
+                "timings": timings, "generation_seconds": end.seconds}
+        return generation.text, gallery, f"**Confidence:** {text}.", data
+
+    def compare(self, image, question, name: str):
+        """One greedy answer explained by FastRM and by ``name``, token by token, with both times."""
+        from fastrm_bench.live import adapter_lock
+
+        image, question = self.check(image, question)
+        adapter = self.adapter
         inputs = adapter.build_inputs([image], [question])
         with adapter_lock(adapter):
-            generation = adapter.generate(inputs, max_new_tokens, return_hidden=True)[0]
-            fast = fastrm.explain(adapter, inputs, generation)
-            other = methods[name].explain(adapter, inputs, generation)
+            generation = adapter.generate(inputs, self.max_new_tokens, return_hidden=True)[0]
+            fast = self.fastrm.explain(adapter, inputs, generation)
+            other = self._method(name).explain(adapter, inputs, generation)
         t = generation.num_generated
         tokens = [adapter.tokenizer.decode([int(i)]) for i in generation.generated_ids]
         other_maps = other.maps.float().cpu()[:t].numpy()
-        high = float(other_maps.max()) if other_maps.size else 1.0
-        scale = (min(0.0, float(other_maps.min())) if other_maps.size else 0.0, high)
-        scale = scale if scale[1] > scale[0] else (scale[0], scale[0] + 1.0)
-        gallery = []
-        for i in range(t):
-            gallery.append((overlay(image, inputs.layout, fast.maps[i].float().numpy(), (0.0, 1.0)),
-                            f"fastrm, {i + 1}: {tokens[i]}"))
-            gallery.append((overlay(image, inputs.layout, other_maps[i], scale), f"{name}, {i + 1}: {tokens[i]}"))
+        scale = _colour_scale(other_maps)
+        gallery = _paired_overlays(image, inputs.layout, fast.maps.float().numpy(), other_maps, scale, tokens, name)
         ratio = other.seconds / fast.seconds if fast.seconds > 0 else math.inf
         text = (f"Answer **{generation.text}** ({t} token{'s' if t != 1 else ''}, the same greedy answer as the live tab). "
                 f"FastRM: **{fast.seconds * 1000:.1f} ms** for all its maps; {name}: **{other.seconds * 1000:.1f} ms** "
@@ -124,19 +138,39 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
                 "method_seconds": other.seconds, "fastrm_maps": fast.maps[:t].tolist(), "method_maps": other_maps.tolist()}
         return text, gallery, data
 
-    threshold_note = (f"Confidence threshold: {calibrated.describe()}." if calibrated else
-                      "No calibrated confidence threshold is loaded (start with `--calibration RUN_DIR`): the entropy is "
-                      "shown without a verdict.")
-    with gr.Blocks(title="fastrm-bench: FastRM live") as app:
-        gr.Markdown(f"# FastRM live: every answer token with its relevancy map\nModel **{adapter.name}**. "
-                    "Colours: FastRM's probability that each part of the image is relevant to that answer token, on a "
-                    "fixed jet scale from 0 (dark blue) through green (0.5) to 1 (dark red), drawn at 50% over the image; "
-                    f"pixels no image token sees are left uncovered. {threshold_note}")
-        with gr.Row():
-            image = gr.Image(value=str(examples.path("four-shapes.png")), type="pil", label="image", height=280)
-            with gr.Column():
-                question = gr.Textbox(label="question", value=examples.QUESTIONS["four-shapes.png"])
-                gr.Examples([[str(examples.path(n)), q] for n, q in examples.QUESTIONS.items()], inputs=[image, question])
+    def _method(self, name: str):
+        from fastrm_bench.builders import create_method
+
+        if name not in self.methods:
+            method, _ = create_method(name)
+            method.prepare(self.adapter)
+            self.methods[name] = method
+        return self.methods[name]
+
+    def blocks(self):
+        """The page: an image and a question, then the live tab and the comparison tab."""
+        gr = require_gradio()
+        from fastrm_bench import examples
+
+        threshold_note = (f"Confidence threshold: {self.calibrated.describe()}." if self.calibrated else
+                          "No calibrated confidence threshold is loaded (start with `--calibration RUN_DIR`): the entropy "
+                          "is shown without a verdict.")
+        with gr.Blocks(title="fastrm-bench: FastRM live") as app:
+            gr.Markdown(f"# FastRM live: every answer token with its relevancy map\nModel **{self.adapter.name}**. "
+                        "Colours: FastRM's probability that each part of the image is relevant to that answer token, on a "
+                        "fixed jet scale from 0 (dark blue) through green (0.5) to 1 (dark red), drawn at 50% over the "
+                        f"image; pixels no image token sees are left uncovered. {threshold_note}")
+            with gr.Row():
+                image = gr.Image(value=str(examples.path("four-shapes.png")), type="pil", label="image", height=280)
+                with gr.Column():
+                    question = gr.Textbox(label="question", value=examples.QUESTIONS["four-shapes.png"])
+                    gr.Examples([[str(examples.path(n)), q] for n, q in examples.QUESTIONS.items()],
+                                inputs=[image, question])
+            self._live_tab(gr, image, question)
+            self._compare_tab(gr, image, question)
+        return app
+
+    def _live_tab(self, gr, image, question) -> None:
         with gr.Tab("FastRM live"):
             ask = gr.Button("Answer and explain", variant="primary")
             answer = gr.Textbox(label="answer (streams in)", interactive=False)
@@ -144,7 +178,9 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
                                    format="png")
             confidence = gr.Markdown()
             live_data = gr.JSON(label="data (answer, tokens, maps, confidence, token-to-map times)")
-            ask.click(live, [image, question], [answer, maps_view, confidence, live_data], api_name="explain")
+            ask.click(self.live, [image, question], [answer, maps_view, confidence, live_data], api_name="explain")
+
+    def _compare_tab(self, gr, image, question) -> None:
         with gr.Tab("Compare with a gradient method"):
             with gr.Row():
                 method = gr.Dropdown(list(COMPARE_METHODS), value="chefer", label="method")
@@ -152,8 +188,26 @@ def build_app(model: str = "tiny-llava-shapes", device: str | None = None, calib
             times = gr.Markdown()
             pairs = gr.Gallery(label="FastRM and the chosen method, token by token", columns=4, height=330, format="png")
             compare_data = gr.JSON(label="data (times and maps)")
-            run.click(compare, [image, question, method], [times, pairs, compare_data], api_name="compare")
-    return app
+            run.click(self.compare, [image, question, method], [times, pairs, compare_data], api_name="compare")
+
+
+def _colour_scale(maps) -> tuple[float, float]:
+    """0 (or the lowest value, if negative) to the largest value of a method's maps over one answer."""
+    high = float(maps.max()) if maps.size else 1.0
+    scale = (min(0.0, float(maps.min())) if maps.size else 0.0, high)
+    return scale if scale[1] > scale[0] else (scale[0], scale[0] + 1.0)
+
+
+def _paired_overlays(image, layout, fast_maps, other_maps, scale: tuple[float, float], tokens: list[str],
+                     name: str) -> list[tuple[Any, str]]:
+    """FastRM's overlay and the other method's, token after token."""
+    from fastrm_bench.explain import overlay
+
+    gallery = []
+    for i, token in enumerate(tokens):
+        gallery.append((overlay(image, layout, fast_maps[i], (0.0, 1.0)), f"fastrm, {i + 1}: {token}"))
+        gallery.append((overlay(image, layout, other_maps[i], scale), f"{name}, {i + 1}: {token}"))
+    return gallery
 
 
 def serve(model: str = "tiny-llava-shapes", host: str = "127.0.0.1", port: int = 7860, device: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -78,7 +79,7 @@ def test_every_method_declares_what_it_needs(name, tmp_path):
     """Each built-in method's class declares its own `MethodNeeds`; a method reading the sample says so."""
     cls = METHODS.get(name)
     assert "needs" in vars(cls) and isinstance(cls.needs, MethodNeeds), f"{name} declares no MethodNeeds"
-    overrides_sample = cls.explain_sample is not ExplanationMethod.explain_sample
+    overrides_sample = cls.compute_sample_maps is not ExplanationMethod.compute_sample_maps
     assert cls.needs.ground_truth == overrides_sample
 
 
@@ -98,6 +99,21 @@ def test_the_runner_refuses_maps_of_another_shape_naming_the_method(tiny_adapter
     wrong = Explanation(maps=torch.zeros(1, inputs.layout.num_tokens))  # a placeholder row for an empty answer
     with pytest.raises(ValueError, match="'my-method'.*shape \\(1, 36\\)"):
         check_maps("my-method", wrong, generations["empty"], inputs.layout)
+
+
+def test_explain_measures_every_method_the_same_way(tiny_adapter, generation_case):
+    """A method implements only its maps; `explain` (the base class) times them and reports the peak memory."""
+    inputs, generation, _ = generation_case
+
+    class Slow(ExplanationMethod):
+        def compute_maps(self, adapter, inputs, generation):
+            time.sleep(0.05)
+            return torch.ones(generation.num_generated, inputs.layout.num_tokens)
+
+    explanation = Slow().explain(tiny_adapter, inputs, generation)
+    assert explanation.seconds >= 0.05
+    assert explanation.maps.shape == (5, inputs.layout.num_tokens)
+    assert explanation.peak_memory_bytes is None or explanation.peak_memory_bytes >= 0
 
 
 def test_gradcam_matches_a_hand_written_single_token_gradcam(tiny_adapter, generation_case):

@@ -476,68 +476,82 @@ def run_stages(cfg: TrainConfig, stages: Stages, out_dir: Path, resume: bool = T
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = out_dir / "checkpoint"
-    start = 0
-    if resume and (ckpt / "state.json").exists():
-        state = json.loads((ckpt / "state.json").read_text())
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        heads.load_state_dict(load_file(str(ckpt / "heads.safetensors")))
-        _load_optimizer(opt, ckpt)
-        start = state["step"]
-        log(f"resuming from step {start}")
-
-    def lr_at(step: int) -> float:
-        """Warmup then cosine, separately for the vision stage and the full stage."""
-        stage_start, stage_len = (0, cfg.vision_steps) if step < cfg.vision_steps else (cfg.vision_steps, cfg.steps)
-        local = step - stage_start
-        if local < cfg.warmup_steps:
-            return cfg.lr * (local + 1) / cfg.warmup_steps
-        progress = (local - cfg.warmup_steps) / max(1, stage_len - cfg.warmup_steps)
-        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
+    start = _resume(stages, opt, out_dir / "checkpoint", log) if resume else 0
     model.train()
-    log_file = (out_dir / "train_log.jsonl").open("a")
     total_steps = cfg.vision_steps + cfg.steps
     bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="train-vlm", mininterval=5)
     t0 = time.time()
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        if step < cfg.vision_steps:  # stage 1: vision tower + aux heads only
-            aux, centre = stages.vision_losses(step)
-            loss, locate, role, correct = torch.zeros(()), torch.zeros(()), torch.zeros(()), torch.zeros(1)
-            total = aux + cfg.centre_weight * centre
-        else:
-            loss, aux, centre, locate, role, correct = stages.full_losses(step - cfg.vision_steps)
-            total = loss + cfg.aux_weight * (aux + cfg.centre_weight * centre) + cfg.locate_weight * locate \
-                + cfg.role_weight * role
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", aux=f"{aux.item():.3f}", acc=f"{correct.float().mean():.2f}")
-        record = {"step": step + 1, "loss": loss.item(), "aux": aux.item(), "centre": centre.item(),
-                  "locate": locate.item(), "role": role.item(), "train_acc": correct.float().mean().item(),
-                  "elapsed_s": time.time() - t0}
-        if step >= cfg.vision_steps and ((step + 1 - cfg.vision_steps) % cfg.eval_every == 0 or step + 1 == total_steps):
-            record["val"] = stages.evaluate()
-            log(f"step {step + 1}: val {json.dumps(record['val'])}")
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total_steps:
-            tmp = out_dir / "checkpoint.tmp"
-            tmp.mkdir(exist_ok=True)
-            save_file(model.state_dict(), str(tmp / "model.safetensors"))
-            save_file(heads.state_dict(), str(tmp / "heads.safetensors"))
-            _save_optimizer(opt, tmp)
-            (tmp / "state.json").write_text(json.dumps({"step": step + 1, "config": asdict(cfg)}))
-            if ckpt.exists():
-                for f in ckpt.iterdir():
-                    f.unlink()
-                ckpt.rmdir()
-            tmp.rename(ckpt)
+    with (out_dir / "train_log.jsonl").open("a") as log_file:
+        for step in bar:
+            for group in opt.param_groups:
+                group["lr"] = _learning_rate(cfg, step)
+            losses = _step_losses(cfg, stages, step)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            correct = losses["correct"].float().mean()
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}", aux=f"{losses['aux'].item():.3f}", acc=f"{correct:.2f}")
+            record = {"step": step + 1, **{k: losses[k].item() for k in ("loss", "aux", "centre", "locate", "role")},
+                      "train_acc": correct.item(), "elapsed_s": time.time() - t0}
+            if step >= cfg.vision_steps and ((step + 1 - cfg.vision_steps) % cfg.eval_every == 0 or step + 1 == total_steps):
+                record["val"] = stages.evaluate()
+                log(f"step {step + 1}: val {json.dumps(record['val'])}")
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total_steps:
+                _save_checkpoint(cfg, stages, opt, out_dir, step + 1)
     final = stages.evaluate()
     model.eval()
     stages.save_model(out_dir / "model")
     (out_dir / "model" / "training.json").write_text(json.dumps({"config": asdict(cfg), "val": final}, indent=2))
     return final
+
+
+def _resume(stages: Stages, opt: torch.optim.Optimizer, ckpt: Path, log) -> int:
+    """Restore weights, heads and optimiser from the last checkpoint; the step to start at (0: none there)."""
+    if not (ckpt / "state.json").exists():
+        return 0
+    state = json.loads((ckpt / "state.json").read_text())
+    stages.model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    stages.heads.load_state_dict(load_file(str(ckpt / "heads.safetensors")))
+    _load_optimizer(opt, ckpt)
+    log(f"resuming from step {state['step']}")
+    return state["step"]
+
+
+def _learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Warmup then cosine, separately for the vision stage and the full stage."""
+    stage_start, stage_len = (0, cfg.vision_steps) if step < cfg.vision_steps else (cfg.vision_steps, cfg.steps)
+    local = step - stage_start
+    if local < cfg.warmup_steps:
+        return cfg.lr * (local + 1) / cfg.warmup_steps
+    progress = (local - cfg.warmup_steps) / max(1, stage_len - cfg.warmup_steps)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _step_losses(cfg: TrainConfig, stages: Stages, step: int) -> dict[str, torch.Tensor]:
+    """One step's losses: stage 1 trains the vision tower and the auxiliary heads only, stage 2 everything."""
+    if step < cfg.vision_steps:
+        aux, centre = stages.vision_losses(step)
+        zero = torch.zeros(())
+        return {"loss": zero, "aux": aux, "centre": centre, "locate": zero, "role": zero, "correct": torch.zeros(1),
+                "total": aux + cfg.centre_weight * centre}
+    loss, aux, centre, locate, role, correct = stages.full_losses(step - cfg.vision_steps)
+    total = loss + cfg.aux_weight * (aux + cfg.centre_weight * centre) + cfg.locate_weight * locate + cfg.role_weight * role
+    return {"loss": loss, "aux": aux, "centre": centre, "locate": locate, "role": role, "correct": correct, "total": total}
+
+
+def _save_checkpoint(cfg: TrainConfig, stages: Stages, opt: torch.optim.Optimizer, out_dir: Path, step: int) -> None:
+    """Write the checkpoint beside the old one, then swap it in: a kill leaves one whole checkpoint."""
+    ckpt, tmp = out_dir / "checkpoint", out_dir / "checkpoint.tmp"
+    tmp.mkdir(exist_ok=True)
+    save_file(stages.model.state_dict(), str(tmp / "model.safetensors"))
+    save_file(stages.heads.state_dict(), str(tmp / "heads.safetensors"))
+    _save_optimizer(opt, tmp)
+    (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg)}))
+    if ckpt.exists():
+        for f in ckpt.iterdir():
+            f.unlink()
+        ckpt.rmdir()
+    tmp.rename(ckpt)

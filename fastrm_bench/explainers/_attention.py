@@ -15,15 +15,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, ModelInputs, TeacherForced
+from fastrm_bench.interfaces import ExplanationMethod, Generation, ModelInputs, TeacherForced
 from fastrm_bench.layer_attention import LayerAttention
-from fastrm_bench.profiling import PeakMemory
 
 
 @contextmanager
@@ -131,13 +129,11 @@ def row_update(layer: LayerAttention, output_grads: torch.Tensor, v: torch.Tenso
 
 
 class GradientMethod(ExplanationMethod):
-    """A method whose maps come from `_maps` under `explaining`, timed, with its peak memory."""
+    """A method whose maps come from `_maps` under `explaining` (gradients on, the model's caches off)."""
 
-    def explain(self, adapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
-        with PeakMemory(adapter.device) as memory, explaining(adapter.model):
-            maps = self._maps(adapter, inputs, generation)
-        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+    def compute_maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
+        with explaining(adapter.model):
+            return self._maps(adapter, inputs, generation)
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         raise NotImplementedError

@@ -7,12 +7,10 @@ one block of rows of one layer at a time.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from fastrm_bench.explainers._attention import explaining, predicting_positions
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.layer_attention import LayerAttention
 
 
@@ -30,8 +28,7 @@ class RawAttention(ExplanationMethod):
     def __init__(self, layers: list[int] | None = None):
         self.layers = layers
 
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         with explaining(adapter.model):
             image_positions = inputs.layout.positions
             layers = _captured(adapter, inputs, generation)
@@ -39,8 +36,7 @@ class RawAttention(ExplanationMethod):
             rows = predicting_positions(inputs, generation)
             # per layer the head-mean rows of the predicting positions [T, N], then the mean over layers
             means = torch.stack([layer.probabilities(rows).mean(dim=0) for layer in chosen]).mean(0)
-            maps = means[:, image_positions.to(means.device)]
-        return Explanation(maps=maps.cpu(), seconds=time.perf_counter() - start)
+            return means[:, image_positions.to(means.device)].cpu()
 
 
 class AttentionRollout(ExplanationMethod):
@@ -49,8 +45,7 @@ class AttentionRollout(ExplanationMethod):
     name = "rollout"
     needs = MethodNeeds(attention="full")
 
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         with explaining(adapter.model):
             image_positions = inputs.layout.positions
             layers = _captured(adapter, inputs, generation)
@@ -59,8 +54,7 @@ class AttentionRollout(ExplanationMethod):
             v[torch.arange(len(rows)), rows] = 1.0
             for layer in reversed(layers):  # e_p^T (A_L' ... A_1'): apply the last layer first
                 v = _rollout_step(layer, v)
-            maps = v[:, image_positions]
-        return Explanation(maps=maps, seconds=time.perf_counter() - start)
+            return v[:, image_positions]
 
 
 def _rollout_step(layer: LayerAttention, v: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,6 @@ is ``R[p_t, image_positions]``. Every row comes from the gradient of the *curren
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import torch
@@ -42,7 +41,6 @@ from fastrm_bench.explainers._attention import (
     token_gradients,
 )
 from fastrm_bench.interfaces import (
-    Explanation,
     ExplanationMethod,
     Generation,
     MethodNeeds,
@@ -50,7 +48,6 @@ from fastrm_bench.interfaces import (
     ModelInputs,
     TeacherForced,
 )
-from fastrm_bench.profiling import PeakMemory
 
 
 def _gradient_nodes(forward: TeacherForced) -> list[torch.Tensor]:
@@ -149,11 +146,10 @@ class CheferReference(ExplanationMethod):
     name = "chefer-reference"
     needs = MethodNeeds(gradients=True, attention="full")
 
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         image_positions = inputs.layout.positions
         maps = []
-        with PeakMemory(adapter.device) as memory, explaining(adapter.model):
+        with explaining(adapter.model):
             for t, p in enumerate(predicting_positions(inputs, generation).tolist()):
                 forward = adapter.teacher_forced(inputs, generation, length=p + 1, attention="eager")
                 score = forward.logits[p, int(generation.generated_ids[t])]
@@ -163,8 +159,7 @@ class CheferReference(ExplanationMethod):
                 for grad, attention in zip(grads, forward.probabilities):
                     relevance = relevance + chefer_abar(grad[0], attention[0].detach()) @ relevance
                 maps.append(relevance[p, image_positions.to(relevance.device)].detach().cpu())
-        stacked = torch.stack(maps) if maps else torch.zeros(0, len(image_positions))
-        return Explanation(maps=stacked, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+        return torch.stack(maps) if maps else torch.zeros(0, len(image_positions))
 
 
 class CheferStale(Chefer):

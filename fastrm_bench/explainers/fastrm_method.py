@@ -13,7 +13,6 @@ in one call: the answer, one map per token and the map's entropy (the paper's co
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import torch
 from PIL import Image
 
 from fastrm_bench.fastrm.model import CheckpointError, FastRM
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.layout import ImageLayout
-from fastrm_bench.profiling import PeakMemory
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 #: the proxy shipped for each shipped model (distilled from Chefer's maps)
@@ -95,18 +93,15 @@ class FastRMMethod(ExplanationMethod):
         return self._proxy
 
     @torch.no_grad()
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         proxy = self.proxy_for(adapter)
         if generation.last_hidden is None:
             raise ValueError("fastrm needs the hidden states of generation: call adapter.generate(..., return_hidden=True)")
-        start = time.perf_counter()
-        with PeakMemory(adapter.device) as memory:
-            image_positions = inputs.layout.positions.to(generation.last_hidden.device)
-            rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated, device=generation.last_hidden.device)
-            hidden = generation.last_hidden.to(next(proxy.parameters()).dtype)
-            probs = proxy(hidden[rows], hidden[image_positions].unsqueeze(0))
-        maps = probs.reshape(generation.num_generated, len(image_positions)).cpu()
-        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+        image_positions = inputs.layout.positions.to(generation.last_hidden.device)
+        rows = inputs.prompt_length - 1 + torch.arange(generation.num_generated, device=generation.last_hidden.device)
+        hidden = generation.last_hidden.to(next(proxy.parameters()).dtype)
+        probs = proxy(hidden[rows], hidden[image_positions].unsqueeze(0))
+        return probs.reshape(generation.num_generated, len(image_positions)).cpu()
 
     def answer(self, adapter: ModelAdapter, image: Image.Image, question: str, max_new_tokens: int = 10) -> ExplainedAnswer:
         """Answer ``question`` about ``image`` greedily and explain every token: one generation that keeps only the

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from fastrm_bench.explainers._attention import (
@@ -21,8 +19,7 @@ from fastrm_bench.explainers._attention import (
     explaining,
     token_gradients,
 )
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
-from fastrm_bench.profiling import PeakMemory
+from fastrm_bench.interfaces import ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 
 
 class GradCAM(GradientMethod):
@@ -60,12 +57,11 @@ class GradCAMLM(ExplanationMethod):
         self.layer = layer
         self.chunk_size = chunk_size
 
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         image_positions = inputs.layout.positions
         if generation.num_generated == 0:  # nothing to explain (and no score to differentiate)
-            return Explanation(maps=torch.zeros(0, len(image_positions)), seconds=time.perf_counter() - start)
-        with PeakMemory(adapter.device) as memory, explaining(adapter.model):
+            return torch.zeros(0, len(image_positions))
+        with explaining(adapter.model):
             forward = adapter.teacher_forced(inputs, generation, attention="capture")
             positions, scores = answer_scores(forward, inputs, generation)
             layer = len(forward.attention) // 2 if self.layer is None else self.layer
@@ -77,4 +73,4 @@ class GradCAMLM(ExplanationMethod):
                 a = attention.probabilities(rows)[..., image_positions]  # [H, chunk, img]
                 g = attention.own_row_gradients(grad, rows)[..., image_positions]  # [chunk, H, img]: dY_t/dA at row p_t
                 maps.append((a.transpose(0, 1) * g.clamp_min(0)).mean(dim=1))
-        return Explanation(maps=torch.cat(maps).cpu(), seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+        return torch.cat(maps).cpu()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.seeding import sample_seed
 
 
@@ -19,9 +17,7 @@ class RandomMap(ExplanationMethod):
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         # seeded by (seed, sample id, draw): a sample's maps do not depend on which samples ran before it
         gen = torch.Generator().manual_seed(sample_seed(self.seed, inputs.sample_id, inputs.draw))
-        maps = torch.rand(generation.num_generated, inputs.layout.num_tokens, generator=gen)
-        return Explanation(maps=maps, seconds=time.perf_counter() - start)
+        return torch.rand(generation.num_generated, inputs.layout.num_tokens, generator=gen)

@@ -22,14 +22,11 @@ The exact formula and where it departs from the public code are in docs/choices.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from fastrm_bench.explainers._attention import explaining, predicting_positions, text_positions
-from fastrm_bench.interfaces import Explanation, ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
+from fastrm_bench.interfaces import ExplanationMethod, Generation, MethodNeeds, ModelAdapter, ModelInputs
 from fastrm_bench.layout import ImageLayout
-from fastrm_bench.profiling import PeakMemory
 
 #: added to the sum of interference weights, as TAM does, so that all-zero weights give no interference
 WEIGHT_EPS = 1e-8
@@ -92,13 +89,11 @@ class TokenActivationMap(ExplanationMethod):
         self.interference = interference
         self.filtered = filtered
 
-    def explain(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> Explanation:
-        start = time.perf_counter()
+    def compute_maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         layout = inputs.layout
-        with PeakMemory(adapter.device) as memory, explaining(adapter.model), torch.no_grad():
+        with explaining(adapter.model), torch.no_grad():
             empty = generation.num_generated == 0
-            maps = torch.zeros(0, layout.num_tokens) if empty else self._maps(adapter, inputs, generation, layout)
-        return Explanation(maps=maps, seconds=time.perf_counter() - start, peak_memory_bytes=memory.peak_bytes)
+            return torch.zeros(0, layout.num_tokens) if empty else self._maps(adapter, inputs, generation, layout)
 
     def _maps(self, adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, layout: ImageLayout) -> torch.Tensor:
         forward = adapter.teacher_forced(inputs, generation)
