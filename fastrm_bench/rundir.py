@@ -21,6 +21,10 @@ often it was resumed: the final files are written in that order.
 Every file is either appended line by line (a line cut by a kill is dropped on resume and its
 sample redone) or replaced atomically (written beside, then renamed), so a kill at any moment
 leaves a directory that --resume completes to the files of an uninterrupted run.
+
+Finished runs are read through `read_run` (a `Run`: typed accessors of its config and results, its
+records and maps), `find_runs` and `unfinished_runs`: every command that reads runs (report, explorer,
+leaderboard, summarise, explain's calibration) names a damaged or incomplete file the same way.
 """
 
 from __future__ import annotations
