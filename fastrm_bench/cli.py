@@ -222,7 +222,8 @@ def leaderboard_(
 ) -> None:
     """One row per finished run (its folder last): model, data, task, method, accuracy, PP/NP AUC, threshold F1,
     entropy, pointing, latency; one line (on stderr) per unfinished run."""
-    from fastrm_bench.leaderboard import leaderboard, render, unfinished_runs
+    from fastrm_bench.leaderboard import leaderboard, render
+    from fastrm_bench.rundir import unfinished_runs
 
     if not runs_dir.is_dir():
         _fail(f"{runs_dir} is not a folder of runs")
@@ -253,7 +254,7 @@ def summarise_(
         help="Run directories, or folders searched for them (default: runs, as for leaderboard).")] = None,
 ) -> None:
     """Aggregate finished runs again from their samples.jsonl (intervals included) and rewrite their results.json."""
-    from fastrm_bench.leaderboard import find_runs, unfinished_runs
+    from fastrm_bench.rundir import find_runs, unfinished_runs
     from fastrm_bench.runner import resummarise
 
     roots = list(runs_dirs or [Path("runs")])

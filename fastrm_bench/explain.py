@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from fastrm_bench.layout import ImageLayout
+from fastrm_bench.rundir import Run, find_runs, is_finished_run, read_run
 
 #: what the colours mean, in every output
 LEGEND = ("Colours: each overlay shows how relevant every part of the image is to that answer token: red and yellow "
@@ -124,26 +125,23 @@ def find_calibration(roots: list[str | Path], adapter, method: str) -> Calibrati
     Runs whose answers were all right (or all wrong) have none. With several, the run with the most answers.
     """
     found = []
-    for root in roots:
-        root = Path(root)
-        results = [root / "results.json"] if (root / "results.json").is_file() else sorted(root.rglob("results.json"))
-        for path in results:
-            config_path = path.parent / "config.json"
-            if not config_path.is_file():
-                continue
-            config, result = json.loads(config_path.read_text()), json.loads(path.read_text())
-            same_model = (config.get("model_weights_sha256") == adapter.weights_sha256 if config.get("model_weights_sha256")
-                          else config.get("model") == adapter.name)
-            threshold = result.get("metrics", {}).get("entropy_threshold", {}).get("value")
-            if (not same_model or config.get("method_spec", {}).get("name") != method
-                    or config.get("run", {}).get("aggregation", "mean") != "mean" or threshold is None):
-                continue
-            metrics = result["metrics"]
-            found.append(Calibration(float(threshold), str(path.parent), config["task_spec"]["name"],
-                                     config.get("data_source", ""), int(result.get("n", 0)),
-                                     metrics.get("entropy_tp_rate_below", {}).get("value"),
-                                     metrics.get("entropy_base_rate", {}).get("value")))
+    for root in map(Path, roots):
+        for run_dir in [root] if is_finished_run(root) else find_runs(root):
+            calibration = _calibration(read_run(run_dir), adapter, method)
+            if calibration is not None:
+                found.append(calibration)
     return max(found, key=lambda c: (c.n, c.run_dir)) if found else None
+
+
+def _calibration(run: Run, adapter, method: str) -> Calibration | None:
+    """The run's threshold, if it explained ``adapter``'s weights with ``method`` and the mean over answer tokens
+    (the aggregation `explain_image` measures the entropy of)."""
+    same_model = run.weights_sha256 == adapter.weights_sha256 if run.weights_sha256 else run.model_ref == adapter.name
+    threshold = run.metric("entropy_threshold")
+    if not same_model or run.method != method or run.aggregation != "mean" or threshold is None:
+        return None
+    return Calibration(float(threshold), str(run.path), run.task, run.data_source, int(run.n),
+                       run.metric("entropy_tp_rate_below"), run.metric("entropy_base_rate"))
 
 
 def explain_image(adapter, image: Image.Image, question: str, methods: list[str], max_new_tokens: int = 10,

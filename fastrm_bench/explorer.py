@@ -23,12 +23,14 @@ import io
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastrm_bench.maps_io import load_sample_maps, load_token_maps, record_layout
+from fastrm_bench.maps_io import record_layout
+from fastrm_bench.rundir import Run, label_tasks
 
 NAME = "explorer.html"
 #: the page: style, layout and script; the data goes in place of its /*DATA*/ marker
@@ -39,7 +41,7 @@ FIRST_COLUMNS = ("entropy", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc
                  "relevance_mass", "map_seconds")
 
 
-def write_explorer(runs: list, report, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> Path | None:
+def write_explorer(runs: list[Run], report, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> Path | None:
     """Write ``explorer.html`` into the report's folder from its (non-ablation) runs; note it in the report."""
     path = report.out / NAME
     if not runs:
@@ -107,13 +109,13 @@ def _curves(record: dict[str, Any]) -> dict[str, list[float]]:
     return {k: [round(float(x), 4) for x in v] for k, v in found.items()}
 
 
-def _open_task(run) -> tuple[Any, str | None]:
+def _open_task(run: Run) -> tuple[Any, str | None]:
     """The run's task with its images, or None and why not: the run's data root, else a world of the same
     name in this machine's cache, else the embedded world of that seed built here (it is deterministic)."""
     from fastrm_bench.builders import create_task
     from fastrm_bench.world.build import WORLD_VERSION, cache_root, ensure_world
 
-    root = run.config.get("data_root")
+    root = run.data_root
     if not root:
         try:
             return create_task(run.task)[0], None
@@ -145,11 +147,11 @@ def _image_url(image, side: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _is_probability(run) -> bool:
+def _is_probability(run: Run) -> bool:
     """Whether the run's maps are probabilities (drawn on a 0-1 scale), as its method's class declares."""
     from fastrm_bench.builders import recorded_method_needs
 
-    needs = recorded_method_needs(run.config.get("method_spec", {}))
+    needs = recorded_method_needs(run.method_spec)
     return bool(run.results.get("threshold_sweep")) or (needs is not None and needs.probabilities)
 
 
@@ -164,91 +166,121 @@ def _choose(records: list[dict[str, Any]], max_samples: int) -> list[str]:
     return [r["id"] for r in records if r["id"] in chosen]
 
 
-def explorer_data(runs: list, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> dict[str, Any]:
-    """Everything the page shows, as JSON-ready data (see the module docstring)."""
-    from fastrm_bench.rundir import label_tasks
+@dataclass
+class _Column:
+    """One run of a group as the page shows it: its name and the maps and records the samples read."""
 
+    name: str
+    run: Run
+    records: dict[str, dict[str, Any]]
+    token_maps: dict[str, np.ndarray]
+    sample_maps: dict[str, np.ndarray]
+    per_token: bool
+
+
+def explorer_data(runs: list[Run], max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data (see the module docstring)."""
     if any(not r.task_label for r in runs):
         label_tasks(runs)
-    groups: dict[tuple[str, str], list] = {}
-    for r in sorted(runs, key=lambda r: (r.task_label, Path(r.config["model"]).name, r.method, str(r.path))):
-        groups.setdefault((r.task_label, Path(r.config["model"]).name), []).append(r)
-    out = {"groups": []}
-    for (label, model), group in groups.items():
-        names: dict[str, int] = {}
-        for r in group:
-            names[r.method] = names.get(r.method, 0) + 1
-        records = {str(r.path): {s["id"]: s for s in r.samples()} for r in group}
-        first = records[str(group[0].path)]
-        ids = _choose(list(first.values()), max_samples)
-        task, note = _open_task(group[0])
-        task_records = {rec.id: rec for rec in task.records} if task is not None else {}
-        methods, notes = [], [note] if note else []
-        per_run = {}
-        for r in group:
-            name = r.method if names[r.method] == 1 else f"{r.method} ({r.path.name})"
-            try:
-                tokens_maps, per_token = load_token_maps(r.path), True
-            except FileNotFoundError:
-                tokens_maps, per_token = {}, False
-                notes.append(f"{name}: this run kept one map per answer (no token_maps.npz, an older run): "
-                             "every token shows the answer's map")
-            sample_maps = load_sample_maps(r.path / "maps.npz") if (r.path / "maps.npz").exists() else {}
-            fractions = (r.results.get("curves", {}).get("fractions") or r.config.get("run", {}).get("fractions"))
-            methods.append({"name": name, "run": str(r.path), "per_token": per_token, "probability": _is_probability(r),
-                            "fractions": fractions, "n": r.results.get("n")})
-            per_run[name] = (r, tokens_maps, sample_maps, fractions, per_token)
-        columns: dict[str, None] = {}
-        samples = []
-        for sample_id in ids:
-            base = first[sample_id]
-            image = None
-            size = None
-            if sample_id in task_records:
-                try:
-                    picture = task.sample(task_records[sample_id]).image
-                    size = (picture.height, picture.width)
-                    image = _image_url(picture, image_side)
-                except Exception:  # noqa: BLE001 - one unreadable image costs its picture only
-                    image = None
-            if size is None and "layout" in base:
-                size = tuple(base["layout"]["image_size"])
-            layout = record_layout(base, group[0].config, size or (64, 64)).to_dict()
-            entry = {"id": sample_id, "question": base.get("question", ""), "answer": base.get("prediction", ""),
-                     "reference": base.get("reference", ""), "score": base.get("score"),
-                     "correct": base.get("score", 0) >= 0.5, "tokens": base.get("tokens", [])[:max_tokens],
-                     "n_tokens": base.get("num_tokens", len(base.get("tokens", []))), "image": image, "layout": layout,
-                     "runs": {}}
-            for name, (r, tokens_maps, sample_maps, fractions, per_token) in per_run.items():
-                record = records[str(r.path)].get(sample_id)
-                if record is None:
-                    continue
-                maps = tokens_maps.get(sample_id) if per_token else None
-                maps = maps[:max_tokens] if maps is not None and len(maps) else np.zeros((0, 0), np.float32)
-                answer_map = sample_maps.get(sample_id)
-                values = np.concatenate([maps.reshape(-1)] + ([np.asarray(answer_map).reshape(-1)]
-                                                              if answer_map is not None else []))
-                if _is_probability(r):
-                    low, high = 0.0, 1.0
-                elif values.size:
-                    low, high = min(0.0, float(np.nanmin(values))), float(np.nanmax(values))
-                    high = high if high > low else low + 1.0
-                else:
-                    low, high = 0.0, 1.0
-                metrics = sample_metrics(record, fractions)
-                columns.update(dict.fromkeys(metrics))
-                entry["runs"][name] = {
-                    "prediction": record.get("prediction", ""), "score": record.get("score"), "metrics": metrics,
-                    "scale": [float(f"{low:.4g}"), float(f"{high:.4g}")],
-                    "token_maps": _quantise(maps, low, high) if len(maps) else None, "n_token_maps": int(len(maps)),
-                    "answer_map": _quantise(np.asarray(answer_map), low, high) if answer_map is not None else None,
-                    "curves": _curves(record),
-                }
-            samples.append(entry)
-        ordered = [c for c in FIRST_COLUMNS if c in columns] + sorted(c for c in columns if c not in FIRST_COLUMNS)
-        out["groups"].append({"label": label, "model": model, "task": group[0].task, "methods": methods,
-                              "columns": ordered, "n_total": len(first), "samples": samples, "notes": notes})
-    return out
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in sorted(runs, key=lambda r: (r.task_label, r.model, r.method, str(r.path))):
+        groups.setdefault((r.task_label, r.model), []).append(r)
+    return {"groups": [_group_data(label, model, group, max_samples, max_tokens, image_side)
+                       for (label, model), group in groups.items()]}
+
+
+def _group_data(label: str, model: str, group: list[Run], max_samples: int, max_tokens: int,
+                image_side: int) -> dict[str, Any]:
+    """One table of the page: the runs of one task and model, methods side by side, on the first run's samples."""
+    task, note = _open_task(group[0])
+    notes = [note] if note else []
+    columns = _columns(group, notes)
+    first = columns[0].records
+    task_records = {rec.id: rec for rec in task.records} if task is not None else {}
+    metric_names: dict[str, None] = {}
+    samples = []
+    for sample_id in _choose(list(first.values()), max_samples):
+        size, image = _image(task, task_records.get(sample_id), image_side)
+        entry = _sample_entry(first[sample_id], group[0], size, image, max_tokens)
+        for column in columns:
+            if sample_id in column.records:
+                entry["runs"][column.name] = _run_entry(column, sample_id, max_tokens)
+                metric_names.update(dict.fromkeys(entry["runs"][column.name]["metrics"]))
+        samples.append(entry)
+    ordered = [c for c in FIRST_COLUMNS if c in metric_names] + sorted(c for c in metric_names if c not in FIRST_COLUMNS)
+    methods = [{"name": c.name, "run": str(c.run.path), "per_token": c.per_token, "probability": _is_probability(c.run),
+                "fractions": c.run.fractions, "n": c.run.results.get("n")} for c in columns]
+    return {"label": label, "model": model, "task": group[0].task, "methods": methods, "columns": ordered,
+            "n_total": len(first), "samples": samples, "notes": notes}
+
+
+def _columns(group: list[Run], notes: list[str]) -> list[_Column]:
+    """The group's runs with their maps, named by method (and folder, where a method has several runs); a run
+    without per-token maps gets a note."""
+    counts: dict[str, int] = {}
+    for r in group:
+        counts[r.method] = counts.get(r.method, 0) + 1
+    columns = []
+    for r in group:
+        name = r.method if counts[r.method] == 1 else f"{r.method} ({r.path.name})"
+        if not r.has_token_maps:
+            notes.append(f"{name}: this run kept one map per answer (no token_maps.npz, an older run): "
+                         "every token shows the answer's map")
+        columns.append(_Column(name, r, {s["id"]: s for s in r.records()}, r.token_maps() if r.has_token_maps else {},
+                               r.sample_maps() if r.has_sample_maps else {}, r.has_token_maps))
+    return columns
+
+
+def _image(task: Any, record: Any, side: int) -> tuple[tuple[int, int] | None, str | None]:
+    """The sample's image size and picture (a data URL); None for what cannot be read: it costs the picture only."""
+    if task is None or record is None:
+        return None, None
+    size = None
+    try:
+        picture = task.sample(record).image
+        size = (picture.height, picture.width)
+        return size, _image_url(picture, side)
+    except Exception:  # noqa: BLE001 - one unreadable image costs its picture only
+        return size, None
+
+
+def _sample_entry(base: dict[str, Any], run: Run, size: tuple[int, int] | None, image: str | None,
+                  max_tokens: int) -> dict[str, Any]:
+    """A sample's row as the first run of its group recorded it: question, answer, tokens, image and layout."""
+    if size is None and "layout" in base:
+        size = tuple(base["layout"]["image_size"])
+    layout = record_layout(base, run.config, size or (64, 64)).to_dict()
+    return {"id": base["id"], "question": base.get("question", ""), "answer": base.get("prediction", ""),
+            "reference": base.get("reference", ""), "score": base.get("score"),
+            "correct": base.get("score", 0) >= 0.5, "tokens": base.get("tokens", [])[:max_tokens],
+            "n_tokens": base.get("num_tokens", len(base.get("tokens", []))),
+            "image": image, "layout": layout, "runs": {}}
+
+
+def _run_entry(column: _Column, sample_id: str, max_tokens: int) -> dict[str, Any]:
+    """One run's view of a sample: its answer, metrics, curves, and its maps quantised on the run's colour scale."""
+    record = column.records[sample_id]
+    maps = column.token_maps.get(sample_id) if column.per_token else None
+    maps = maps[:max_tokens] if maps is not None and len(maps) else np.zeros((0, 0), np.float32)
+    answer_map = column.sample_maps.get(sample_id)
+    low, high = _scale(column.run, maps, answer_map)
+    return {
+        "prediction": record.get("prediction", ""), "score": record.get("score"),
+        "metrics": sample_metrics(record, column.run.fractions),
+        "scale": [float(f"{low:.4g}"), float(f"{high:.4g}")],
+        "token_maps": _quantise(maps, low, high) if len(maps) else None, "n_token_maps": int(len(maps)),
+        "answer_map": _quantise(np.asarray(answer_map), low, high) if answer_map is not None else None,
+        "curves": _curves(record),
+    }
+
+
+def _scale(run: Run, maps: np.ndarray, answer_map: np.ndarray | None) -> tuple[float, float]:
+    """The colour scale of a sample's maps: 0-1 for probabilities, else from 0 (or below) to their maximum."""
+    values = np.concatenate([maps.reshape(-1)] + ([np.asarray(answer_map).reshape(-1)] if answer_map is not None else []))
+    if _is_probability(run) or not values.size:
+        return 0.0, 1.0
+    low, high = min(0.0, float(np.nanmin(values))), float(np.nanmax(values))
+    return low, high if high > low else low + 1.0
 
 
 # ------------------------------------------------------------------------------------------------ page

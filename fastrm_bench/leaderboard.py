@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from fastrm_bench.rundir import Run, find_runs, read_run
 
 #: the run's identity columns, and the task's own score
 BASE_COLUMNS: dict[str, str | None] = {
@@ -26,42 +27,22 @@ def metric_columns() -> dict[str, str]:
     return columns
 
 
-def find_runs(root: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(root).rglob("results.json") if (p.parent / "config.json").exists())
-
-
-def unfinished_runs(root: Path) -> list[tuple[Path, int]]:
-    """Run directories under ``root`` without results.json (stopped, or still running), with their samples so far.
-
-    The per-process shards inside a run of several processes are part of their run, not runs of their own.
-    """
-    found = []
-    for config in sorted(Path(root).rglob("config.json")):
-        run_dir = config.parent
-        if (run_dir / "results.json").exists() or run_dir.parent.name == "shards":
-            continue
-        samples = run_dir / "samples.jsonl"
-        done = sum(1 for line in samples.read_bytes().splitlines() if line.strip()) if samples.is_file() else 0
-        found.append((run_dir, done))
-    return found
-
-
-def _read_run(run_dir: Path) -> tuple[dict, dict]:
-    """A finished run's results.json and config.json; a damaged one is a ValueError naming the file."""
-    out = []
-    for name in ("results.json", "config.json"):
-        try:
-            data = json.loads((run_dir / name).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{run_dir / name} cannot be read ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{run_dir / name} is not a JSON object")
-        out.append(data)
-    return out[0], out[1]
-
-
 def _interval_columns(column: str) -> tuple[str, str]:
     return f"{column}_ci_low", f"{column}_ci_high"
+
+
+def _row(run: Run, columns: dict[str, str | None]) -> dict[str, object]:
+    """One run's row: its identity, then each metric column's value and 95% interval, then its folder."""
+    row: dict[str, object] = {"model": run.model, "data_source": run.data_source, "task": run.task,
+                              "method": run.method, "n": run.n}
+    for column, key in columns.items():
+        if key is not None:
+            entry = run.results["metrics"].get(key, {})
+            row[column] = entry.get("value")
+            low, high = _interval_columns(column)
+            row[low], row[high] = entry.get("ci95") or (None, None)
+    row["run_dir"] = str(run.path)
+    return row
 
 
 def leaderboard(root: Path, problems: list[str] | None = None) -> pd.DataFrame:
@@ -73,23 +54,14 @@ def leaderboard(root: Path, problems: list[str] | None = None) -> pd.DataFrame:
     rows = []
     for run_dir in find_runs(root):
         try:
-            results, config = _read_run(run_dir)
-            metrics = results["metrics"]
-            row = {"model": Path(config["model"]).name, "data_source": config["data_source"],
-                   "task": config["task_spec"]["name"], "method": config["method_spec"]["name"], "n": results["n"]}
+            run = read_run(run_dir)
+            row = _row(run, columns)
         except (ValueError, KeyError, TypeError) as err:
             message = str(err) if isinstance(err, ValueError) else f"{run_dir}: results.json or config.json lacks {err}"
             if problems is None:
                 raise ValueError(message) from None
             problems.append(message)
             continue
-        for column, key in columns.items():
-            if key is not None:
-                entry = metrics.get(key, {})
-                row[column] = entry.get("value")
-                low, high = _interval_columns(column)
-                row[low], row[high] = entry.get("ci95") or (None, None)
-        row["run_dir"] = str(run_dir)
         rows.append(row)
     measured = {c: k for c, k in columns.items() if k is None or c in BASE_COLUMNS or any(r[c] is not None for r in rows)}
     intervals = [c for column, key in measured.items() if key is not None for c in _interval_columns(column)]

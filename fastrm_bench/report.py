@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from fastrm_bench.layout import ImageLayout
-from fastrm_bench.maps_io import load_sample_maps, record_layout
-from fastrm_bench.rundir import Run, label_tasks, load_runs
+from fastrm_bench.maps_io import record_layout
+from fastrm_bench.rundir import ABLATION, Run, label_tasks, load_runs
 
 #: FastRM-7 on LLaVA-1.5-7B (paper Table 1), by task implementation; other tasks get no paper column values
 PAPER_TABLE1 = pd.DataFrame(
@@ -70,9 +70,9 @@ def _style():
 
 
 def _title(runs: list[Run], what: str) -> str:
-    models = sorted({Path(r.config["model"]).name for r in runs})
-    sources = sorted({r.config["data_source"] for r in runs})
-    n = sorted({r.results["n"] for r in runs})
+    models = sorted({r.model for r in runs})
+    sources = sorted({r.data_source for r in runs})
+    n = sorted({r.n for r in runs})
     n_text = f"n={n[0]}" if len(n) == 1 else f"n={n[0]}-{n[-1]}"
     return f"{what}\n{', '.join(models)} on {'/'.join(sources)} data, {n_text} per run"
 
@@ -166,7 +166,7 @@ def _per_sample_aucs(run: Run) -> dict[str, dict[str, float]]:
 
     fractions = run.results["curves"]["fractions"]
     return {s["id"]: {"pp": curve_auc(fractions, s["curves"]["positive"]), "np": curve_auc(fractions, s["curves"]["negative"])}
-            for s in run.samples() if "curves" in s}
+            for s in run.records() if "curves" in s}
 
 
 def _interval(run: Run, key: str) -> str:
@@ -194,7 +194,7 @@ def table_perturbation(runs: list[Run], report: Report) -> None:
         group = sorted([r for r in with_curves if r.task_label == task], key=lambda r: (r.metric("pp_auc"), r.method))
         aucs = {r.method: _per_sample_aucs(r) for r in group}
         for i, r in enumerate(group):
-            row = {"task": task, "method": r.method, "n": r.results["n"], "PP AUC [95% CI]": _interval(r, "pp_auc"),
+            row = {"task": task, "method": r.method, "n": r.n, "PP AUC [95% CI]": _interval(r, "pp_auc"),
                    "NP AUC [95% CI]": _interval(r, "np_auc")}
             for short in ("pp", "np"):
                 column = f"{short.upper()} vs the method above"
@@ -207,7 +207,7 @@ def table_perturbation(runs: list[Run], report: Report) -> None:
                     row[column] = "no shared samples"
                     continue
                 d = paired_difference(np.array([aucs[r.method][s][short] for s in shared]),
-                                      np.array([aucs[above.method][s][short] for s in shared]), seed=r.config["run"]["seed"])
+                                      np.array([aucs[above.method][s][short] for s in shared]), seed=r.seed)
                 mark = "" if d["significant"] else " n.s."
                 row[column] = f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{mark}"
             rows.append(row)
@@ -227,7 +227,7 @@ def _home_runs(runs: list[Run]) -> dict[tuple[str, str], dict[str, Run]]:
     by_source: dict[tuple[str, str, str], dict[str, Run]] = {}
     for r in runs:
         if r.results.get("curves", {}).get("positive"):
-            by_source.setdefault((r.task, r.model, r.config.get("data_source", "")), {})[r.method] = r
+            by_source.setdefault((r.task, r.model, r.data_source), {})[r.method] = r
     home: dict[tuple[str, str], dict[str, Run]] = {}
     for (task, model, _), methods in sorted(by_source.items()):
         if len(methods) > len(home.get((task, model), {})):
@@ -278,7 +278,7 @@ def table_rankings_across_models(runs: list[Run], report: Report) -> None:
                         shared = sorted(set(aucs[m][a]) & set(aucs[m][b]))
                         d = paired_difference(np.array([aucs[m][a][s][short] for s in shared]),
                                               np.array([aucs[m][b][s][short] for s in shared]),
-                                              seed=home[(task, m)][a].config["run"]["seed"])
+                                              seed=home[(task, m)][a].seed)
                         differences.append(d)
                         mark = "" if d["significant"] else " n.s."
                         row[f"{short.upper()} A-B, {m}"] = f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{mark}"
@@ -331,8 +331,8 @@ def table1(runs: list[Run], report: Report) -> None:
         v = r.results["threshold_sweep"]["0.5"]
         rows[r.task_label] = {"accuracy (ours)": v["accuracy"], "F1 (ours)": v["f1"],
                               "F1 (ours) 95% CI": _interval(r, "threshold_f1"),
-                              "accuracy (paper, 7B)": PAPER_TABLE1["accuracy"].get(r.family),
-                              "F1 (paper, 7B)": PAPER_TABLE1["f1"].get(r.family)}
+                              "accuracy (paper, 7B)": PAPER_TABLE1["accuracy"].get(r.task_implementation),
+                              "F1 (paper, 7B)": PAPER_TABLE1["f1"].get(r.task_implementation)}
     frame = pd.DataFrame(rows).T.sort_index().rename_axis("task")
     (report.out / "table1.md").write_text(frame.to_markdown(floatfmt=".3f") + "\n")
     (report.out / "table1.tex").write_text(frame.to_latex(float_format="%.3f"))
@@ -343,7 +343,7 @@ def _gives_probabilities(run: Run) -> bool:
     """Whether the run's method gives calibrated probabilities (a FastRM proxy), as its class declares."""
     from fastrm_bench.builders import recorded_method_needs
 
-    needs = recorded_method_needs(run.config["method_spec"])
+    needs = recorded_method_needs(run.method_spec)
     return needs is not None and needs.probabilities
 
 
@@ -360,7 +360,7 @@ def fig_entropy(runs: list[Run], report: Report) -> None:
     chosen = sorted(chosen, key=lambda r: (r.task_label, r.method))[:6]
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.5 * len(chosen), 3.8), squeeze=False)
     for ax, r in zip(axes[0], chosen):
-        rows = r.samples()
+        rows = r.records()
         h = np.array([s["entropy"] for s in rows])
         ok = np.array([s["score"] >= 0.5 for s in rows])
         grid = np.linspace(h.min() - 0.2, h.max() + 0.2, 200)
@@ -453,8 +453,12 @@ def draw_map(ax, image: np.ndarray, layout: ImageLayout, values: np.ndarray, alp
     return ax.imshow(layout.to_image(values, size=image.shape[:2]), cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
 
 
-def fig_qualitative(runs: list[Run], report: Report, n: int = 4,
-                    methods: tuple[str, ...] = ("chefer", "fastrm", "chefer-stale", "dex-ar", "tam", "gradcam")) -> None:
+QUALITATIVE_METHODS = ("chefer", "fastrm", "chefer-stale", "dex-ar", "tam", "gradcam")
+#: {sample id: record} of each run, by the run's folder
+Records = dict[Path, dict[str, dict[str, Any]]]
+
+
+def fig_qualitative(runs: list[Run], report: Report, n: int = 4, methods: tuple[str, ...] = QUALITATIVE_METHODS) -> None:
     """Fig. 6: images with the maps of the answer token overlaid, one column per method, same samples.
 
     The columns are the ``methods`` that have a run of the chosen task, in that order (at least two
@@ -463,50 +467,62 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4,
     tokens), so the rows are samples that every run answered correctly with one token: their sample
     map is the map of that answer token.
     """
-    by_task: dict[str, dict[str, Run]] = {}
-    for r in runs:
-        if r.method in methods:
-            by_task.setdefault(r.task_label, {})[r.method] = r
-    # {task: {method: run}} in column order, for the tasks with at least two of the methods
-    candidates = {label: {m: found[m] for m in methods if m in found} for label, found in by_task.items() if len(found) >= 2}
+    from fastrm_bench.builders import create_task
+
+    candidates = _qualitative_candidates(runs, methods)
     if not candidates:
         report.skipped.append(f"Qualitative maps (Fig. 6): needs runs of two of {', '.join(methods)} on one task")
         return
-    records = {r.path: {s["id"]: s for s in r.samples()} for found in candidates.values() for r in found.values()}
-
-    def one_token_correct(r: Run) -> set[str]:
-        return {i for i, s in records[r.path].items() if s["score"] >= 1 and s.get("num_tokens") == 1}
-
-    def shared(label: str) -> list[str]:  # in the first column's run order
-        found = candidates[label]
-        common = set.intersection(*(one_token_correct(r) for r in found.values()))
-        return [i for i in records[next(iter(found.values())).path] if i in common]
-
-    def rank(label: str) -> tuple:  # a figure of yes/no answers shows less than one of varied answers
-        found = candidates[label]
-        first = records[next(iter(found.values())).path]
-        variety = len({first[i]["prediction"] for i in shared(label)})
-        return {"chefer", "fastrm"} <= set(found), len(found), variety, label
-
-    label = max(candidates, key=rank)
+    records = {r.path: {s["id"]: s for s in r.records()} for found in candidates.values() for r in found.values()}
+    label = max(candidates, key=lambda label: _qualitative_rank(label, candidates[label], records))
     by_method = candidates[label]
     first = next(iter(by_method.values()))
-    from fastrm_bench.builders import create_task
-
-    task, _ = create_task(first.task, data_root=first.config["data_root"])
+    task, _ = create_task(first.task, data_root=first.data_root)
     task_records = {rec.id: rec for rec in task.records}
-    maps = {m: load_sample_maps(r.path / "maps.npz") for m, r in by_method.items()}
-    ids = [i for i in shared(label) if i in task_records and all(i in maps[m] for m in by_method)][:n]
+    maps = {m: r.sample_maps() for m, r in by_method.items()}
+    ids = [i for i in _one_token_shared(by_method, records)
+           if i in task_records and all(i in maps[m] for m in by_method)][:n]
     if not ids:
         report.skipped.append(f"Qualitative maps (Fig. 6): no correctly answered one-token sample shared by "
                               f"{', '.join(by_method)} on {label}")
         return
+    images = {i: np.asarray(task.sample(task_records[i]).image) for i in ids}
+    _draw_qualitative(by_method, records, maps, images, report)
+
+
+def _qualitative_candidates(runs: list[Run], methods: tuple[str, ...]) -> dict[str, dict[str, Run]]:
+    """{task label: {method: run}} in ``methods``' order, for the tasks with runs of at least two of them."""
+    by_task: dict[str, dict[str, Run]] = {}
+    for r in runs:
+        if r.method in methods:
+            by_task.setdefault(r.task_label, {})[r.method] = r
+    return {label: {m: found[m] for m in methods if m in found} for label, found in by_task.items() if len(found) >= 2}
+
+
+def _one_token_shared(by_method: dict[str, Run], records: Records) -> list[str]:
+    """The samples every run answered right in one token (their sample map is that token's), in the first run's order."""
+    common = set.intersection(*({i for i, s in records[r.path].items() if s["score"] >= 1 and s.get("num_tokens") == 1}
+                                for r in by_method.values()))
+    return [i for i in records[next(iter(by_method.values())).path] if i in common]
+
+
+def _qualitative_rank(label: str, by_method: dict[str, Run], records: Records) -> tuple[bool, int, int, str]:
+    """How well a task shows the methods: chefer and fastrm both, more methods, then more varied answers (a figure of
+    yes/no answers shows less than one of varied answers)."""
+    first = records[next(iter(by_method.values())).path]
+    variety = len({first[i]["prediction"] for i in _one_token_shared(by_method, records)})
+    return {"chefer", "fastrm"} <= set(by_method), len(by_method), variety, label
+
+
+def _draw_qualitative(by_method: dict[str, Run], records: Records, maps: dict[str, dict[str, np.ndarray]],
+                      images: dict[str, np.ndarray], report: Report) -> None:
+    """One row per sample: its image with the question and answer, then each method's map over it."""
     plt = _style()
+    first = next(iter(by_method.values()))
     columns = 1 + len(by_method)
-    fig, axes = plt.subplots(len(ids), columns, figsize=(2.5 * columns, 2.6 * len(ids)), squeeze=False)
-    for i, sample_id in enumerate(ids):
+    fig, axes = plt.subplots(len(images), columns, figsize=(2.5 * columns, 2.6 * len(images)), squeeze=False)
+    for i, (sample_id, image) in enumerate(images.items()):
         s = records[first.path][sample_id]
-        image = np.asarray(task.sample(task_records[sample_id]).image)
         axes[i][0].imshow(image)
         axes[i][0].set_title(f"{s['question']}\nanswer: {s['prediction']}", fontsize=7)
         for j, (m, r) in enumerate(by_method.items(), start=1):
@@ -534,88 +550,113 @@ def fig_relevancy_distribution(runs: list[Run], report: Report) -> None:
     number of tokens of the answers (samples.jsonl's ``num_tokens``). A table gives, per method, the share of
     scores at or above 5% and 30% (the labeling threshold) of the maximum.
     """
-    from fastrm_bench.fastrm.model import CONFIG_NAME, LEGACY_TEACHER
-    from fastrm_bench.maps_io import load_token_maps
-
-    def teacher_of(run: Run) -> str | None:
-        params = run.config["method_spec"].get("params") or {}
-        if params.get("teacher"):
-            return params["teacher"]
-        if not params.get("checkpoint"):  # the shipped proxy of the model
-            return LEGACY_TEACHER["name"]
-        for base in (Path.cwd(), run.path):
-            found = base / params["checkpoint"] / CONFIG_NAME
-            if found.is_file():
-                return json.loads(found.read_text()).get("teacher", {}).get("name") or LEGACY_TEACHER["name"]
-        return None
-
-    def scores(maps: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
-        rows = [np.atleast_2d(np.asarray(maps[i], dtype=np.float64)) for i in ids]
-        rows = [m for r in rows if r.size for m in r if m.max() > 0]
-        return np.concatenate([m / m.max() for m in rows]) if rows else np.zeros(0)
-
-    pairs, unmatched = [], []
-    for proxy in (r for r in runs if _gives_probabilities(r)):  # proxies: maps of calibrated probabilities
-        teacher = teacher_of(proxy)
-        found = [r for r in runs if r.method == teacher and r.task_label == proxy.task_label
-                 and r.config["model"] == proxy.config["model"]]
-        (pairs.append((proxy, found[0])) if found and teacher else
-         unmatched.append(f"{proxy.method} on {proxy.task_label} (teacher {teacher or 'unknown'})"))
+    pairs, unmatched = _proxies_and_teachers(runs)
     if not pairs:
         report.skipped.append("Relevancy score distributions (Fig. 2): no run of a FastRM proxy with a run of its teacher "
                               "on the same task" + (f": {', '.join(unmatched)} lack one" if unmatched else ""))
         return
-    plt = _style()
     for proxy, teacher in sorted(pairs, key=lambda p: (p[0].task_label, p[0].method)):
-        per_token = all((r.path / "token_maps.npz").is_file() for r in (proxy, teacher))
-        maps = {r.method: load_token_maps(r.path) if per_token else load_sample_maps(r.path / "maps.npz")
-                for r in (teacher, proxy)}
-        records = {s["id"]: s for s in proxy.samples()}
+        per_token = proxy.has_token_maps and teacher.has_token_maps
+        maps = {r.method: r.token_maps() if per_token else r.sample_maps() for r in (teacher, proxy)}
+        records = {s["id"]: s for s in proxy.records()}
         ids = [i for i in records if all(i in m for m in maps.values())]
-        values = {m: scores(found, ids) for m, found in maps.items()}
+        values = {m: _relative_scores(found, ids) for m, found in maps.items()}
         if not ids or not all(len(v) for v in values.values()):
             report.skipped.append(f"Relevancy score distributions (Fig. 2): {proxy.method} and {teacher.method} on "
                                   f"{proxy.task_label} share no sample with a positive map")
             continue
         what = "answer token maps" if per_token else "sample maps (these runs kept no per-token maps)"
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=(3, 2))
-        inset = left.inset_axes((0.5, 0.5, 0.46, 0.4))
-        bins = np.linspace(0, 1, 41)
-        tallest = 0.0
-        for (method, v), colour in zip(values.items(), ("tab:orange", "tab:blue")):
-            label = f"{method}{' (teacher)' if method == teacher.method else ' (proxy)'}: {np.mean(v >= 0.05):.1%} >= 5%"
-            heights, _, _ = left.hist(v[v >= 0.05], bins=bins, weights=np.full((v >= 0.05).sum(), 1 / len(v)),
-                                      histtype="stepfilled", alpha=0.45, color=colour, label=label)
-            tallest = max(tallest, float(np.max(heights)))
-            inset.hist(v, bins=bins, weights=np.full(len(v), 1 / len(v)), histtype="step", color=colour)
-        left.set_xlim(0, 1)
-        left.set_ylim(0, 2.2 * tallest)  # room for the inset above the bars
-        left.set_xlabel("relevancy score / the map's maximum (scores >= 5% of it)")
-        left.set_ylabel("share of all scores")
-        left.set_title(what, fontsize=9)
-        left.legend(fontsize=8, loc="upper left")
-        inset.set_yscale("log")
-        inset.set_title("all scores (log scale)", fontsize=7)
-        inset.tick_params(labelsize=6)
         lengths = np.array([records[i].get("num_tokens", 0) for i in ids])
-        edges = np.arange(lengths.min(), lengths.max() + 2) - 0.5
-        right.hist(lengths, bins=edges, color="tab:gray", rwidth=0.8)
-        right.set_xticks(np.arange(lengths.min(), lengths.max() + 1))
-        right.set_xlabel("output length (generated tokens)")
-        right.set_ylabel("answers")
-        right.set_title(f"{len(ids)} answers, mean {lengths.mean():.2f} tokens", fontsize=9)
-        fig.suptitle(_title([proxy, teacher], f"Relevancy scores of {proxy.method} and its teacher {teacher.method}, "
-                            f"{proxy.task_label} (Fig. 2)"), fontsize=10)
-        name = f"relevancy_distribution_{_slug(proxy.task_label)}_{proxy.method}"
-        _save(fig, report, name,
-              f"Relevancy score distributions, {proxy.method} vs {teacher.method}, {proxy.task_label} (Fig. 2)")
-        plt.close(fig)
-        table = pd.DataFrame({m: {"role": "teacher" if m == teacher.method else "proxy", "scores": len(v),
-                                  "share >= 5% of max": np.mean(v >= 0.05), "share >= 30% of max": np.mean(v >= 0.3),
-                                  "median score": np.median(v)} for m, v in values.items()}).T.rename_axis("method")
-        (report.out / f"{name}.md").write_text(f"{what.capitalize()} of {len(ids)} shared samples.\n\n"
-                                               + table.to_markdown(floatfmt=".3f") + "\n")
+        name = _draw_relevancy(proxy, teacher, values, lengths, what, report)
+        _relevancy_table(teacher, values, what, len(ids), report.out / f"{name}.md")
         report.made[-1][1].append(f"{name}.md")
+
+
+def _teacher_of(run: Run) -> str | None:
+    """The method a FastRM proxy was distilled from: its spec's ``teacher``, else what its checkpoint records."""
+    from fastrm_bench.fastrm.model import CONFIG_NAME, LEGACY_TEACHER
+
+    params = run.method_spec.get("params") or {}
+    if params.get("teacher"):
+        return params["teacher"]
+    if not params.get("checkpoint"):  # the shipped proxy of the model
+        return LEGACY_TEACHER["name"]
+    for base in (Path.cwd(), run.path):
+        found = base / params["checkpoint"] / CONFIG_NAME
+        if found.is_file():
+            return json.loads(found.read_text()).get("teacher", {}).get("name") or LEGACY_TEACHER["name"]
+    return None
+
+
+def _proxies_and_teachers(runs: list[Run]) -> tuple[list[tuple[Run, Run]], list[str]]:
+    """(proxy run, its teacher's run on the same task and model) pairs, and the proxies that have no such run."""
+    pairs, unmatched = [], []
+    for proxy in (r for r in runs if _gives_probabilities(r)):  # proxies: maps of calibrated probabilities
+        teacher = _teacher_of(proxy)
+        found = [r for r in runs if r.method == teacher and r.task_label == proxy.task_label
+                 and r.model_ref == proxy.model_ref]
+        (pairs.append((proxy, found[0])) if found and teacher else
+         unmatched.append(f"{proxy.method} on {proxy.task_label} (teacher {teacher or 'unknown'})"))
+    return pairs, unmatched
+
+
+def _relative_scores(maps: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
+    """Every value of the samples' maps over its map's maximum (maps whose maximum is not positive left out)."""
+    rows = [np.atleast_2d(np.asarray(maps[i], dtype=np.float64)) for i in ids]
+    rows = [m for r in rows if r.size for m in r if m.max() > 0]
+    return np.concatenate([m / m.max() for m in rows]) if rows else np.zeros(0)
+
+
+def _draw_relevancy(proxy: Run, teacher: Run, values: dict[str, np.ndarray], lengths: np.ndarray, what: str,
+                    report: Report) -> str:
+    """Fig. 2 of one proxy and its teacher: the score histograms (left, inset) and the answers' lengths (right);
+    returns the figure's name."""
+    plt = _style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=(3, 2))
+    _score_histograms(left, values, teacher.method, what)
+    edges = np.arange(lengths.min(), lengths.max() + 2) - 0.5
+    right.hist(lengths, bins=edges, color="tab:gray", rwidth=0.8)
+    right.set_xticks(np.arange(lengths.min(), lengths.max() + 1))
+    right.set_xlabel("output length (generated tokens)")
+    right.set_ylabel("answers")
+    right.set_title(f"{len(lengths)} answers, mean {lengths.mean():.2f} tokens", fontsize=9)
+    fig.suptitle(_title([proxy, teacher], f"Relevancy scores of {proxy.method} and its teacher {teacher.method}, "
+                        f"{proxy.task_label} (Fig. 2)"), fontsize=10)
+    name = f"relevancy_distribution_{_slug(proxy.task_label)}_{proxy.method}"
+    _save(fig, report, name,
+          f"Relevancy score distributions, {proxy.method} vs {teacher.method}, {proxy.task_label} (Fig. 2)")
+    plt.close(fig)
+    return name
+
+
+def _score_histograms(left, values: dict[str, np.ndarray], teacher: str, what: str) -> None:
+    """The scores of at least 5% of their map's maximum on ``left`` (as the paper shows them), all of them in an inset."""
+    inset = left.inset_axes((0.5, 0.5, 0.46, 0.4))
+    bins = np.linspace(0, 1, 41)
+    tallest = 0.0
+    for (method, v), colour in zip(values.items(), ("tab:orange", "tab:blue")):
+        label = f"{method}{' (teacher)' if method == teacher else ' (proxy)'}: {np.mean(v >= 0.05):.1%} >= 5%"
+        heights, _, _ = left.hist(v[v >= 0.05], bins=bins, weights=np.full((v >= 0.05).sum(), 1 / len(v)),
+                                  histtype="stepfilled", alpha=0.45, color=colour, label=label)
+        tallest = max(tallest, float(np.max(heights)))
+        inset.hist(v, bins=bins, weights=np.full(len(v), 1 / len(v)), histtype="step", color=colour)
+    left.set_xlim(0, 1)
+    left.set_ylim(0, 2.2 * tallest)  # room for the inset above the bars
+    left.set_xlabel("relevancy score / the map's maximum (scores >= 5% of it)")
+    left.set_ylabel("share of all scores")
+    left.set_title(what, fontsize=9)
+    left.legend(fontsize=8, loc="upper left")
+    inset.set_yscale("log")
+    inset.set_title("all scores (log scale)", fontsize=7)
+    inset.tick_params(labelsize=6)
+
+
+def _relevancy_table(teacher: Run, values: dict[str, np.ndarray], what: str, samples: int, path: Path) -> None:
+    """Per method, the share of scores at or above 5% and 30% (the labeling threshold) of the maximum, and the median."""
+    table = pd.DataFrame({m: {"role": "teacher" if m == teacher.method else "proxy", "scores": len(v),
+                              "share >= 5% of max": np.mean(v >= 0.05), "share >= 30% of max": np.mean(v >= 0.3),
+                              "median score": np.median(v)} for m, v in values.items()}).T.rename_axis("method")
+    path.write_text(f"{what.capitalize()} of {samples} shared samples.\n\n" + table.to_markdown(floatfmt=".3f") + "\n")
 
 
 ABLATION_AXES = {"data_size": "training data (token samples)", "labeling_threshold": "labeling threshold (x max of the map)",
@@ -626,10 +667,8 @@ def fig_ablation(runs: list[Run], report: Report) -> None:
     """Fig. 5: FastRM ablations (labeling threshold, data size, training steps) as PP AUC over the first 20%."""
     rows = []
     for r in runs:
-        meta = r.path / "ablation.json"
-        if meta.exists() and r.metric("pp_auc") is not None:
-            # a list of {kind, value}: one run can stand for several variants (the base recipe)
-            rows += [{**tag, "pp_auc_first20": r.metric("pp_auc"), "run": r} for tag in json.loads(meta.read_text())]
+        if r.is_ablation and r.metric("pp_auc") is not None:
+            rows += [{**tag, "pp_auc_first20": r.metric("pp_auc"), "run": r} for tag in r.ablation_tags()]
     if not rows:
         report.skipped.append("Ablations (Fig. 5): no ablation runs (made by `fastrm-bench reproduce`)")
         return
@@ -657,7 +696,7 @@ def leaderboard_tables(roots: list[Path], report: Report) -> None:
     frames = [leaderboard(r) for r in roots]
     frame = pd.concat(frames) if frames else pd.DataFrame()
     if not frame.empty:  # ablation variants are compared in their own figure (Fig. 5), not ranked here
-        frame = frame[[not (Path(d) / "ablation.json").exists() for d in frame.run_dir]]
+        frame = frame[[not (Path(d) / ABLATION).exists() for d in frame.run_dir]]
     if frame.empty:
         report.skipped.append("Leaderboard: no runs")
         return
@@ -706,7 +745,7 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     label_tasks(runs)
     report = Report(out, command)
     leaderboard_tables(roots, report)
-    ablation_runs = [r for r in runs if (r.path / "ablation.json").exists()]
+    ablation_runs = [r for r in runs if r.is_ablation]
     main_runs = [r for r in runs if r not in ablation_runs]
     for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution, table_rankings_across_models]:
         figure(main_runs, report)

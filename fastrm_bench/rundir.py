@@ -21,6 +21,10 @@ often it was resumed: the final files are written in that order.
 Every file is either appended line by line (a line cut by a kill is dropped on resume and its
 sample redone) or replaced atomically (written beside, then renamed), so a kill at any moment
 leaves a directory that --resume completes to the files of an uninterrupted run.
+
+Finished runs are read through `read_run` (a `Run`: typed accessors of its config and results, its
+records and maps), `find_runs` and `unfinished_runs`: every command that reads runs (report, explorer,
+leaderboard, summarise, explain's calibration) names a damaged or incomplete file the same way.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from fastrm_bench.maps_io import save_sample_maps, save_token_maps
+from fastrm_bench.maps_io import load_sample_maps, load_token_maps, save_sample_maps, save_token_maps
 
 #: version of the layout above; directories of another format are never resumed or mixed into
 FORMAT = 3
@@ -428,10 +432,63 @@ class RunDir:
         shutil.rmtree(self.path / SHARDS, ignore_errors=True)
 
     def results(self) -> dict[str, Any]:
-        return json.loads((self.path / RESULTS).read_text())
+        return read_json(self.path / RESULTS)
 
 
 # ---------------------------------------------------------------------------- reading finished runs
+#: what every run's config.json and results.json hold, as paths of keys: a file without one is no run's
+REQUIRED = {CONFIG: (("model",), ("method_spec", "name"), ("task_spec", "name")), RESULTS: (("n",), ("metrics",))}
+#: written by `fastrm-bench reproduce` into the runs of a FastRM ablation: the variants the run stands for
+ABLATION = "ablation.json"
+
+
+def read_json(path: Path) -> Any:
+    """One JSON file of a run; a missing or damaged one is a RunDirError naming it, never a bare decoder error."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path} cannot be read ({err})") from None
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A run's config.json or results.json, checked to hold what every run's does (`REQUIRED`)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} is not a JSON object")
+    for keys in REQUIRED[path.name]:
+        found: Any = data
+        for key in keys:
+            if not isinstance(found, dict) or key not in found:
+                raise RunDirError(f"{path} lacks {'.'.join(keys)}")
+            found = found[key]
+    return data
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json (finished or not): what re-aggregation reads without trusting results.json."""
+    return _read_object(Path(run_dir) / CONFIG)
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """A finished run's samples.jsonl in its order (blank lines skipped); a torn or edited line is an error
+    naming the file and the line."""
+    path = Path(run_dir) / SAMPLES
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path} cannot be read ({err})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{path}:{number} is not a complete JSON line ({err.msg}: the file was cut or edited); "
+                              "run it again with --overwrite") from None
+    return records
+
+
 @dataclass
 class Run:
     """A finished run as the report, the explorer and the leaderboard read it: its config, results and records."""
@@ -447,8 +504,18 @@ class Run:
         return self.config["method_spec"]["name"]
 
     @property
+    def method_spec(self) -> dict[str, Any]:
+        """The method's spec as recorded (name, implementation, params): what tells its class and its checkpoint."""
+        return self.config["method_spec"]
+
+    @property
     def task(self) -> str:
         return self.config["task_spec"]["name"]
+
+    @property
+    def task_implementation(self) -> str:
+        """vqav2 / gqa / pope: the task's registered implementation (pope-* variants are POPE)."""
+        return self.config["task_spec"]["implementation"]
 
     @property
     def model(self) -> str:
@@ -456,25 +523,116 @@ class Run:
         return Path(self.config["model"]).name
 
     @property
-    def family(self) -> str:
-        """vqav2 / gqa / pope: the task implementation (pope-* variants are POPE)."""
-        return self.config["task_spec"]["implementation"]
+    def model_ref(self) -> str:
+        """The model as the run was given it: a registered name, a local folder or a hub id."""
+        return self.config["model"]
 
-    def samples(self) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in (self.path / "samples.jsonl").read_text().splitlines()]
+    @property
+    def weights_sha256(self) -> str | None:
+        """The hash of the model's weights (runs of an older format did not record it)."""
+        return self.config.get("model_weights_sha256")
+
+    @property
+    def data_source(self) -> str:
+        """The data the task was built from (e.g. ``shapes``, ``shapes-shifted``)."""
+        return self.config["data_source"]
+
+    @property
+    def data_root(self) -> str | None:
+        """The resolved folder of the task's data, where the run had one."""
+        return self.config.get("data_root")
+
+    @property
+    def aggregation(self) -> str:
+        """How a sample map was made of its tokens' maps (runs before it was recorded took the mean)."""
+        return self.config.get("run", {}).get("aggregation", "mean")
+
+    @property
+    def seed(self) -> int:
+        return self.config["run"]["seed"]
+
+    @property
+    def n(self) -> int:
+        """The number of samples the results aggregate."""
+        return self.results["n"]
+
+    @property
+    def fractions(self) -> list[float] | None:
+        """The removed fractions of the perturbation curves: the results', else the run's option (None: no curves)."""
+        return self.results.get("curves", {}).get("fractions") or self.config.get("run", {}).get("fractions")
 
     def metric(self, key: str) -> float | None:
         return self.results["metrics"].get(key, {}).get("value")
+
+    def records(self) -> list[dict[str, Any]]:
+        """The samples' records (samples.jsonl), in the run's order: the task's order however the run was made."""
+        return read_records(self.path)
+
+    @property
+    def has_sample_maps(self) -> bool:
+        return (self.path / MAPS).is_file()
+
+    @property
+    def has_token_maps(self) -> bool:
+        """False for runs from before per-token maps were kept."""
+        return (self.path / TOKEN_MAPS).is_file()
+
+    def sample_maps(self) -> dict[str, np.ndarray]:
+        """{sample id: flat sample map} (maps.npz), in the run's order."""
+        return load_sample_maps(self.path / MAPS)
+
+    def token_maps(self) -> dict[str, np.ndarray]:
+        """{sample id: ``[T, n]`` maps of the answer's tokens} (token_maps.npz; FileNotFoundError for older runs)."""
+        return load_token_maps(self.path)
+
+    @property
+    def is_ablation(self) -> bool:
+        """Whether the run is a variant of a FastRM ablation (compared in its own figure, ranked nowhere)."""
+        return (self.path / ABLATION).exists()
+
+    def ablation_tags(self) -> list[dict[str, Any]]:
+        """The ablation variants the run stands for, as {kind, value} (one run can be several: the base recipe)."""
+        return read_json(self.path / ABLATION)
+
+
+def is_finished_run(path: Path) -> bool:
+    """Whether ``path`` is a finished run's directory: results.json beside config.json."""
+    return (path / RESULTS).exists() and (path / CONFIG).exists()
+
+
+def read_run(path: Path) -> Run:
+    """The finished run in ``path``; a missing, damaged or incomplete file is a RunDirError naming it."""
+    path = Path(path)
+    results = _read_object(path / RESULTS)
+    return Run(path, _read_object(path / CONFIG), results)
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The finished runs' directories under ``root`` (itself included), in path order."""
+    return sorted(p.parent for p in Path(root).rglob(RESULTS) if (p.parent / CONFIG).exists())
+
+
+def unfinished_runs(root: Path) -> list[tuple[Path, int]]:
+    """Run directories under ``root`` without results.json (stopped, or still running), with their samples so far.
+
+    The per-process shards inside a run of several processes are part of their run, not runs of their own.
+    """
+    found = []
+    for config in sorted(Path(root).rglob(CONFIG)):
+        run_dir = config.parent
+        if (run_dir / RESULTS).exists() or run_dir.parent.name == SHARDS:
+            continue
+        samples = run_dir / SAMPLES
+        done = sum(1 for line in samples.read_bytes().splitlines() if line.strip()) if samples.is_file() else 0
+        found.append((run_dir, done))
+    return found
 
 
 def load_runs(roots: list[Path]) -> tuple[list[Run], list[Path]]:
     """Run directories (results.json + config.json) and profile directories (profile.json) under ``roots``."""
     runs, profiles = [], []
     for root in roots:
-        for results in sorted(Path(root).rglob("results.json")):
-            if (results.parent / "config.json").exists():
-                runs.append(Run(results.parent, json.loads((results.parent / "config.json").read_text()),
-                                json.loads(results.read_text())))
+        runs += [read_run(path) for path in find_runs(root)]
         profiles += sorted(p.parent for p in Path(root).rglob("profile.json"))
     return runs, profiles
 
@@ -485,9 +643,9 @@ def label_tasks(runs: list[Run]) -> None:
     sources: dict[str, set[str]] = {}
     models: dict[str, set[str]] = {}
     for r in runs:
-        sources.setdefault(r.task, set()).add(r.config.get("data_source", ""))
+        sources.setdefault(r.task, set()).add(r.data_source)
         models.setdefault(r.task, set()).add(r.model)
     for r in runs:
-        facets = [r.config.get("data_source", "")] if len(sources[r.task]) > 1 else []
+        facets = [r.data_source] if len(sources[r.task]) > 1 else []
         facets += [r.model] if len(models[r.task]) > 1 else []
         r.task_label = f"{r.task} ({', '.join(facets)})" if facets else r.task

@@ -538,10 +538,13 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
     Its scores are the recorded ones: a run scored under another convention must be run again.
     """
     from fastrm_bench.registry import TASKS
+    from fastrm_bench.rundir import read_config, read_records
 
     out = Path(run_dir)
-    config = _read_json_file(out / "config.json")
-    records = _read_records(out / "samples.jsonl")
+    try:
+        config, records = read_config(out), read_records(out)
+    except RunDirError as err:
+        raise RunDirError(f"{err}; the run's results.json is left as it was") from None
     spec = config["task_spec"]
     params = dict(spec["params"])
     # aggregation reads no data: a moved data root is no obstacle
@@ -553,32 +556,6 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
     results["config"] = _results_config(config, config.get("scoring", task.scoring))  # runs made before it was recorded
     replace_file(out / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
     return {"output_dir": str(out), **results}
-
-
-def _read_json_file(path: Path) -> dict[str, Any]:
-    """A run's JSON file; a missing or damaged one is one line naming it (summarise changes nothing then)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunDirError(f"{path} cannot be read ({err}); the run's results.json is left as it was") from None
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    """Every line of a finished run's samples.jsonl; a torn or edited line is one error naming the file and line."""
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise RunDirError(f"{path} cannot be read ({err}); the run's results.json is left as it was") from None
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise RunDirError(f"{path}:{number} is not a complete JSON line ({err.msg}: the file was cut or edited); "
-                              "the run's results.json is left as it was: run it again with --overwrite") from None
-    return records
 
 
 def _deep_merge(into: dict[str, Any], part: dict[str, Any]) -> None:

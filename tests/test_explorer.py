@@ -82,7 +82,7 @@ def test_older_runs_without_token_maps_show_the_answer_map(report_dir, tmp_path)
 def test_the_page_keeps_a_sample_cap_with_wrong_answers_first(report_dir):
     runs, _ = load_runs([report_dir / "runs"])
     label_tasks(runs)
-    records = runs[0].samples()
+    records = runs[0].records()
     wrong = [r["id"] for r in records if r["score"] < 0.5]
     [group] = explorer_data(runs, max_samples=2)["groups"]
     ids = [s["id"] for s in group["samples"]]
