@@ -2,19 +2,22 @@
 
 The package's code and entry point are taken verbatim from the README's "Add your own
 method" section, installed as a real distribution (a .dist-info on sys.path), found by a
-fresh registry, run on a tiny LLaVA, and listed by the CLI.
+fresh registry, run on a tiny LLaVA, listed by the CLI and run by `fastrm-bench run`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from fastrm_bench.maps_io import load_sample_maps
 from fastrm_bench.registry import Registry
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -60,3 +63,22 @@ def test_cli_lists_the_plugin(installed_plugin):
     out = subprocess.run([sys.executable, "-m", "fastrm_bench.cli", "list", "methods"], capture_output=True, text=True, env=env,
                          check=True).stdout
     assert re.search(r"^center-bias\s+Centre prior", out, re.M), out
+
+
+def test_cli_runs_the_plugin(installed_plugin, world_root, tiny_llava_dir, tmp_path):
+    """`fastrm-bench run --method center-bias` in a fresh process: found by its entry point alone, run, measured."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_plugin), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "run"
+    ran = subprocess.run([sys.executable, "-m", "fastrm_bench.cli", "run", "--method", "center-bias", "--task", "pope",
+                          "--model", str(tiny_llava_dir), "--limit", "2", "--output-dir", str(out), "--data-root",
+                          str(world_root), "--device", "cpu", "--max-new-tokens", "3"], capture_output=True, text=True, env=env)
+    assert ran.returncode == 0, ran.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["n"] == 2 and results["config"]["method"] == "center-bias"
+    assert results["metrics"]["accuracy"]["value"] is not None and results["metrics"]["pp_auc"]["value"] is not None
+    maps = load_sample_maps(out / "maps.npz")
+    assert len(maps) == 2
+    for sample_map in maps.values():  # the centre prior of the 6x6 grid: highest in the middle, lowest in the corners
+        grid = sample_map.reshape(6, 6)
+        assert grid[2:4, 2:4].min() > grid[0, 0] and grid[0, 0] == grid.min()
+        assert np.allclose(grid, grid.T) and np.allclose(grid, grid[::-1, ::-1])

@@ -38,6 +38,7 @@ from fastrm_bench.models.attention_capture import (
 )
 from fastrm_bench.models.errors import ModelLoadError
 from fastrm_bench.models.families import Family, family_for
+from fastrm_bench.registry import FAMILIES
 
 REMOVAL_STRATEGIES = ("zero", "drop")
 #: optional file in a model folder: {"prompt_template": "..."} (the template belongs to the model)
@@ -49,6 +50,20 @@ HIDDEN_SOURCES = ("final_norm", "all_layers")
 
 class _Captured(Exception):
     """Raised by a capture hook to stop a forward once the language model's inputs are known."""
+
+
+def _family_of(model_type: str, source: str) -> Family:
+    """The family serving ``model_type``; an unsupported type is a `ModelLoadError` naming it and the way to add one.
+
+    The registry's own "did you mean" would suggest the nearest spelling (``internvl`` -> ``qwen2_vl``), which for a
+    ``config.model_type`` read from a checkpoint is a different architecture, not a typo.
+    """
+    if model_type not in FAMILIES:
+        raise ModelLoadError(
+            f"{source}: no model family supports its model type {model_type!r}; supported: "
+            f"{', '.join(FAMILIES.names())} (`fastrm-bench list families`). To add one, see the README section "
+            "\"Add your own model family\" (a family class registered by a `fastrm_bench.families` entry point)")
+    return family_for(model_type)
 
 
 def default_device() -> torch.device:
@@ -122,7 +137,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot read the config of {source!r}: {err}") from err
-        family = family_for(config.model_type)
+        family = _family_of(config.model_type, source)
         processor = load_processor(source)
         if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"{source!r}: the processor has no tokenizer and image processor; not a VLM checkpoint")
