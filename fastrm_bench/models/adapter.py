@@ -468,23 +468,16 @@ class HFVisionLanguageAdapter(ModelAdapter):
     def _graph_leaf(self, stack: contextlib.ExitStack, leaves: list[torch.Tensor], vision_leaf: bool) -> None:
         """Make the graph start at the LM input embeddings, or at the vision activations Grad-CAM targets."""
 
-        def lm_leaf(embeds: torch.Tensor) -> torch.Tensor:
-            leaf = embeds.detach().requires_grad_(True)
+        def make_leaf(activations: torch.Tensor) -> torch.Tensor:
+            leaf = activations.detach().requires_grad_(True)
             leaves.append(leaf)
             return leaf
 
-        def vision_hook(module, args, output):
-            first = output[0] if isinstance(output, tuple) else output
-            leaf = first.detach().requires_grad_(True)
-            leaves.append(leaf)
-            return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
-
         if vision_leaf:
-            # prepended: transformers' own output recorders (hidden_states) must see the leaf, not the original
-            handle = self.family_spec.vision_target(self.model).register_forward_hook(vision_hook, prepend=True)
+            handle = self.family_spec.vision_leaf_hook(self.model, make_leaf)
             stack.callback(handle.remove)
         else:
-            stack.enter_context(self._on_lm_input(lm_leaf))
+            stack.enter_context(self._on_lm_input(make_leaf))
 
     @torch.no_grad()
     def answer_logprobs(self, inputs: ModelInputs, generation: Generation, image_keep: torch.Tensor,

@@ -10,11 +10,12 @@ so loading a checkpoint dispatches on its config.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
+from torch.utils.hooks import RemovableHandle
 
 from fastrm_bench.layout import ImageLayout, LayoutGroup, centre_square, single_grid, whole_image
 from fastrm_bench.registry import FAMILIES
@@ -22,6 +23,18 @@ from fastrm_bench.registry import FAMILIES
 
 class LayoutError(ValueError):
     """The processor's output does not have the image tokens the family's geometry predicts."""
+
+
+def _output_hook(module: torch.nn.Module, make_leaf: Callable[[torch.Tensor], torch.Tensor]) -> RemovableHandle:
+    """A forward hook replacing ``module``'s output (or its first element) by ``make_leaf(output)``; prepended, so
+    transformers' own output recorders (hidden_states) see the leaf, not the original."""
+
+    def hook(module, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        leaf = make_leaf(first)
+        return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
+
+    return module.register_forward_hook(hook, prepend=True)
 
 
 def _vision_transformer(tower: torch.nn.Module) -> torch.nn.Module:
@@ -86,32 +99,61 @@ class Family:
         return self.language_model(model).layers
 
     # ------------------------------------------------------------------ geometry (override per family)
+    @staticmethod
+    def _extra_tokens(model) -> int:
+        """Image tokens per image that are not patches: the vision tower's CLS token when the "full" strategy
+        keeps it (CLIP: 1; SigLIP, which has none: 0); "default" drops it, whatever the tower."""
+        if model.config.vision_feature_select_strategy == "default":
+            return 0
+        embeddings = _vision_transformer(model.model.vision_tower).embeddings
+        return int(embeddings.num_positions - embeddings.num_patches)
+
     def layouts(self, model, processor, tensors: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
+        """One grid over the (centre-cropped) image; with ``vision_feature_select_strategy: "full"`` the CLS token,
+        which comes first and sees the whole crop, is a 1x1 group over the same region before the grid, so that a
+        map has a value for it and removing every image token removes it too."""
         config = model.config
         vision = config.vision_config
         size = vision.image_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         grid = (h // vision.patch_size, w // vision.patch_size)
+        extra = self._extra_tokens(model)
         crops = bool(getattr(processor.image_processor, "do_center_crop", False))
         out = []
         for ids, image in zip(tensors["input_ids"], images):
             positions = self._image_positions(ids, self.image_token_id(config))
-            self._check(len(positions), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} grid")
+            strategy = config.vision_feature_select_strategy
+            self._check(len(positions), extra + grid[0] * grid[1],
+                        f"a {grid[0]}x{grid[1]} grid + {extra} CLS token (vision_feature_select_strategy {strategy!r})")
             image_size = (image.height, image.width)
-            out.append(single_grid(positions, grid, centre_square(image_size) if crops else whole_image(image_size), image_size))
+            region = centre_square(image_size) if crops else whole_image(image_size)
+            cls = tuple(LayoutGroup((p,), (1, 1), region) for p in positions[:extra])
+            out.append(ImageLayout((*cls, LayoutGroup(tuple(positions[extra:]), grid, region)), image_size))
         return out
 
     def vision_target(self, model) -> torch.nn.Module:
-        """The vision layer whose output feeds the projector (`vision_feature_layer`)."""
+        """The vision layer whose output feeds the projector (`vision_feature_layer`, an int)."""
         layer = model.config.vision_feature_layer
-        if not isinstance(layer, int):
-            raise NotImplementedError(f"{self.name}: Grad-CAM supports a single vision_feature_layer, not {layer!r}")
         encoder_layers = _vision_transformer(model.model.vision_tower).encoder.layers
         # hidden_states[k] is the output of encoder layer k-1 (k >= 1) or of layer k (k < 0)
         return encoder_layers[layer if layer < 0 else layer - 1]
 
+    def vision_leaf_hook(self, model, make_leaf: Callable[[torch.Tensor], torch.Tensor]) -> RemovableHandle:
+        """Hook the activations Grad-CAM targets so that ``make_leaf(activations)`` replaces them in the forward.
+
+        By default the output of `vision_target`. A LLaVA-style list of ``vision_feature_layer`` (``[-2, -5]``)
+        has no one layer whose output feeds the projector: its input is hooked instead, the layers' features
+        concatenated along channels (CLS dropped or kept as the strategy says), each layer's features an
+        independent input of the projector, as Grad-CAM on the concatenation asks.
+        """
+        if isinstance(getattr(model.config, "vision_feature_layer", None), (list, tuple)):
+            return model.model.multi_modal_projector.register_forward_pre_hook(
+                lambda module, args: (make_leaf(args[0]), *args[1:]), prepend=True)
+        return _output_hook(self.vision_target(model), make_leaf)
+
     def vision_to_tokens(self, model, tensors: dict[str, torch.Tensor], values: torch.Tensor) -> torch.Tensor:
-        """Per-patch values ``[..., n_patches]`` (the vision layer's token dim, CLS included) -> per LM token."""
+        """Per-patch values ``[..., n_patches]`` (the target's token dim) -> per LM token: the last grid's worth
+        ("default" drops the CLS at the vision layer; the projector's input has none left to drop)."""
         grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
         return values[..., -grid * grid :] if model.config.vision_feature_select_strategy == "default" else values
 
