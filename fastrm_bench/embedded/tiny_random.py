@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 
 from fastrm_bench.world.questions import vocabulary
 
-FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3")
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3", "paligemma")
 
 #: Words the chat templates write outside the special tokens (role names).
 ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
@@ -435,6 +435,33 @@ def _gemma3():
     return Gemma3ForConditionalGeneration(config), proc
 
 
+#: PaliGemma: 32 px images, 8 px SigLIP patches -> 16 image tokens, a 4x4 grid over the whole (resized) image.
+PALIGEMMA_IMAGE_TOKENS = 16
+#: PaliGemma has no chat template: its task prefixes ("answer en ...") are words of its vocabulary
+PALIGEMMA_WORDS = ("answer", "en")
+
+
+def _paligemma():
+    """PaliGemma (SigLIP + Gemma): no chat template (the harness's family fallback writes the task prefix); the
+    processor puts the image tokens and <bos> before the prompt and returns token types (0: the bidirectional
+    prefix, 1: the causal suffix) and training labels."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessorPil
+
+    tok = build_word_tokenizer(["<image>"], bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", prepend_bos=False,
+                               extra_special_tokens={"image_token": "<image>"}, words=PALIGEMMA_WORDS)
+    ip = SiglipImageProcessorPil(size={"height": 32, "width": 32}, image_seq_length=PALIGEMMA_IMAGE_TOKENS)
+    proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)  # adds its <loc>/<seg> tokens to the tokenizer
+    text = {"model_type": "gemma", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+            "max_position_embeddings": 1024, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id}
+    vision = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "vision_use_head": False}
+    config = PaliGemmaConfig(text_config=text, vision_config=vision, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                             projection_dim=32, hidden_size=32, vocab_size=len(tok))
+    return PaliGemmaForConditionalGeneration(config), proc
+
+
 _BUILDERS: dict[str, Callable] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -443,6 +470,7 @@ _BUILDERS: dict[str, Callable] = {
     "idefics3": _idefics3,
     "smolvlm": _smolvlm,
     "gemma3": _gemma3,
+    "paligemma": _paligemma,
 }
 
 
