@@ -32,13 +32,14 @@ EXPECTED_GROUPS = {
     "idefics3": [((2, 2), (r * 24, c * 80 / 3, (r + 1) * 24, (c + 1) * 80 / 3)) for r in range(2) for c in range(3)]
     + [((2, 2), (0, 0, 48, 80))],
     "gemma3": [((2, 2), (0, 0, 48, 80))],
+    "paligemma": [((4, 4), (0, 0, 48, 80))],  # 32 px resize of the whole image, 8 px patches: 12 x 20 px cells
 }
 EXPECTED_GROUPS["smolvlm"] = EXPECTED_GROUPS["idefics3"]
 
 #: tokens on an object filling rows 0-23 and columns 0-27 (top left) at >= half coverage, by hand:
 #: llava: crop columns 16-28 = its first cell column; next: base cells are 20 px wide (28 px covers 1.4 of them),
 #: tile cells 10 px (2.8); qwen cells 26.7 px wide; idefics tile (0,0) is all covered and the global cell (0,0)
-#: 28/40 of it; gemma 28/40 of cell (0,0)
+#: 28/40 of it; gemma 28/40 of cell (0,0); paligemma cells are 20 px wide (column 1 only 8/20 covered)
 EXPECTED_CORNER_TOKENS = {
     "llava": [0, 4],
     "llava_next": [0, 4, 16, 17, 18, 24, 25, 26],
@@ -47,6 +48,7 @@ EXPECTED_CORNER_TOKENS = {
     "idefics3": [0, 1, 2, 3, 24],
     "smolvlm": [0, 1, 2, 3, 24],
     "gemma3": [0],
+    "paligemma": [0, 4],
 }
 
 
@@ -120,7 +122,7 @@ def test_captured_attention_equals_eager_attention(family_adapter):
         assert (layer.probability_gradients(output_grad, rows) - eager_grad[0]).abs().max() <= 1e-5 * scale
         own = layer.own_row_gradients(output_grad.unsqueeze(0), torch.tensor([p]))
         assert (own[0] - eager_grad[0, :, p]).abs().max() <= 1e-5 * scale
-    if family_adapter.family == "gemma3":  # sliding windows and the image's bidirectional block: an explicit mask
+    if family_adapter.family in ("gemma3", "paligemma"):  # bidirectional image block / prefix: an explicit mask
         assert all(layer.mask is not None for layer in captured.attention)
 
 
@@ -175,7 +177,7 @@ def test_removals_supported_or_refused_by_name(family_adapter):
         out = family_adapter.generate(inputs, 3, min_new_tokens=3, image_keep=keep, removal=removal)
         assert torch.equal(out[0].generated_ids, plain)  # keeping everything changes nothing
     assert family_adapter.removals[0] == "zero"
-    assert ("drop" in family_adapter.removals) == (family_adapter.family not in ("qwen2_vl", "qwen2_5_vl", "gemma3"))
+    assert ("drop" in family_adapter.removals) == (family_adapter.family not in ("qwen2_vl", "qwen2_5_vl", "gemma3", "paligemma"))
 
 
 #: images of several sizes and prompts of several lengths: a batch of them is left-padded
@@ -251,6 +253,20 @@ def test_answer_logprobs_equal_teacher_forcing_and_follow_the_removal(family_ada
         got = family_adapter.answer_logprobs(inputs, generation, keep, removal)
         torch.testing.assert_close(got[0], expected, rtol=1e-4, atol=1e-4)
         assert not torch.allclose(got[1], got[0], atol=1e-6), removal
+
+
+def test_with_every_image_token_removed_the_answer_no_longer_depends_on_the_image(family_adapter):
+    """What the perturbation metric's removals remove is all the image reaches the LM through: with every image
+    token of the layout removed, two different images give the same answer log-probabilities (kept: different)."""
+    pixels = np.random.default_rng(1).integers(0, 256, size=(IMAGE[1], IMAGE[0], 3), dtype=np.uint8)
+    images = [Image.new("RGB", IMAGE, (200, 30, 30)), Image.fromarray(pixels)]
+    inputs = [family_adapter.build_inputs([image], ["What color is the circle?"]) for image in images]
+    generation = family_adapter.generate(inputs[0], 3, min_new_tokens=3)[0]
+    keep = torch.stack([torch.ones(inputs[0].layout.num_tokens), torch.zeros(inputs[0].layout.num_tokens)])
+    for removal in family_adapter.removals:
+        first, second = (family_adapter.answer_logprobs(i, generation, keep, removal) for i in inputs)
+        assert not torch.allclose(first[0], second[0], atol=1e-6), removal  # the image matters while it is there
+        torch.testing.assert_close(first[1], second[1], rtol=0, atol=1e-5)
 
 
 def test_every_method_runs_on_every_family(family_adapter, family_dirs, world_root, tmp_path):

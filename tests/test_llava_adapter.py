@@ -118,7 +118,8 @@ def test_families_are_listed_by_model_type():
 
     out = CliRunner().invoke(app, ["list", "families"]).output
     expected = {"llava_next": "LlavaNextForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-                "gemma3": "Gemma3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration"}
+                "gemma3": "Gemma3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration",
+                "paligemma": "PaliGemmaForConditionalGeneration"}
     for model_type, cls in expected.items():
         assert model_type in out and cls in out, out
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastrm_bench.embedded.tiny_random import FAMILIES, GEMMA3_MM_TOKENS, build_tiny_random
+from fastrm_bench.embedded.tiny_random import FAMILIES, GEMMA3_MM_TOKENS, PALIGEMMA_IMAGE_TOKENS, build_tiny_random
 
 #: 80 wide x 48 high: every family handles it and none sees it as square.
 IMAGE_SIZE = (80, 48)
@@ -24,7 +24,10 @@ EXPECTED_IMAGE_TOKENS = {
     "idefics3": 28,  # 2x3 tiles + the global image, 4 tokens each ((32/8)^2 / 2^2)
     "smolvlm": 28,
     "gemma3": GEMMA3_MM_TOKENS,
+    "paligemma": PALIGEMMA_IMAGE_TOKENS,  # 32px / 8px patches = 4x4, whole image, no CLS
 }
+#: families whose checkpoints have no chat template (the harness writes their prompt): PaliGemma's task prefix
+NO_CHAT_TEMPLATE = {"PaliGemmaProcessor": "<image>answer en {prompt}"}
 
 
 @pytest.fixture(scope="session", params=FAMILIES)
@@ -41,9 +44,15 @@ def loaded(request, tmp_path_factory):
     return family, folder, processor, model
 
 
-def _inputs(processor):
+def _prompt(processor) -> str:
+    if processor.chat_template is None:
+        return NO_CHAT_TEMPLATE[type(processor).__name__].format(prompt=QUESTION)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def _inputs(processor):
+    prompt = _prompt(processor)
     image = Image.new("RGB", IMAGE_SIZE, (200, 30, 30))
     return processor(images=[image], text=[prompt], return_tensors="pt")
 
@@ -56,7 +65,8 @@ def _image_token_id(config) -> int:
 def test_saved_folder_is_complete_and_eager(loaded):
     family, folder, processor, model = loaded
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "chat_template.jinja"} <= names
+    template = set() if type(processor).__name__ in NO_CHAT_TEMPLATE else {"chat_template.jinja"}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", *template} <= names
     assert model.config._attn_implementation == "eager"
     # an image-only processor (no torchvision) saves the stock class name, so it loads as the stock class elsewhere
     assert json.loads((folder / "processor_config.json").read_text())["processor_class"] == type(processor).__name__
@@ -67,8 +77,7 @@ def test_saved_folder_is_complete_and_eager(loaded):
 def test_chat_template_special_tokens_are_single_tokens(loaded):
     family, folder, processor, model = loaded
     tok = processor.tokenizer
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    prompt = _prompt(processor)
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     assert tok.unk_token_id not in ids, tok.convert_ids_to_tokens(ids)
     image_token = tok.convert_ids_to_tokens(_image_token_id(model.config))
@@ -94,6 +103,8 @@ def test_non_square_image_layout(loaded):
         assert "<row_2_col_3>" in tokens and "<global-img>" in tokens
     elif family == "gemma3":
         assert n_image == model.config.mm_tokens_per_image
+    elif family == "paligemma":  # image tokens, <bos> and prompt form the bidirectional prefix; labels for training
+        assert inputs["token_type_ids"].eq(0).all() and "labels" in inputs
 
 
 def test_generate_and_attentions(loaded):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -22,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 
 from fastrm_bench.world.questions import vocabulary
 
-FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3")
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3", "paligemma")
 
 #: Words the chat templates write outside the special tokens (role names).
 ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
@@ -156,12 +157,12 @@ def _llama_text(tokenizer: PreTrainedTokenizerFast, hidden: int = 32, layers: in
     }
 
 
-def _clip_vision(image_size: int, patch_size: int, hidden: int = 32) -> dict:
+def _clip_vision(image_size: int, patch_size: int, hidden: int = 32, layers: int = 2) -> dict:
     return {
         "model_type": "clip_vision_model",
         "hidden_size": hidden,
         "intermediate_size": hidden * 2,
-        "num_hidden_layers": 2,
+        "num_hidden_layers": layers,
         "num_attention_heads": 2,
         "image_size": image_size,
         "patch_size": patch_size,
@@ -182,26 +183,26 @@ def _llava_tokenizer() -> PreTrainedTokenizerFast:
                                 extra_special_tokens={"image_token": "<image>"})
 
 
-def _llava_config(tok: PreTrainedTokenizerFast) -> dict:
+def _llava_config(tok: PreTrainedTokenizerFast, vision_feature_layer: int | list[int] = -2,
+                  vision_feature_select_strategy: str = "default", vision_layers: int = 2) -> dict:
     """What the LLaVA-1.5 and LLaVA-NeXT configs share: a 32 px CLIP tower, a Llama LM, layer -2 without CLS."""
-    return {"vision_config": _clip_vision(32, 8), "text_config": _llama_text(tok),
-            "image_token_id": tok.convert_tokens_to_ids("<image>"), "vision_feature_layer": -2,
-            "vision_feature_select_strategy": "default"}
+    return {"vision_config": _clip_vision(32, 8, layers=vision_layers), "text_config": _llama_text(tok),
+            "image_token_id": tok.convert_tokens_to_ids("<image>"), "vision_feature_layer": vision_feature_layer,
+            "vision_feature_select_strategy": vision_feature_select_strategy}
 
 
-def _llava():
+def _llava(vision_feature_layer: int | list[int] = -2, vision_feature_select_strategy: str = "default",
+           vision_layers: int = 2):
+    """LLaVA-1.5; the options make the variants real checkpoints use: ``"full"`` keeps the CLS token (the
+    processor then writes one more image token), a list of layers concatenates their features (e.g. ``[-2, -5]``
+    with 5 vision layers)."""
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     tok = _llava_tokenizer()
     ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True)
-    proc = LlavaProcessor(
-        image_processor=ip,
-        tokenizer=tok,
-        **_LLAVA_PROCESSOR,
-    )
-    config = LlavaConfig(
-        **_llava_config(tok),
-    )
+    proc = LlavaProcessor(image_processor=ip, tokenizer=tok,
+                          **{**_LLAVA_PROCESSOR, "vision_feature_select_strategy": vision_feature_select_strategy})
+    config = LlavaConfig(**_llava_config(tok, vision_feature_layer, vision_feature_select_strategy, vision_layers))
     return LlavaForConditionalGeneration(config), proc
 
 
@@ -434,6 +435,33 @@ def _gemma3():
     return Gemma3ForConditionalGeneration(config), proc
 
 
+#: PaliGemma: 32 px images, 8 px SigLIP patches -> 16 image tokens, a 4x4 grid over the whole (resized) image.
+PALIGEMMA_IMAGE_TOKENS = 16
+#: PaliGemma has no chat template: its task prefixes ("answer en ...") are words of its vocabulary
+PALIGEMMA_WORDS = ("answer", "en")
+
+
+def _paligemma():
+    """PaliGemma (SigLIP + Gemma): no chat template (the harness's family fallback writes the task prefix); the
+    processor puts the image tokens and <bos> before the prompt and returns token types (0: the bidirectional
+    prefix, 1: the causal suffix) and training labels."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessorPil
+
+    tok = build_word_tokenizer(["<image>"], bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", prepend_bos=False,
+                               extra_special_tokens={"image_token": "<image>"}, words=PALIGEMMA_WORDS)
+    ip = SiglipImageProcessorPil(size={"height": 32, "width": 32}, image_seq_length=PALIGEMMA_IMAGE_TOKENS)
+    proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)  # adds its <loc>/<seg> tokens to the tokenizer
+    text = {"model_type": "gemma", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+            "max_position_embeddings": 1024, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id}
+    vision = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "vision_use_head": False}
+    config = PaliGemmaConfig(text_config=text, vision_config=vision, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                             projection_dim=32, hidden_size=32, vocab_size=len(tok))
+    return PaliGemmaForConditionalGeneration(config), proc
+
+
 _BUILDERS: dict[str, Callable] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -442,6 +470,7 @@ _BUILDERS: dict[str, Callable] = {
     "idefics3": _idefics3,
     "smolvlm": _smolvlm,
     "gemma3": _gemma3,
+    "paligemma": _paligemma,
 }
 
 
@@ -483,14 +512,18 @@ def _randomise_zero_matrices(model: torch.nn.Module) -> None:
                 parameter.normal_(std=0.02)
 
 
-def build_tiny_random(family: str, out: Path, seed: int = 0) -> Path:
-    """Build a random-weight `family` checkpoint and save model, processor and chat template in `out`."""
+def build_tiny_random(family: str, out: Path, seed: int = 0, **options: Any) -> Path:
+    """Build a random-weight `family` checkpoint and save model, processor and chat template in `out`.
+
+    ``options`` go to the family's builder (e.g. LLaVA's ``vision_feature_select_strategy="full"``): variants of
+    a family's config that real checkpoints use, each built with the same classes.
+    """
     if family not in _BUILDERS:
         raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model, processor = _BUILDERS[family]()
+    model, processor = _BUILDERS[family](**options)
     _randomise_zero_matrices(model)
     force_eager(model.config)
     set_generation_ids(model, processor.tokenizer)

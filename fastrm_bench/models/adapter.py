@@ -74,8 +74,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
     """A transformers VLM of a registered family, with its processor (local folder or hub id in the cache)."""
 
     def __init__(self, model: torch.nn.Module, processor: Any, name: str, family: Family, prompt_template: str | None = None,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, processor_options: dict[str, Any] | None = None):
         self.model = model
+        #: keyword arguments of every processor call (e.g. Gemma 3's ``do_pan_and_scan``), see `from_pretrained`
+        self.processor_options = dict(processor_options or {})
         self.processor = processor
         self.name = name
         self.family_spec = family
@@ -98,41 +100,28 @@ class HFVisionLanguageAdapter(ModelAdapter):
     def from_pretrained(
         cls, name_or_path: str | os.PathLike, *, prompt_template: str | None = None, device: str | torch.device | None = None,
         dtype: torch.dtype | str = torch.float32, device_map: str | None = None, name: str | None = None,
-        attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
+        attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION, processor_options: dict[str, Any] | None = None,
     ) -> HFVisionLanguageAdapter:
         """Load model and processor from a local folder or a hub id (offline: from the HF cache).
 
         The family comes from ``config.model_type``. The prompt template is, in order: the argument,
         ``fastrm_bench.json`` in the model folder, the processor's chat template, the family's fallback.
-        ``device_map="auto"`` spreads a model larger than one GPU (accelerate); ``device`` is then ignored.
-        ``attn_implementation`` is what the model answers with (SDPA by default); methods that read attention
-        recompute it from what that implementation received (`attention_capture`), so it need not be eager.
+        ``processor_options`` (the argument, else ``fastrm_bench.json``'s) are keyword arguments of every
+        processor call, e.g. ``{"do_pan_and_scan": true}`` for Gemma 3, whose processor's own defaults
+        override the saved image processor config. ``device_map="auto"`` spreads a model larger than one GPU
+        (accelerate); ``device`` is then ignored. ``attn_implementation`` is what the model answers with (SDPA
+        by default); methods that read attention recompute it from what that implementation received
+        (`attention_capture`), so it need not be eager.
         """
         if attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ModelLoadError(f"unknown attention implementation {attn_implementation!r}; "
                                  f"choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-        import transformers
         from transformers import AutoConfig
 
         from fastrm_bench.models.processors import load_processor
 
         source = str(name_or_path)
-        local = Path(source)
-        if prompt_template is None and (local / HARNESS_CONFIG).is_file():
-            prompt_template = json.loads((local / HARNESS_CONFIG).read_text()).get("prompt_template")
-        if local.exists():
-            if not (local / "config.json").is_file():
-                raise ModelLoadError(f"{local} has no config.json: not a saved model folder")
-            if not any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "processor_config.json")):
-                raise ModelLoadError(
-                    f"{local} has no processor/tokenizer files (tokenizer.json, processor_config.json); "
-                    "save them with processor.save_pretrained(dir)"
-                )
-            for weights in sorted(local.glob("*.safetensors")):  # a pickle or a cut file: one line, not a traceback
-                try:
-                    read_safetensors_shapes(weights)
-                except InvalidWeightsFile as err:
-                    raise ModelLoadError(str(err)) from None
+        harness = _harness_config(Path(source))
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as err:
@@ -141,23 +130,13 @@ class HFVisionLanguageAdapter(ModelAdapter):
         processor = load_processor(source)
         if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"{source!r}: the processor has no tokenizer and image processor; not a VLM checkpoint")
-        dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        model_class = getattr(transformers, family.model_class)
-        try:
-            with contextlib.redirect_stderr(io.StringIO()):
-                model, info = model_class.from_pretrained(
-                    source, attn_implementation=attn_implementation, dtype=dtype, device_map=device_map,
-                    output_loading_info=True, ignore_mismatched_sizes=True)
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"cannot load the model {source!r}: {err}") from err
-        problem = loading_problem(info)  # transformers would re-initialise mismatched or missing tensors at random
-        if problem:
-            raise ModelLoadError(f"{source}: {problem}")
+        model = _load_model(source, family, DTYPES[dtype] if isinstance(dtype, str) else dtype, device_map,
+                            attn_implementation)
         if device_map is None:
             model.to(torch.device(device) if device else default_device())
-        model.eval()
-        model.requires_grad_(False)
-        return cls(model, processor, name or source, family, prompt_template)
+        template = prompt_template if prompt_template is not None else harness.get("prompt_template")
+        options = processor_options if processor_options is not None else harness.get("processor_options")
+        return cls(model, processor, name or source, family, template, processor_options=options)
 
     # ---------------------------------------------------------------- properties of the contract
     @property
@@ -188,8 +167,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
     def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:
         images = [im.convert("RGB") for im in images]
         texts = [self.format_prompt(p) for p in prompts]
-        enc = self.processor(images=self.family_spec.batch_images(images), text=texts, padding=True, return_tensors="pt")
-        tensors = {k: v.to(self.device) for k, v in enc.items() if torch.is_tensor(v)}
+        enc = self.processor(images=self.family_spec.batch_images(images), text=texts, padding=True, return_tensors="pt",
+                             **self.processor_options)
+        # the harness never asks for a loss: training labels a processor adds (PaliGemma's) are not model inputs here
+        tensors = {k: v.to(self.device) for k, v in enc.items() if torch.is_tensor(v) and k != "labels"}
         if "pixel_values" in tensors and tensors["pixel_values"].is_floating_point():
             tensors["pixel_values"] = tensors["pixel_values"].to(self.model.dtype)
         layouts = self.family_spec.layouts(self.model, self.processor, tensors, images)
@@ -393,8 +374,9 @@ class HFVisionLanguageAdapter(ModelAdapter):
     def _with_answer(self, inputs: ModelInputs, generation: Generation, length: int | None) -> dict[str, torch.Tensor]:
         """The prompt's tensors with the generated tokens appended (all but the last: it predicts nothing we need).
 
-        Per-token tensors (shape ``[1, L0]``) are extended: ids by the answer, the attention mask by ones, any
-        other (token types) by zeros; the rest (pixels, grids, sizes) is passed as the processor made it.
+        Per-token tensors (shape ``[1, L0]``) are extended as the family's generate extends them
+        (`Family.answer_inputs`: ids by the answer, the mask by ones, token types by the family's answer type);
+        the rest (pixels, grids, sizes) is passed as the processor made it.
         """
         if len(inputs.layouts) != 1:
             raise ValueError("teacher forcing takes single-sample inputs")
@@ -403,8 +385,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
         out = {}
         for key, value in inputs.tensors.items():
             if value.shape[:2] == prompt_shape:
-                extra = answer if key == "input_ids" else (torch.ones_like(answer) if key == "attention_mask"
-                                                           else torch.zeros_like(answer))
+                extra = self.family_spec.answer_inputs(key, answer)
                 value = torch.cat([value, extra.to(value.dtype)], dim=1)
                 value = value[:, :length] if length is not None else value
             out[key] = value
@@ -483,23 +464,16 @@ class HFVisionLanguageAdapter(ModelAdapter):
     def _graph_leaf(self, stack: contextlib.ExitStack, leaves: list[torch.Tensor], vision_leaf: bool) -> None:
         """Make the graph start at the LM input embeddings, or at the vision activations Grad-CAM targets."""
 
-        def lm_leaf(embeds: torch.Tensor) -> torch.Tensor:
-            leaf = embeds.detach().requires_grad_(True)
+        def make_leaf(activations: torch.Tensor) -> torch.Tensor:
+            leaf = activations.detach().requires_grad_(True)
             leaves.append(leaf)
             return leaf
 
-        def vision_hook(module, args, output):
-            first = output[0] if isinstance(output, tuple) else output
-            leaf = first.detach().requires_grad_(True)
-            leaves.append(leaf)
-            return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
-
         if vision_leaf:
-            # prepended: transformers' own output recorders (hidden_states) must see the leaf, not the original
-            handle = self.family_spec.vision_target(self.model).register_forward_hook(vision_hook, prepend=True)
+            handle = self.family_spec.vision_leaf_hook(self.model, make_leaf)
             stack.callback(handle.remove)
         else:
-            stack.enter_context(self._on_lm_input(lm_leaf))
+            stack.enter_context(self._on_lm_input(make_leaf))
 
     @torch.no_grad()
     def answer_logprobs(self, inputs: ModelInputs, generation: Generation, image_keep: torch.Tensor,
@@ -531,6 +505,49 @@ class HFVisionLanguageAdapter(ModelAdapter):
 
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
         return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
+
+
+def _harness_config(local: Path) -> dict[str, Any]:
+    """The model folder's ``fastrm_bench.json`` ({} for a hub id or a folder without one), once the folder is
+    checked to be a saved model: a config, processor files, and weights that are safetensors, each said in one line."""
+    if not local.exists():
+        return {}
+    if not (local / "config.json").is_file():
+        raise ModelLoadError(f"{local} has no config.json: not a saved model folder")
+    if not any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "processor_config.json")):
+        raise ModelLoadError(
+            f"{local} has no processor/tokenizer files (tokenizer.json, processor_config.json); "
+            "save them with processor.save_pretrained(dir)"
+        )
+    for weights in sorted(local.glob("*.safetensors")):  # a pickle or a cut file: one line, not a traceback
+        try:
+            read_safetensors_shapes(weights)
+        except InvalidWeightsFile as err:
+            raise ModelLoadError(str(err)) from None
+    harness = local / HARNESS_CONFIG
+    return json.loads(harness.read_text()) if harness.is_file() else {}
+
+
+def _load_model(source: str, family: Family, dtype: torch.dtype, device_map: str | None,
+                attn_implementation: str) -> torch.nn.Module:
+    """The family's model class loaded from ``source``, in eval mode without gradients; refused (one line) where
+    transformers would re-initialise mismatched or missing tensors at random."""
+    import transformers
+
+    model_class = getattr(transformers, family.model_class)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            model, info = model_class.from_pretrained(
+                source, attn_implementation=attn_implementation, dtype=dtype, device_map=device_map,
+                output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load the model {source!r}: {err}") from err
+    problem = loading_problem(info)
+    if problem:
+        raise ModelLoadError(f"{source}: {problem}")
+    model.eval()
+    model.requires_grad_(False)
+    return model
 
 
 def _scale_rows(embeds: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -10,18 +10,32 @@ so loading a checkpoint dispatches on its config.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
+from torch.utils.hooks import RemovableHandle
 
-from fastrm_bench.layout import ImageLayout, LayoutGroup, centre_square, single_grid, whole_image
+from fastrm_bench.layout import ImageLayout, LayoutGroup, Region, centre_square, single_grid, whole_image
 from fastrm_bench.registry import FAMILIES
 
 
 class LayoutError(ValueError):
     """The processor's output does not have the image tokens the family's geometry predicts."""
+
+
+def _output_hook(module: torch.nn.Module, make_leaf: Callable[[torch.Tensor], torch.Tensor]) -> RemovableHandle:
+    """A forward hook replacing ``module``'s output (or its first element) by ``make_leaf(output)``; prepended, so
+    transformers' own output recorders (hidden_states) see the leaf, not the original."""
+
+    def hook(module, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        leaf = make_leaf(first)
+        return (leaf, *output[1:]) if isinstance(output, tuple) else leaf
+
+    return module.register_forward_hook(hook, prepend=True)
 
 
 def _vision_transformer(tower: torch.nn.Module) -> torch.nn.Module:
@@ -65,6 +79,14 @@ class Family:
         """Images as the family's processor takes them for a batch of one image per prompt."""
         return list(images)
 
+    def answer_inputs(self, key: str, answer: torch.Tensor) -> torch.Tensor:
+        """A per-token model input (``key``) over the answer tokens ``answer`` [1, T], as the family's generate
+        continues it: teacher forcing appends these to the prompt's. Ids are the answer, the attention mask ones,
+        anything else (Gemma 3's token types: text) zeros."""
+        if key == "input_ids":
+            return answer
+        return torch.ones_like(answer) if key == "attention_mask" else torch.zeros_like(answer)
+
     def language_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The decoder whose input embeddings the harness reads and perturbs."""
         return model.get_decoder()
@@ -86,32 +108,61 @@ class Family:
         return self.language_model(model).layers
 
     # ------------------------------------------------------------------ geometry (override per family)
+    @staticmethod
+    def _extra_tokens(model) -> int:
+        """Image tokens per image that are not patches: the vision tower's CLS token when the "full" strategy
+        keeps it (CLIP: 1; SigLIP, which has none: 0); "default" drops it, whatever the tower."""
+        if model.config.vision_feature_select_strategy == "default":
+            return 0
+        embeddings = _vision_transformer(model.model.vision_tower).embeddings
+        return int(embeddings.num_positions - embeddings.num_patches)
+
     def layouts(self, model, processor, tensors: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
+        """One grid over the (centre-cropped) image; with ``vision_feature_select_strategy: "full"`` the CLS token,
+        which comes first and sees the whole crop, is a 1x1 group over the same region before the grid, so that a
+        map has a value for it and removing every image token removes it too."""
         config = model.config
         vision = config.vision_config
         size = vision.image_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         grid = (h // vision.patch_size, w // vision.patch_size)
+        extra = self._extra_tokens(model)
         crops = bool(getattr(processor.image_processor, "do_center_crop", False))
         out = []
         for ids, image in zip(tensors["input_ids"], images):
             positions = self._image_positions(ids, self.image_token_id(config))
-            self._check(len(positions), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} grid")
+            strategy = config.vision_feature_select_strategy
+            self._check(len(positions), extra + grid[0] * grid[1],
+                        f"a {grid[0]}x{grid[1]} grid + {extra} CLS token (vision_feature_select_strategy {strategy!r})")
             image_size = (image.height, image.width)
-            out.append(single_grid(positions, grid, centre_square(image_size) if crops else whole_image(image_size), image_size))
+            region = centre_square(image_size) if crops else whole_image(image_size)
+            cls = tuple(LayoutGroup((p,), (1, 1), region) for p in positions[:extra])
+            out.append(ImageLayout((*cls, LayoutGroup(tuple(positions[extra:]), grid, region)), image_size))
         return out
 
     def vision_target(self, model) -> torch.nn.Module:
-        """The vision layer whose output feeds the projector (`vision_feature_layer`)."""
+        """The vision layer whose output feeds the projector (`vision_feature_layer`, an int)."""
         layer = model.config.vision_feature_layer
-        if not isinstance(layer, int):
-            raise NotImplementedError(f"{self.name}: Grad-CAM supports a single vision_feature_layer, not {layer!r}")
         encoder_layers = _vision_transformer(model.model.vision_tower).encoder.layers
         # hidden_states[k] is the output of encoder layer k-1 (k >= 1) or of layer k (k < 0)
         return encoder_layers[layer if layer < 0 else layer - 1]
 
+    def vision_leaf_hook(self, model, make_leaf: Callable[[torch.Tensor], torch.Tensor]) -> RemovableHandle:
+        """Hook the activations Grad-CAM targets so that ``make_leaf(activations)`` replaces them in the forward.
+
+        By default the output of `vision_target`. A LLaVA-style list of ``vision_feature_layer`` (``[-2, -5]``)
+        has no one layer whose output feeds the projector: its input is hooked instead, the layers' features
+        concatenated along channels (CLS dropped or kept as the strategy says), each layer's features an
+        independent input of the projector, as Grad-CAM on the concatenation asks.
+        """
+        if isinstance(getattr(model.config, "vision_feature_layer", None), (list, tuple)):
+            return model.model.multi_modal_projector.register_forward_pre_hook(
+                lambda module, args: (make_leaf(args[0]), *args[1:]), prepend=True)
+        return _output_hook(self.vision_target(model), make_leaf)
+
     def vision_to_tokens(self, model, tensors: dict[str, torch.Tensor], values: torch.Tensor) -> torch.Tensor:
-        """Per-patch values ``[..., n_patches]`` (the vision layer's token dim, CLS included) -> per LM token."""
+        """Per-patch values ``[..., n_patches]`` (the target's token dim) -> per LM token: the last grid's worth
+        ("default" drops the CLS at the vision layer; the projector's input has none left to drop)."""
         grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
         return values[..., -grid * grid :] if model.config.vision_feature_select_strategy == "default" else values
 
@@ -252,8 +303,25 @@ class Idefics3Family(Family):
         return blocks.mean(dim=(-1, -3)).flatten(-3)  # pixel shuffle merges s x s patches into one token
 
 
+def pan_and_scan_regions(image_size: tuple[int, int], crops: int) -> list[Region]:
+    """The image rectangles of Gemma 3's pan-and-scan crops, in the processor's order (its ``pan_and_scan``).
+
+    The number of crops fixes them: the image is cut along its long side (width when width >= height) into
+    ``crops`` slices of ``ceil(side / crops)`` pixels, the last one cut at the border.
+    """
+    height, width = image_size
+    if crops == 0:
+        return []
+    if width >= height:
+        step = math.ceil(width / crops)
+        return [(0.0, float(i * step), float(height), float(min((i + 1) * step, width))) for i in range(crops)]
+    step = math.ceil(height / crops)
+    return [(float(i * step), 0.0, float(min((i + 1) * step, height)), float(width)) for i in range(crops)]
+
+
 class Gemma3Family(Family):
-    """Gemma 3: a fixed grid of soft image tokens (avg-pooled SigLIP patches) over the whole resized image;
+    """Gemma 3: a fixed grid of soft image tokens (avg-pooled SigLIP patches) over the whole resized image, then
+    with pan-and-scan (the processor option ``do_pan_and_scan``) one such grid per crop of the image's long side;
     the image tokens attend to each other bidirectionally (token_type_ids), so `drop` is refused."""
 
     def batch_images(self, images):
@@ -261,24 +329,56 @@ class Gemma3Family(Family):
 
     def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
         side = int(round(model.config.mm_tokens_per_image ** 0.5))
+        per_image = side * side
         out = []
         for ids, image in zip(tensors["input_ids"], images):
             positions = self._image_positions(ids, self.image_token_id(model.config))
-            self._check(len(positions), side * side, f"{side}x{side} soft tokens")
+            crops = len(positions) // per_image - 1  # the whole image first, then its pan-and-scan crops
+            self._check(len(positions), per_image * (crops + 1), f"{side}x{side} soft tokens per image and crop")
             image_size = (image.height, image.width)
-            out.append(single_grid(positions, (side, side), whole_image(image_size), image_size))
+            regions = [whole_image(image_size), *pan_and_scan_regions(image_size, crops)]
+            groups = [LayoutGroup(tuple(positions[k * per_image : (k + 1) * per_image]), (side, side), region)
+                      for k, region in enumerate(regions)]
+            out.append(ImageLayout(tuple(groups), image_size))
         return out
 
     def vision_target(self, model):
         return _vision_transformer(model.model.vision_tower).post_layernorm
 
     def vision_to_tokens(self, model, tensors, values):
+        """``[..., crops x patches]`` (the image, then its crops) -> ``[..., crops x soft tokens]``."""
         vision = model.config.vision_config
         patches = vision.image_size // vision.patch_size
         side = int(round(model.config.mm_tokens_per_image ** 0.5))
         k = patches // side
-        blocks = values.reshape(*values.shape[:-1], side, k, side, k)
-        return blocks.mean(dim=(-1, -3)).flatten(-2)  # the projector's average pooling
+        blocks = values.reshape(*values.shape[:-1], -1, side, k, side, k)
+        return blocks.mean(dim=(-1, -3)).flatten(-3)  # the projector's average pooling, crop by crop
+
+
+class PaliGemmaFamily(Family):
+    """PaliGemma: one grid of SigLIP patches over the whole resized image (no pooling), then <bos> and the prompt;
+    image and prompt are a prefix the model reads bidirectionally (token type 0), the answer a causal suffix (1),
+    so `drop` is refused and teacher forcing marks the answer tokens as suffix, as its generate does."""
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        vision = model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        out = []
+        for ids, image in zip(tensors["input_ids"], images):
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            self._check(len(positions), side * side, f"a {side}x{side} grid of patches")
+            image_size = (image.height, image.width)
+            out.append(single_grid(positions, (side, side), whole_image(image_size), image_size))
+        return out
+
+    def answer_inputs(self, key: str, answer: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(answer) if key == "token_type_ids" else super().answer_inputs(key, answer)
+
+    def vision_target(self, model):
+        return _vision_transformer(model.model.vision_tower).post_layernorm  # its last_hidden_state feeds the projector
+
+    def vision_to_tokens(self, model, tensors, values):
+        return values  # one LM token per patch
 
 
 _LLAVA_15 = "USER: <image>\n{prompt} ASSISTANT:"
@@ -298,6 +398,8 @@ for _family, _types in (
     (Gemma3Family("gemma3", "Gemma3ForConditionalGeneration", "one fixed grid of soft tokens over the whole image",
                   embeds_suffice=False),
      ("gemma3",)),
+    (PaliGemmaFamily("paligemma", "PaliGemmaForConditionalGeneration", "one grid over the whole image, prefix attention",
+                     embeds_suffice=False, fallback_template="<image>answer en {prompt}"), ("paligemma",)),
 ):
     for _type in _types:
         FAMILIES.register(_type, _family, description=_family.layout_note)

@@ -49,6 +49,26 @@ def _stub_video_only_dependencies(base: type) -> None:
         module.num2words = num2words
 
 
+def _chat_template_override(base: type[ProcessorMixin]) -> dict:
+    """The image-only class's ``apply_chat_template`` where the base's own only sets video defaults read from the
+    video processor (`VIDEO_ONLY_CHAT_TEMPLATE_OVERRIDES`): ProcessorMixin's, refusing video parts in one line."""
+    if base.__name__ not in VIDEO_ONLY_CHAT_TEMPLATE_OVERRIDES:
+        return {}
+
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """ProcessorMixin's template rendering: the base override only sets video defaults."""
+        turns = conversation if isinstance(conversation[0], (list, tuple)) else [conversation]
+        for message in (m for turn in turns for m in turn):
+            content = message.get("content") or []
+            if any(isinstance(part, dict) and part.get("type") == "video" for part in content):
+                raise ValueError(
+                    f"{base.__name__} was loaded without a video processor (no torchvision): install torchvision for videos"
+                )
+        return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+
+    return {"apply_chat_template": apply_chat_template}
+
+
 @functools.cache
 def image_only_processor_class(base: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """The subclass of `base` without a video processor (same tokenizer, image processor and template).
@@ -75,22 +95,6 @@ def image_only_processor_class(base: type[ProcessorMixin]) -> type[ProcessorMixi
         loaded = iter(super(sub, cls)._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs))
         return [None if a in VIDEO_ATTRIBUTES else next(loaded) for a in base_attributes]
 
-    namespace: dict = {}
-    if base.__name__ in VIDEO_ONLY_CHAT_TEMPLATE_OVERRIDES:
-
-        def apply_chat_template(self, conversation, chat_template=None, **kwargs):
-            """ProcessorMixin's template rendering: the base override only sets video defaults."""
-            turns = conversation if isinstance(conversation[0], (list, tuple)) else [conversation]
-            for message in (m for turn in turns for m in turn):
-                content = message.get("content") or []
-                if any(isinstance(part, dict) and part.get("type") == "video" for part in content):
-                    raise ValueError(
-                        f"{base.__name__} was loaded without a video processor (no torchvision): install torchvision for videos"
-                    )
-            return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
-
-        namespace["apply_chat_template"] = apply_chat_template
-
     def from_args_and_dict(cls, args, processor_dict: dict, **kwargs):
         # a saved "video_processor" entry (kept for stock loading) must not reach __init__ as a dict
         processor_dict = {k: v for k, v in processor_dict.items() if k not in VIDEO_ATTRIBUTES}
@@ -114,7 +118,7 @@ def image_only_processor_class(base: type[ProcessorMixin]) -> type[ProcessorMixi
             "__qualname__": f"image_only({base.__qualname__})",
             "__doc__": f"{base.__name__} without a video processor (torchvision-free); see fastrm_bench.models.processors.",
             "image_only": True,
-            **namespace,
+            **_chat_template_override(base),
         },
     )
     return sub
