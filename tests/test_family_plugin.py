@@ -129,8 +129,8 @@ def test_two_methods_run_through_the_cli_on_the_family(installed_family, vipllav
 
 
 def test_the_family_puts_its_maps_on_the_image_tokens(installed_family, vipllava_dir):
-    """The layout is every image token of the input; Grad-CAM's vision layer and pooling (the README's two
-    overrides) match the model's own dependencies: image token k depends on exactly the patches pooled into k."""
+    """The layout is every image token of the input; Grad-CAM's target and pooling (the CLS the README's family
+    drops) match the model's own dependencies: image token k depends on exactly the patches pooled into k."""
     adapter = HFVisionLanguageAdapter.from_pretrained(vipllava_dir, device="cpu")
     assert adapter.family == "vipllava"
     inputs = adapter.build_inputs([Image.new("RGB", (80, 48), (200, 30, 30))], ["What color is the circle?"])

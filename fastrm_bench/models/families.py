@@ -108,11 +108,15 @@ class Family:
         return self.language_model(model).layers
 
     # ------------------------------------------------------------------ geometry (override per family)
-    @staticmethod
-    def _extra_tokens(model) -> int:
-        """Image tokens per image that are not patches: the vision tower's CLS token when the "full" strategy
-        keeps it (CLIP: 1; SigLIP, which has none: 0); "default" drops it, whatever the tower."""
-        if model.config.vision_feature_select_strategy == "default":
+    def keeps_cls(self, config) -> bool:
+        """Whether the LM sees the vision tower's CLS token: LLaVA's ``vision_feature_select_strategy`` "full"
+        keeps it, "default" drops it. A family whose checkpoints always drop it overrides this."""
+        return config.vision_feature_select_strategy != "default"
+
+    def _extra_tokens(self, model) -> int:
+        """Image tokens per image that are not patches: the vision tower's CLS token when `keeps_cls`
+        (CLIP: 1; SigLIP, which has none: 0)."""
+        if not self.keeps_cls(model.config):
             return 0
         embeddings = _vision_transformer(model.model.vision_tower).embeddings
         return int(embeddings.num_positions - embeddings.num_patches)
@@ -131,9 +135,8 @@ class Family:
         out = []
         for ids, image in zip(tensors["input_ids"], images):
             positions = self._image_positions(ids, self.image_token_id(config))
-            strategy = config.vision_feature_select_strategy
             self._check(len(positions), extra + grid[0] * grid[1],
-                        f"a {grid[0]}x{grid[1]} grid + {extra} CLS token (vision_feature_select_strategy {strategy!r})")
+                        f"a {grid[0]}x{grid[1]} grid + {extra} CLS token (CLS kept: {self.keeps_cls(config)})")
             image_size = (image.height, image.width)
             region = centre_square(image_size) if crops else whole_image(image_size)
             cls = tuple(LayoutGroup((p,), (1, 1), region) for p in positions[:extra])
@@ -164,7 +167,7 @@ class Family:
         """Per-patch values ``[..., n_patches]`` (the target's token dim) -> per LM token: the last grid's worth
         ("default" drops the CLS at the vision layer; the projector's input has none left to drop)."""
         grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
-        return values[..., -grid * grid :] if model.config.vision_feature_select_strategy == "default" else values
+        return values if self.keeps_cls(model.config) else values[..., -grid * grid :]
 
 
 class LlavaNextFamily(Family):
