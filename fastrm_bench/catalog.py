@@ -1,7 +1,7 @@
 """The built-in methods, tasks, models, metrics and aggregations, registered lazily (listing imports nothing heavy).
 
 Adding a built-in: write the class, add one line here and one YAML spec in `methods/` or
-`tasks/`. Third-party packages use the entry-point groups instead (see the README).
+`tasks/`. Third-party packages use the entry-point groups instead (see docs/extending.md).
 """
 
 from fastrm_bench.registry import AGGREGATIONS, METHODS, METRICS, MODELS, TASKS

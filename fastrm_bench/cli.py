@@ -134,7 +134,7 @@ def run(
     ] = OnError.skip,
     num_processes: Annotated[int, typer.Option(
         help="Processes sharing the samples on this machine, one model each (one per GPU; torchrun). Several "
-             "machines: `accelerate launch -m fastrm_bench run ...` (README, Scaling).")] = 1,
+             "machines: `accelerate launch -m fastrm_bench run ...` (docs/models.md, Scaling).")] = 1,
     attn_implementation: AttnImplementation = "sdpa",
 ) -> None:
     """Answer, score and explain every sample of a task; write a run directory and print a summary."""

@@ -1,11 +1,11 @@
 """An external package adds a model family through the `fastrm_bench.families` entry point.
 
-The family's code and entry point are the README's "Add your own model family" section verbatim,
+The family's code and entry point are the guide's (docs/extending.md) "Add your own model family" section verbatim,
 installed as a real distribution (a .dist-info on sys.path). It describes ViP-LLaVA (``vipllava``),
 which no built-in family claims: a tiny random checkpoint is built here offline with ViP-LLaVA's own
 transformers classes and a PIL image processor, loaded through the plug-in, and run by
 `fastrm-bench run` with two methods. A checkpoint of a model type no family describes is refused in
-one line that names the type, lists the supported ones and points to the README section.
+one line that names the type, lists the supported ones and points to the guide's section.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from fastrm_bench.layout import centre_square
 from fastrm_bench.maps_io import load_token_maps
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter, ModelLoadError
 from fastrm_bench.registry import FAMILIES
-from tests.test_plugin import README, _readme_block
+from tests.test_plugin import GUIDE, _readme_block
 
 SECTION = "Add your own model family"
 #: ViP-LLaVA's turns (``###Human: <image>\n...###Assistant:``), markers on their own words for the word-level tokenizer
@@ -79,7 +79,7 @@ def vipllava_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def installed_family(tmp_path, monkeypatch) -> Path:
-    """The README's family package and its .dist-info, on sys.path; the folder to put on PYTHONPATH."""
+    """The guide's (docs/extending.md) family package and its .dist-info, on sys.path; the folder to put on PYTHONPATH."""
     toml = _readme_block("family-plugin-entry-point", "toml")
     entry = re.search(r'^(\S+)\s*=\s*"(.+)"', toml.split("]", 1)[1].strip(), re.M)
     pkg = tmp_path / "pkg"
@@ -129,7 +129,7 @@ def test_two_methods_run_through_the_cli_on_the_family(installed_family, vipllav
 
 
 def test_the_family_puts_its_maps_on_the_image_tokens(installed_family, vipllava_dir):
-    """The layout is every image token of the input; Grad-CAM's target and pooling (the CLS the README's family
+    """The layout is every image token of the input; Grad-CAM's target and pooling (the CLS the guide's (docs/extending.md) family
     drops) match the model's own dependencies: image token k depends on exactly the patches pooled into k."""
     adapter = HFVisionLanguageAdapter.from_pretrained(vipllava_dir, device="cpu")
     assert adapter.family == "vipllava"
@@ -150,7 +150,7 @@ def test_the_family_puts_its_maps_on_the_image_tokens(installed_family, vipllava
 
 
 def test_an_unsupported_model_type_is_named_with_the_way_to_add_it(world_root, tmp_path):
-    """A checkpoint of a type no family describes: its type, the supported ones and the README section, no guess."""
+    """A checkpoint of a type no family describes: its type, the supported ones and the guide's section, no guess."""
     from transformers import InternVLConfig
 
     folder = tmp_path / "internvl"
@@ -161,7 +161,7 @@ def test_an_unsupported_model_type_is_named_with_the_way_to_add_it(world_root, t
     message = str(raised.value)
     assert "'internvl'" in message and "fastrm-bench list families" in message and f'"{SECTION}"' in message
     assert all(name in message for name in FAMILIES.names()) and "did you mean" not in message.lower()
-    assert f"\n## {SECTION}\n" in README.read_text()  # the pointer leads somewhere
+    assert f"\n## {SECTION}\n" in GUIDE.read_text()  # the pointer leads somewhere
     result = CliRunner().invoke(app, ["run", "--method", "attention", "--task", "pope", "--model", str(folder), "--limit", "1",
                                       "--output-dir", str(tmp_path / "run"), "--data-root", str(world_root), "--device", "cpu"])
     assert result.exit_code != 0 and "'internvl'" in result.output and SECTION in result.output, result.output

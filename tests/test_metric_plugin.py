@@ -1,6 +1,6 @@
 """An external package adds a metric through the `fastrm_bench.metrics` entry point.
 
-The code and entry point are taken verbatim from the README's "Add your own metric" section,
+The code and entry point are taken verbatim from the guide's (docs/extending.md) "Add your own metric" section,
 installed as a real distribution (a .dist-info on sys.path), selected by a run on a tiny LLaVA,
 aggregated with an interval into results.json, shown in the leaderboard, and listed by the CLI.
 """
@@ -18,11 +18,11 @@ import pytest
 
 from fastrm_bench.registry import METRICS
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "extending.md"  # the guide the blocks come from
 
 
 def _readme_block(marker: str, language: str) -> str:
-    section = README.read_text().split(f"<!-- {marker} -->", 1)[1]
+    section = GUIDE.read_text().split(f"<!-- {marker} -->", 1)[1]
     return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
 
 

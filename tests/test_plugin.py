@@ -1,6 +1,6 @@
 """An external package exposes a method through the `fastrm_bench.methods` entry point.
 
-The package's code and entry point are taken verbatim from the README's "Add your own
+The package's code and entry point are taken verbatim from the guide's (docs/extending.md) "Add your own
 method" section, installed as a real distribution (a .dist-info on sys.path), found by a
 fresh registry, run on a tiny LLaVA, listed by the CLI and run by `fastrm-bench run`.
 """
@@ -20,11 +20,11 @@ import pytest
 from fastrm_bench.maps_io import load_sample_maps
 from fastrm_bench.registry import Registry
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "extending.md"  # the guide the blocks come from
 
 
 def _readme_block(marker: str, language: str) -> str:
-    text = README.read_text()
+    text = GUIDE.read_text()
     section = text.split(f"<!-- {marker} -->", 1)[1]
     return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
 

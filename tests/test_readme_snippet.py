@@ -1,4 +1,4 @@
-"""The README's "FastRM in three lines" runs as written, from a folder outside the repository, and ends with a picture."""
+"""The FastRM page's (docs/fastrm.md) "FastRM in three lines" runs as written, from a folder outside the repository, and ends with a picture."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from PIL import Image
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "fastrm.md"
 
-#: run after the README's code, in the same process: what it computed
+#: run after the page's code, in the same process: what it computed
 CHECKS = """
 import json as _json
 from fastrm_bench.world.scenes import generate_scene, scene_seed
@@ -27,7 +27,7 @@ print(_json.dumps({"answer": out.text, "shape": list(rm.shape), "heat": list(hea
 
 
 def readme_snippet() -> str:
-    section = README.read_text().split("<!-- fastrm-three-lines -->", 1)[1]
+    section = GUIDE.read_text().split("<!-- fastrm-three-lines -->", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -1,6 +1,6 @@
-"""The README's "Add your own task": a spec alone for a new data layout, and a task class from an entry point.
+"""The guide's (docs/extending.md) "Add your own task": a spec alone for a new data layout, and a task class from an entry point.
 
-The code, entry point and specs are taken verbatim from the README, installed as a real
+The code, entry point and specs are taken verbatim from the guide (docs/extending.md), installed as a real
 distribution (a .dist-info on sys.path), listed, run on a tiny LLaVA and scored by the CLI.
 """
 
@@ -28,7 +28,7 @@ def _spec(marker: str) -> dict:
 
 @pytest.fixture
 def installed_task(tmp_path) -> tuple[Path, Path]:
-    """(package folder to put on PYTHONPATH, spec folder) for the README's task plug-in."""
+    """(package folder to put on PYTHONPATH, spec folder) for the guide's (docs/extending.md) task plug-in."""
     pkg = tmp_path / "pkg"
     (pkg / "my_tasks").mkdir(parents=True)
     (pkg / "my_tasks" / "__init__.py").write_text(_readme_block("task-plugin-code", "python"))

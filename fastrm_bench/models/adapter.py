@@ -61,8 +61,8 @@ def _family_of(model_type: str, source: str) -> Family:
     if model_type not in FAMILIES:
         raise ModelLoadError(
             f"{source}: no model family supports its model type {model_type!r}; supported: "
-            f"{', '.join(FAMILIES.names())} (`fastrm-bench list families`). To add one, see the README section "
-            "\"Add your own model family\" (a family class registered by a `fastrm_bench.families` entry point)")
+            f"{', '.join(FAMILIES.names())} (`fastrm-bench list families`). To add one, see \"Add your own model family\" "
+            "in docs/extending.md (a family class registered by a `fastrm_bench.families` entry point)")
     return family_for(model_type)
 
 

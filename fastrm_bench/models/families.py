@@ -49,7 +49,7 @@ class Family:
 
     name: str
     model_class: str  # the transformers class (documentation, and loading by class name)
-    layout_note: str  # one line for the README's family table
+    layout_note: str  # one line for the family table (docs/models.md)
     #: the language model's output depends on its input embeddings and attention mask alone (1D positions from
     #: the mask, causal attention): then perturbed inputs can be built once as embeddings, and "drop" is possible
     embeds_suffice: bool = True
