@@ -32,6 +32,7 @@ EXPECTED_GROUPS = {
     # 80x48 < min_pixels 32*32*8: x sqrt(8192/3840) = 1.46 -> 70x117, sides up to multiples of 32 -> 96 high x 128
     # wide -> 6x8 patches of 16 px -> 3x4 merged tokens over the whole image
     "qwen3_vl": [((3, 4), (0, 0, 48, 80))],
+    "qwen3_vl_moe": [((3, 4), (0, 0, 48, 80))],
     "idefics3": [((2, 2), (r * 24, c * 80 / 3, (r + 1) * 24, (c + 1) * 80 / 3)) for r in range(2) for c in range(3)]
     + [((2, 2), (0, 0, 48, 80))],
     "gemma3": [((2, 2), (0, 0, 48, 80))],
@@ -49,6 +50,7 @@ EXPECTED_CORNER_TOKENS = {
     "qwen2_vl": [0],
     "qwen2_5_vl": [0],
     "qwen3_vl": [0, 4],  # 16 x 20 px cells: cell (1, 0) is exactly half covered (rows 16-23), (0, 1) only 8/20
+    "qwen3_vl_moe": [0, 4],
     "idefics3": [0, 1, 2, 3, 24],
     "smolvlm": [0, 1, 2, 3, 24],
     "gemma3": [0],
@@ -57,7 +59,7 @@ EXPECTED_CORNER_TOKENS = {
 
 
 #: families whose LM needs more than embeddings and a mask (M-RoPE, bidirectional image blocks): no "drop" removal
-NO_DROP = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "paligemma")
+NO_DROP = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "gemma3", "paligemma")
 
 
 @pytest.fixture(scope="session")
@@ -284,22 +286,28 @@ def test_with_every_image_token_removed_the_answer_no_longer_depends_on_the_imag
         torch.testing.assert_close(first[1], second[1], rtol=0, atol=1e-5)
 
 
-def test_qwen3_vl_deepstack_carries_the_image_past_zeroed_embeddings(family_dirs, monkeypatch):
+#: families whose vision features also enter the LM after its first layers (DeepStack)
+DEEPSTACK = ("qwen3_vl", "qwen3_vl_moe")
+
+
+@pytest.mark.parametrize("family", DEEPSTACK)
+def test_qwen3_vl_deepstack_carries_the_image_past_zeroed_embeddings(family, family_dirs, monkeypatch):
     """Why Qwen3-VL's removal also zeroes the DeepStack features: zeroing the image tokens' input embeddings alone
     (the other families' removal) leaves the answer depending on the image, through the features DeepStack adds
     to the image tokens after the first LM layers. (The tiny model exercises the second route.)"""
     from fastrm_bench.models.families import Family, Qwen3VLFamily
 
     monkeypatch.setattr(Qwen3VLFamily, "remove_image_tokens", Family.remove_image_tokens)
-    adapter = HFVisionLanguageAdapter.from_pretrained(family_dirs["qwen3_vl"], device="cpu")
+    adapter = HFVisionLanguageAdapter.from_pretrained(family_dirs[family], device="cpu")
     first, second = _two_images_kept_and_removed(adapter, "zero")
     assert (first[1] - second[1]).abs().max() > 1e-4
 
 
-def test_qwen3_vl_removal_zeroes_the_deepstack_features_of_the_removed_tokens(family_dirs):
+@pytest.mark.parametrize("family", DEEPSTACK)
+def test_qwen3_vl_removal_zeroes_the_deepstack_features_of_the_removed_tokens(family, family_dirs):
     """Each removed token's DeepStack features are zeroed in every injected layer, the kept ones untouched, row by
     row of a batch of removals (the features are the image tokens of all rows, in row-major order)."""
-    adapter = HFVisionLanguageAdapter.from_pretrained(family_dirs["qwen3_vl"], device="cpu")
+    adapter = HFVisionLanguageAdapter.from_pretrained(family_dirs[family], device="cpu")
     inputs = _inputs(adapter)
     n = inputs.layout.num_tokens
     keep = torch.ones(2, n)

@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerFast
 
 from fastrm_bench.world.questions import vocabulary
 
-FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm", "gemma3", "paligemma")
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "idefics3", "smolvlm", "gemma3",
+            "paligemma")
 
 #: Words the chat templates write outside the special tokens (role names).
 ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
@@ -319,11 +320,9 @@ def _qwen2_5_vl():
 _QWEN3_PIXELS = {"shortest_edge": 32 * 32 * 8, "longest_edge": 32 * 32 * 16}
 
 
-def _qwen3_vl():
-    """Qwen3-VL: Qwen2.5-VL's merged dynamic grid (16 px patches, no window attention), interleaved M-RoPE, and
-    DeepStack: the outputs of vision blocks 0 and 1, merged like the last one's, are added to the hidden states
-    of the image tokens after LM layers 0 and 1 (a second route of the image into the LM)."""
-    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+def _qwen3_parts() -> tuple[Any, dict[str, int], dict, dict]:
+    """Processor, special-token ids, text and vision configs shared by Qwen3-VL and Qwen3-VL-MoE."""
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLProcessor
 
     tok, _, ids, text = _qwen_common()
     ip = Qwen2VLImageProcessorPil(size=dict(_QWEN3_PIXELS), patch_size=16, merge_size=2, temporal_patch_size=2,
@@ -335,8 +334,28 @@ def _qwen3_vl():
     vision = {"depth": 3, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
               "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": text["hidden_size"],
               "num_position_embeddings": 16, "deepstack_visual_indexes": [0, 1]}
+    return proc, ids, text, vision
+
+
+def _qwen3_vl():
+    """Qwen3-VL: Qwen2.5-VL's merged dynamic grid (16 px patches, no window attention), interleaved M-RoPE, and
+    DeepStack: the outputs of vision blocks 0 and 1, merged like the last one's, are added to the hidden states
+    of the image tokens after LM layers 0 and 1 (a second route of the image into the LM)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    proc, ids, text, vision = _qwen3_parts()
     config = Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
     return Qwen3VLForConditionalGeneration(config), proc
+
+
+def _qwen3_vl_moe():
+    """Qwen3-VL-MoE: Qwen3-VL (same vision tower, DeepStack, processor) with sparse MoE MLPs in every LM layer."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    proc, ids, text, vision = _qwen3_parts()
+    text = {**text, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "decoder_sparse_step": 1}
+    config = Qwen3VLMoeConfig(text_config=text, vision_config=vision, **ids)
+    return Qwen3VLMoeForConditionalGeneration(config), proc
 
 
 def _idefics_tokens() -> list[str]:
@@ -494,6 +513,7 @@ _BUILDERS: dict[str, Callable] = {
     "qwen2_vl": _qwen2_vl,
     "qwen2_5_vl": _qwen2_5_vl,
     "qwen3_vl": _qwen3_vl,
+    "qwen3_vl_moe": _qwen3_vl_moe,
     "idefics3": _idefics3,
     "smolvlm": _smolvlm,
     "gemma3": _gemma3,

@@ -427,6 +427,8 @@ for _family, _types in (
     (Qwen3VLFamily("qwen3_vl", "Qwen3VLForConditionalGeneration",
                    "as Qwen2-VL (16 px patches); DeepStack features removed with their tokens", embeds_suffice=False),
      ("qwen3_vl",)),
+    (Qwen3VLFamily("qwen3_vl_moe", "Qwen3VLMoeForConditionalGeneration", "as Qwen3-VL (MoE language model)",
+                   embeds_suffice=False), ("qwen3_vl_moe",)),
     (Idefics3Family("idefics3", "Idefics3ForConditionalGeneration", "one grid per tile + the global image (pixel shuffle)"),
      ("idefics3",)),
     (Idefics3Family("smolvlm", "SmolVLMForConditionalGeneration", "as Idefics3"), ("smolvlm",)),
