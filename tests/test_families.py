@@ -29,6 +29,10 @@ EXPECTED_GROUPS = {
     "llava_next": [((4, 4), (0, 0, 48, 80)), ((4, 8), (0, 0, 48, 80))],  # base, then 2x2 tiles unpadded to 4x8
     "qwen2_vl": [((2, 3), (0, 0, 48, 80))],
     "qwen2_5_vl": [((2, 3), (0, 0, 48, 80))],
+    # 80x48 < min_pixels 32*32*8: x sqrt(8192/3840) = 1.46 -> 70x117, sides up to multiples of 32 -> 96 high x 128
+    # wide -> 6x8 patches of 16 px -> 3x4 merged tokens over the whole image
+    "qwen3_vl": [((3, 4), (0, 0, 48, 80))],
+    "qwen3_vl_moe": [((3, 4), (0, 0, 48, 80))],
     "idefics3": [((2, 2), (r * 24, c * 80 / 3, (r + 1) * 24, (c + 1) * 80 / 3)) for r in range(2) for c in range(3)]
     + [((2, 2), (0, 0, 48, 80))],
     "gemma3": [((2, 2), (0, 0, 48, 80))],
@@ -45,11 +49,17 @@ EXPECTED_CORNER_TOKENS = {
     "llava_next": [0, 4, 16, 17, 18, 24, 25, 26],
     "qwen2_vl": [0],
     "qwen2_5_vl": [0],
+    "qwen3_vl": [0, 4],  # 16 x 20 px cells: cell (1, 0) is exactly half covered (rows 16-23), (0, 1) only 8/20
+    "qwen3_vl_moe": [0, 4],
     "idefics3": [0, 1, 2, 3, 24],
     "smolvlm": [0, 1, 2, 3, 24],
     "gemma3": [0],
     "paligemma": [0, 4],
 }
+
+
+#: families whose LM needs more than embeddings and a mask (M-RoPE, bidirectional image blocks): no "drop" removal
+NO_DROP = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "gemma3", "paligemma")
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +187,7 @@ def test_removals_supported_or_refused_by_name(family_adapter):
         out = family_adapter.generate(inputs, 3, min_new_tokens=3, image_keep=keep, removal=removal)
         assert torch.equal(out[0].generated_ids, plain)  # keeping everything changes nothing
     assert family_adapter.removals[0] == "zero"
-    assert ("drop" in family_adapter.removals) == (family_adapter.family not in ("qwen2_vl", "qwen2_5_vl", "gemma3", "paligemma"))
+    assert ("drop" in family_adapter.removals) == (family_adapter.family not in NO_DROP)
 
 
 #: images of several sizes and prompts of several lengths: a batch of them is left-padded
@@ -255,18 +265,63 @@ def test_answer_logprobs_equal_teacher_forcing_and_follow_the_removal(family_ada
         assert not torch.allclose(got[1], got[0], atol=1e-6), removal
 
 
+def _two_images_kept_and_removed(adapter: HFVisionLanguageAdapter, removal: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer log-probabilities [2, T] for two different images (a red canvas, noise): row 0 every image token kept,
+    row 1 every one removed; the answer is the first image's."""
+    pixels = np.random.default_rng(1).integers(0, 256, size=(IMAGE[1], IMAGE[0], 3), dtype=np.uint8)
+    images = [Image.new("RGB", IMAGE, (200, 30, 30)), Image.fromarray(pixels)]
+    inputs = [adapter.build_inputs([image], ["What color is the circle?"]) for image in images]
+    generation = adapter.generate(inputs[0], 3, min_new_tokens=3)[0]
+    keep = torch.stack([torch.ones(inputs[0].layout.num_tokens), torch.zeros(inputs[0].layout.num_tokens)])
+    first, second = (adapter.answer_logprobs(i, generation, keep, removal) for i in inputs)
+    return first, second
+
+
 def test_with_every_image_token_removed_the_answer_no_longer_depends_on_the_image(family_adapter):
     """What the perturbation metric's removals remove is all the image reaches the LM through: with every image
     token of the layout removed, two different images give the same answer log-probabilities (kept: different)."""
-    pixels = np.random.default_rng(1).integers(0, 256, size=(IMAGE[1], IMAGE[0], 3), dtype=np.uint8)
-    images = [Image.new("RGB", IMAGE, (200, 30, 30)), Image.fromarray(pixels)]
-    inputs = [family_adapter.build_inputs([image], ["What color is the circle?"]) for image in images]
-    generation = family_adapter.generate(inputs[0], 3, min_new_tokens=3)[0]
-    keep = torch.stack([torch.ones(inputs[0].layout.num_tokens), torch.zeros(inputs[0].layout.num_tokens)])
     for removal in family_adapter.removals:
-        first, second = (family_adapter.answer_logprobs(i, generation, keep, removal) for i in inputs)
+        first, second = _two_images_kept_and_removed(family_adapter, removal)
         assert not torch.allclose(first[0], second[0], atol=1e-6), removal  # the image matters while it is there
         torch.testing.assert_close(first[1], second[1], rtol=0, atol=1e-5)
+
+
+#: families whose vision features also enter the LM after its first layers (DeepStack)
+DEEPSTACK = ("qwen3_vl", "qwen3_vl_moe")
+
+
+@pytest.mark.parametrize("family", DEEPSTACK)
+def test_qwen3_vl_deepstack_carries_the_image_past_zeroed_embeddings(family, family_dirs, monkeypatch):
+    """Why Qwen3-VL's removal also zeroes the DeepStack features: zeroing the image tokens' input embeddings alone
+    (the other families' removal) leaves the answer depending on the image, through the features DeepStack adds
+    to the image tokens after the first LM layers. (The tiny model exercises the second route.)"""
+    from fastrm_bench.models.families import Family, Qwen3VLFamily
+
+    monkeypatch.setattr(Qwen3VLFamily, "remove_image_tokens", Family.remove_image_tokens)
+    adapter = HFVisionLanguageAdapter.from_pretrained(family_dirs[family], device="cpu")
+    first, second = _two_images_kept_and_removed(adapter, "zero")
+    assert (first[1] - second[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("family", DEEPSTACK)
+def test_qwen3_vl_removal_zeroes_the_deepstack_features_of_the_removed_tokens(family, family_dirs):
+    """Each removed token's DeepStack features are zeroed in every injected layer, the kept ones untouched, row by
+    row of a batch of removals (the features are the image tokens of all rows, in row-major order)."""
+    adapter = HFVisionLanguageAdapter.from_pretrained(family_dirs[family], device="cpu")
+    inputs = _inputs(adapter)
+    n = inputs.layout.num_tokens
+    keep = torch.ones(2, n)
+    keep[0, ::3] = 0
+    keep[1, n // 2 :] = 0
+    seen: list[list[torch.Tensor]] = []
+    with adapter._on_lm_call(lambda kwargs: seen.append(kwargs["deepstack_visual_embeds"])):  # noqa: SLF001
+        adapter.generate(inputs, 1, image_keep=torch.ones(2, n))
+        adapter.generate(inputs, 1, image_keep=keep)
+    (plain, removed) = (step for step in seen if step is not None)
+    assert len(plain) == len(adapter.model.config.vision_config.deepstack_visual_indexes) == 2
+    for whole, zeroed in zip(plain, removed):
+        assert whole.shape == (2 * n, adapter.hidden_size) and whole.abs().amax(dim=-1).gt(0).all()
+        torch.testing.assert_close(zeroed, whole * keep.flatten()[:, None], rtol=0, atol=0)
 
 
 def test_every_method_runs_on_every_family(family_adapter, family_dirs, world_root, tmp_path):

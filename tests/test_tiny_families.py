@@ -21,6 +21,8 @@ EXPECTED_IMAGE_TOKENS = {
     "llava_next": 52,  # base 4x4 = 16, then 2x2 tiles = 8x8 features unpadded to 4 rows x (8 + 1 newline) = 36
     "qwen2_vl": 6,  # 84x56 -> 6x4 patches of 14px, 2x2-merged -> 3x2
     "qwen2_5_vl": 6,
+    "qwen3_vl": 12,  # below min_pixels: scaled up to 96x128 -> 6x8 patches of 16px, 2x2-merged -> 3x4
+    "qwen3_vl_moe": 12,
     "idefics3": 28,  # 2x3 tiles + the global image, 4 tokens each ((32/8)^2 / 2^2)
     "smolvlm": 28,
     "gemma3": GEMMA3_MM_TOKENS,
@@ -93,7 +95,7 @@ def test_non_square_image_layout(loaded):
     if family == "llava_next":
         assert inputs["pixel_values"].shape[1] > 2  # base image + several anyres tiles
         assert inputs["image_sizes"].tolist() == [[IMAGE_SIZE[1], IMAGE_SIZE[0]]]
-    elif family in ("qwen2_vl", "qwen2_5_vl"):
+    elif family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
         t, h, w = inputs["image_grid_thw"][0].tolist()
         assert t == 1 and h != w
         assert n_image == h * w // processor.image_processor.merge_size**2

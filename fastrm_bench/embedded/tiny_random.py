@@ -3,7 +3,7 @@
 Each family is built from its OWN transformers classes (model, config, processor, image
 processor) so that the harness runs, on a model that forwards in milliseconds, exactly the code
 paths a real checkpoint of that family takes: LLaVA-NeXT anyres tiles, Qwen2-VL's merged
-dynamic grid, Idefics3/SmolVLM image splitting, Gemma 3's pooled soft tokens. Only sizes differ;
+dynamic grid, Qwen3-VL's DeepStack features, Idefics3/SmolVLM image splitting, Gemma 3's pooled soft tokens. Only sizes differ;
 the tokenizer is word-level over the embedded world's vocabulary plus the family's special
 tokens, and each processor gets a small chat template in the family's style.
 
@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerFast
 
 from fastrm_bench.world.questions import vocabulary
 
-FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3", "paligemma")
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "idefics3", "smolvlm", "gemma3",
+            "paligemma")
 
 #: Words the chat templates write outside the special tokens (role names).
 ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
@@ -313,6 +314,50 @@ def _qwen2_5_vl():
     return Qwen2_5_VLForConditionalGeneration(config), proc
 
 
+#: Qwen3-VL: 16 px patches, 2x2 merge (factor 32). An 80x48 image is below min_pixels (8 merged tokens' worth), so
+#: it is scaled up by sqrt(8192 / 3840) and each side rounded up to a multiple of 32: 96 high x 128 wide ->
+#: a 6x8 patch grid -> 3x4 merged tokens.
+_QWEN3_PIXELS = {"shortest_edge": 32 * 32 * 8, "longest_edge": 32 * 32 * 16}
+
+
+def _qwen3_parts() -> tuple[Any, dict[str, int], dict, dict]:
+    """Processor, special-token ids, text and vision configs shared by Qwen3-VL and Qwen3-VL-MoE."""
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLProcessor
+
+    tok, _, ids, text = _qwen_common()
+    ip = Qwen2VLImageProcessorPil(size=dict(_QWEN3_PIXELS), patch_size=16, merge_size=2, temporal_patch_size=2,
+                                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    proc = image_only(Qwen3VLProcessor, image_processor=ip, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    # head_dim 16 -> 8 rotary frequencies, interleaved T/H/W: H takes 1, 4; W takes 2, 5; T the rest
+    text = {**text, "head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                        "mrope_section": [4, 2, 2], "mrope_interleaved": True}}
+    vision = {"depth": 3, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
+              "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": text["hidden_size"],
+              "num_position_embeddings": 16, "deepstack_visual_indexes": [0, 1]}
+    return proc, ids, text, vision
+
+
+def _qwen3_vl():
+    """Qwen3-VL: Qwen2.5-VL's merged dynamic grid (16 px patches, no window attention), interleaved M-RoPE, and
+    DeepStack: the outputs of vision blocks 0 and 1, merged like the last one's, are added to the hidden states
+    of the image tokens after LM layers 0 and 1 (a second route of the image into the LM)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    proc, ids, text, vision = _qwen3_parts()
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+    return Qwen3VLForConditionalGeneration(config), proc
+
+
+def _qwen3_vl_moe():
+    """Qwen3-VL-MoE: Qwen3-VL (same vision tower, DeepStack, processor) with sparse MoE MLPs in every LM layer."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    proc, ids, text, vision = _qwen3_parts()
+    text = {**text, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "decoder_sparse_step": 1}
+    config = Qwen3VLMoeConfig(text_config=text, vision_config=vision, **ids)
+    return Qwen3VLMoeForConditionalGeneration(config), proc
+
+
 def _idefics_tokens() -> list[str]:
     rows = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
     return ["<|im_start|>", "<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *rows]
@@ -467,6 +512,8 @@ _BUILDERS: dict[str, Callable] = {
     "llava_next": _llava_next,
     "qwen2_vl": _qwen2_vl,
     "qwen2_5_vl": _qwen2_5_vl,
+    "qwen3_vl": _qwen3_vl,
+    "qwen3_vl_moe": _qwen3_vl_moe,
     "idefics3": _idefics3,
     "smolvlm": _smolvlm,
     "gemma3": _gemma3,
@@ -479,6 +526,7 @@ _BUILDERS: dict[str, Callable] = {
 _VIDEO_PROCESSOR_KEYS = {
     "Qwen2VLProcessor": ("Qwen2VLVideoProcessor", ("size", "patch_size", "temporal_patch_size", "merge_size")),
     "Qwen2_5_VLProcessor": ("Qwen2VLVideoProcessor", ("size", "patch_size", "temporal_patch_size", "merge_size")),
+    "Qwen3VLProcessor": ("Qwen3VLVideoProcessor", ("size", "patch_size", "temporal_patch_size", "merge_size")),
     "SmolVLMProcessor": ("SmolVLMVideoProcessor", ("size", "max_image_size", "resample")),
 }
 

@@ -178,13 +178,14 @@ class HFVisionLanguageAdapter(ModelAdapter):
 
     # ---------------------------------------------------------------- hooks on the language model's input
     @contextlib.contextmanager
-    def _on_lm_input(self, change: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-        """Inside: the language model receives ``change(inputs_embeds)`` instead of its input embeddings."""
+    def _on_lm_call(self, change: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+        """Inside: ``change(kwargs)`` edits in place the keyword arguments of every language-model call that gets
+        input embeddings (transformers' VLMs pass them, and the rest, by keyword)."""
 
         def pre_hook(module, args, kwargs):
             if kwargs.get("inputs_embeds") is None:
                 return None
-            kwargs["inputs_embeds"] = change(kwargs["inputs_embeds"])
+            change(kwargs)
             return args, kwargs
 
         language_model = self.family_spec.language_model(self.model)
@@ -193,6 +194,26 @@ class HFVisionLanguageAdapter(ModelAdapter):
             yield
         finally:
             handle.remove()
+
+    def _on_lm_input(self, change: Callable[[torch.Tensor], torch.Tensor]) -> contextlib.AbstractContextManager[None]:
+        """Inside: the language model receives ``change(inputs_embeds)`` instead of its input embeddings."""
+
+        def replace(kwargs: dict[str, Any]) -> None:
+            kwargs["inputs_embeds"] = change(kwargs["inputs_embeds"])
+
+        return self._on_lm_call(replace)
+
+    def _removing_image_tokens(self, positions: torch.Tensor, keep: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+        """Inside: a language-model call over the prompt gets the image tokens at ``positions`` [B, n] scaled by
+        ``keep`` [B, n] on every route the family's LM reads them by (`Family.remove_image_tokens`: the input
+        embeddings, and Qwen3-VL's DeepStack features); decoding steps, which hold no image token, pass."""
+
+        def remove(kwargs: dict[str, Any]) -> None:
+            embeds = kwargs["inputs_embeds"]
+            if embeds.shape[1] > positions.max():
+                self.family_spec.remove_image_tokens(kwargs, _keep_factor(embeds, positions, keep))
+
+        return self._on_lm_call(remove)
 
     @torch.no_grad()
     def lm_input_embeds(self, inputs: ModelInputs) -> torch.Tensor:
@@ -345,8 +366,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
             keep = image_keep.to(self.device)
             batch = inputs.repeat(keep.shape[0]) if len(inputs.layouts) == 1 and keep.shape[0] > 1 else inputs
             positions = torch.stack([layout.positions for layout in batch.layouts]).to(self.device)
-            zero = lambda embeds: _scale_rows(embeds, positions, keep) if embeds.shape[1] > positions.max() else embeds  # noqa: E731
-            with self._on_lm_input(zero):
+            with self._removing_image_tokens(positions, keep):
                 out = self.model.generate(**batch.tensors, **kwargs)
             new = out.sequences[:, inputs.prompt_length :]
             prompt_ids = None
@@ -497,7 +517,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
             single = ModelInputs(self._with_answer(inputs, generation, None), inputs.prompt_length, inputs.layouts)
             batch = single.repeat(keep.shape[0]) if keep.shape[0] > 1 else single
             image = torch.stack([layout.positions for layout in batch.layouts]).to(self.device)
-            with self._on_lm_input(lambda embeds: _scale_rows(embeds, image, keep)):
+            with self._removing_image_tokens(image, keep):
                 logits = self.model(**batch.tensors, use_cache=False, logits_to_keep=n).logits
         logprobs = torch.log_softmax(logits[:, -n:].float(), dim=-1)
         targets = generation.generated_ids.to(logprobs.device)
@@ -550,8 +570,12 @@ def _load_model(source: str, family: Family, dtype: torch.dtype, device_map: str
     return model
 
 
+def _keep_factor(embeds: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The per-token factor [B, L] of ``embeds`` [B, L, d]: ``keep`` [B, n] at ``positions`` [B, n], 1 elsewhere."""
+    factor = torch.ones(embeds.shape[:2], device=embeds.device, dtype=embeds.dtype)
+    return factor.scatter_(1, positions.to(embeds.device), keep.to(embeds.device, embeds.dtype))
+
+
 def _scale_rows(embeds: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """``embeds`` [B, L, d] with the rows at ``positions`` [B, n] multiplied by ``keep`` [B, n]."""
-    factor = torch.ones(embeds.shape[:2], device=embeds.device, dtype=embeds.dtype)
-    factor.scatter_(1, positions.to(embeds.device), keep.to(embeds.device, embeds.dtype))
-    return embeds * factor.unsqueeze(-1)
+    return embeds * _keep_factor(embeds, positions, keep).unsqueeze(-1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -86,6 +87,16 @@ class Family:
         if key == "input_ids":
             return answer
         return torch.ones_like(answer) if key == "attention_mask" else torch.zeros_like(answer)
+
+    def remove_image_tokens(self, lm_kwargs: dict[str, Any], factor: torch.Tensor) -> None:
+        """Scale, in place in the keyword arguments of a language-model call over the prompt, every route by which
+        the image tokens reach the LM by ``factor`` [B, L] (1 outside the image; 0 removes, 1 keeps a token).
+
+        A removal must remove all the image reaches the LM through, or perturbation metrics measure a model that
+        still sees what was "removed". Most families' only route is the input embeddings.
+        """
+        embeds = lm_kwargs["inputs_embeds"]
+        lm_kwargs["inputs_embeds"] = embeds * factor.to(embeds.device, embeds.dtype).unsqueeze(-1)
 
     def language_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The decoder whose input embeddings the harness reads and perturbs."""
@@ -255,6 +266,27 @@ class Qwen25VLFamily(QwenVLFamily):
         return units[..., torch.argsort(window_index.to(units.device))]
 
 
+class Qwen3VLFamily(QwenVLFamily):
+    """Qwen3-VL: Qwen2-VL's merged grid (16 px patches, no window attention, so units stay in image order) and
+    interleaved M-RoPE, plus DeepStack: the outputs of some vision blocks (``deepstack_visual_indexes``), merged
+    like the last block's, are added to the image tokens' hidden states after the first LM layers. The LM gets
+    them as ``deepstack_visual_embeds`` (one ``[image tokens, d]`` per layer) at ``visual_pos_masks``.
+
+    Removing an image token zeroes its input embedding AND its DeepStack features. Grad-CAM's target stays the
+    last vision block (the merger's input): the DeepStack features come from earlier blocks, not through it.
+    """
+
+    def remove_image_tokens(self, lm_kwargs: dict[str, Any], factor: torch.Tensor) -> None:
+        super().remove_image_tokens(lm_kwargs, factor)
+        deepstack = lm_kwargs.get("deepstack_visual_embeds")
+        if deepstack is None:  # a forward without pixels (a decoding step) carries no DeepStack features
+            return
+        # the features are the masked positions in row-major order (batch, then sequence), as the model scatters them
+        visual = factor[lm_kwargs["visual_pos_masks"].to(factor.device)]
+        lm_kwargs["deepstack_visual_embeds"] = [
+            features * visual.to(features.device, features.dtype).unsqueeze(-1) for features in deepstack]
+
+
 class Idefics3Family(Family):
     """Idefics3 / SmolVLM: the image split into tiles (row-major) plus the global image last, each tile a
     square grid after the connector's pixel shuffle; `<row_i_col_j>` markers say how the tiles are laid out."""
@@ -395,6 +427,11 @@ for _family, _types in (
                   embeds_suffice=False), ("qwen2_vl",)),
     (Qwen25VLFamily("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "as Qwen2-VL (window attention in the vision tower)",
                   embeds_suffice=False), ("qwen2_5_vl",)),
+    (Qwen3VLFamily("qwen3_vl", "Qwen3VLForConditionalGeneration",
+                   "as Qwen2-VL (16 px patches); DeepStack features removed with their tokens", embeds_suffice=False),
+     ("qwen3_vl",)),
+    (Qwen3VLFamily("qwen3_vl_moe", "Qwen3VLMoeForConditionalGeneration", "as Qwen3-VL (MoE language model)",
+                   embeds_suffice=False), ("qwen3_vl_moe",)),
     (Idefics3Family("idefics3", "Idefics3ForConditionalGeneration", "one grid per tile + the global image (pixel shuffle)"),
      ("idefics3",)),
     (Idefics3Family("smolvlm", "SmolVLMForConditionalGeneration", "as Idefics3"), ("smolvlm",)),
