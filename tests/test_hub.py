@@ -1,5 +1,5 @@
 """Hub conventions: FastRM proxies save, load (folder or Hub id through the local cache) and push as Hub models with a
-model card. Nothing here reaches the network."""
+model card; the leaderboard as a parquet data set. Nothing here reaches the network."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
+from fastrm_bench.cli import app
 from fastrm_bench.fastrm.distill import TrainConfig, train_proxy
 from fastrm_bench.fastrm.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, FastRM, FastRMConfig, model_card
 
@@ -25,6 +28,7 @@ SHIPPED_WEIGHTS = {
     "fastrm-tiny-llava-shapes": "2ae7813b84736521835b9b0782412617bdde0cc56ab79c937018ba5910abd7d9",
     "fastrm-tiny-qwen-shapes": "978f5fcc97e22a437107338119895fbaf508c949d3a52bf6028183f34ca5458c",
 }
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "runs"
 
 
 def _state_equal(a: FastRM, b: FastRM) -> bool:
@@ -191,3 +195,28 @@ def test_each_shipped_card_is_what_its_config_generates(folder):
     meta = ModelCard.load(folder / "README.md").data.to_dict()
     assert meta["base_model"] == json.loads((folder / CONFIG_NAME).read_text())["distilled_from"]
     assert meta["proxy_metrics"]["held_out_f1"] > 0.5 and len(meta["training_data"]["sha256"]) == 64
+
+
+# ---------------------------------------------------------------- the leaderboard as data
+
+
+def test_leaderboard_parquet_loads_with_pandas_and_datasets(tmp_path):
+    from datasets import load_dataset
+
+    from fastrm_bench.leaderboard import leaderboard
+
+    out = tmp_path / "board" / "leaderboard.parquet"
+    result = CliRunner().invoke(app, ["leaderboard", str(RESULTS), "--format", "parquet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = leaderboard(RESULTS)
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == list(expected.columns) and len(frame) == len(expected) > 10
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    data = load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    assert data.column_names == list(expected.columns)
+    pd.testing.assert_frame_equal(data.to_pandas(), expected, check_dtype=False)
+
+
+def test_leaderboard_parquet_needs_a_file(tmp_path):
+    result = CliRunner().invoke(app, ["leaderboard", str(RESULTS), "--format", "parquet"])
+    assert result.exit_code == 2 and "--out FILE" in result.output
