@@ -212,19 +212,23 @@ class Format(str, Enum):
     csv = "csv"
     markdown = "markdown"
     latex = "latex"
+    parquet = "parquet"
 
 
 @app.command("leaderboard")
 def leaderboard_(
     runs_dir: Annotated[Path, typer.Argument(help="Folder searched for run directories.")] = Path("runs"),
-    format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
-    out: Annotated[Path | None, typer.Option(help="Also save the table here (format from the suffix: .csv .md .tex).")] = None,
+    format: Annotated[Format, typer.Option("--format", help="Output format (parquet: a file, needs --out).")] = Format.table,
+    out: Annotated[Path | None, typer.Option(help="Also save the table here (format from the suffix: .csv .md .tex "
+                                                  ".parquet; with --format parquet, parquet).")] = None,
 ) -> None:
     """One row per finished run (its folder last): model, data, task, method, accuracy, PP/NP AUC, threshold F1,
     entropy, pointing, latency; one line (on stderr) per unfinished run."""
-    from fastrm_bench.leaderboard import leaderboard, render
+    from fastrm_bench.leaderboard import leaderboard, render, save
     from fastrm_bench.rundir import unfinished_runs
 
+    if format is Format.parquet and out is None:
+        _fail("--format parquet writes a file: pass --out FILE (the table is shown here too)")
     if not runs_dir.is_dir():
         _fail(f"{runs_dir} is not a folder of runs")
     problems: list[str] = []
@@ -232,11 +236,10 @@ def leaderboard_(
     _tell_unfinished(unfinished_runs(runs_dir), problems)
     if frame.empty:
         _fail(f"no finished run directories (results.json + config.json) under {runs_dir}")
-    typer.echo(render(frame, format.value))
+    typer.echo(render(frame, "table" if format is Format.parquet else format.value))
     if out:
-        kind = {".csv": "csv", ".md": "markdown", ".tex": "latex"}.get(out.suffix, "table")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render(frame, kind))
+        kind = {".csv": "csv", ".md": "markdown", ".tex": "latex", ".parquet": "parquet"}.get(out.suffix, "table")
+        save(frame, out, "parquet" if format is Format.parquet else kind)
 
 
 def _tell_unfinished(unfinished: list[tuple[Path, int]], problems: list[str]) -> None:

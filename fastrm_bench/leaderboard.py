@@ -99,3 +99,13 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "table":
         return shown.to_string(index=False)
     raise ValueError(f"unknown format {fmt!r}; expected table, csv, markdown or latex")
+
+
+def save(frame: pd.DataFrame, out: Path, fmt: str) -> None:
+    """Write the table to ``out``: ``parquet`` keeps every column and its type, as data (``pandas.read_parquet``,
+    ``datasets.load_dataset("parquet", ...)``); the text formats are what `render` shows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        out.write_text(render(frame, fmt))

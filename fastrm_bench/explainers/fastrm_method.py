@@ -5,7 +5,8 @@ attention tensors: the proxy reads the final-norm hidden states that `generate` 
 computed with its KV cache (the adapter collects them with a hook on the final norm when called
 with ``return_hidden=True``; nothing else is kept).
 
-A proxy learned its labels from a teacher method (``chefer`` unless distilled with another); the
+``checkpoint`` is a proxy's folder or its Hub id (``owner/name``, read through the Hugging Face cache:
+`FastRM.from_pretrained`). A proxy learned its labels from a teacher method (``chefer`` unless distilled with another); the
 ``teacher`` parameter picks the proxy shipped for that teacher, or checks that ``checkpoint`` was
 distilled from it. `FastRMMethod.answer` (and `explain_answer`) answers a question and explains it
 in one call: the answer, one map per token and the map's entropy (the paper's confidence).
@@ -122,7 +123,7 @@ class FastRMMethod(ExplanationMethod):
 def explain_answer(model: str | ModelAdapter, image: Image.Image, question: str, *, max_new_tokens: int = 10,
                    checkpoint: str | None = None, teacher: str | None = None, device: str | None = None) -> ExplainedAnswer:
     """Answer and explain in one call: ``model`` is a loaded adapter or a name (registered, folder or hub id);
-    the proxy is ``checkpoint``, else the one shipped for the model (and ``teacher``, default ``chefer``)."""
+    the proxy is ``checkpoint`` (a folder or Hub id), else the one shipped for the model (and ``teacher``, default ``chefer``)."""
     if isinstance(model, str):
         from fastrm_bench.models.zoo import load_model
 

@@ -11,8 +11,9 @@
    2e-5, batch 128, 3,500 steps by default (the paper's recipe); a seeded held-out split of
    questions; loss and val F1 (against the teacher's labels) logged.
 3. ``save_pretrained``: safetensors + JSON (hidden size, labeling threshold, the LVLM, its teacher:
-   name, implementation and spec params, the recipe, a SHA-256 of the training shards and of the
-   LVLM's weights, the held-out scores).
+   name, implementation and spec params, the recipe, the tasks and question count, a SHA-256 of the
+   training shards and of the LVLM's weights, the held-out scores) + a model card (README.md with
+   the same facts as Hub metadata), so that the folder can be pushed to the Hub as it is.
 """
 
 from __future__ import annotations
@@ -291,6 +292,17 @@ def _manifest(data_dirs: Path | Sequence[Path]) -> dict[str, Any]:
     return first
 
 
+def _training_data(data_dirs: Path | Sequence[Path], data: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the proxy records of its data (for its card): the datasets' tasks and splits, and the questions answered
+    (those whose answer had at least one token)."""
+    configs = [json.loads(m.read_text())["config"] for d in _dirs(data_dirs) if (m := Path(d) / "dataset.json").exists()]
+    record: dict[str, Any] = {"questions": int(data["keys"].shape[0])}
+    if configs:
+        record["tasks"] = list(dict.fromkeys(c["task"] for c in configs))
+        record["splits"] = list(dict.fromkeys(c["split"] for c in configs))
+    return record
+
+
 def split_tokens(data: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(train token indices, val token indices), split by question so no question is in both."""
     n_questions = data["keys"].shape[0]
@@ -331,7 +343,8 @@ def train_proxy(data_dir: Path | Sequence[Path], out: Path, cfg: TrainConfig, di
     teacher = {**found.get("teacher", LEGACY_TEACHER), "model_weights_sha256": model_weights} if found else {}
     proxy = FastRM(FastRMConfig(hidden_size=data["query"].shape[1], labeling_threshold=cfg.labeling_threshold,
                                 distilled_from=distilled_from, recipe=asdict(cfg), training_data_sha256=data_hash(data_dir),
-                                model_weights_sha256=model_weights, teacher=teacher))
+                                model_weights_sha256=model_weights, teacher=teacher,
+                                training_data=_training_data(data_dir, data)))
     optimizer = torch.optim.Adam(proxy.parameters(), lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
