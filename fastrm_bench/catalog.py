@@ -70,6 +70,15 @@ METRICS.register("token-localisation", "fastrm_bench.metrics.token_localisation:
                              "(samples with per-word object ids, e.g. the describe task).")
 METRICS.register("entropy", "fastrm_bench.metrics.entropy:EntropyConfidence",
                  description="Map entropy as answer confidence: rates below a calibrated threshold, and AUROC.")
+METRICS.register("chair", "fastrm_bench.metrics.chair:Chair",
+                 description="CHAIR_i / CHAIR_s (Rohrbach et al. 2018): hallucinated object mentions in captions "
+                             "(samples with the scene's objects, e.g. the describe task).")
+METRICS.register("hallucination", "fastrm_bench.metrics.hallucination:HallucinationDetection",
+                 description="AUROC / AUPRC of each object word's map (entropy, peak, top-10% mass) at detecting "
+                             "hallucinated object words.")
+METRICS.register("image-reliance", "fastrm_bench.metrics.image_reliance:ImageReliance",
+                 description="Answer log-probability with the image minus with every image token removed; "
+                             "share of image-dependent samples (threshold, default 0.1 nats).")
 METRICS.register("cost", "fastrm_bench.metrics.cost:Cost",
                  description="Seconds per map and per answer; peak memory where measured.")
 
