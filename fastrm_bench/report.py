@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,9 @@ import pandas as pd
 from fastrm_bench.layout import ImageLayout
 from fastrm_bench.maps_io import record_layout
 from fastrm_bench.rundir import ABLATION, Run, label_tasks, load_runs
+
+if TYPE_CHECKING:  # the agreement module (scipy, the metrics) is imported when the table is made
+    from fastrm_bench.agreement import GroupAgreement
 
 #: FastRM-7 on LLaVA-1.5-7B (paper Table 1), by task implementation; other tasks get no paper column values
 PAPER_TABLE1 = pd.DataFrame(
@@ -659,6 +662,86 @@ def _relevancy_table(teacher: Run, values: dict[str, np.ndarray], what: str, sam
     path.write_text(f"{what.capitalize()} of {samples} shared samples.\n\n" + table.to_markdown(floatfmt=".3f") + "\n")
 
 
+def _ranking_text(group: GroupAgreement, key: str) -> str:
+    """The methods best first, ``>`` between ranks and ``=`` between methods the metric ties."""
+    k = group.keys.index(key)
+    value = dict(zip(group.methods, group.means[k]))
+    ranked = group.ranking(key)
+    text = ranked[0]
+    for before, method in zip(ranked, ranked[1:]):
+        text += (" = " if np.isclose(value[before], value[method], rtol=0, atol=1e-12) else " > ") + method
+    return text
+
+
+def _agreement_section(group: GroupAgreement) -> str:
+    """One group's rankings and its tau matrix (upper triangle: tau-b [95% interval], † where the pair disagrees)."""
+    from fastrm_bench.agreement import DISAGREE_AT_OR_BELOW
+
+    rankings = pd.DataFrame({"metric": [f"{k} ({'higher' if up else 'lower'} is better)"
+                                        for k, up in zip(group.keys, group.directions)],
+                             "ranking (best first)": [_ranking_text(group, k) for k in group.keys]})
+    matrix = pd.DataFrame("", index=group.keys, columns=group.keys)
+    for pair in group.pairs():
+        mark = " †" if pair["disagree"] else ""
+        matrix.loc[pair["a"], pair["b"]] = f"{pair['tau']:+.2f} [{pair['low']:+.2f}, {pair['high']:+.2f}]{mark}"
+    for key in group.keys:
+        matrix.loc[key, key] = "1"
+    disagree = [f"{p['a']} / {p['b']}" for p in group.pairs() if p["disagree"]]
+    lines = [f"### {group.label}: {len(group.methods)} methods, {group.n} questions", "",
+             rankings.to_markdown(index=False), "", matrix.rename_axis("tau-b").to_markdown(), "",
+             f"Pairs whose interval reaches {DISAGREE_AT_OR_BELOW:g} (disagree): {', '.join(disagree) or 'none'}."]
+    if group.dropped_questions:
+        lines.append(f"{group.dropped_questions} question(s) some run lacks are left out.")
+    if group.left_out:
+        lines.append("Not compared: " + "; ".join(f"{k} ({why})" for k, why in group.left_out.items()) + ".")
+    return "\n".join(lines)
+
+
+def _agreement_heatmap(group: GroupAgreement, report: Report) -> None:
+    """The group's tau matrix as a heatmap (-1 to 1), † on the pairs whose interval reaches 0."""
+    plt = _style()
+    import seaborn as sns
+
+    text = np.vectorize(lambda v: "" if v != v else f"{v:.2f}")(group.tau).astype(object)
+    for pair in group.pairs():
+        i, j = group.keys.index(pair["a"]), group.keys.index(pair["b"])
+        if pair["disagree"]:
+            text[i, j] = text[j, i] = f"{text[i, j]}†"
+    size = len(group.keys)
+    fig, ax = plt.subplots(figsize=(1.0 * size + 2.5, 0.8 * size + 1.8))
+    sns.heatmap(pd.DataFrame(group.tau, index=group.keys, columns=group.keys), vmin=-1, vmax=1, center=0,
+                cmap="vlag_r", annot=text, fmt="", square=True, cbar_kws={"label": "Kendall's tau-b"}, ax=ax)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.set_title(f"Agreement of the metrics' method rankings: {group.label}\n{len(group.methods)} methods, "
+                 f"{group.n} questions; †: 95% interval (paired bootstrap, {group.resamples} draws) reaches 0", fontsize=9)
+    _save(fig, report, f"metric_agreement_{_slug(group.label)}", f"Metric agreement, {group.label}")
+    plt.close(fig)
+
+
+def table_metric_agreement(runs: list[Run], report: Report) -> None:
+    """LATEC's question: do the metrics rank the methods alike? Per (model, task, data source), each metric's ranking
+    and Kendall's tau-b between every two metrics' rankings, with a paired bootstrap interval (`fastrm_bench.agreement`)."""
+    from fastrm_bench.agreement import RESAMPLES, agreements
+
+    found, skipped = agreements(runs)
+    report.skipped += [f"Metric agreement, {why}" for why in skipped]
+    if not found:
+        report.skipped.append("Metric agreement: no group of runs of three methods with two metrics measured on every run")
+        return
+    note = ("Kendall's tau-b between the method rankings two metrics give (each metric in its own direction), per model, "
+            f"task and data source; [95% interval] from {RESAMPLES} bootstrap draws of the questions, the same draw for "
+            "every method's run (paired). †: the interval reaches 0, the two metrics are not shown to rank alike. Only "
+            "metrics measured on every run of the group that are means over questions (`fastrm_bench.agreement`).")
+    (report.out / "metric_agreement.md").write_text(note + "\n\n" + "\n\n".join(_agreement_section(g) for g in found) + "\n")
+    rows = [{"model": g.model, "task": g.task, "data_source": g.data_source, "methods": len(g.methods), "n": g.n, **pair}
+            for g in found for pair in g.pairs()]
+    (report.out / "metric_agreement.csv").write_text(pd.DataFrame(rows).to_csv(index=False))
+    report.made.append(("Metric agreement (Kendall's tau-b between the metrics' method rankings)",
+                        ["metric_agreement.md", "metric_agreement.csv"]))
+    for group in found:
+        _agreement_heatmap(group, report)
+
+
 ABLATION_AXES = {"data_size": "training data (token samples)", "labeling_threshold": "labeling threshold (x max of the map)",
                  "steps": "training steps (batch 128)"}
 
@@ -747,7 +830,8 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     leaderboard_tables(roots, report)
     ablation_runs = [r for r in runs if r.is_ablation]
     main_runs = [r for r in runs if r not in ablation_runs]
-    for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution, table_rankings_across_models]:
+    for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution, table_rankings_across_models,
+                   table_metric_agreement]:
         figure(main_runs, report)
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)
