@@ -1,4 +1,5 @@
-"""The FastRM page's (docs/fastrm.md) "FastRM in three lines" runs as written, from a folder outside the repository, and ends with a picture."""
+"""The FastRM page's (docs/fastrm.md) "FastRM in three lines" runs as written, from a folder outside the
+repository, and ends with a picture."""
 
 from __future__ import annotations
 
