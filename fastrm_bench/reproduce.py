@@ -36,6 +36,10 @@ SECOND_METRICS = ("perturbation", "threshold", "localisation", "cost")
 #: the describe task's runs also score each answer word's map on its own object; captions run to 15 tokens
 DESCRIBE_METRICS = ("perturbation", "localisation", "token-localisation", "cost")
 DESCRIBE_MAX_NEW_TOKENS = 20
+#: hallucinated object words in the second model's captions (every describe question, whole captions): do maps
+#: flag them, and how much does each answer rely on the image
+HALLUCINATION_METHODS = ("fastrm", "tam", "random")
+HALLUCINATION_METRICS = ("chair", "hallucination", "image-reliance")
 #: methods of the second model's latency profile on natural describe answers
 SECOND_PROFILE_METHODS = ("fastrm", "tam", "chefer", "chefer-reference")
 
@@ -169,6 +173,17 @@ def second_model_runs(plan: Plan) -> None:
         save(frame, profile_dir)
 
 
+def hallucination_configs(plan: Plan) -> list[RunConfig]:
+    """``hallucination/runs/<method>``: the second model's captions of every describe question, scored by CHAIR,
+    with each object word's map as a hallucination detector and the answers' reliance on the image."""
+    if plan.second_model is None:
+        return []
+    runs = plan.out / "hallucination" / "runs"
+    return [RunConfig(method=method, task="describe", model=plan.second_model, limit=None, seed=plan.seed,
+                      output_dir=str(runs / method), metrics=list(HALLUCINATION_METRICS),
+                      max_new_tokens=DESCRIBE_MAX_NEW_TOKENS) for method in HALLUCINATION_METHODS]
+
+
 def reproduce(plan: Plan) -> None:
     from fastrm_bench.profile import DEFAULT_METHODS, profile, save
     from fastrm_bench.report import make_report
@@ -184,6 +199,8 @@ def reproduce(plan: Plan) -> None:
         frame = profile(list(DEFAULT_METHODS), plan.profile_lengths, repeats=3)
         save(frame, profile_dir)  # with the ratios of the named pairs (fastrm and chefer vs the reference, tam vs fastrm)
     second_model_runs(plan)  # under runs/ and profile/: the report finds them there
+    for cfg in hallucination_configs(plan):
+        _run_once(cfg, plan.log)
     ablations(plan)
     sanity_dir = plan.out / "sanity"
     if not (sanity_dir / "sanity.json").exists():
