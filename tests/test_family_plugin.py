@@ -29,7 +29,7 @@ from fastrm_bench.layout import centre_square
 from fastrm_bench.maps_io import load_token_maps
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter, ModelLoadError
 from fastrm_bench.registry import FAMILIES
-from tests.test_plugin import GUIDE, _readme_block
+from tests.test_plugin import GUIDE, install_guide_package
 
 SECTION = "Add your own model family"
 #: ViP-LLaVA's turns (``###Human: <image>\n...###Assistant:``), markers on their own words for the word-level tokenizer
@@ -80,15 +80,7 @@ def vipllava_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def installed_family(tmp_path, monkeypatch) -> Path:
     """The guide's (docs/extending.md) family package and its .dist-info, on sys.path; the folder to put on PYTHONPATH."""
-    toml = _readme_block("family-plugin-entry-point", "toml")
-    entry = re.search(r'^(\S+)\s*=\s*"(.+)"', toml.split("]", 1)[1].strip(), re.M)
-    pkg = tmp_path / "pkg"
-    (pkg / "my_families").mkdir(parents=True)
-    (pkg / "my_families" / "__init__.py").write_text(_readme_block("family-plugin-code", "python"))
-    dist = pkg / "my_families-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-families\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[fastrm_bench.families]\n{entry.group(1)} = {entry.group(2)}\n")
+    pkg = install_guide_package(tmp_path / "pkg", "my_families", "family-plugin", "fastrm_bench.families")
     monkeypatch.syspath_prepend(str(pkg))
     # the process-wide registry looks for plugins once: let it look again, and forget the plugin afterwards
     monkeypatch.setattr(FAMILIES, "_entries", dict(FAMILIES._entries))

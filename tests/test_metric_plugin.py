@@ -17,25 +17,12 @@ from pathlib import Path
 import pytest
 
 from fastrm_bench.registry import METRICS
-
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "extending.md"  # the guide the blocks come from
-
-
-def _readme_block(marker: str, language: str) -> str:
-    section = GUIDE.read_text().split(f"<!-- {marker} -->", 1)[1]
-    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+from tests.test_plugin import install_guide_package
 
 
 @pytest.fixture
 def installed_metric(tmp_path, monkeypatch) -> Path:
-    toml = _readme_block("metric-plugin-entry-point", "toml")
-    entry = re.search(r'^(\S+)\s*=\s*"(.+)"', toml.split("]", 1)[1].strip(), re.M)
-    (tmp_path / "my_metrics").mkdir()
-    (tmp_path / "my_metrics" / "__init__.py").write_text(_readme_block("metric-plugin-code", "python"))
-    dist = tmp_path / "my_metrics-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-metrics\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[fastrm_bench.metrics]\n{entry.group(1)} = {entry.group(2)}\n")
+    install_guide_package(tmp_path, "my_metrics", "metric-plugin", "fastrm_bench.metrics")
     monkeypatch.syspath_prepend(str(tmp_path))
     # the process-wide registry looks for plugins once: let it look again, and forget the plugin afterwards
     monkeypatch.setattr(METRICS, "_entries", dict(METRICS._entries))

@@ -29,6 +29,21 @@ def _readme_block(marker: str, language: str) -> str:
     return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
 
 
+def install_guide_package(root: Path, package: str, marker: str, group: str) -> Path:
+    """The guide's ``<marker>-code`` block as package ``package`` with a .dist-info declaring the ``<marker>-entry-point``
+    block in entry-point ``group``, under ``root`` (put ``root`` on sys.path or PYTHONPATH to install it)."""
+    toml = _readme_block(f"{marker}-entry-point", "toml")
+    entry = re.search(r'^(\S+)\s*=\s*"(.+)"', toml.split("]", 1)[1].strip(), re.M)
+    (root / package).mkdir(parents=True)
+    (root / package / "__init__.py").write_text(_readme_block(f"{marker}-code", "python"))
+    dist = root / f"{package}-0.1.dist-info"
+    dist.mkdir()
+    name = package.replace("_", "-")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\n{entry.group(1)} = {entry.group(2)}\n")
+    return root
+
+
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch) -> Path:
     code = _readme_block("plugin-code", "python")
