@@ -573,12 +573,14 @@ def _entry(value: float | None, interval: tuple[float, float] | list[float] | No
     return {"value": clean, "ci95": list(interval) if interval else None, "higher_is_better": higher_is_better, **extra}
 
 
-def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+def summarise(task, records: list[dict[str, Any]], cfg: RunConfig, subsets: bool = True) -> dict[str, Any]:
     """Aggregate per-sample records into the run's metrics (pure: used by resume, `summarise` and leaderboards).
 
     The task's aggregates and every metric's `compute` carry a seeded percentile-bootstrap 95%
     interval over samples (``ci95``); a metric's `intervals` add entries with their own uncertainty
-    (entropy confidence: mean, spread and central 95% over random splits).
+    (entropy confidence: mean, spread and central 95% over random splits). Where the records say which
+    samples are image-dependent (the ``image-reliance`` metric), ``image_dependent`` repeats every metric
+    on those samples alone, with their number and share (SPEC 4c).
     """
     from fastrm_bench.metrics.uncertainty import RESAMPLES, bootstrap_intervals
 
@@ -609,4 +611,17 @@ def summarise(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, 
         note = metric.interval_note(settings)
         if note:
             notes[metric.name] = note
+    if subsets:
+        sections.update(_image_dependent_section(task, records, cfg))
     return {"n": len(records), "metrics": out, **sections, "uncertainty": notes}
+
+
+def _image_dependent_section(task, records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+    """``{"image_dependent": {n, share, metrics}}``: every metric on the image-dependent samples; {} where unknown."""
+    judged = [r for r in records if "image_dependent" in r]
+    if not judged:
+        return {}
+    subset = [r for r in judged if r["image_dependent"]]
+    metrics = summarise(task, subset, cfg, subsets=False)["metrics"] if subset else {}
+    return {"image_dependent": {"n": len(subset), "of": len(judged), "share": len(subset) / len(judged),
+                                "metrics": metrics}}

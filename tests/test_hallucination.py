@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 
 from fastrm_bench.builders import create_metric
 from fastrm_bench.interfaces import Explanation, Generation, ModelInputs, Sample
+from fastrm_bench.layout import single_grid
 from fastrm_bench.metrics.base import RunSettings, SampleContext
 from fastrm_bench.metrics.chair import Chair, Mention, object_mentions, scene_objects
 from fastrm_bench.metrics.hallucination import HallucinationDetection, normalised_entropy, top_mass
@@ -154,13 +155,26 @@ def test_an_all_zero_map_reads_as_uniform():
 class _FakeAdapter:
     """Answer log-probabilities that depend on how much of the image a row keeps; remembers the rows."""
 
-    def __init__(self, with_image: list[float], without: list[float]):
+    def __init__(self, with_image: list[float], without: list[float], blind_answer: str = "a b",
+                 without_question: list[float] | None = None):
         self.rows: list[torch.Tensor] = []
         self.values = {True: with_image, False: without}
+        self.blind_answer, self.without_question = blind_answer, without_question or with_image
+
+    def build_inputs(self, images, prompts: list[str]) -> ModelInputs:
+        assert prompts == [""]  # the text control: the question left out
+        return ModelInputs({"input_ids": torch.tensor([[1, 2, 3]])}, 3, [single_grid(range(N), (4, 4), (0, 0, 8, 8), (8, 8))])
 
     def answer_logprobs(self, inputs, generation, image_keep: torch.Tensor, removal: str) -> torch.Tensor:
+        if inputs.prompt_length == 3:  # the empty question's prompt: the answer follows it
+            assert generation.sequences.tolist() == [[1, 2, 3, 5, 6]]
+            return torch.tensor([self.without_question])
         self.rows.append(image_keep.clone())
         return torch.tensor([self.values[bool(row.all())] for row in image_keep])
+
+    def generate(self, inputs, max_new_tokens: int, image_keep: torch.Tensor, removal: str) -> list[Generation]:
+        assert (image_keep == 0).all()  # only the whole image removed is answered again
+        return [Generation(torch.tensor([[5]]), 0, torch.tensor([5]), self.blind_answer)]
 
 
 def _reliance_context(adapter: _FakeAdapter) -> SampleContext:
@@ -182,6 +196,39 @@ def test_image_reliance_removes_the_whole_image_and_thresholds_the_drop():
     out = ImageReliance().compute([record, strict, {"score": 1.0}], SETTINGS)
     assert out["image_dependent_share"] == 0.5 and out["image_reliance_n"] == 2
     assert out["image_reliance"] == pytest.approx(record["image_reliance"])
+
+
+def test_an_answer_that_changes_without_the_image_is_image_dependent_whatever_the_drop():
+    """SPEC 4c: dependent when the drop exceeds the threshold OR the answer without the image differs."""
+    same = ImageReliance(threshold=10.0).update(_reliance_context(_FakeAdapter([-0.2], [-0.3], blind_answer="a b")))
+    changed = ImageReliance(threshold=10.0).update(_reliance_context(_FakeAdapter([-0.2], [-0.3], blind_answer="c")))
+    assert same["answer_changed"] is False and same["image_dependent"] is False
+    assert changed["answer_changed"] is True and changed["image_dependent"] is True
+    assert changed["answer_without_image"] == "c"
+
+
+def test_the_text_control_leaves_the_question_out_and_keeps_the_image():
+    record = ImageReliance().update(_reliance_context(_FakeAdapter([-0.2, -0.4], [-1.0, -2.0], without_question=[-3.0, -1.0])))
+    assert record["logprob_without_question"] == pytest.approx(-2.0)
+    assert record["text_reliance"] == pytest.approx(-0.3 + 2.0)
+
+
+def test_a_run_reports_every_metric_on_the_image_dependent_subset_too():
+    """summarise's ``image_dependent`` section: the metrics of the dependent samples alone, their number and share."""
+    from fastrm_bench.registry import TASKS
+    from fastrm_bench.runner import RunConfig, summarise
+
+    task = TASKS.create("vqav2")
+    rows = [{"id": str(i), "score": float(i % 2), "prediction": "x", "reference": ["x"], "meta": {"type": "color"},
+             "image_reliance": float(i), "image_dependent": i % 2 == 1, "logprob_with_image": 0.0,
+             "logprob_without_image": -float(i)} for i in range(8)]
+    results = summarise(task, rows, RunConfig(method="random", task="vqav2", metrics=["image-reliance"]))
+    section = results["image_dependent"]
+    assert (section["n"], section["of"], section["share"]) == (4, 8, 0.5)
+    assert section["metrics"]["accuracy"]["value"] == 1.0 and results["metrics"]["accuracy"]["value"] == 0.5
+    assert section["metrics"]["image_reliance"]["value"] == pytest.approx(np.mean([1, 3, 5, 7]))
+    assert "image_dependent" not in summarise(task, [{k: v for k, v in r.items() if "image" not in k} for r in rows],
+                                              RunConfig(method="random", task="vqav2", metrics=[]))
 
 
 def test_registered_with_directions():

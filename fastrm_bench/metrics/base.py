@@ -98,6 +98,15 @@ class SampleContext:
 
         return self._by_row("scores", image_keep, answer)
 
+    def answer_texts(self, image_keep: torch.Tensor) -> list[str]:
+        """The answers (text) generated with each row of ``image_keep`` (cached by row, separately from the scores)."""
+        def answer(rows: torch.Tensor) -> list[str]:
+            outs = self.adapter.generate(self.inputs, self.settings.max_new_tokens, image_keep=rows,
+                                         removal=self.settings.removal)
+            return [g.text for g in outs]
+
+        return self._by_row("texts", image_keep, answer)
+
     def answer_logprobs(self, image_keep: torch.Tensor) -> torch.Tensor:
         """Mean log-probability of the original answer's tokens under each row of ``image_keep`` ``[K]`` (cached by row)."""
         def logprobs(rows: torch.Tensor) -> list[float]:
@@ -118,8 +127,8 @@ class SampleContext:
         """Scores of the answers to ``image_keep``'s rows, answered elsewhere (packed with other samples' rows)."""
         self._cache.setdefault("scores", {}).update(zip((_row_key(row) for row in image_keep), scores))
 
-    def _by_row(self, kind: str, image_keep: torch.Tensor, compute: Callable[[torch.Tensor], list[float]]) -> list[float]:
-        cache: dict[bytes, float] = self._cache.setdefault(kind, {})
+    def _by_row(self, kind: str, image_keep: torch.Tensor, compute: Callable[[torch.Tensor], list[Any]]) -> list[Any]:
+        cache: dict[bytes, Any] = self._cache.setdefault(kind, {})
         keys = [_row_key(row) for row in image_keep]
         todo = list(dict.fromkeys(k for k in keys if k not in cache))
         if todo:
