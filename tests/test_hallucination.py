@@ -262,3 +262,68 @@ def test_a_describe_run_on_the_tiny_random_model(tiny_llava_dir, tmp_path):
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert {"chair_s", "hallucination_n_grounded", "image_reliance", "image_dependent_share"} <= set(metrics)
     assert metrics["image_reliance"]["ci95"] is not None
+
+
+# ---------------------------------------------------------------- CHAIR on COCO captions and instances
+
+
+def _coco_dir(root, captions: dict[int, list[str]], instances: dict[int, list[str]]):
+    """A COCO-format describe dataset: images, plain captions (no ``tokens``), instances with square polygons."""
+    from fastrm_bench.metrics.coco_vocabulary import synonym_table
+
+    names = sorted(set(synonym_table().values()))
+    cats = [{"id": i + 1, "name": n, "supercategory": "x"} for i, n in enumerate(names)]
+    cat_id = {c["name"]: c["id"] for c in cats}
+    (root / "coco" / "images" / "val2014").mkdir(parents=True)
+    (root / "coco" / "annotations").mkdir(parents=True)
+    images = [{"id": i, "file_name": f"img{i}.png", "width": 32, "height": 32} for i in captions]
+    for image in images:
+        Image.new("RGB", (32, 32), "gray").save(root / "coco" / "images" / "val2014" / image["file_name"])
+    caps = [{"id": 100 * i + k, "image_id": i, "caption": c} for i, texts in captions.items() for k, c in enumerate(texts)]
+    anns = [{"id": 1000 * i + k, "image_id": i, "category_id": cat_id[n], "iscrowd": 0, "area": 64.0, "bbox": [4, 4, 8, 8],
+             "segmentation": [[4, 4, 12, 4, 12, 12, 4, 12]]} for i, found in instances.items() for k, n in enumerate(found)]
+    (root / "coco" / "annotations" / "captions_val2014.json").write_text(json.dumps({"images": images, "annotations": caps}))
+    (root / "coco" / "annotations" / "instances_val2014.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root
+
+
+def test_chair_on_coco_captions_equals_a_hand_count():
+    """Rohrbach et al.'s rules: synonyms to categories, plurals, double words, "baby bird" is no person, a toilet's seat
+    no chair. Caption 1 names a person (man), a motorcycle (motor bike) and dogs (absent): 1 of 3 hallucinated.
+    Caption 2 names a bird and a toilet, both present. CHAIR_i = 1/5, CHAIR_s = 1/2."""
+    from fastrm_bench.metrics.chair import chair, coco_labelled_mentions
+
+    first = coco_labelled_mentions("A man riding a motor bike next to two dogs.", ["person", "motorcycle"])
+    second = coco_labelled_mentions("A baby bird sits on the seat of a toilet.", ["bird", "toilet"])
+    assert [(m["category"], m["hallucinated"]) for m in first] == [("person", False), ("motorcycle", False), ("dog", True)]
+    assert [m["words"] for m in first] == [[1], [4, 5], [9]]
+    assert [(m["category"], m["hallucinated"]) for m in second] == [("bird", False), ("toilet", False)]
+    out = chair([first, second])
+    assert out["chair_i"] == pytest.approx(1 / 5) and out["chair_s"] == pytest.approx(1 / 2)
+    assert (out["chair_n_mentions"], out["chair_n_hallucinated"], out["chair_n_captions"]) == (5, 1, 2)
+
+
+def test_plain_coco_captions_give_one_describe_sample_per_image_with_its_categories(tmp_path):
+    """The ground truth is the image's instances' categories and the objects its reference captions name."""
+    from fastrm_bench.tasks.describe import DescribeTask
+
+    root = _coco_dir(tmp_path, {1: ["A man with a puppy.", "A person and a dog."], 2: ["Two buses."]},
+                     {1: ["person"], 2: ["bus", "car"]})
+    task = DescribeTask(data_root=root)
+    samples = list(task.samples())
+    assert [s.id for s in samples] == ["1", "2"]
+    assert samples[0].meta["coco_objects"] == ["dog", "person"] and samples[1].meta["coco_objects"] == ["bus", "car"]
+    assert samples[0].references == ["A man with a puppy.", "A person and a dog."]
+    assert len(samples[1].object_masks) == 2 and samples[1].mask.sum() > 0
+
+
+def test_a_chair_run_on_user_coco_data(tiny_llava_dir, tmp_path):
+    root = _coco_dir(tmp_path / "data", {1: ["A man with a dog."], 2: ["A cat on a couch."]}, {1: ["person", "dog"], 2: ["cat"]})
+    out = tmp_path / "run"
+    run(RunConfig(task="describe", method="random", model=str(tiny_llava_dir), limit=2, data_root=str(root), device="cpu",
+                  max_new_tokens=4, output_dir=str(out), metrics=["chair", "hallucination"]), log=lambda *_: None)
+    records = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(isinstance(r["chair_mentions"], list) for r in records)
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    assert metrics["chair_n_captions"]["value"] == 2

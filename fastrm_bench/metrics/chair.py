@@ -14,8 +14,12 @@ a red circle and a blue square is hallucinated: there is no red square). Mention
 count, as in CHAIR: "a red circle, a red circle" with one red circle hallucinates nothing.
 
 The scene's objects are read from the sample's reference caption (``meta["words"]`` and ``meta["token_objects"]``,
-the describe task): the embedded world's caption names every object of its scene. Samples without them get no
-fields, so the metric runs on any task.
+the describe task): the embedded world's caption names every object of its scene.
+
+On COCO data (captions and instance annotations, the describe task's ``meta["coco_objects"]``: the image's
+instance categories and the objects its reference captions name) a mention is a COCO object word and CHAIR is
+the authors' (`fastrm_bench.metrics.coco_vocabulary`: their synonym list and rules): a mention is hallucinated
+when its category is not among the image's. Samples with neither get no fields, so the metric runs on any task.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
+from fastrm_bench.metrics.coco_vocabulary import coco_mentions
 from fastrm_bench.world.captions import split_words
 from fastrm_bench.world.scenes import COLOR_NAMES, SHAPES
 
@@ -107,6 +112,24 @@ def labelled_mentions(text: str, objects: Sequence[SceneObject]) -> list[dict[st
             for m in object_mentions(split_words(text))]
 
 
+def coco_labelled_mentions(text: str, categories: Sequence[str]) -> list[dict[str, Any]]:
+    """The caption's COCO object mentions as JSON records: word indices, word, category and ``hallucinated``."""
+    present = set(categories)
+    return [{"words": list(m.words), "word": m.word, "category": m.category, "hallucinated": m.category not in present}
+            for m in coco_mentions(text)]
+
+
+def caption_mentions(text: str, meta: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The answer's labelled object mentions against the sample's objects: the embedded world's scene list, or the
+    COCO categories of the image; None when the sample has neither."""
+    objects = scene_objects(meta)
+    if objects is not None:
+        return labelled_mentions(text, objects)
+    if "coco_objects" in meta:
+        return coco_labelled_mentions(text, meta["coco_objects"])
+    return None
+
+
 def chair(captions: Sequence[Sequence[dict[str, Any]]]) -> dict[str, float]:
     """CHAIR_i and CHAIR_s of captions given as their labelled mentions (NaN CHAIR_i when nothing is mentioned)."""
     flags = [bool(m["hallucinated"]) for mentions in captions for m in mentions]
@@ -126,10 +149,8 @@ class Chair(Metric):
 
     def update(self, context: SampleContext) -> dict[str, Any]:
         """``chair_mentions``: the answer's object mentions, each labelled; nothing for samples without a scene list."""
-        objects = scene_objects(context.sample.meta)
-        if objects is None:
-            return {}
-        return {"chair_mentions": labelled_mentions(context.generation.text, objects)}
+        mentions = caption_mentions(context.generation.text, context.sample.meta)
+        return {} if mentions is None else {"chair_mentions": mentions}
 
     def compute(self, records: Sequence[dict[str, Any]], settings: RunSettings) -> dict[str, float]:
         captions = [r["chair_mentions"] for r in records if "chair_mentions" in r]

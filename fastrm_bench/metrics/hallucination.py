@@ -31,7 +31,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
-from fastrm_bench.metrics.chair import labelled_mentions, scene_objects
+from fastrm_bench.metrics.chair import caption_mentions
 from fastrm_bench.metrics.entropy import map_entropy
 from fastrm_bench.metrics.token_localisation import token_word_indices
 
@@ -102,11 +102,8 @@ class HallucinationDetection(Metric):
 
     def update(self, context: SampleContext) -> dict[str, Any]:
         """``hallucination_words``: the answer's labelled object words and their scores; nothing without a scene list."""
-        objects = scene_objects(context.sample.meta)
-        if objects is None:
-            return {}
-        mentions = labelled_mentions(context.generation.text, objects)
-        return {"hallucination_words": word_entries(context, mentions)}
+        mentions = caption_mentions(context.generation.text, context.sample.meta)
+        return {} if mentions is None else {"hallucination_words": word_entries(context, mentions)}
 
     def compute(self, records: Sequence[dict[str, Any]], settings: RunSettings) -> dict[str, float]:
         entries = [e for r in records for e in r.get("hallucination_words", [])]

@@ -10,6 +10,11 @@ Each sample carries, beside the union mask of its objects, every object's own ma
 (`Sample.object_masks`) and in ``meta`` the reference's words (``words``) and per word the id of its
 object (``token_objects``), so that a metric can score each answer word's map against its own object
 (`fastrm_bench.metrics.token_localisation`).
+
+Plain COCO captions (no ``tokens`` in any annotation: the official files, a user's data) give one sample
+per image, its reference captions all of the image's, its objects every instance of the image, and in
+``meta["coco_objects"]`` the COCO categories of those instances and of the objects its captions name, the
+ground truth CHAIR compares a caption with (`fastrm_bench.metrics.coco_vocabulary`).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class DescribeTask(FileTask):
         annotations = data.get("annotations", [])
         if not isinstance(annotations, list):
             raise ValueError(f"'annotations' of {path}: expected a list, found {type_name(annotations)}")
+        if annotations and not any(isinstance(a, dict) and "tokens" in a for a in annotations):
+            return self._image_records(annotations, files, path)
         good, bad, seen = [], [], set()
         for i, ann in enumerate(annotations, start=1):
             problem = entry_problem(ann, {"id": INT})
@@ -67,6 +74,26 @@ class DescribeTask(FileTask):
             seen.add(ann["id"])
             good.append(ann)
         return [self._record(ann, files, path) for ann in sorted(good, key=lambda a: a["id"])] + bad
+
+    def _image_records(self, annotations: list[Any], files: dict[int, str], path: Path) -> list[Record]:
+        """One record per captioned image of plain COCO captions: all its captions, all its instances."""
+        from fastrm_bench.metrics.coco_vocabulary import image_categories
+
+        captions: dict[int, list[str]] = {}
+        for ann in annotations:
+            if entry_problem(ann, {"image_id": INT, "caption": STR}) is None and ann["image_id"] in files:
+                captions.setdefault(ann["image_id"], []).append(ann["caption"])
+        if not captions:
+            raise ValueError(f"{path}: no annotation has an image_id the file's images list and a caption")
+        coco = self._coco
+        records = []
+        for image_id, texts in sorted(captions.items()):
+            ann_ids = list(coco.getAnnIds(imgIds=[image_id])) if coco is not None else []
+            names = [coco.cats[coco.anns[a]["category_id"]]["name"] for a in ann_ids] if coco is not None else []
+            meta = {"type": "describe", "image_id": image_id, "coco_objects": image_categories(names, texts)}
+            records.append(Record(str(image_id), self.path(self.images) / files[image_id], self.question, texts, meta,
+                                  ann_ids))
+        return records
 
     def _record(self, ann: dict[str, Any], files: dict[int, str], path: Path) -> Record:
         problem = self._problem(ann, files)
