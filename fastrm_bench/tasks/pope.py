@@ -16,6 +16,10 @@ from fastrm_bench.tasks.entries import INT, LIST, STR, Record, entry_problem, li
 from fastrm_bench.tasks.pope_builder import STRATEGIES
 from fastrm_bench.tasks.predictions import LLAVA_ANSWERS, POPE_ANSWERS
 
+#: the question files a POPE task can read: the three negative samplings, and the embedded world's counterfactual
+#: scenes (a present object, and the one removed from the scene: `fastrm_bench.world.counterfactual`)
+CATEGORIES = (*STRATEGIES, "counterfactual")
+
 
 def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and yes-ratio *of the predictions* (parsed yes/no)."""
@@ -46,9 +50,9 @@ class POPETask(FileTask):
         kwargs.setdefault("instances", "coco/annotations/instances_val2014.json")
         super().__init__(**kwargs)
         self.categories = [categories] if isinstance(categories, str) else list(categories)
-        unknown = set(self.categories) - set(STRATEGIES)
+        unknown = set(self.categories) - set(CATEGORIES)
         if unknown:
-            raise ValueError(f"unknown POPE categories {sorted(unknown)}; expected some of {STRATEGIES}")
+            raise ValueError(f"unknown POPE categories {sorted(unknown)}; expected some of {CATEGORIES}")
         self.questions_file, self.images = questions, images
 
     HF_COLUMNS = {"id": "question_id", "question": "question", "answers": "answer", "image": "image",

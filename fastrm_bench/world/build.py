@@ -9,6 +9,7 @@ Layout under the data root (the task specs point at these paths)::
     vqav2/v2_mscoco_{split}2014_annotations.json
     gqa/{split}_balanced_questions.json      gqa/images/{imageId}.jpg
     pope/coco_pope_{random,popular,adversarial}.json   (built from the val instances)
+    ..._counterfactual2014...  the val scenes with one object removed each (`fastrm_bench.world.counterfactual`)
     manifest.json
 
 The build is deterministic, takes seconds, and is cached in a user folder
@@ -35,6 +36,8 @@ from tqdm.auto import tqdm
 
 from fastrm_bench.tasks.pope_builder import build_pope_files
 from fastrm_bench.world import formats
+from fastrm_bench.world.counterfactual import SPLIT as COUNTERFACTUAL_SPLIT
+from fastrm_bench.world.counterfactual import write_counterfactual_split
 from fastrm_bench.world.questions import questions_for_scene
 from fastrm_bench.world.scenes import ImageSizes, SceneConfig, generate_scene, jpeg_bytes, scene_seed, scene_size
 
@@ -152,7 +155,9 @@ def build_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldSizes(), sce
             _write_split(tmp, split, getattr(sizes, split), seed, scene_config, image_sizes, captions)
         build_pope_files(tmp / "coco" / "annotations" / "instances_val2014.json", tmp / "pope", seed=seed,
                          num_images=sizes.pope_images)
-        manifest = {"world": WORLD_VERSION, "seed": seed, "sizes": asdict(sizes), "data_source": "shapes"}
+        write_counterfactual_split(tmp, sizes.val, seed, scene_config, image_sizes, captions)
+        manifest = {"world": WORLD_VERSION, "seed": seed, "sizes": asdict(sizes), "data_source": "shapes",
+                    "counterfactual": COUNTERFACTUAL_SPLIT}
         if scene_config != SceneConfig():
             manifest.update(data_source="shapes-shifted", scenes=asdict(scene_config))
         if image_sizes is not None:
@@ -181,7 +186,8 @@ def ensure_world(root: Path | None = None, seed: int = 0, sizes: WorldSizes = Wo
         scenes = asdict(scene_config) if scene_config != SceneConfig() else None
         variable = asdict(image_sizes) if image_sizes is not None else None
         if (found.get("world"), found.get("seed"), found.get("sizes"), found.get("scenes"), found.get("image_sizes"),
-                found.get("captions", False)) == (WORLD_VERSION, seed, asdict(sizes), scenes, variable, captions):
+                found.get("captions", False), found.get("counterfactual")) == (WORLD_VERSION, seed, asdict(sizes), scenes,
+                                                                            variable, captions, COUNTERFACTUAL_SPLIT):
             return root
     log.info("building the embedded world in %s (first use; a few seconds)", root)
     return build_world(root, seed, sizes, scene_config, image_sizes, captions)
