@@ -746,6 +746,22 @@ ABLATION_AXES = {"data_size": "training data (token samples)", "labeling_thresho
                  "steps": "training steps (batch 128)"}
 
 
+def table_image_dependent(runs: list[Run], report: Report) -> None:
+    """The faithfulness metrics of every run on all questions and on the image-dependent ones, with the share of those
+    (`fastrm_bench.image_dependence`); groups without an ``image-reliance`` verdict are named as skipped."""
+    from fastrm_bench.image_dependence import image_dependent_frame, render_markdown
+
+    frame = image_dependent_frame(runs)
+    if frame.empty:
+        report.skipped.append("Image-dependent questions: no run measured image-reliance")
+        return
+    note = ("A question is image-dependent when its answer changes without the image or its log-probability drops by "
+            "more than the `image-reliance` threshold (SPEC 4c); values are means with 95% bootstrap intervals.")
+    (report.out / "image_dependent.md").write_text(note + "\n\n" + render_markdown(frame) + "\n")
+    (report.out / "image_dependent.csv").write_text(frame.to_csv(index=False))
+    report.made.append(("Faithfulness on the image-dependent questions", ["image_dependent.md", "image_dependent.csv"]))
+
+
 def fig_ablation(runs: list[Run], report: Report) -> None:
     """Fig. 5: FastRM ablations (labeling threshold, data size, training steps) as PP AUC over the first 20%."""
     rows = []
@@ -831,7 +847,7 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     ablation_runs = [r for r in runs if r.is_ablation]
     main_runs = [r for r in runs if r not in ablation_runs]
     for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution, table_rankings_across_models,
-                   table_metric_agreement]:
+                   table_metric_agreement, table_image_dependent]:
         figure(main_runs, report)
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)

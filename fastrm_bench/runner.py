@@ -537,14 +537,25 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
     count, so a change of aggregation (intervals, splits) costs seconds instead of a re-run.
     Its scores are the recorded ones: a run scored under another convention must be run again.
     """
+    out = Path(run_dir)
+    try:
+        task, records, cfg, config = summary_inputs(out)
+    except RunDirError as err:
+        raise RunDirError(f"{err}; the run's results.json is left as it was") from None
+    results = summarise(task, records, cfg)
+    results["config"] = _results_config(config, config.get("scoring", task.scoring))  # runs made before it was recorded
+    replace_file(out / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
+    return {"output_dir": str(out), **results}
+
+
+def summary_inputs(run_dir: str | Path) -> tuple[Any, list[dict[str, Any]], RunConfig, dict[str, Any]]:
+    """What `summarise` needs of a finished run: its task (made from the recorded spec), records, run config and
+    config.json, read without the model or the images."""
     from fastrm_bench.registry import TASKS
     from fastrm_bench.rundir import read_config, read_records
 
     out = Path(run_dir)
-    try:
-        config, records = read_config(out), read_records(out)
-    except RunDirError as err:
-        raise RunDirError(f"{err}; the run's results.json is left as it was") from None
+    config, records = read_config(out), read_records(out)
     spec = config["task_spec"]
     params = dict(spec["params"])
     # aggregation reads no data: a moved data root is no obstacle
@@ -552,10 +563,7 @@ def resummarise(run_dir: str | Path) -> dict[str, Any]:
         params["data_root"] = config["data_root"]
     task = TASKS.create(spec["implementation"], **params)
     task.name = spec["name"]
-    results = summarise(task, records, RunConfig.from_dict(config["run"]))
-    results["config"] = _results_config(config, config.get("scoring", task.scoring))  # runs made before it was recorded
-    replace_file(out / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
-    return {"output_dir": str(out), **results}
+    return task, records, RunConfig.from_dict(config["run"]), config
 
 
 def _deep_merge(into: dict[str, Any], part: dict[str, Any]) -> None:

@@ -327,3 +327,13 @@ def test_a_chair_run_on_user_coco_data(tiny_llava_dir, tmp_path):
     assert len(records) == 2 and all(isinstance(r["chair_mentions"], list) for r in records)
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert metrics["chair_n_captions"]["value"] == 2
+
+
+def test_a_yes_to_an_existence_question_is_a_word_hallucinated_when_the_object_is_absent():
+    from fastrm_bench.metrics.hallucination import existence_mentions
+
+    assert existence_mentions("Is there a red circle in the image?", ["no"], "yes") == [{"words": [0], "hallucinated": True}]
+    assert existence_mentions("Is there a red circle?", ["yes"] * 10, "Yes, there is") == [{"words": [0], "hallucinated": False}]
+    assert existence_mentions("Is there a red circle?", ["no"], "no") == []  # a "no" names nothing
+    assert existence_mentions("What colour is the circle?", ["red"], "red") is None
+    assert existence_mentions("Is there a circle left of it?", ["blue"], "yes") is None  # not a yes/no reference

@@ -4,7 +4,8 @@ Lists of metric names live here, so that the runner, the leaderboard and the rep
 """
 
 #: what a run measures unless told otherwise (``--metric``); also the order of leaderboard columns and report figures
-DEFAULT_METRICS = ("perturbation", "insertion", "probability", "threshold", "localisation", "entropy", "cost")
+DEFAULT_METRICS = ("perturbation", "insertion", "probability", "threshold", "localisation", "entropy", "image-reliance",
+                   "cost")
 #: what runs written before metrics were chosen measured (their config has no ``metrics``)
 LEGACY_METRICS = ("perturbation", "threshold", "localisation", "entropy", "cost")
 

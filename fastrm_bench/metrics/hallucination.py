@@ -10,6 +10,11 @@ gives three detector scores, averaged over the word's tokens (a word of several 
 - ``peak``: the map's largest value (as the method gives it: FastRM's are per-patch probabilities);
 - ``top_mass``: the share of the non-negative map on its top `TOP_SHARE` of image tokens.
 
+Existence questions (POPE's "Is there a ... in the image?", VQA's "Is there a ...?": a question that starts
+"Is there" with yes/no references) give one word per "yes" answer: the answer's first word, hallucinated when the
+reference is "no" (the model claims an absent object, POPE's false positive) and grounded when it is "yes". A
+"no" names no object and is not scored.
+
 An all-zero map is read as a uniform one (entropy 1, top mass = the top tokens' share), as in entropy.py.
 
 The hypothesis under test is that a map of a hallucinated word is diffuse, so each score is oriented to flag a
@@ -34,6 +39,7 @@ from fastrm_bench.metrics.base import Metric, RunSettings, SampleContext
 from fastrm_bench.metrics.chair import caption_mentions
 from fastrm_bench.metrics.entropy import map_entropy
 from fastrm_bench.metrics.token_localisation import token_word_indices
+from fastrm_bench.tasks.answers import parse_pope_answer
 
 #: the share of image tokens whose mass ``top_mass`` takes (at least one token)
 TOP_SHARE = 0.1
@@ -91,6 +97,24 @@ def word_entries(context: SampleContext, mentions: list[dict[str, Any]]) -> list
     return entries
 
 
+def existence_mentions(question: str, references: Sequence[str], answer: str) -> list[dict[str, Any]] | None:
+    """A "yes" to an existence question as one mention (word 0 of the answer), hallucinated when the reference is
+    "no"; [] for a "no"; None when the question is not an existence question with yes/no references."""
+    answers = {r.strip().lower() for r in references}
+    if not question.strip().lower().startswith("is there") or not answers or not answers <= {"yes", "no"}:
+        return None
+    if parse_pope_answer(answer) != "yes" or not answer.strip():
+        return []
+    return [{"words": [0], "hallucinated": answers == {"no"}}]
+
+
+def answer_mentions(context: SampleContext) -> list[dict[str, Any]] | None:
+    """The answer's labelled object mentions: a caption's (CHAIR's), or an existence answer's; None for other answers."""
+    sample, text = context.sample, context.generation.text
+    mentions = caption_mentions(text, sample.meta)
+    return mentions if mentions is not None else existence_mentions(sample.question, sample.references, text)
+
+
 class HallucinationDetection(Metric):
     """AUROC / AUPRC of map entropy, peak and top-10% mass at telling hallucinated object words from grounded ones."""
 
@@ -102,7 +126,7 @@ class HallucinationDetection(Metric):
 
     def update(self, context: SampleContext) -> dict[str, Any]:
         """``hallucination_words``: the answer's labelled object words and their scores; nothing without a scene list."""
-        mentions = caption_mentions(context.generation.text, context.sample.meta)
+        mentions = answer_mentions(context)
         return {} if mentions is None else {"hallucination_words": word_entries(context, mentions)}
 
     def compute(self, records: Sequence[dict[str, Any]], settings: RunSettings) -> dict[str, float]:
