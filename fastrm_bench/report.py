@@ -762,6 +762,23 @@ def table_image_dependent(runs: list[Run], report: Report) -> None:
     report.made.append(("Faithfulness on the image-dependent questions", ["image_dependent.md", "image_dependent.csv"]))
 
 
+def table_hallucination(runs: list[Run], report: Report) -> None:
+    """Each method's AUROC at detecting hallucinated object words, and its paired difference from random maps
+    (`fastrm_bench.hallucination_report`)."""
+    from fastrm_bench.hallucination_report import detection_frame, render_markdown
+
+    frame = detection_frame(runs)
+    if frame.empty:
+        report.skipped.append("Hallucination detection: no run measured hallucination")
+        return
+    note = ("AUROC at telling hallucinated object words from grounded ones (0.5: no signal; scores oriented so that "
+            "high flags a hallucination), 95% bootstrap intervals over questions; 'vs random' is the paired "
+            "difference from the random maps of the same answers.")
+    (report.out / "hallucination.md").write_text(note + "\n\n" + render_markdown(frame) + "\n")
+    (report.out / "hallucination.csv").write_text(frame.to_csv(index=False))
+    report.made.append(("Hallucinated words: detection by each method's maps", ["hallucination.md", "hallucination.csv"]))
+
+
 def fig_ablation(runs: list[Run], report: Report) -> None:
     """Fig. 5: FastRM ablations (labeling threshold, data size, training steps) as PP AUC over the first 20%."""
     rows = []
@@ -847,7 +864,7 @@ def make_report(roots: list[Path], out: Path, command: str) -> Report:
     ablation_runs = [r for r in runs if r.is_ablation]
     main_runs = [r for r in runs if r not in ablation_runs]
     for figure in [*metric_figures(), fig_qualitative, fig_relevancy_distribution, table_rankings_across_models,
-                   table_metric_agreement, table_image_dependent]:
+                   table_metric_agreement, table_image_dependent, table_hallucination]:
         figure(main_runs, report)
     fig_ablation(ablation_runs, report)
     fig_latency(profiles, report)

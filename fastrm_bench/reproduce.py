@@ -32,14 +32,17 @@ SECOND_TASKS = ("vqav2", "gqa", "describe")
 SECOND_METHODS = ("fastrm", "chefer", "rollout", "tam", "gradcam", "random", "oracle")
 #: what the ranking across families rests on (PP/NP AUC, localisation) and FastRM's Table 1 (threshold); the
 #: other default metrics are left out of the second model's runs to keep `reproduce` within a few CPU hours
-SECOND_METRICS = ("perturbation", "threshold", "localisation", "cost")
+SECOND_METRICS = ("perturbation", "threshold", "localisation", "image-reliance", "cost")
 #: the describe task's runs also score each answer word's map on its own object; captions run to 15 tokens
-DESCRIBE_METRICS = ("perturbation", "localisation", "token-localisation", "cost")
+DESCRIBE_METRICS = ("perturbation", "localisation", "token-localisation", "image-reliance", "cost")
 DESCRIBE_MAX_NEW_TOKENS = 20
 #: hallucinated object words in the second model's captions (every describe question, whole captions): do maps
 #: flag them, and how much does each answer rely on the image
 HALLUCINATION_METHODS = ("fastrm", "tam", "random")
 HALLUCINATION_METRICS = ("chair", "hallucination", "image-reliance")
+#: the counterfactual scenes' hallucinations (`counterfactual_configs`): the methods whose maps try to detect them
+COUNTERFACTUAL_METHODS = ("fastrm", "chefer", "tam", "gradcam", "rollout", "attention", "random")
+COUNTERFACTUAL_METRICS = ("hallucination", "image-reliance")
 #: methods of the second model's latency profile on natural describe answers
 SECOND_PROFILE_METHODS = ("fastrm", "tam", "chefer", "chefer-reference")
 
@@ -130,13 +133,19 @@ def _ablation_run(plan: Plan, data_dir: Path, kind: str, value, recipe) -> Path:
     return run_dir
 
 
-def shifted_world_runs(plan: Plan) -> None:
-    """FastRM on a world the model was not trained on, where it makes mistakes (entropy confidence, Fig. 9)."""
+def shifted_world(seed: int, captions: bool = False) -> Path:
+    """The cached shifted world (`SHIFTED_SCENES`, 400 val scenes and their counterfactuals), with captions or not."""
     from fastrm_bench.world.build import WORLD_VERSION, WorldSizes, cache_root, ensure_world
     from fastrm_bench.world.scenes import SceneConfig
 
-    root = ensure_world(cache_root() / "data" / f"{WORLD_VERSION}-seed{plan.seed}-shifted", plan.seed,
-                        WorldSizes(train=10, val=400, test=10, pope_images=50), SceneConfig(**SHIFTED_SCENES))
+    name = f"{WORLD_VERSION}-seed{seed}-shifted" + ("-describe" if captions else "")
+    return ensure_world(cache_root() / "data" / name, seed, WorldSizes(train=10, val=400, test=10, pope_images=50),
+                        SceneConfig(**SHIFTED_SCENES), captions=captions)
+
+
+def shifted_world_runs(plan: Plan) -> None:
+    """FastRM on a world the model was not trained on, where it makes mistakes (entropy confidence, Fig. 9)."""
+    root = shifted_world(plan.seed)
     for task in SHIFTED_TASKS:
         _run_once(RunConfig(method="fastrm", task=task, limit=plan.limit, seed=plan.seed, data_root=str(root),
                             output_dir=str(plan.out / "runs" / "shifted" / task / "fastrm")), plan.log)
@@ -184,6 +193,24 @@ def hallucination_configs(plan: Plan) -> list[RunConfig]:
                       max_new_tokens=DESCRIBE_MAX_NEW_TOKENS) for method in HALLUCINATION_METHODS]
 
 
+def counterfactual_configs(plan: Plan) -> list[RunConfig]:
+    """``hallucination/counterfactual/<model>/<task>/<method>``: hallucinations worth detecting. On the shifted world's
+    counterfactual scenes (each scene minus one object) the first model answers every POPE probe (a present object,
+    the removed one) and the second describes every scene; each answer's object words are labelled and scored."""
+    out = plan.out / "hallucination" / "counterfactual"
+    configs = [RunConfig(method=method, task="pope-counterfactual", limit=None, seed=plan.seed,
+                         data_root=str(shifted_world(plan.seed)), metrics=list(COUNTERFACTUAL_METRICS),
+                         output_dir=str(out / "tiny-llava-shapes" / "pope-counterfactual" / method))
+               for method in COUNTERFACTUAL_METHODS]
+    if plan.second_model is not None:
+        configs += [RunConfig(method=method, task="describe-counterfactual", model=plan.second_model, limit=None,
+                              seed=plan.seed, data_root=str(shifted_world(plan.seed, captions=True)),
+                              metrics=list(HALLUCINATION_METRICS), max_new_tokens=DESCRIBE_MAX_NEW_TOKENS,
+                              output_dir=str(out / plan.second_model / "describe-counterfactual" / method))
+                    for method in COUNTERFACTUAL_METHODS]
+    return configs
+
+
 def reproduce(plan: Plan) -> None:
     from fastrm_bench.profile import DEFAULT_METHODS, profile, save
     from fastrm_bench.report import make_report
@@ -199,7 +226,7 @@ def reproduce(plan: Plan) -> None:
         frame = profile(list(DEFAULT_METHODS), plan.profile_lengths, repeats=3)
         save(frame, profile_dir)  # with the ratios of the named pairs (fastrm and chefer vs the reference, tam vs fastrm)
     second_model_runs(plan)  # under runs/ and profile/: the report finds them there
-    for cfg in hallucination_configs(plan):
+    for cfg in [*hallucination_configs(plan), *counterfactual_configs(plan)]:
         _run_once(cfg, plan.log)
     ablations(plan)
     sanity_dir = plan.out / "sanity"
@@ -208,5 +235,5 @@ def reproduce(plan: Plan) -> None:
 
         run_sanity(SanityConfig(methods=list(SANITY_METHODS), task="vqav2", limit=plan.sanity_limit, seed=plan.seed,
                                 out=str(sanity_dir)), log=plan.log)
-    make_report([runs, profile_dir, plan.out / "ablations" / "runs", sanity_dir], plan.out / "report",
+    make_report([runs, profile_dir, plan.out / "ablations" / "runs", sanity_dir, plan.out / "hallucination"], plan.out / "report",
                 f"fastrm-bench reproduce --out {plan.out}")

@@ -41,6 +41,11 @@ def bootstrap_intervals(records: Sequence[Any], statistic: Callable[[list[Any]],
     return out
 
 
+def percentile_interval(draws: np.ndarray) -> tuple[float, float]:
+    """The central 95% of bootstrap draws (NaNs left out by the caller)."""
+    return _percentiles(np.asarray(draws, float))
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, seed: int, resamples: int = RESAMPLES) -> dict[str, float]:
     """mean(a - b) over paired samples with its bootstrap 95% interval; ``significant`` when 0 is outside it."""
     a, b = np.asarray(a, float), np.asarray(b, float)
