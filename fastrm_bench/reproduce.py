@@ -208,6 +208,14 @@ def counterfactual_configs(plan: Plan) -> list[RunConfig]:
                               metrics=list(HALLUCINATION_METRICS), max_new_tokens=DESCRIBE_MAX_NEW_TOKENS,
                               output_dir=str(out / plan.second_model / "describe-counterfactual" / method))
                     for method in COUNTERFACTUAL_METHODS]
+    # on the worlds the models were trained on (random maps: only the answers are counted)
+    home = out / "home"
+    configs.append(RunConfig(method="random", task="pope-counterfactual", limit=plan.limit, seed=plan.seed,
+                             metrics=list(COUNTERFACTUAL_METRICS), output_dir=str(home / "tiny-llava-shapes" / "random")))
+    if plan.second_model is not None:
+        configs.append(RunConfig(method="random", task="describe-counterfactual", model=plan.second_model, limit=plan.limit,
+                                 seed=plan.seed, metrics=list(HALLUCINATION_METRICS), max_new_tokens=DESCRIBE_MAX_NEW_TOKENS,
+                                 output_dir=str(home / plan.second_model / "random")))
     return configs
 
 
