@@ -238,10 +238,10 @@ def reproduce(plan: Plan) -> None:
         _run_once(cfg, plan.log)
     ablations(plan)
     sanity_dir = plan.out / "sanity"
-    if not (sanity_dir / "sanity.json").exists():
-        from fastrm_bench.sanity import SanityConfig, run_sanity
+    from fastrm_bench.sanity import SanityConfig, run_sanity
 
-        run_sanity(SanityConfig(methods=list(SANITY_METHODS), task="vqav2", limit=plan.sanity_limit, seed=plan.seed,
-                                out=str(sanity_dir)), log=plan.log)
+    # kept as it is when done; a check of fewer methods (a method added since) gets the others added
+    run_sanity(SanityConfig(methods=list(SANITY_METHODS), task="vqav2", limit=plan.sanity_limit, seed=plan.seed,
+                            out=str(sanity_dir)), log=plan.log)
     make_report([runs, profile_dir, plan.out / "ablations" / "runs", sanity_dir, plan.out / "hallucination"], plan.out / "report",
                 f"fastrm-bench reproduce --out {plan.out}")

@@ -186,7 +186,8 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     """Run the check and write the output folder; returns the content of ``sanity.json``.
 
     ``adapter`` (optional) is used instead of loading ``cfg.model``. A folder already holding the result of the
-    same request is returned as it is; one holding another request is refused unless ``overwrite``.
+    same request is returned as it is; one holding the same check of some of the methods gets the others added
+    (their correlations computed, the folder's kept); one holding another request is refused unless ``overwrite``.
     """
     from fastrm_bench.builders import create_method, create_task_for_model
     from fastrm_bench.models.zoo import load_model
@@ -194,9 +195,10 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     cfg.check()
     out = Path(cfg.out)
     previous = _previous_result(cfg, out, overwrite, log)
-    if previous is not None:
+    if previous is not None and previous["config"]["request"] == cfg.request():
         return previous
-    methods = [create_method(name) for name in cfg.methods]  # unknown names fail before any data or model work
+    done = previous["config"]["methods"] if previous is not None else []  # a check of fewer methods: extended
+    methods = [create_method(name) for name in cfg.methods if name not in done]  # unknown names fail before any work
     task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world:
         log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
@@ -216,10 +218,17 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     per_sample = _cascade_correlations(cfg, adapter, items, labels, progress)
     if _hash(adapter) != original_hash:
         raise RuntimeError("the loaded model changed during the check")
-    rows = summarise(per_sample, adapter.num_layers, cfg.seed)
+    samples = {label: {str(d): v for d, v in by_depth.items()} for label, by_depth in per_sample.items()}
     config = _result_config(cfg, adapter, original_hash, task, task_spec, methods, items, skipped)
-    result = {"config": config, "rows": rows, "verdicts": verdicts(rows),
-              "samples": {label: {str(d): v for d, v in by_depth.items()} for label, by_depth in per_sample.items()}}
+    if previous is not None:
+        earlier = next(iter(previous["samples"].values()))["0"]
+        if [item.sample.id for item in items] != [r["id"] for r in earlier]:
+            raise RuntimeError(f"{out}: the check's samples changed; pass --overwrite to run every method again")
+        samples = {**previous["samples"], **samples}
+        config["methods"] = [*done, *config["methods"]]
+    per_depth = {label: {int(d): v for d, v in by_depth.items()} for label, by_depth in samples.items()}
+    rows = summarise(per_depth, adapter.num_layers, cfg.seed)
+    result = {"config": config, "rows": rows, "verdicts": verdicts(rows), "samples": samples}
     write_outputs(result, out)
     return result
 
@@ -231,8 +240,13 @@ def _previous_result(cfg: SanityConfig, out: Path, overwrite: bool, log: Callabl
     if not existing.exists() or overwrite:
         return None
     previous = json.loads(existing.read_text())
-    if previous.get("config", {}).get("request") == cfg.request():
+    request = previous.get("config", {}).get("request")
+    if request == cfg.request():
         log(f"{existing} already holds this check; pass --overwrite to run it again")
+        return previous
+    fewer = request is not None and set(request["methods"]) < set(cfg.methods)
+    if fewer and {**request, "methods": cfg.methods} == cfg.request():
+        log(f"{existing} holds this check of {len(request['methods'])} of the methods: adding the others")
         return previous
     raise ValueError(f"{existing} holds a check of another configuration; pass --overwrite to replace it, "
                      "or choose another --out")

@@ -153,3 +153,22 @@ def test_cli_writes_rows_refuses_unknown_methods_and_other_configs(tiny_llava_di
     report = make_report([out], tmp_path / "report", "test")
     assert ("Sanity check (vqav2)", ["sanity.png", "sanity.pdf", "sanity.md"]) in report.made
     assert "| rollout |" in (tmp_path / "report" / "sanity.md").read_text()
+
+
+def test_a_check_of_some_methods_is_extended_with_the_others_keeping_its_numbers(tiny_llava_dir, world_root, tmp_path):
+    """More methods on the same check: only the new ones are computed; the old rows are the folder's, and the new
+    method's rows equal those of a check that ran it from the start."""
+    base = ["sanity", "--model", str(tiny_llava_dir), "--data-root", str(world_root), "--limit", "2", "--max-new-tokens", "2"]
+    runner = CliRunner()
+    first = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--methods", "rollout"])
+    assert first.exit_code == 0, first.output
+    before = json.loads((tmp_path / "a" / "sanity.json").read_text())
+    more = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--methods", "rollout,attention"])
+    assert more.exit_code == 0 and "adding the others" in more.output, more.output
+    extended = json.loads((tmp_path / "a" / "sanity.json").read_text())
+    assert extended["config"]["methods"] == ["rollout", "attention"]
+    assert extended["samples"]["rollout"] == before["samples"]["rollout"]
+    alone = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--methods", "rollout,attention"])
+    assert alone.exit_code == 0, alone.output
+    fresh = json.loads((tmp_path / "b" / "sanity.json").read_text())
+    assert extended["rows"] == fresh["rows"] and extended["verdicts"] == fresh["verdicts"]
