@@ -55,6 +55,13 @@ METHODS.register("dex-ar-sentence", "fastrm_bench.explainers.dex_ar:DexARSentenc
 METHODS.register("tam", "fastrm_bench.explainers.tam:TokenActivationMap",
                  description="Token Activation Map: gradient-free logit activations, interference removed, rank Gaussian filter.")
 
+METHODS.register("occlusion", "fastrm_bench.explainers.captum_methods:OcclusionMap",
+                 description="Occlusion of image regions through Captum's FeatureAblation: each answer token's "
+                             "log-probability drop when a region's tokens are removed (regions: cell x cell tokens).")
+METHODS.register("kernel-shap", "fastrm_bench.explainers.captum_methods:KernelShapMap",
+                 description="KernelSHAP over image regions through Captum (n_samples coalitions, seeded), each answer "
+                             "token's log-probability explained; the harness' removal as the baseline.")
+
 METRICS.register("perturbation", "fastrm_bench.metrics.perturbation:Perturbation",
                  description="Positive (deletion) and negative perturbation: accuracy as image tokens are removed; AUCs.")
 METRICS.register("insertion", "fastrm_bench.metrics.perturbation:Insertion",
