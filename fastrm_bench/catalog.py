@@ -62,6 +62,13 @@ METHODS.register("kernel-shap", "fastrm_bench.explainers.captum_methods:KernelSh
                  description="KernelSHAP over image regions through Captum (n_samples coalitions, seeded), each answer "
                              "token's log-probability explained; the harness' removal as the baseline.")
 
+METHODS.register("rel-att", "fastrm_bench.explainers.mllms_know:RelativeAttention",
+                 description="Relative attention (Zhang et al., ICLR 2025): one layer's attention to the image divided "
+                             "by that under a generic question ('Write a general description of the image.').")
+METHODS.register("grad-att", "fastrm_bench.explainers.mllms_know:GradientWeightedAttention",
+                 description="Gradient-weighted attention (Zhang et al., ICLR 2025): mean over heads of A * relu(dlogp/dA) "
+                             "at one layer (the authors' 14 of 32, scaled to the model's depth).")
+
 METRICS.register("perturbation", "fastrm_bench.metrics.perturbation:Perturbation",
                  description="Positive (deletion) and negative perturbation: accuracy as image tokens are removed; AUCs.")
 METRICS.register("insertion", "fastrm_bench.metrics.perturbation:Insertion",

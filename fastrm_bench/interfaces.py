@@ -57,6 +57,9 @@ class ModelInputs:
     #: maps never depend on call order. Identity only: ground truth reaches a method through `explain_sample`.
     sample_id: str = ""
     draw: int = 0
+    #: the images the batch was built from, one per row (`ModelAdapter.build_inputs` records them): a method that
+    #: asks the model another question about the same image (`rel-att`'s generic prompt) builds it from these
+    images: tuple[Image.Image, ...] = ()
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -78,7 +81,7 @@ class ModelInputs:
         if len(self.layouts) != 1:
             raise ValueError("repeat() takes single-sample inputs")
         tensors = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in self.tensors.items()}
-        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample_id, self.draw)
+        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample_id, self.draw, self.images * n)
 
 
 @dataclass

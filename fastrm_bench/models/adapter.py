@@ -174,7 +174,8 @@ class HFVisionLanguageAdapter(ModelAdapter):
         if "pixel_values" in tensors and tensors["pixel_values"].is_floating_point():
             tensors["pixel_values"] = tensors["pixel_values"].to(self.model.dtype)
         layouts = self.family_spec.layouts(self.model, self.processor, tensors, images)
-        return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts)
+        return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts,
+                           images=tuple(images))
 
     # ---------------------------------------------------------------- hooks on the language model's input
     @contextlib.contextmanager
