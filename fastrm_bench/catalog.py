@@ -69,6 +69,10 @@ METHODS.register("grad-att", "fastrm_bench.explainers.mllms_know:GradientWeighte
                  description="Gradient-weighted attention (Zhang et al., ICLR 2025): mean over heads of A * relu(dlogp/dA) "
                              "at one layer (the authors' 14 of 32, scaled to the model's depth).")
 
+METHODS.register("eagle", "fastrm_bench.explainers.eagle:EagleMap",
+                 description="EAGLE (Chen et al., CVPR 2026): black-box greedy search over image regions scored by "
+                             "insight + necessity of the answer's token probabilities; one map per answer.")
+
 METRICS.register("perturbation", "fastrm_bench.metrics.perturbation:Perturbation",
                  description="Positive (deletion) and negative perturbation: accuracy as image tokens are removed; AUCs.")
 METRICS.register("insertion", "fastrm_bench.metrics.perturbation:Insertion",
