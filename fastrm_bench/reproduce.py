@@ -15,7 +15,8 @@ from fastrm_bench.runner import RunConfig, resummarise, run
 from fastrm_bench.specs import add_spec_dir
 
 TASKS = ("vqav2", "gqa", "pope")
-METHODS = ("fastrm", "chefer", "chefer-stale", "dex-ar", "dex-ar-sentence", "tam", "gradcam", "rollout", "random", "oracle")
+METHODS = ("fastrm", "chefer", "chefer-stale", "dex-ar", "dex-ar-sentence", "tam", "gradcam", "rollout", "rel-att", "grad-att",
+           "occlusion", "kernel-shap", "eagle", "random", "oracle")
 ABLATION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 ABLATION_DATA_SIZES = (500, 1000, 2000, None)  # token samples; None = all of the ablation dataset
 ABLATION_STEPS = (500, 1500, 3500)
@@ -24,7 +25,8 @@ ABLATION_STEPS = (500, 1500, 3500)
 SHIFTED_SCENES = {"min_objects": 4, "max_objects": 7, "min_size": 10, "max_size": 16, "noise_std": 36.0}
 SHIFTED_TASKS = ("vqav2", "gqa")
 #: methods of the model-randomisation sanity check (`fastrm-bench sanity`), on VQAv2-style questions
-SANITY_METHODS = ("chefer", "gradcam", "rollout", "attention", "fastrm", "tam", "dex-ar", "chefer-stale", "random", "oracle")
+SANITY_METHODS = ("chefer", "gradcam", "rollout", "attention", "fastrm", "tam", "dex-ar", "chefer-stale", "random", "oracle",
+                  "rel-att", "grad-att", "occlusion", "kernel-shap", "eagle")
 #: the second embedded model (Qwen2-VL, dynamic resolution, on the variable-size world it was trained on), for
 #: the question whether the method rankings of the first hold on another family
 SECOND_MODEL = "tiny-qwen-shapes"
