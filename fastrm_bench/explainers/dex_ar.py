@@ -18,6 +18,11 @@ probabilities and their gradients recomputed on the rows read, `LayerAttention`)
   tokens is the sentence map.
 
 Unfiltered variants set w = 1 (and delta = 1). ``minmax`` of a constant vector is all zeros.
+
+``convention``: "harness" (the formulas above) or "authors", the public code's maps (github.com/WalBouss/DEX-AR,
+``dexar/wrapper.py``, ``compute_dexar``): its last layer's lens reads transformers' last hidden state, which is
+already normalised, through the final norm again (``norm(norm(h_L))``), and its text keys leave out the first
+token after the image (``grad[..., idx_img_tok_end + 1:]``); everything else is the same.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ import torch
 from fastrm_bench.aggregation import Aggregation
 from fastrm_bench.explainers._attention import GradientMethod, predicting_positions, text_positions, token_gradients
 from fastrm_bench.interfaces import Generation, MethodNeeds, ModelInputs
+
+#: how the maps are computed: the documented formulas, or as the authors' public code computes them
+CONVENTIONS = ("harness", "authors")
 
 
 def minmax(values: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
@@ -45,12 +53,15 @@ class DexAR(GradientMethod):
     needs = MethodNeeds(gradients=True, attention="rows")
     cost_params = ("chunk_size",)
 
-    def __init__(self, layers: int = 10, head_filter: bool = True, chunk_size: int = 16):
+    def __init__(self, layers: int = 10, head_filter: bool = True, chunk_size: int = 16, convention: str = "harness"):
         if layers < 1 or chunk_size < 1:
             raise ValueError("layers and chunk_size must be >= 1")
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         self.layers = layers
         self.head_filter = head_filter
         self.chunk_size = chunk_size
+        self.convention = convention
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
         if generation.num_generated == 0:
@@ -83,6 +94,8 @@ class DexAR(GradientMethod):
         targets = generation.generated_ids.to(device)
         image = inputs.layout.positions
         text = text_positions(inputs, generation, int(positions[-1]) + 1)
+        if self.convention == "authors":  # their text keys skip the first token after the image
+            text = text[text != int(image.max()) + 1]
         text_masks = torch.stack([text <= p for p in positions])  # [T, n_text]: the keys token t can see
         total = len(forward.attention)
         chosen = list(range(max(total - self.layers, 0), total))
@@ -91,7 +104,10 @@ class DexAR(GradientMethod):
         g_img = torch.zeros(n_tokens, len(chosen), heads, len(image))
         s_txt = torch.zeros(n_tokens, len(chosen), heads)
         for k, layer in enumerate(chosen):
-            lens = head(norm(forward.hidden_states[layer][positions.to(device)])).float()  # [T, vocab]
+            hidden = forward.hidden_states[layer][positions.to(device)]
+            if self.convention == "authors" and layer == total - 1:  # their last hidden state is normalised already
+                hidden = norm(hidden)
+            lens = head(norm(hidden)).float()  # [T, vocab]
             z = lens[torch.arange(n_tokens, device=device), targets]
             attention = forward.attention[layer]
             for chunk, (grad,) in token_gradients(z, [attention.output], self.chunk_size):
@@ -121,8 +137,9 @@ class DexARSentence(DexAR):
     name = "dex-ar-sentence"
     needs = MethodNeeds(gradients=True, attention="rows")
 
-    def __init__(self, layers: int = 10, head_filter: bool = True, token_filter: bool = True, chunk_size: int = 16):
-        super().__init__(layers=layers, head_filter=head_filter, chunk_size=chunk_size)
+    def __init__(self, layers: int = 10, head_filter: bool = True, token_filter: bool = True, chunk_size: int = 16,
+                 convention: str = "harness"):
+        super().__init__(layers=layers, head_filter=head_filter, chunk_size=chunk_size, convention=convention)
         self.token_filter = token_filter
 
     def _maps(self, adapter, inputs: ModelInputs, generation: Generation) -> torch.Tensor:
