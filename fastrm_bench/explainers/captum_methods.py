@@ -14,9 +14,9 @@ kept is Captum's input, everything removed its baseline).
   each output of the forward (one per token) from the same ``regions + 1`` forwards.
 - ``kernel-shap``: `captum.attr.KernelShap` with ``n_samples`` coalitions (Captum's sampling, seeded per
   sample); an input of fewer than 3 regions (a tiny grid) has no coalitions to sample, and gets the exact Shapley
-  values KernelSHAP estimates (`captum.attr.ShapleyValues`). Captum's KernelSHAP explains one output at a time; every token's call draws the same coalitions
-  (the same seed), and a coalition's forward is computed once and reused, so the cost is ``n_samples``
-  forwards per answer, not per token.
+  values KernelSHAP estimates (`captum.attr.ShapleyValues`). Captum's KernelSHAP explains one output at a
+  time; every token's call draws the same coalitions (the same seed), and a coalition's forward is computed
+  once and reused, so the cost is ``n_samples`` forwards per answer, not per token.
 
 Each image token gets its region's attribution. Gradient-free and attention-free: they run on any family.
 """
