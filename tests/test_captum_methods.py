@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import FeatureAblation, KernelShap
 from PIL import Image
 
 from fastrm_bench.builders import create_method
+from fastrm_bench.embedded.tiny_random import build_tiny_random
 from fastrm_bench.explainers.captum_methods import region_ids
 from fastrm_bench.layout import ImageLayout, LayoutGroup
+from fastrm_bench.models.adapter import HFVisionLanguageAdapter
 from fastrm_bench.seeding import sample_seed
 
 
@@ -88,3 +91,58 @@ def test_kernel_shap_of_one_region_is_the_exact_shapley_value(tiny_adapter, answ
     maps = create_method("kernel-shap", cell=6)[0].explain(tiny_adapter, inputs, generation).maps  # one region
     whole = tiny_adapter.answer_logprobs(inputs, generation, torch.stack([torch.ones(n), torch.zeros(n)]), "zero")
     torch.testing.assert_close(maps, (whole[0] - whole[1])[:, None].expand(-1, n), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, params", [("occlusion", {}), ("kernel-shap", {"n_samples": 24, "cell": 3})])
+def test_each_coalition_is_computed_once_for_all_answer_tokens(tiny_adapter, answered, monkeypatch, name, params):
+    """The cost the docs state: one model forward per distinct coalition, shared by the answer's 3 tokens
+    (occlusion: every region removed alone, plus the whole image; kernel-shap: at most ``n_samples``)."""
+    inputs, generation = answered
+    asked: list[tuple[float, ...]] = []
+    answer_logprobs = tiny_adapter.answer_logprobs
+
+    def counting(inputs, generation, keep, removal):
+        asked.extend(tuple(row.tolist()) for row in keep)
+        return answer_logprobs(inputs, generation, keep, removal)
+
+    monkeypatch.setattr(tiny_adapter, "answer_logprobs", counting)
+    create_method(name, **params)[0].explain(tiny_adapter, inputs, generation)
+    assert len(asked) == len(set(asked))  # no coalition twice, though each of the 3 tokens is explained
+    regions = int(region_ids(inputs.layout, params.get("cell", 2)).max()) + 1
+    if name == "occlusion":
+        assert len(asked) == regions + 1
+    else:
+        assert len(asked) <= params["n_samples"]
+
+
+def _hand_group_regions(layout: ImageLayout, cell: int) -> torch.Tensor:
+    """Region ids written out group by group: each group's blocks numbered after the previous groups' blocks."""
+    ids, first = [], 0
+    for group in layout.groups:
+        block = _hand_regions(*group.grid, cell=cell)[0]
+        ids.append(first + block)
+        first += int(block.max()) + 1
+    return torch.cat(ids)[None]
+
+
+@pytest.mark.parametrize("family", ["llava_next", "idefics3"])
+def test_regions_follow_every_group_of_a_tiled_layout(family, tmp_path):
+    """On layouts of several groups (LLaVA-NeXT's base image and tiles, Idefics3's tiles and global image) the
+    maps are Captum's on regions that never cross a group, one value per region."""
+    adapter = HFVisionLanguageAdapter.from_pretrained(build_tiny_random(family, tmp_path / family, seed=0), device="cpu")
+    pixels = np.random.default_rng(0).integers(0, 256, size=(48, 80, 3), dtype=np.uint8)
+    inputs = replace(adapter.build_inputs([Image.fromarray(pixels)], ["What color is the circle?"]), sample_id="q1")
+    generation = adapter.generate(inputs, max_new_tokens=2, min_new_tokens=2)[0]
+    assert len(inputs.layout.groups) > 1
+    n, mask = inputs.layout.num_tokens, _hand_group_regions(inputs.layout, 2)
+
+    def logprobs(keep):
+        return adapter.answer_logprobs(inputs, generation, keep, "zero")
+
+    direct = FeatureAblation(logprobs).attribute(torch.ones(1, n), baselines=torch.zeros(1, n), feature_mask=mask)
+    torch.testing.assert_close(create_method("occlusion")[0].explain(adapter, inputs, generation).maps, direct,
+                               rtol=1e-5, atol=1e-5)
+    maps = create_method("kernel-shap", n_samples=32)[0].explain(adapter, inputs, generation).maps
+    assert maps.shape == (2, n) and torch.isfinite(maps).all()
+    for region in mask[0].unique():
+        assert (maps[:, mask[0] == region] == maps[:, mask[0] == region][:, :1]).all()

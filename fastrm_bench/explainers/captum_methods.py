@@ -16,7 +16,7 @@ kept is Captum's input, everything removed its baseline).
   sample); an input of fewer than 3 regions (a tiny grid) has no coalitions to sample, and gets the exact Shapley
   values KernelSHAP estimates (`captum.attr.ShapleyValues`). Captum's KernelSHAP explains one output at a
   time; every token's call draws the same coalitions (the same seed), and a coalition's forward is computed
-  once and reused, so the cost is ``n_samples`` forwards per answer, not per token.
+  once and reused (a coalition Captum samples twice too), so the cost is at most ``n_samples`` forwards per answer, not per token.
 
 Each image token gets its region's attribution. Gradient-free and attention-free: they run on any family.
 """
@@ -54,12 +54,14 @@ def region_ids(layout: ImageLayout, cell: int) -> torch.Tensor:
 
 def answer_logprob_forward(adapter: ModelAdapter, inputs: ModelInputs, generation: Generation, removal: str) -> Forward:
     """``keep [B, N] -> [B, T]``: each answer token's log-probability with the image tokens ``keep`` says (1 kept, 0
-    removed); a row asked before is answered from memory (KernelSHAP asks the same coalitions once per token)."""
+    removed); a row asked before, or twice in one batch, is computed once (KernelSHAP asks the same coalitions
+    once per token, and its samples repeat coalitions)."""
     memory: dict[bytes, torch.Tensor] = {}
 
     def forward(keep: torch.Tensor) -> torch.Tensor:
         keys = [row.to(torch.uint8).numpy().tobytes() for row in keep.detach().cpu()]
-        todo = [i for i, k in enumerate(keys) if k not in memory]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each new coalition's first row
+        todo = [i for k, i in first.items() if k not in memory]
         if todo:
             with torch.no_grad():
                 values = adapter.answer_logprobs(inputs, generation, keep[todo].detach().float(), removal)
