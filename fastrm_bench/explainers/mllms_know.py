@@ -14,8 +14,10 @@ map is token 0's, whose row is the last prompt position), and ``grad-att``'s ``L
 (greedy answers: the argmax, as theirs). ``rel-att``'s denominator is the generic question's last prompt
 position for every token: the generic question has no answer of its own to align later tokens with. The
 authors append their answer-format suffix to both questions; the harness' generic prompt is the question alone
-in the model's template (a spec parameter). ``layer`` defaults to the authors' choice scaled to the model's depth
-(``round(14 / 32 * n_layers)``), any layer index by spec.
+in the model's template (a spec parameter). ``layer`` defaults to the authors' choice scaled to the model's depth,
+``round(14 / 32 * n_layers)``; for the Qwen2.5-VL family their ``qwen2_5_methods.py`` reads layer 22 of
+Qwen2.5-VL-3B's 36 (``rel_att`` only: they have no Qwen ``grad_att``), so there ``round(22 / 36 * n_layers)``.
+Any layer index (negative from the end) by spec.
 """
 
 from __future__ import annotations
@@ -27,17 +29,22 @@ from fastrm_bench.interfaces import ExplanationMethod, Generation, MethodNeeds, 
 
 #: the authors' generic question (``general_question`` in their run.py)
 GENERIC_QUESTION = "Write a general description of the image."
-#: the authors' layer for LLaVA-1.5-7B, and that model's depth: other depths get the same fraction
-AUTHORS_LAYER, AUTHORS_DEPTH = 14, 32
+#: the authors' layer and the depth of the model they chose it on: LLaVA-1.5-7B's (``ATT_LAYER = 14`` of 32 in
+#: llava_methods.py) for every family but Qwen2.5-VL's, whose own (qwen2_5_methods.py: 22 of Qwen2.5-VL-3B's 36)
+#: the authors set; other depths get the same fraction
+AUTHORS_LAYER = (14, 32)
+AUTHORS_FAMILY_LAYERS: dict[str, tuple[int, int]] = {"qwen2_5_vl": (22, 36)}
 
 
-def default_layer(num_layers: int) -> int:
-    """The authors' layer (14 of 32) at the same relative depth of a model of ``num_layers`` layers."""
-    return min(num_layers - 1, round(AUTHORS_LAYER / AUTHORS_DEPTH * num_layers))
+def default_layer(num_layers: int, family: str = "llava") -> int:
+    """The authors' layer for ``family`` at the same relative depth of a model of ``num_layers`` layers."""
+    layer, depth = AUTHORS_FAMILY_LAYERS.get(family, AUTHORS_LAYER)
+    return min(num_layers - 1, round(layer / depth * num_layers))
 
 
-def _layer_index(layer: int | None, num_layers: int) -> int:
-    index = default_layer(num_layers) if layer is None else int(layer)
+def _layer_index(layer: int | None, adapter: ModelAdapter) -> int:
+    num_layers = adapter.num_layers
+    index = default_layer(num_layers, adapter.family) if layer is None else int(layer)
     index = index + num_layers if index < 0 else index
     if not 0 <= index < num_layers:
         raise ValueError(f"layer {layer} is outside the model's {num_layers} LM layers")
@@ -66,7 +73,7 @@ class RelativeAttention(ExplanationMethod):
         if len(inputs.images) != 1:
             raise ValueError("rel-att asks the generic question about the inputs' image: build the inputs with "
                              "ModelAdapter.build_inputs (they record it)")
-        index = _layer_index(self.layer, adapter.num_layers)
+        index = _layer_index(self.layer, adapter)
         with explaining(adapter.model), torch.no_grad():
             asked = self._image_rows(adapter, inputs, generation, index, predicting_positions(inputs, generation))
             generic = adapter.build_inputs([inputs.images[0]], [self.generic_question])
@@ -98,7 +105,7 @@ class GradientWeightedAttention(ExplanationMethod):
         n, tokens = inputs.layout.num_tokens, generation.num_generated
         if tokens == 0:
             return torch.zeros(0, n)
-        index = _layer_index(self.layer, adapter.num_layers)
+        index = _layer_index(self.layer, adapter)
         with explaining(adapter.model):
             forward = adapter.teacher_forced(inputs, generation, attention="capture")
             layer = forward.attention[index]
