@@ -78,3 +78,13 @@ def test_kernel_shap_leaves_the_callers_random_state_alone(tiny_adapter, answere
     torch.manual_seed(123)
     create_method("kernel-shap", n_samples=8, cell=3)[0].explain(tiny_adapter, inputs, generation)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_kernel_shap_of_one_region_is_the_exact_shapley_value(tiny_adapter, answered):
+    """Below 3 regions KernelSHAP has nothing to sample: the exact Shapley values; one region's is the whole drop."""
+    inputs, generation = answered
+    n = inputs.layout.num_tokens
+    assert int(region_ids(inputs.layout, 6).max()) + 1 == 1
+    maps = create_method("kernel-shap", cell=6)[0].explain(tiny_adapter, inputs, generation).maps  # one region
+    whole = tiny_adapter.answer_logprobs(inputs, generation, torch.stack([torch.ones(n), torch.zeros(n)]), "zero")
+    torch.testing.assert_close(maps, (whole[0] - whole[1])[:, None].expand(-1, n), rtol=1e-5, atol=1e-5)

@@ -13,7 +13,8 @@ kept is Captum's input, everything removed its baseline).
   every region kept minus with that region removed. All answer tokens share the ablations: Captum attributes
   each output of the forward (one per token) from the same ``regions + 1`` forwards.
 - ``kernel-shap``: `captum.attr.KernelShap` with ``n_samples`` coalitions (Captum's sampling, seeded per
-  sample). Captum's KernelSHAP explains one output at a time; every token's call draws the same coalitions
+  sample); an input of fewer than 3 regions (a tiny grid) has no coalitions to sample, and gets the exact Shapley
+  values KernelSHAP estimates (`captum.attr.ShapleyValues`). Captum's KernelSHAP explains one output at a time; every token's call draws the same coalitions
   (the same seed), and a coalition's forward is computed once and reused, so the cost is ``n_samples``
   forwards per answer, not per token.
 
@@ -123,8 +124,12 @@ class KernelShapMap(_CaptumRegions):
 
     def attribute(self, forward: Forward, keep_all: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor, tokens: int,
                   inputs: ModelInputs) -> torch.Tensor:
-        from captum.attr import KernelShap
+        from captum.attr import KernelShap, ShapleyValues
 
+        if int(mask.max()) + 1 < 3:  # KernelSHAP samples coalitions of 1..M-1 regions: none to sample below 3
+            exact = ShapleyValues(forward)  # the exact Shapley values KernelSHAP estimates, every ordering tried
+            return torch.cat([exact.attribute(keep_all, baselines=baseline, feature_mask=mask, target=t)
+                              for t in range(tokens)])
         seed = sample_seed(self.seed, inputs.sample_id, inputs.draw)
         rows = []
         for t in range(tokens):

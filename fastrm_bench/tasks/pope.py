@@ -23,8 +23,8 @@ CATEGORIES = (*STRATEGIES, "counterfactual")
 
 def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and yes-ratio *of the predictions* (parsed yes/no)."""
-    pred = np.array([parse_pope_answer(p) == "yes" for p in predictions])
-    gold = np.array([pope_label_positive(lab) for lab in labels])
+    pred = np.array([parse_pope_answer(p) == "yes" for p in predictions], dtype=bool)
+    gold = np.array([pope_label_positive(lab) for lab in labels], dtype=bool)
     tp, fp = int((pred & gold).sum()), int((pred & ~gold).sum())
     fn, tn = int((~pred & gold).sum()), int((~pred & ~gold).sum())
     precision = tp / (tp + fp) if tp + fp else 0.0
