@@ -116,7 +116,7 @@ class EagleMap(ExplanationMethod):
             else:  # budget spent: the chosen regions plus all the remaining ones
                 groups = [remaining]
                 candidates = (chosen + masks[remaining].sum(0))[None]
-            insertion, deletion = probabilities(candidates), probabilities(1 - candidates)
+            insertion, deletion = probabilities(torch.cat([candidates, 1 - candidates])).split(len(candidates))
             score = (self.lambda1 * insertion + self.lambda2 * (1 - deletion)).mean(dim=-1)
             best = int(score.argmax())
             chosen = candidates[best]
