@@ -71,7 +71,8 @@ METHODS.register("grad-att", "fastrm_bench.explainers.mllms_know:GradientWeighte
 
 METHODS.register("eagle", "fastrm_bench.explainers.eagle:EagleMap",
                  description="EAGLE (Chen et al., CVPR 2026): black-box greedy search over image regions scored by "
-                             "insight + necessity of the answer's token probabilities; one map per answer.")
+                             "insight + necessity of the answer's token probabilities; one map per answer (per_token: one "
+                             "per token).")
 
 METRICS.register("perturbation", "fastrm_bench.metrics.perturbation:Perturbation",
                  description="Positive (deletion) and negative perturbation: accuracy as image tokens are removed; AUCs.")
