@@ -20,9 +20,14 @@ probabilities and their gradients recomputed on the rows read, `LayerAttention`)
 Unfiltered variants set w = 1 (and delta = 1). ``minmax`` of a constant vector is all zeros.
 
 ``convention``: "harness" (the formulas above) or "authors", the public code's maps (github.com/WalBouss/DEX-AR,
-``dexar/wrapper.py``, ``compute_dexar``): its last layer's lens reads transformers' last hidden state, which is
-already normalised, through the final norm again (``norm(norm(h_L))``), and its text keys leave out the first
-token after the image (``grad[..., idx_img_tok_end + 1:]``); everything else is the same.
+``dexar/wrapper.py``, ``compute_dexar``, commit 07830a1): its last layer's lens reads transformers' last hidden
+state, which is already normalised, through the final norm again (``norm(norm(h_L))``), and its text keys leave out
+the first token after the image (``grad[..., idx_img_tok_end + 1: -n - 1]``; the last prompt token and the answer
+so far are kept, ``grad[..., -n - 1:]``). Like the harness, its text keys hold BOS and the chat template (every
+prompt position outside the image span). Kept in both conventions: the image span is the layout's (theirs is
+LLaVA-1.5's, 576 tokens after the tokenised text before ``<image>``), and a constant map is all zeros (theirs leaves
+a constant per-token map as it is, and divides by zero when every image gradient is equal). Their wrapper reads the
+last 10 layers, as ``layers`` does by default; their ``playground.py`` example sets ``layer_index=0`` (every layer).
 """
 
 from __future__ import annotations
@@ -94,8 +99,9 @@ class DexAR(GradientMethod):
         targets = generation.generated_ids.to(device)
         image = inputs.layout.positions
         text = text_positions(inputs, generation, int(positions[-1]) + 1)
-        if self.convention == "authors":  # their text keys skip the first token after the image
-            text = text[text != int(image.max()) + 1]
+        after_image = int(image.max()) + 1
+        if self.convention == "authors" and after_image < inputs.prompt_length - 1:  # their text keys skip it
+            text = text[text != after_image]
         text_masks = torch.stack([text <= p for p in positions])  # [T, n_text]: the keys token t can see
         total = len(forward.attention)
         chosen = list(range(max(total - self.layers, 0), total))
