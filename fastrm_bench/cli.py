@@ -692,18 +692,34 @@ def eval_vlm(
 @app.command()
 def score(
     task: Annotated[str, typer.Option("--task", "-t", help="Task spec or registered name.")],
-    predictions: Annotated[Path, typer.Option(help="Answers file: LLaVA's JSON lines or the benchmark's official format.")],
+    predictions: Annotated[Path | None, typer.Option(
+        help="Answers file: LLaVA's JSON lines or the benchmark's official format.")] = None,
     data_root: Annotated[str | None, typer.Option(help="Data root (default: the embedded world).")] = None,
     scoring: Annotated[str | None, typer.Option(
         help="Named scoring convention of the task (a wrong name lists the task's; default: the spec's, "
              "else the task's first).")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Score only the answered questions (counted and reported).")] = False,
-    out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here (--from-lmms-eval: a folder).")] = None,
+    from_lmms_eval: Annotated[Path | None, typer.Option(
+        "--from-lmms-eval", help="lmms-eval output folder with FastRM maps (a fastrm_* lmms-eval model, maps_dir): "
+                                 "score the maps with the harness' metrics instead of an answers file.")] = None,
+    model: Annotated[str, typer.Option(help="--from-lmms-eval: the model lmms-eval evaluated (perturbation metrics "
+                                            "answer with it).")] = "tiny-llava-shapes",
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="--from-lmms-eval: a metric (repeatable; "
+                                                                      "default: the built-in ones).")] = None,
+    device: Device = None,
+    dtype: Dtype = "float32",
 ) -> None:
-    """Score an answers file with the task's metric; its format (LLaVA's or the official one) is read from the file."""
+    """Score an answers file with the task's metric (its format, LLaVA's or the official one, read from the file),
+    or with --from-lmms-eval the FastRM maps of an lmms-eval evaluation with the harness' metrics."""
     from fastrm_bench.builders import create_task
     from fastrm_bench.tasks.predictions import read_answers, score_predictions
 
+    if from_lmms_eval is not None:
+        _score_lmms_eval(from_lmms_eval, task, model, out, data_root, metric, device, dtype)
+        return
+    if predictions is None:
+        _fail("pass --predictions FILE (an answers file) or --from-lmms-eval DIR")
     try:
         task_obj, spec = create_task(task, data_root=data_root, scoring=scoring)
         answers, fmt = read_answers(task_obj, predictions)
@@ -721,6 +737,21 @@ def score(
         out.write_text(json.dumps({"task": spec.name, "scoring": task_obj.scoring, "answers_format": fmt.name,
                                    "scored": result.scored, "missing": len(result.missing), "metrics": result.metrics},
                                   indent=2))
+
+
+def _score_lmms_eval(root: Path, task: str, model: str, out: Path | None, data_root: str | None,
+                     metrics: list[str] | None, device: str | None, dtype: str) -> None:
+    """`score --from-lmms-eval`: every lmms-eval task's maps measured, one summary line per task."""
+    from fastrm_bench.lmms_maps import score_lmms_eval
+
+    try:
+        results = score_lmms_eval(root, task, model, out, data_root, metrics, device, dtype)
+    except (UnknownNameError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+        return
+    for lmms_task, summary in results.items():
+        values = ", ".join(f"{k} {v['value']:.3f}" for k, v in summary["metrics"].items() if v["value"] is not None)
+        typer.echo(f"{lmms_task}: {summary['n']} samples scored, {summary['n_skipped']} skipped; {values}")
 
 
 @app.command("build-data")
