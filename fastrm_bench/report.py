@@ -448,12 +448,19 @@ def _latency_figure(frame: pd.DataFrame, report: Report, name: str) -> None:
     plt.close(fig)
 
 
-def draw_map(ax, image: np.ndarray, layout: ImageLayout, values: np.ndarray, alpha: float = 0.5,
-             vmin: float | None = None, vmax: float | None = None):
+#: the colour map of every map drawn unless another is asked for: perceptually uniform and readable with the common
+#: colour-vision deficiencies (jet is neither: its bright bands read as edges, and red and green ends look alike)
+DEFAULT_CMAP = "viridis"
+
+
+def draw_map(ax, image: np.ndarray, layout: ImageLayout, values: np.ndarray, alpha: float = 0.6,
+             vmin: float | None = None, vmax: float | None = None, cmap: str = DEFAULT_CMAP):
     """A map over its image, in image space: every layout group spread over its region (tiles, crops,
-    non-square grids); pixels no token sees stay uncovered. Returns the overlay (for a colour bar)."""
-    ax.imshow(image)
-    return ax.imshow(layout.to_image(values, size=image.shape[:2]), cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
+    non-square grids); pixels no token sees stay uncovered. The image is drawn in grey beneath the map, so that
+    the colours are the map's alone (a red object does not tint a low value). Returns the overlay (for a colour bar)."""
+    grey = image.mean(axis=-1) if image.ndim == 3 else image
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+    return ax.imshow(layout.to_image(values, size=image.shape[:2]), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
 
 
 QUALITATIVE_METHODS = ("chefer", "fastrm", "chefer-stale", "dex-ar", "tam", "gradcam")
