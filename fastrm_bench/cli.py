@@ -409,6 +409,13 @@ def explain(
         help="Run directory (or a folder of runs) of this model and method whose answers include wrong ones: its "
              "calibrated entropy threshold turns the map entropy into a verdict. Repeat the flag for several.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy generation length limit.")] = 10,
+    min_new_tokens: Annotated[int, typer.Option(help="Generate at least this many tokens (a longer answer).")] = 0,
+    cmap: Annotated[str, typer.Option(help="Colour map of the overlays: viridis (default: perceptually uniform, "
+                                           "colour-blind-safe) or any matplotlib name, e.g. cividis, inferno, jet.")
+                    ] = "viridis",
+    fit: Annotated[str, typer.Option(help="A non-square image and a processor that crops its centre: 'pad' (default) "
+                                          "pads it to a square first so the model sees it all; 'crop' keeps the "
+                                          "processor's crop (the sides left uncovered).")] = "pad",
     prompt_suffix: Annotated[str, typer.Option(help="Appended to the question (e.g. the tasks' ' Answer the question "
                                                     "using up to two words.').")] = "",
     warmup: Annotated[bool, typer.Option(help="Explain once untimed first, so that the times shown are those of a "
@@ -428,18 +435,31 @@ def explain(
             typer.echo(f"{name}  ({examples.path(name)}): {examples.QUESTIONS[name]}")
         return
     picture, question = _image_and_question(image, question, example)
-    if max_new_tokens < 1:
-        _fail(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    _check_explain_options(max_new_tokens, min_new_tokens, cmap, fit)
     try:
         adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
         result = explain_image(adapter, picture, question, list(method or ["fastrm", "chefer"]), max_new_tokens,
-                               prompt_suffix, calibration, warmup)
+                               prompt_suffix, calibration, warmup, fit, min_new_tokens)
     except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
         _fail(str(err))
-    files = save_all(result, out)
+    files = save_all(result, out, cmap)
     for line in summary_lines(result):
         typer.echo(line)
     typer.echo(f"written: {files['png']}, {files['html']}, {files['json']}")
+
+
+def _check_explain_options(max_new_tokens: int, min_new_tokens: int, cmap: str, fit: str) -> None:
+    """`explain`'s numbers, colour map and fit, each refused in one line before the model loads."""
+    from matplotlib import colormaps
+
+    if max_new_tokens < 1:
+        _fail(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        _fail(f"--min-new-tokens must be between 0 and --max-new-tokens ({max_new_tokens}), got {min_new_tokens}")
+    if cmap not in colormaps:
+        _fail(f"--cmap: no matplotlib colour map {cmap!r} (e.g. viridis, cividis, inferno, jet)")
+    if fit not in ("pad", "crop"):
+        _fail(f"--fit must be 'pad' or 'crop', got {fit!r}")
 
 
 def _image_and_question(image: Path | None, question: str | None, example: str | None) -> tuple[Any, str]:

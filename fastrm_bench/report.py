@@ -90,6 +90,46 @@ def _save(fig, report: Report, name: str, title: str) -> None:
     report.made.append((title, files))
 
 
+#: colour-blind-safe colours, none repeated for up to 12 methods: Okabe and Ito's eight, then four of Paul Tol's muted set.
+#: No twelve colours all stay apart under every colour-vision deficiency, so each method also gets its own marker and
+#: line style (`method_styles`): two methods whose curves coincide (chefer, chefer-stale) still both show.
+PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
+           "#882255", "#44AA99", "#999933", "#AA4499")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p", "8")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def method_styles(methods: list[str] | set[str]) -> dict[str, dict[str, Any]]:
+    """A distinct colour, marker and line style per method (matplotlib ``plot`` keywords), by sorted name, so that a
+    method looks the same in every figure of one report."""
+    return {m: {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
+                "ls": LINESTYLES[i % len(LINESTYLES)], "ms": 4, "markevery": (i % 3, 3)}
+            for i, m in enumerate(sorted(set(methods)))}
+
+
+def curve_band(curves: list[list[float]], seed: int = 0, draws: int = 1000) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 95% bootstrap interval of the mean curve over samples (rows resampled together); None with under 2 samples."""
+    values = np.asarray([c for c in curves if c is not None], dtype=float)
+    if values.ndim != 2 or len(values) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.stack([np.nanmean(values[rng.integers(0, len(values), len(values))], axis=0) for _ in range(draws)])
+    return np.nanpercentile(means, 2.5, axis=0), np.nanpercentile(means, 97.5, axis=0)
+
+
+def _plot_curve(ax, run: Run, x: list[float], mean: list[float], per_sample: Callable[[dict[str, Any]], Any],
+                style: dict[str, Any], label: str) -> None:
+    """A run's mean curve in its method's style, and its 95% bootstrap band over the run's samples."""
+    ax.plot(x, mean, label=label, lw=1.4, **style)
+    band = curve_band([per_sample(s) for s in run.records()])
+    if band is not None and len(band[0]) == len(x):
+        ax.fill_between(x, band[0], band[1], color=style["color"], alpha=0.15, lw=0)
+
+
+def _band_note() -> str:
+    return "shaded: 95% bootstrap interval of the mean over samples"
+
+
 def fig_perturbation(runs: list[Run], report: Report) -> None:
     """Fig. 4 / 10: accuracy vs fraction of image tokens removed, PP and NP, per task."""
     with_curves = [r for r in runs if r.results.get("curves", {}).get("positive")]
@@ -97,19 +137,20 @@ def fig_perturbation(runs: list[Run], report: Report) -> None:
         report.skipped.append("Perturbation curves (Fig. 4/10): no run with perturbation curves")
         return
     plt = _style()
+    styles = method_styles({r.method for r in runs})
     for task in sorted({r.task_label for r in with_curves}):
         group = sorted([r for r in with_curves if r.task_label == task], key=lambda r: r.method)
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
         for ax, direction, short, better in ((axes[0], "positive", "pp", "lower"), (axes[1], "negative", "np", "higher")):
             for r in group:
-                x = r.results["curves"]["fractions"]
-                ax.plot(x, r.results["curves"][direction], marker="o", ms=3,
-                        label=f"{r.method} (AUC {r.metric(short + '_auc'):.3f})")
+                _plot_curve(ax, r, r.results["curves"]["fractions"], r.results["curves"][direction],
+                            lambda s, d=direction: s.get("curves", {}).get(d), styles[r.method],
+                            f"{r.method} (AUC {r.metric(short + '_auc'):.3f})")
             ax.set_xlabel("fraction of image tokens removed")
             ax.set_title(f"{direction} perturbation ({short.upper()}: {better} AUC is better)")
             ax.legend(fontsize=8)
         axes[0].set_ylabel("task accuracy (fraction correct)")
-        fig.suptitle(_title(group, f"Perturbation, task {task}"), fontsize=10)
+        fig.suptitle(_title(group, f"Perturbation, task {task} ({_band_note()})"), fontsize=10)
         _save(fig, report, f"perturbation_{_slug(task)}", f"Perturbation curves, {task} (Fig. 4/10)")
         plt.close(fig)
 
@@ -121,17 +162,19 @@ def fig_insertion(runs: list[Run], report: Report) -> None:
         report.skipped.append("Insertion curves: no run with insertion curves")
         return
     plt = _style()
+    styles = method_styles({r.method for r in runs})
     tasks = sorted({r.task_label for r in with_curves})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), sharey=True, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for r in sorted([r for r in with_curves if r.task_label == task], key=lambda r: r.method):
-            ax.plot(r.results["curves"]["fractions"], r.results["curves"]["insertion"], marker="o", ms=3,
-                    label=f"{r.method} (AUC {r.metric('insertion_auc'):.3f})")
+            _plot_curve(ax, r, r.results["curves"]["fractions"], r.results["curves"]["insertion"],
+                        lambda s: s.get("insertion_curve"), styles[r.method],
+                        f"{r.method} (AUC {r.metric('insertion_auc'):.3f})")
         ax.set_xlabel("fraction of image tokens present (most relevant first)")
         ax.set_title(f"{task} (higher AUC is better)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("task accuracy (fraction correct)")
-    fig.suptitle(_title(with_curves, "Insertion: image tokens put back in order of relevance"), fontsize=10)
+    fig.suptitle(_title(with_curves, f"Insertion: image tokens put back in order of relevance ({_band_note()})"), fontsize=10)
     _save(fig, report, "insertion", "Insertion curves")
     plt.close(fig)
 
@@ -143,6 +186,7 @@ def fig_probability(runs: list[Run], report: Report) -> None:
         report.skipped.append("Probability curves: no run with answer log-probability curves")
         return
     plt = _style()
+    styles = method_styles({r.method for r in runs})
     tasks = sorted({r.task_label for r in with_curves})
     orders = (("logprob_positive", "logprob_pp_auc", "deletion, most relevant first (lower AUC is better)"),
               ("logprob_insertion", "logprob_insertion_auc", "insertion, most relevant first (higher AUC is better)"))
@@ -152,13 +196,15 @@ def fig_probability(runs: list[Run], report: Report) -> None:
         for col, (curve, auc, what) in enumerate(orders):
             ax = axes[row][col]
             for r in group:
-                ax.plot(r.results["curves"]["fractions"], r.results["curves"][curve], marker="o", ms=3,
-                        label=f"{r.method} (AUC {r.metric(auc):.2f})")
+                _plot_curve(ax, r, r.results["curves"]["fractions"], r.results["curves"][curve],
+                            lambda s, c=curve: s.get("logprob_curves", {}).get(c.removeprefix("logprob_")),
+                            styles[r.method], f"{r.method} (AUC {r.metric(auc):.2f})")
             ax.set_xlabel("fraction of image tokens removed" if col == 0 else "fraction of image tokens present")
             ax.set_ylabel("mean log p(original answer)")
             ax.set_title(f"{task}: {what}", fontsize=9)
             ax.legend(fontsize=7)
-    fig.suptitle(_title(with_curves, "Probability of the original answer under teacher forcing"), fontsize=10)
+    fig.suptitle(_title(with_curves, f"Probability of the original answer under teacher forcing ({_band_note()})"),
+                 fontsize=10)
     _save(fig, report, "probability", "Probability curves")
     plt.close(fig)
 
@@ -416,11 +462,11 @@ def _latency_figure(frame: pd.DataFrame, report: Report, name: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     free_of = {m: gradient_free(m) for m in frame.method.unique()}
     methods = sorted(free_of, key=lambda m: (not free_of[m], m))
-    colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(methods)))
+    styles = method_styles(methods)
     for method in methods:
         g = frame[frame.method == method].sort_values("tokens")
         free = free_of[method]
-        style = {"marker": "o", "color": colours[method], "ls": "-" if free else "--",
+        style = {"marker": styles[method]["marker"], "color": styles[method]["color"], "ls": "-" if free else "--",
                  "label": f"{method} ({'gradient-free' if free else 'gradient'})"}
         axes[0].plot(g.tokens, g.map_seconds, **style)
         if g.peak_memory_mb.notna().all():
@@ -448,12 +494,19 @@ def _latency_figure(frame: pd.DataFrame, report: Report, name: str) -> None:
     plt.close(fig)
 
 
-def draw_map(ax, image: np.ndarray, layout: ImageLayout, values: np.ndarray, alpha: float = 0.5,
-             vmin: float | None = None, vmax: float | None = None):
+#: the colour map of every map drawn unless another is asked for: perceptually uniform and readable with the common
+#: colour-vision deficiencies (jet is neither: its bright bands read as edges, and red and green ends look alike)
+DEFAULT_CMAP = "viridis"
+
+
+def draw_map(ax, image: np.ndarray, layout: ImageLayout, values: np.ndarray, alpha: float = 0.6,
+             vmin: float | None = None, vmax: float | None = None, cmap: str = DEFAULT_CMAP):
     """A map over its image, in image space: every layout group spread over its region (tiles, crops,
-    non-square grids); pixels no token sees stay uncovered. Returns the overlay (for a colour bar)."""
-    ax.imshow(image)
-    return ax.imshow(layout.to_image(values, size=image.shape[:2]), cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax)
+    non-square grids); pixels no token sees stay uncovered. The image is drawn in grey beneath the map, so that
+    the colours are the map's alone (a red object does not tint a low value). Returns the overlay (for a colour bar)."""
+    grey = image.mean(axis=-1) if image.ndim == 3 else image
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+    return ax.imshow(layout.to_image(values, size=image.shape[:2]), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
 
 
 QUALITATIVE_METHODS = ("chefer", "fastrm", "chefer-stale", "dex-ar", "tam", "gradcam")
@@ -523,15 +576,21 @@ def _draw_qualitative(by_method: dict[str, Run], records: Records, maps: dict[st
     plt = _style()
     first = next(iter(by_method.values()))
     columns = 1 + len(by_method)
-    fig, axes = plt.subplots(len(images), columns, figsize=(2.5 * columns, 2.6 * len(images)), squeeze=False)
+    scales = {m: _column_scale([maps[m][i] for i in images]) for m in by_method}
+    fig, axes = plt.subplots(len(images), columns, figsize=(2.5 * columns, 2.6 * len(images) + 0.6), squeeze=False)
     for i, (sample_id, image) in enumerate(images.items()):
         s = records[first.path][sample_id]
         axes[i][0].imshow(image)
         axes[i][0].set_title(f"{s['question']}\nanswer: {s['prediction']}", fontsize=7)
         for j, (m, r) in enumerate(by_method.items(), start=1):
             layout = record_layout(records[r.path][sample_id], r.config, image.shape[:2])
-            draw_map(axes[i][j], image, layout, maps[m][sample_id])
+            shown = draw_map(axes[i][j], image, layout, maps[m][sample_id], vmin=scales[m][0], vmax=scales[m][1])
             axes[i][j].set_title(f"{m}: map of '{s['prediction']}'", fontsize=7)
+            if i == len(images) - 1:  # one colour bar under each method's column: its scale, shared by its rows
+                bar = fig.colorbar(shown, ax=axes[:, j].tolist(), location="bottom", shrink=0.9, aspect=12, pad=0.02)
+                bar.solids.set_alpha(1.0)
+                bar.set_label(f"{m} relevance", fontsize=7)
+                bar.ax.tick_params(labelsize=6)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -539,6 +598,13 @@ def _draw_qualitative(by_method: dict[str, Run], records: Records, maps: dict[st
                  fontsize=9)
     _save(fig, report, "qualitative", "Qualitative maps (Fig. 6)")
     plt.close(fig)
+
+
+def _column_scale(maps: list[np.ndarray]) -> tuple[float, float]:
+    """One method's colour scale over the figure's samples: 0 (or the minimum, if negative) to the maximum."""
+    values = np.concatenate([np.asarray(m, dtype=float).reshape(-1) for m in maps])
+    low, high = min(0.0, float(np.nanmin(values))), float(np.nanmax(values))
+    return low, high if high > low else low + 1.0
 
 
 def fig_relevancy_distribution(runs: list[Run], report: Report) -> None:
@@ -788,22 +854,32 @@ def fig_ablation(runs: list[Run], report: Report) -> None:
     if not rows:
         report.skipped.append("Ablations (Fig. 5): no ablation runs (made by `fastrm-bench reproduce`)")
         return
+    fig = draw_ablation(rows)
+    _save(fig, report, "ablations", "Ablations (Fig. 5)")
+    _style().close(fig)
+
+
+def draw_ablation(rows: list[dict[str, Any]]):
+    """The ablation figure: one panel per kind, bars from 0 (a bar's length is its value) with the 95% interval's
+    error bar where the run has one. Returns the figure."""
     plt = _style()
     kinds = sorted({row["kind"] for row in rows})
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         part = sorted((row for row in rows if row["kind"] == kind),  # numeric order, "all" last
                       key=lambda row: (isinstance(row["value"], str), row["value"] if not isinstance(row["value"], str) else 0))
-        labels = [str(row["value"]) for row in part]
-        bars = ax.bar(labels, [row["pp_auc_first20"] for row in part], color="tab:blue")
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        values = np.array([row["pp_auc_first20"] for row in part])
+        cis = [row["run"].results["metrics"].get("pp_auc", {}).get("ci95") for row in part]
+        errors = np.array([[v - ci[0], ci[1] - v] if ci else [0.0, 0.0] for v, ci in zip(values, cis)]).T.clip(0)
+        bars = ax.bar([str(row["value"]) for row in part], values, color=PALETTE[5], yerr=errors, capsize=4,
+                      error_kw={"elinewidth": 1, "ecolor": "#333333"})
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2, label_type="center", color="white")
         ax.set_xlabel(ABLATION_AXES.get(kind, kind.replace("_", " ")))
         ax.set_ylabel("PP AUC, first 20% removed (lower is better)")
-        low = min(row["pp_auc_first20"] for row in part)
-        ax.set_ylim(max(0.0, low - 0.1), 1.0)
-    fig.suptitle(_title([row["run"] for row in rows], "FastRM ablations (VQAv2-style questions)"), fontsize=10)
-    _save(fig, report, "ablations", "Ablations (Fig. 5)")
-    plt.close(fig)
+        ax.set_ylim(0.0, max(1.0, float((values + errors[1]).max()) * 1.05))
+    fig.suptitle(_title([row["run"] for row in rows], "FastRM ablations (VQAv2-style questions; error bars: 95% "
+                        "bootstrap interval over questions)"), fontsize=10)
+    return fig
 
 
 def leaderboard_tables(roots: list[Path], report: Report) -> None:

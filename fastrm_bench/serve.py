@@ -4,13 +4,16 @@ Tab "FastRM live": upload an image, ask a question; the answer streams in token 
 with FastRM's map (`fastrm_bench.live.stream_fastrm`: the map is computed when the token is chosen,
 before the next one), and the answer's confidence (map entropy, against a calibrated threshold where
 one is known) comes at the end. Tab "Compare": the same greedy answer explained by a gradient method
-beside FastRM, with both times. Both are HTTP API endpoints too (``/explain``, ``/compare``; see
-the page's "Use via API" link or `gradio_client`).
+beside FastRM, with the wall time the user waited and what it went to. Both are HTTP API endpoints
+too (``/explain``, ``/compare``; see the page's "Use via API" link or `gradio_client`).
+
+Maps are viridis (colour-blind-safe) over the image in grey, each gallery shows whole pictures (no
+crop) beside a colour bar, and a non-square upload is padded to a square where the model's processor
+would crop it (`fastrm_bench.explain.fit_inputs`), the page saying so.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -74,14 +77,18 @@ class LiveDemo:
         return MethodMaps("fastrm", maps.numpy(), seconds, True, entropy, [map_entropy(m) for m in maps], self.calibrated)
 
     def live(self, image, question):
-        """Stream the answer, each token with its FastRM overlay as soon as it is chosen; the confidence at the end."""
+        """Stream the answer, each token with its FastRM overlay as soon as it is chosen; the confidence at the end.
+
+        The first update clears the last answer's outputs, so that an error (no image, no question) leaves no
+        stale answer or confidence on the page."""
         import torch
 
-        from fastrm_bench.explain import overlay
+        from fastrm_bench.explain import fit_inputs, overlay
         from fastrm_bench.live import StreamEnd, stream_fastrm
 
+        yield "", [], "", {}
         image, question = self.check(image, question)
-        inputs = self.adapter.build_inputs([image], [question])
+        image, inputs, fit_note = fit_inputs(self.adapter, image, question)
         tokens: list[str] = []
         gallery: list[tuple[Any, str]] = []
         maps: list[list[float]] = []
@@ -89,7 +96,7 @@ class LiveDemo:
         for item in stream_fastrm(self.adapter, self.proxy, inputs, self.max_new_tokens):
             if isinstance(item, StreamEnd):
                 stacked = torch.stack([torch.as_tensor(m) for m in maps]) if maps else torch.zeros(0, inputs.layout.num_tokens)
-                yield self._live_end(inputs, item, stacked, tokens, maps, timings, gallery)
+                yield self._live_end(inputs, item, stacked, tokens, maps, timings, gallery, fit_note)
                 return
             picture = overlay(image, inputs.layout, item.map.numpy(), (0.0, 1.0))
             ready = time.perf_counter()
@@ -99,44 +106,65 @@ class LiveDemo:
             timings.append({"token": item.text, "token_to_map_ms": item.token_to_map_seconds * 1000,
                             "token_to_overlay_ms": (ready - item.token_at) * 1000})
             data = {"answer": None, "tokens": tokens, "maps": maps, "entropy": None, "calibrated_threshold": None,
-                    "confidence": None, "timings": timings}
+                    "confidence": None, "timings": timings, "image_fit": fit_note}
             yield " ".join(t.strip() for t in tokens), gallery, "*answering...*", data
 
     def _live_end(self, inputs, end, stacked, tokens: list[str], maps: list[list[float]], timings: list[dict[str, float]],
-                  gallery: list[tuple[Any, str]]) -> tuple[str, list[tuple[Any, str]], str, dict[str, Any]]:
+                  gallery: list[tuple[Any, str]], fit_note: str) -> tuple[str, list[tuple[Any, str]], str, dict[str, Any]]:
         """The live tab's last update: the whole answer and its confidence."""
         generation = end.generation
         result = self.confidence_of(inputs, generation, stacked, 0.0)
         text = result.confidence(inputs.layout.num_tokens)
         data = {"answer": generation.text, "tokens": tokens, "maps": maps, "entropy": result.entropy,
                 "calibrated_threshold": self.calibrated.threshold if self.calibrated else None, "confidence": text,
-                "timings": timings, "generation_seconds": end.seconds}
-        return generation.text, gallery, f"**Confidence:** {text}.", data
+                "timings": timings, "generation_seconds": end.seconds, "image_fit": fit_note}
+        return generation.text, gallery, f"**Confidence:** {text}. *Image: {fit_note}.*", data
 
     def compare(self, image, question, name: str):
-        """One greedy answer explained by FastRM and by ``name``, token by token, with both times."""
+        """One greedy answer explained by FastRM and by ``name``, token by token; the time is the wall time the user
+        waited (from the request to the pictures), with what it went to: preparing the method on first use,
+        generation, each method's maps, drawing. The first update clears the last comparison (see `live`)."""
+        from fastrm_bench.explain import colour_bar_html, fit_inputs
         from fastrm_bench.live import adapter_lock
 
+        start = time.perf_counter()
+        yield "", [], {}, ""
         image, question = self.check(image, question)
         adapter = self.adapter
-        inputs = adapter.build_inputs([image], [question])
+        image, inputs, fit_note = fit_inputs(adapter, image, question)
         with adapter_lock(adapter):
+            method = self._method(name)
+            prepared = time.perf_counter()
             generation = adapter.generate(inputs, self.max_new_tokens, return_hidden=True)[0]
+            generated = time.perf_counter()
             fast = self.fastrm.explain(adapter, inputs, generation)
-            other = self._method(name).explain(adapter, inputs, generation)
+            other = method.explain(adapter, inputs, generation)
+            explained = time.perf_counter()
         t = generation.num_generated
         tokens = [adapter.tokenizer.decode([int(i)]) for i in generation.generated_ids]
         other_maps = other.maps.float().cpu()[:t].numpy()
         scale = _colour_scale(other_maps)
         gallery = _paired_overlays(image, inputs.layout, fast.maps.float().numpy(), other_maps, scale, tokens, name)
-        ratio = other.seconds / fast.seconds if fast.seconds > 0 else math.inf
+        wall = time.perf_counter() - start
+        parts = {"prepare_seconds": prepared - start, "generation_seconds": generated - prepared,
+                 "maps_seconds": explained - generated, "drawing_seconds": wall - (explained - start)}
         text = (f"Answer **{generation.text}** ({t} token{'s' if t != 1 else ''}, the same greedy answer as the live tab). "
-                f"FastRM: **{fast.seconds * 1000:.1f} ms** for all its maps; {name}: **{other.seconds * 1000:.1f} ms** "
-                f"({ratio:.0f}x FastRM's time). FastRM's colours: probability 0-1; {name}'s: 0 to its largest value "
-                f"({scale[1]:.3g}) over this answer.")
+                f"You waited **{wall * 1000:.0f} ms**: {parts['prepare_seconds'] * 1000:.0f} ms receiving the request and "
+                f"preparing {name} (its first use loads it), {parts['generation_seconds'] * 1000:.0f} ms answering, "
+                f"{parts['maps_seconds'] * 1000:.0f} ms for the maps (FastRM's own clock: {fast.seconds * 1000:.1f} ms, "
+                f"{name}'s: {other.seconds * 1000:.1f} ms), {parts['drawing_seconds'] * 1000:.0f} ms drawing. "
+                f"*Image: {fit_note}.*")
         data = {"answer": generation.text, "tokens": tokens, "fastrm_seconds": fast.seconds, "method": name,
-                "method_seconds": other.seconds, "fastrm_maps": fast.maps[:t].tolist(), "method_maps": other_maps.tolist()}
-        return text, gallery, data
+                "method_seconds": other.seconds, "wall_seconds": wall, **parts, "image_fit": fit_note,
+                "fastrm_maps": fast.maps[:t].tolist(), "method_maps": other_maps.tolist(),
+                "colour_scales": {"fastrm": [0.0, 1.0], name: list(scale)}}
+        bars = (colour_bar_html(0.0, 1.0, "FastRM: P(relevant)") + colour_bar_html(*scale, f"{name} relevance"))
+        yield text, gallery, data, f'<div style="display:flex;gap:1em">{bars}</div>'
+
+    def _live_bar(self) -> str:
+        from fastrm_bench.explain import colour_bar_html
+
+        return colour_bar_html(0.0, 1.0, "FastRM: P(relevant)")
 
     def _method(self, name: str):
         from fastrm_bench.builders import create_method
@@ -158,8 +186,10 @@ class LiveDemo:
         with gr.Blocks(title="fastrm-bench: FastRM live") as app:
             gr.Markdown(f"# FastRM live: every answer token with its relevancy map\nModel **{self.adapter.name}**. "
                         "Colours: FastRM's probability that each part of the image is relevant to that answer token, on a "
-                        "fixed jet scale from 0 (dark blue) through green (0.5) to 1 (dark red), drawn at 50% over the "
-                        f"image; pixels no image token sees are left uncovered. {threshold_note}")
+                        "fixed viridis scale (colour-blind-safe) from 0 (dark purple) through teal (0.5) to 1 (yellow), "
+                        "drawn at 60% over the image in grey; pixels no image token sees keep their colours. Every map is "
+                        "shown whole (click one to enlarge). A non-square image is padded to a square (grey bars) where "
+                        f"the model would otherwise crop its sides away. {threshold_note}")
             with gr.Row():
                 image = gr.Image(value=str(examples.path("four-shapes.png")), type="pil", label="image", height=280)
                 with gr.Column():
@@ -174,8 +204,10 @@ class LiveDemo:
         with gr.Tab("FastRM live"):
             ask = gr.Button("Answer and explain", variant="primary")
             answer = gr.Textbox(label="answer (streams in)", interactive=False)
-            maps_view = gr.Gallery(label="FastRM map of each token, as it is generated", columns=4, height=330,
-                                   format="png")
+            with gr.Row():
+                maps_view = gr.Gallery(label="FastRM map of each token, as it is generated", columns=4, height=330,
+                                       format="png", object_fit="contain", scale=8)
+                gr.HTML(self._live_bar(), label="colour bar")
             confidence = gr.Markdown()
             live_data = gr.JSON(label="data (answer, tokens, maps, confidence, token-to-map times)")
             ask.click(self.live, [image, question], [answer, maps_view, confidence, live_data], api_name="explain")
@@ -186,9 +218,12 @@ class LiveDemo:
                 method = gr.Dropdown(list(COMPARE_METHODS), value="chefer", label="method")
                 run = gr.Button("Explain the same answer with both", variant="primary")
             times = gr.Markdown()
-            pairs = gr.Gallery(label="FastRM and the chosen method, token by token", columns=4, height=330, format="png")
+            with gr.Row():
+                pairs = gr.Gallery(label="FastRM and the chosen method, token by token", columns=4, height=330,
+                                   format="png", object_fit="contain", scale=8)
+                bars = gr.HTML(label="colour bars")
             compare_data = gr.JSON(label="data (times and maps)")
-            run.click(self.compare, [image, question, method], [times, pairs, compare_data], api_name="compare")
+            run.click(self.compare, [image, question, method], [times, pairs, compare_data, bars], api_name="compare")
 
 
 def _colour_scale(maps) -> tuple[float, float]:

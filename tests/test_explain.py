@@ -51,7 +51,7 @@ def test_explain_from_outside_the_repository_writes_one_overlay_per_token_and_me
     page = (folder / "explanation.html").read_text()
     overlays = re.findall(r'<img class="overlay" data-method="([^"]+)" data-token="(\d+)"', page)
     assert sorted(overlays) == [("fastrm", "0"), ("fastrm", "1"), ("random", "0"), ("random", "1")]
-    assert "red and yellow" in page and "No calibrated threshold is known for fastrm" in page
+    assert "yellow = most relevant" in page and "No calibrated threshold is known for fastrm" in page
     assert "http://" not in page and "https://" not in page  # self-contained
     # the figure: one overlay per (method, token), recorded in its metadata, and big enough to read
     figure = Image.open(folder / "explanation.png")

@@ -65,7 +65,9 @@ def test_every_method_with_a_run_gets_a_column_in_order_on_samples_all_answered_
     assert made.made == [("Qualitative maps (Fig. 6)", ["qualitative.png", "qualitative.pdf"])]
     assert (made.out / "qualitative.png").stat().st_size > 10_000
     columns = ["chefer", "fastrm", "dex-ar", "tam"]  # in the figure's order; random is no column, absent methods none
-    axes = np.array(fig.axes).reshape(4, 1 + len(columns))  # 4 rows (n=4): the image, then one map per method
+    axes = np.array(fig.axes[:4 * (1 + len(columns))]).reshape(4, 1 + len(columns))  # 4 rows (n=4): image, maps
+    bars = fig.axes[4 * (1 + len(columns)):]  # then one colour bar per method's column
+    assert [b.get_xlabel() for b in bars] == [f"{m} relevance" for m in columns]
     assert [ax.get_title().split(":")[0] for ax in axes[0][1:]] == columns
     task, _ = create_task("vqav2", data_root=str(world_root))
     questions = {r.id: task.sample(r).question for r in task.records[:8]}
@@ -79,7 +81,7 @@ def test_two_methods_without_chefer_still_make_the_figure_and_one_method_is_skip
     _fake_runs(tmp_path / "two", world_root, ["gradcam", "tam"], count=3)
     (tmp_path / "a").mkdir()
     made, fig = _figure(tmp_path / "two", tmp_path / "a", monkeypatch)
-    assert [ax.get_title().split(":")[0] for ax in np.array(fig.axes).reshape(3, 3)[0][1:]] == ["tam", "gradcam"]
+    assert [ax.get_title().split(":")[0] for ax in np.array(fig.axes[:9]).reshape(3, 3)[0][1:]] == ["tam", "gradcam"]
     _fake_runs(tmp_path / "one", world_root, ["chefer", "random"], count=3)
     (tmp_path / "b").mkdir()
     made, fig = _figure(tmp_path / "one", tmp_path / "b", monkeypatch)
@@ -90,4 +92,4 @@ def test_the_task_with_chefer_and_fastrm_is_drawn_before_one_with_more_methods(w
     _fake_runs(tmp_path / "runs", world_root, ["tam", "dex-ar", "gradcam"], task_name="gqa", count=3)
     _fake_runs(tmp_path / "runs", world_root, ["chefer", "fastrm"], count=3)
     made, fig = _figure(tmp_path / "runs", tmp_path, monkeypatch)
-    assert len(fig.axes) == 3 * 3 and "vqav2" in fig._suptitle.get_text()
+    assert len(fig.axes) == 3 * 3 + 2 and "vqav2" in fig._suptitle.get_text()  # 3 rows of 3, two colour bars

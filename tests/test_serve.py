@@ -89,13 +89,14 @@ def test_serve_answers_through_its_http_api_with_a_map_per_token_and_the_confide
     assert all(t["token_to_map_ms"] < 1000 for t in data["timings"]) and len(data["timings"]) == 2
     # streamed: an update after each token, carrying that token's map, before the final one with the confidence
     updates = [o[3] for o in job.outputs()]
-    assert [len(u["maps"]) for u in updates[:2]] == [1, 2] and updates[0]["entropy"] is None
+    assert updates[0] == {}  # the first update clears the last answer
+    assert [len(u["maps"]) for u in updates[1:3]] == [1, 2] and updates[1]["entropy"] is None
 
-    text, pairs, compared = client.predict(handle_file(str(examples.path("four-shapes.png"))), QUESTION, "chefer",
-                                           api_name="/compare")
+    text, pairs, compared, bars = client.predict(handle_file(str(examples.path("four-shapes.png"))), QUESTION, "chefer",
+                                                 api_name="/compare")
     assert compared["answer"] == "bottom right" and len(pairs) == 4  # fastrm and chefer, for each of the two tokens
     assert compared["method_seconds"] > 0 and compared["fastrm_seconds"] > 0
-    assert "FastRM:" in text and "chefer:" in text and "ms" in text
+    assert "You waited" in text and "chefer" in text and "ms" in text and bars.count('class="colour-bar"') == 2
     assert np.allclose(compared["fastrm_maps"], data["maps"], atol=1e-5)  # the same answer, the same maps
 
 
@@ -124,3 +125,60 @@ def test_the_demo_page_renders_and_answers_in_a_browser(server):
         shown = browser.execute_script("return [...document.querySelectorAll('img')].filter(i => i.naturalWidth >= 200)"
                                        ".map(i => i.closest('[class*=gallery], [data-testid*=gallery]') ? 1 : 0)")
         assert sum(shown) >= 2  # the two tokens' maps, as pictures in the gallery
+        # no map is cropped: each gallery picture shows its whole extent (the box may letterbox, never cut off)
+        fits = browser.execute_script(
+            "return [...document.querySelectorAll('[data-testid*=gallery] img, [class*=gallery] img')]"
+            ".filter(i => i.naturalWidth >= 200).map(i => { const r = i.getBoundingClientRect(); const f = "
+            "getComputedStyle(i).objectFit; const s = f === 'cover' ? Math.max(r.width / i.naturalWidth, r.height / "
+            "i.naturalHeight) : Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight); "
+            "return [Math.min(1, r.width / (i.naturalWidth * s)), Math.min(1, r.height / (i.naturalHeight * s)), f]; })")
+        assert fits and all(w > 0.99 and h > 0.99 and fit != 'cover' for w, h, fit in fits), fits  # cover crops a
+        # picture whose aspect differs from its box's
+        assert "colour-bar" in browser.page_source  # the scale beside the maps
+
+
+@needs_gradio
+def test_the_compare_time_is_the_wall_time_of_the_request_within_10_percent(shipped):
+    """The page once said 40 ms for a comparison that took 9 s (the method's own clock, without its first-use loading
+    and the rest): the time shown is now the wall time of the request, within 10% of a clock around it."""
+    from fastrm_bench.serve import LiveDemo
+
+    demo = LiveDemo(shipped[0], [], 10)
+    image = Image.open(examples.path("four-shapes.png"))
+    for name in ("tam", "tam", "dex-ar"):  # first use (its preparation is part of the wait), then warm, then another
+        start = time.perf_counter()
+        *_, (text, _, data, _) = demo.compare(image, QUESTION, name)
+        waited = time.perf_counter() - start
+        assert abs(data["wall_seconds"] - waited) <= 0.1 * waited, (data["wall_seconds"], waited)
+        assert data["wall_seconds"] > data["method_seconds"] + data["fastrm_seconds"]
+        parts = sum(data[k] for k in ("prepare_seconds", "generation_seconds", "maps_seconds", "drawing_seconds"))
+        assert abs(parts - data["wall_seconds"]) < 1e-6 and f"You waited **{data['wall_seconds'] * 1000:.0f} ms**" in text
+
+
+@needs_gradio
+def test_an_error_clears_the_last_answer_and_confidence(shipped):
+    import gradio as gr
+
+    from fastrm_bench.serve import LiveDemo
+
+    demo = LiveDemo(shipped[0], [], 10)
+    *_, last = demo.live(Image.open(examples.path("four-shapes.png")), QUESTION)
+    assert "Confidence" in last[2]
+    updates = demo.live(None, QUESTION)
+    assert next(updates) == ("", [], "", {})  # the page shows nothing of the last answer ...
+    with pytest.raises(gr.Error, match="upload an image"):
+        next(updates)  # ... before it shows the error
+    compared = demo.compare(Image.open(examples.path("four-shapes.png")), "  ", "chefer")
+    assert next(compared) == ("", [], {}, "")
+    with pytest.raises(gr.Error, match="ask a question"):
+        next(compared)
+
+
+@needs_gradio
+def test_a_wide_upload_is_padded_not_centre_cropped(shipped):
+    from fastrm_bench.serve import LiveDemo
+
+    wide = Image.open(examples.path("four-shapes.png")).convert("RGB").resize((128, 64))
+    *_, (answer, gallery, confidence, data) = LiveDemo(shipped[0], [], 10).live(wide, QUESTION)
+    assert "padded to a 128x128 square" in data["image_fit"] and "padded" in confidence
+    assert all(picture.size == (256, 256) for picture, _ in gallery)  # the whole padded image, nothing cut off
