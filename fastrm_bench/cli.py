@@ -393,6 +393,32 @@ def report(
 
 
 @app.command()
+def workbench(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    samples: Annotated[int, typer.Option(help="How many samples (every wrong answer first, up to half, then the "
+                                              "run's order), as the explorer chooses them.")] = 4,
+    sample: Annotated[list[str] | None, typer.Option(help="A sample id instead (repeat the flag for several).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Answer tokens kept per sample.")] = 16,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+) -> None:
+    """Recompute every LM layer's and head's attention of a few samples of a run (answer tokens to the image and
+    prompt tokens) into RUN_DIR/workbench.json; the next `fastrm-bench report` shows it in explorer.html."""
+    from fastrm_bench.models.adapter import ModelLoadError
+    from fastrm_bench.rundir import is_finished_run
+    from fastrm_bench.workbench import write_workbench
+
+    if not is_finished_run(run_dir):
+        _fail(f"not a finished run directory (results.json beside config.json): {run_dir}")
+    if samples < 1 or max_tokens < 1:
+        _fail("--samples and --max-tokens must be at least 1")
+    try:
+        path = write_workbench(run_dir, samples, list(sample or []), max_tokens, device, log=typer.echo)
+    except (UnknownNameError, ModelLoadError, OSError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"written: {path} (run `fastrm-bench report` to see it in explorer.html)")
+
+
+@app.command()
 def explain(
     image: Annotated[Path | None, typer.Option(help="The image (any format PIL reads; `fastrm-bench explain --example` "
                                              "lists the shipped ones).")] = None,

@@ -33,12 +33,24 @@ from fastrm_bench.maps_io import record_layout
 from fastrm_bench.rundir import Run, label_tasks
 
 NAME = "explorer.html"
+#: a run's per-layer, per-head attention of a few samples (`fastrm-bench workbench`), inlined where present
+WORKBENCH = "workbench.json"
 #: the page: style, layout and script; the data goes in place of its /*DATA*/ marker
 TEMPLATE = Path(__file__).resolve().parent / "explorer_page.html"
 #: record fields that are not per-sample metrics (or are shown in their own columns)
 NOT_METRICS = {"score", "num_tokens", "peak_memory_bytes"}
 FIRST_COLUMNS = ("entropy", "pp_auc", "np_auc", "insertion_auc", "logprob_pp_auc", "threshold_f1", "pointing_game",
                  "relevance_mass", "map_seconds")
+#: what the table's header says for a record field (any other field: its name with spaces)
+COLUMN_LABELS = {"entropy": "map entropy", "pp_auc": "PP AUC (lower: better)", "np_auc": "NP AUC (higher: better)",
+                 "insertion_auc": "insertion AUC (higher: better)", "logprob_pp_auc": "log p PP AUC",
+                 "threshold_f1": "F1 at 0.5", "pointing_game": "pointing game", "relevance_mass": "relevance mass",
+                 "map_seconds": "map time (s)", "generation_seconds": "answer time (s)", "image_reliance": "image reliance"}
+
+
+def column_label(key: str) -> str:
+    """A readable header for a record field."""
+    return COLUMN_LABELS.get(key, key.replace("_", " "))
 
 
 def write_explorer(runs: list[Run], report, max_samples: int = 100, max_tokens: int = 16, image_side: int = 192) -> Path | None:
@@ -109,7 +121,7 @@ def _curves(record: dict[str, Any]) -> dict[str, list[float]]:
     return {k: [round(float(x), 4) for x in v] for k, v in found.items()}
 
 
-def _open_task(run: Run) -> tuple[Any, str | None]:
+def open_task(run: Run) -> tuple[Any, str | None]:
     """The run's task with its images, or None and why not: the run's data root, else a world of the same
     name in this machine's cache, else the embedded world of that seed built here (it is deterministic)."""
     from fastrm_bench.builders import create_task
@@ -155,7 +167,7 @@ def _is_probability(run: Run) -> bool:
     return bool(run.results.get("threshold_sweep")) or (needs is not None and needs.probabilities)
 
 
-def _choose(records: list[dict[str, Any]], max_samples: int) -> list[str]:
+def choose_samples(records: list[dict[str, Any]], max_samples: int) -> list[str]:
     """Every wrong answer first (up to half), then the run's order; returned in the run's order."""
     wrong = [r["id"] for r in records if r.get("score", 1) < 0.5][: max_samples // 2]
     chosen = set(wrong)
@@ -192,16 +204,19 @@ def explorer_data(runs: list[Run], max_samples: int = 100, max_tokens: int = 16,
 def _group_data(label: str, model: str, group: list[Run], max_samples: int, max_tokens: int,
                 image_side: int) -> dict[str, Any]:
     """One table of the page: the runs of one task and model, methods side by side, on the first run's samples."""
-    task, note = _open_task(group[0])
+    task, note = open_task(group[0])
     notes = [note] if note else []
     columns = _columns(group, notes)
     first = columns[0].records
     task_records = {rec.id: rec for rec in task.records} if task is not None else {}
+    inside = _workbench(group, notes)
+    wanted = set(choose_samples(list(first.values()), max_samples)) | (set(inside) & set(first))
     metric_names: dict[str, None] = {}
     samples = []
-    for sample_id in _choose(list(first.values()), max_samples):
-        size, image = _image(task, task_records.get(sample_id), image_side)
+    for sample_id in [i for i in first if i in wanted]:
+        size, image, mask = _image(task, task_records.get(sample_id), image_side)
         entry = _sample_entry(first[sample_id], group[0], size, image, max_tokens)
+        entry["mask"], entry["inside"] = mask, inside.get(sample_id)
         for column in columns:
             if sample_id in column.records:
                 entry["runs"][column.name] = _run_entry(column, sample_id, max_tokens)
@@ -211,6 +226,7 @@ def _group_data(label: str, model: str, group: list[Run], max_samples: int, max_
     methods = [{"name": c.name, "run": str(c.run.path), "per_token": c.per_token, "probability": _is_probability(c.run),
                 "fractions": c.run.fractions, "n": c.run.results.get("n")} for c in columns]
     return {"label": label, "model": model, "task": group[0].task, "methods": methods, "columns": ordered,
+            "labels": {c: column_label(c) for c in ordered},
             "n_total": len(first), "samples": samples, "notes": notes}
 
 
@@ -231,17 +247,52 @@ def _columns(group: list[Run], notes: list[str]) -> list[_Column]:
     return columns
 
 
-def _image(task: Any, record: Any, side: int) -> tuple[tuple[int, int] | None, str | None]:
-    """The sample's image size and picture (a data URL); None for what cannot be read: it costs the picture only."""
+def _image(task: Any, record: Any, side: int) -> tuple[tuple[int, int] | None, str | None, str | None]:
+    """The sample's image size, picture and the mask of the question's objects (data URLs); None for what cannot be
+    read or is not known: it costs the picture only."""
     if task is None or record is None:
-        return None, None
+        return None, None, None
     size = None
     try:
-        picture = task.sample(record).image
+        sample = task.sample(record)
+        picture = sample.image
         size = (picture.height, picture.width)
-        return size, _image_url(picture, side)
+        return size, _image_url(picture, side), _mask_url(sample.mask, side)
     except Exception:  # noqa: BLE001 - one unreadable image costs its picture only
-        return size, None
+        return size, None, None
+
+
+def _mask_url(mask: np.ndarray | None, side: int) -> str | None:
+    """The union mask of the question's objects as a black-and-white PNG (the page draws its outline)."""
+    if mask is None or not np.asarray(mask).any():
+        return None
+    from PIL import Image
+
+    picture = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
+    if max(picture.size) > side:
+        factor = side / max(picture.size)
+        picture = picture.resize((max(1, round(picture.width * factor)), max(1, round(picture.height * factor))),
+                                 Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _workbench(group: list[Run], notes: list[str]) -> dict[str, dict[str, Any]]:
+    """{sample id: its per-layer attention} from the group's runs' ``workbench.json`` (the first run's that has one
+    for a sample); a file of other weights than the run's is left out, with a note."""
+    found: dict[str, dict[str, Any]] = {}
+    for r in group:
+        path = r.path / WORKBENCH
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        if r.weights_sha256 and data.get("weights_sha256") not in (None, r.weights_sha256):
+            notes.append(f"{path}: computed with other model weights than the run's; not shown")
+            continue
+        for sample_id, entry in data.get("samples", {}).items():
+            found.setdefault(sample_id, {**entry, "layers": data["layers"], "rows": data.get("rows", "")})
+    return found
 
 
 def _sample_entry(base: dict[str, Any], run: Run, size: tuple[int, int] | None, image: str | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import shutil
 from pathlib import Path
@@ -28,6 +29,8 @@ def report_dir(world_root, tiny_llava_dir, tmp_path_factory) -> Path:
         run(RunConfig(method=method, task="vqav2", model=str(tiny_llava_dir), limit=6, seed=0,
                       output_dir=str(root / "runs" / method), data_root=str(world_root), max_new_tokens=3, device="cpu",
                       metrics=["perturbation", "entropy", "localisation"]), log=lambda *_: None)
+    result = CliRunner().invoke(app, ["workbench", str(root / "runs" / "chefer"), "--samples", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, ["report", str(root / "runs"), "--out", str(root / "report")])
     assert result.exit_code == 0, result.output
     return root
@@ -41,6 +44,8 @@ def _data(page: Path) -> dict:
 def test_report_writes_one_self_contained_explorer_page(report_dir):
     page = report_dir / "report" / NAME
     text = page.read_text()
+    for namespace in ("http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"):  # names in exported SVG, not fetched
+        text = text.replace(f'"{namespace}"', "")
     assert f"[{NAME}]({NAME})" in (report_dir / "report" / "index.md").read_text()
     for outside in ("http://", "https://", "<script src", "<link", "@import"):
         assert outside not in text  # opens from disk: no server, no network
@@ -106,8 +111,10 @@ def test_the_page_sorts_filters_and_switches_the_map_on_a_token_click(report_dir
         browser.get(page.as_uri())
         rows = wait_for(lambda: browser.find_elements("css selector", "#samples tbody tr"), what="the sample table")
         assert len(rows) == 6
-        headers = [th.text for th in browser.find_elements("css selector", "#samples th")]
+        headers = [th.get_attribute("data-key") for th in browser.find_elements("css selector", "#samples th")]
         assert {"question", "answer", "correct", "entropy", "pp_auc"} <= set(headers)
+        shown = {th.get_attribute("data-key"): th.text for th in browser.find_elements("css selector", "#samples th")}
+        assert shown["pp_auc"] == "PP AUC (lower: better)" and shown["entropy"] == "map entropy"  # readable, not field names
 
         def column(name: str) -> list[float]:
             index = headers.index(name)
@@ -158,3 +165,219 @@ def test_a_run_the_page_cannot_read_costs_the_page_not_the_report(report_dir, tm
     report = Report(out, "fastrm-bench report")
     assert write_explorer(runs, report) is None
     assert not (out / NAME).exists() and report.skipped and report.skipped[0].startswith("Run explorer:")
+
+
+# ------------------------------------------------------------------------------------------------ inside the model
+def _inside_values(inside: dict) -> np.ndarray:
+    """The page's per-layer, per-head attention rows ``[L, H, T, C]``, dequantised as the page does."""
+    shape = (inside["layers"], inside["heads"], len(inside["tokens"]), inside["n_image"] + inside["n_prompt"])
+    q = np.frombuffer(base64.b64decode(inside["attention"]), np.uint8).reshape(shape).astype(np.float64)
+    return q / 255 * np.asarray(inside["row_max"]).reshape(shape[:3])[..., None]
+
+
+def _inside_samples(report_dir: Path) -> list[dict]:
+    [group] = _data(report_dir / "report" / NAME)["groups"]
+    return [s for s in group["samples"] if s["inside"]]
+
+
+def test_workbench_keeps_every_layers_and_heads_attention_of_the_answer_rows(report_dir, world_root, tiny_adapter):
+    from fastrm_bench.builders import create_task
+
+    inside_samples = _inside_samples(report_dir)
+    assert len(inside_samples) == 2  # --samples 2
+    task = create_task("vqav2", data_root=str(world_root))[0]
+    records = {r.id: r for r in task.records}
+    for entry in inside_samples:
+        inside = entry["inside"]
+        sample = task.sample(records[entry["id"]])
+        inputs = tiny_adapter.build_inputs([sample.image], [task.prompt(sample)])
+        generation = tiny_adapter.generate(inputs, 3)[0]
+        assert inside["same_answer"] and inside["answer"] == generation.text == entry["answer"]
+        # independently: the eager attention probabilities of the same forward, at the predicting positions
+        eager = tiny_adapter.teacher_forced(inputs, generation, attention="eager").probabilities
+        rows = inputs.prompt_length - 1 + np.arange(generation.num_generated)
+        image = np.asarray(inputs.layout.positions).reshape(-1)
+        prompt = np.array([p for p in range(inputs.prompt_length) if p not in set(image.tolist())])
+        expected = np.stack([layer[0][:, rows][:, :, np.concatenate([image, prompt])].detach().numpy() for layer in eager])
+        values = _inside_values(inside)
+        assert values.shape == expected.shape and inside["n_image"] == len(image) == 36
+        assert np.abs(values - expected).max() <= expected.max(axis=-1, keepdims=True).max() / 255 + 1e-4
+        mass = np.asarray(inside["mass"]).reshape(*expected.shape[:3], 2)
+        np.testing.assert_allclose(mass[..., 0], expected[..., : len(image)].sum(-1), atol=2e-4)
+        np.testing.assert_allclose(mass[..., 1], expected[..., len(image):].sum(-1), atol=2e-4)
+        prompt_ids = inputs.input_ids[0, prompt].tolist()
+        assert inside["prompt_tokens"] == [tiny_adapter.tokenizer.decode([i]) for i in prompt_ids]
+
+
+def test_workbench_of_other_weights_is_left_out_and_a_non_run_refused(report_dir, tmp_path):
+    copy = tmp_path / "runs" / "chefer"
+    shutil.copytree(report_dir / "runs" / "chefer", copy)
+    data = json.loads((copy / "workbench.json").read_text())
+    data["weights_sha256"] = "0" * 64
+    (copy / "workbench.json").write_text(json.dumps(data))
+    runs, _ = load_runs([tmp_path / "runs"])
+    label_tasks(runs)
+    [group] = explorer_data(runs)["groups"]
+    assert not any(s["inside"] for s in group["samples"]) and any("other model weights" in n for n in group["notes"])
+    result = CliRunner().invoke(app, ["workbench", str(tmp_path)])
+    assert result.exit_code == 2 and "not a finished run directory" in result.output
+
+
+def _exported(browser, section: str, kind: str) -> tuple[str, bytes]:
+    """Click a section's export button; the name and the content of the data URL it downloaded."""
+    before = browser.execute_script("return window.explorer.exported.length")
+    browser.find_element("css selector", f'#{section}-section button[data-export="{kind}"]').click()
+    name, href = wait_for(lambda: browser.execute_script(
+        f"const e = window.explorer.exported; return e.length > {before} && [e[e.length - 1].name, e[e.length - 1].href]"))
+    head, body = href.split(",", 1)
+    from urllib.parse import unquote
+
+    return name, base64.b64decode(body) if head.endswith(";base64") else unquote(body).encode()
+
+
+def _drawn(browser, canvas_id: str) -> str:
+    return wait_for(lambda: browser.execute_script(
+        f"const c = document.getElementById('{canvas_id}'); return c && c.dataset.drawn && c.toDataURL()"), what=canvas_id)
+
+
+@needs_browser
+def test_the_layer_slider_and_head_selector_show_that_rows_attention(report_dir):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    page = report_dir / "report" / NAME
+    entry = _inside_samples(report_dir)[0]
+    values = _inside_values(entry["inside"])
+    with chromium() as browser:
+        browser.get(page.as_uri())
+        wait_for(lambda: browser.find_elements("css selector", f'#samples tbody tr[data-id="{entry["id"]}"]'))[0].click()
+        first = _drawn(browser, "inside-map")
+        browser.find_element("id", "layer").send_keys(Keys.ARROW_RIGHT)  # the slider: layer 2
+        Select(browser.find_element("id", "head")).select_by_value("1")  # head 2
+        state = browser.execute_script("return [window.explorer.layer, window.explorer.head]")
+        assert state == [1, "1"]
+        assert _drawn(browser, "inside-map") != first
+        _, body = _exported(browser, "inside", "json")
+        numbers = json.loads(body)
+        assert numbers["layer"] == 2 and numbers["head"] == 2 and numbers["token"] == 0
+        [figure] = numbers["figures"]
+        n_image = entry["inside"]["n_image"]
+        np.testing.assert_allclose(figure["values"], values[1, 1, 0, :n_image], rtol=1e-3, atol=1e-6)
+        assert [p["value"] for p in figure["prompt"]] == pytest.approx(values[1, 1, 0, n_image:], rel=1e-3, abs=1e-6)
+        chips = browser.find_elements("css selector", "#inside-view .chip[data-prompt]")
+        assert len(chips) == entry["inside"]["n_prompt"] == len(figure["prompt"])
+        Select(browser.find_element("id", "head")).select_by_value("mean")
+        _, body = _exported(browser, "inside", "json")
+        mean = json.loads(body)["figures"][0]["values"]
+        np.testing.assert_allclose(mean, values[1, :, 0, :n_image].mean(0), rtol=2e-3, atol=1e-5)
+
+
+@needs_browser
+def test_two_methods_their_difference_and_the_exports(report_dir):
+    from PIL import Image
+    from selenium.webdriver.support.ui import Select
+
+    page = report_dir / "report" / NAME
+    [group] = _data(page)["groups"]
+    sample = group["samples"][0]
+    with chromium() as browser:
+        browser.get(page.as_uri())
+        wait_for(lambda: browser.find_elements("css selector", "#samples tbody tr"))[0].click()
+        Select(wait_for(lambda: browser.find_element("id", "cmp-a"))).select_by_value("random")
+        assert browser.execute_script("return [window.explorer.a, window.explorer.b]") == ["random", "chefer"]
+        _drawn(browser, "cmp-diff")
+        _, body = _exported(browser, "compare", "json")
+        a, b, diff = json.loads(body)["figures"]
+        maps = {m: np.frombuffer(base64.b64decode(sample["runs"][m]["token_maps"]), np.uint8).reshape(
+            sample["runs"][m]["n_token_maps"], -1)[0] / 255 for m in METHODS}
+        assert (a["name"], b["name"], diff["name"]) == ("A: random", "B: chefer", "A - B")
+        np.testing.assert_allclose(diff["values"], maps["random"] - maps["chefer"], atol=1e-3)
+        name, png = _exported(browser, "maps", "png")
+        picture = Image.open(io.BytesIO(png))
+        widths = browser.execute_script("return [...document.querySelectorAll('#maps-section canvas')].map((c) => c.width)")
+        assert name.endswith(".png") and picture.width == sum(widths) + 10 * (len(widths) + 1) and len(widths) == 3
+        assert len(set(picture.convert("L").getdata())) > 10  # the maps, not a blank picture
+        _, csv = _exported(browser, "maps", "csv")
+        lines = csv.decode().strip().split("\n")
+        assert lines[0] == "figure,kind,index,label,value" and len(lines) == 1 + len(METHODS) * 36
+        _, svg = _exported(browser, "curves", "svg")
+        assert svg.startswith(b"<svg") and b"<polyline" in svg
+
+
+@needs_browser
+def test_a_deep_link_opens_its_view_and_the_keys_move_between_samples_and_tokens(report_dir):
+    from selenium.webdriver.common.keys import Keys
+
+    page = report_dir / "report" / NAME
+    entry = _inside_samples(report_dir)[-1]
+    with chromium() as browser:
+        browser.get(page.as_uri() + f"#g=0&s={entry['id']}&t=1&a=random&b=chefer&l=2&h=1&cmap=jet&op=0.3")
+        _drawn(browser, "inside-map")
+        state = browser.execute_script(
+            "const e = window.explorer; return [e.sample, e.token, e.a, e.b, e.layer, e.head, e.cmap, e.opacity]")
+        assert state == [entry["id"], 1, "random", "chefer", 1, "1", "jet", 0.3]
+        assert browser.find_element("id", "layer").get_attribute("value") == "2"
+        assert browser.find_element("css selector", '.tokens button[data-token="1"]').get_attribute("aria-pressed") == "true"
+        body = browser.find_element("tag name", "body")
+        body.send_keys(Keys.ARROW_LEFT)
+        assert browser.execute_script("return window.explorer.token") == 0
+        assert "t=0" in browser.execute_script("return location.hash")  # the link follows the view
+        ids = [tr.get_attribute("data-id") for tr in browser.find_elements("css selector", "#samples tbody tr")]
+        body.send_keys(Keys.ARROW_DOWN)
+        following = ids[min(ids.index(entry["id"]) + 1, len(ids) - 1)]
+        assert browser.execute_script("return window.explorer.sample") == following
+        assert f"s={following}" in browser.execute_script("return location.hash")
+
+
+@needs_browser
+def test_the_page_fits_900_px_and_its_colours_do_not_repeat(report_dir):
+    page = report_dir / "report" / NAME
+    with chromium(width=900) as browser:
+        browser.get(page.as_uri())
+        wait_for(lambda: browser.find_elements("css selector", "#samples tbody tr"))[0].click()
+        _drawn(browser, "inside-map")
+        width = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert width[0] <= width[1]  # no horizontal overflow
+        colours = browser.execute_script("return [...Array(20).keys()].map((i) => window.explorer.colour(i))")
+        assert len(set(colours)) == 20
+        unlabelled = browser.execute_script("return [...document.querySelectorAll('select, input, canvas')]"
+                                            ".filter((e) => !e.getAttribute('aria-label')).map((e) => e.id)")
+        assert unlabelled == []
+
+
+@pytest.fixture(scope="module")
+def qwen_report(tmp_path_factory) -> Path:
+    """tiny-qwen-shapes (images keep their aspect ratio) on a world of non-square scenes, with its workbench."""
+    from fastrm_bench.world.build import WorldSizes, build_world
+    from fastrm_bench.world.scenes import ImageSizes
+
+    root = tmp_path_factory.mktemp("qwen-explorer")
+    world = build_world(root / "world", sizes=WorldSizes(train=4, val=8, test=6, pope_images=4), image_sizes=ImageSizes())
+    for method in METHODS:
+        run(RunConfig(method=method, task="vqav2", model="tiny-qwen-shapes", limit=3, seed=0,
+                      output_dir=str(root / "runs" / method), data_root=str(world), max_new_tokens=3, device="cpu",
+                      metrics=["entropy"]), log=lambda *_: None)
+    result = CliRunner().invoke(app, ["workbench", str(root / "runs" / "chefer"), "--samples", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["report", str(root / "runs"), "--out", str(root / "report")])
+    assert result.exit_code == 0, result.output
+    return root / "report" / NAME
+
+
+@needs_browser
+def test_no_map_is_cropped_on_a_non_square_image(qwen_report):
+    [group] = _data(qwen_report)["groups"]
+    sizes = [tuple(s["layout"]["image_size"]) for s in group["samples"]]
+    assert any(h != w for h, w in sizes)
+    with chromium() as browser:
+        browser.get(qwen_report.as_uri())
+        for sample in group["samples"]:
+            height, width = sample["layout"]["image_size"]
+            browser.find_element("css selector", f'#samples tbody tr[data-id="{sample["id"]}"]').click()
+            canvases = ["map-0", "map-1", "cmp-diff"] + (["inside-map"] if sample["inside"] else [])
+            for canvas in canvases:
+                _drawn(browser, canvas)
+                w, h, extent = browser.execute_script(
+                    f"const c = document.getElementById('{canvas}'); return [c.width, c.height, c.dataset.extent]")
+                assert abs(w / h - width / height) <= 1 / min(w, h) + 1e-9  # the image's shape
+                assert extent == f"0,0,{w},{h}"  # the map covers the whole image: nothing cropped
