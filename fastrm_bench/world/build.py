@@ -45,8 +45,7 @@ log = logging.getLogger(__name__)
 
 WORLD_VERSION = "shapes-v1"
 SPLIT_IMAGE_ID_BASE = {"train": 100_000, "val": 200_000, "test": 300_000}
-VQA_TYPES = ("color", "shape", "count", "exist", "position")
-GQA_TYPES = ("relate_color", "relate_shape", "relate_verify")
+VQA_TYPES, GQA_TYPES = formats.VQA_TYPES, formats.GQA_TYPES
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,7 @@ def variant_of_recipe(recipe: dict) -> WorldVariant:
     return WorldVariant(ImageSizes(**recipe["image_sizes"]), captions="describe" in recipe.get("type_weights", {}))
 
 
-def coco_file_name(split: str, image_id: int) -> str:
-    return f"COCO_{split}2014_{image_id:012d}.jpg"
+coco_file_name = formats.coco_file_name
 
 
 def _write_split(root: Path, split: str, n: int, seed: int, scene_config: SceneConfig = SceneConfig(),

@@ -71,23 +71,21 @@ def counterfactual_scenes(n: int, seed: int, scene_config: SceneConfig, image_si
 def write_counterfactual_split(root: Path, n: int, seed: int, scene_config: SceneConfig = SceneConfig(),
                                image_sizes: ImageSizes | None = None, captions: bool = False) -> int:
     """Write the counterfactual split under ``root`` (see the module); returns its number of images."""
-    from fastrm_bench.world.build import GQA_TYPES, VQA_TYPES, coco_file_name
-
     rng = np.random.default_rng([seed, 98])
     image_dir = root / "coco" / "images" / f"{SPLIT}2014"
     image_dir.mkdir(parents=True, exist_ok=True)
     (root / "gqa" / "images").mkdir(parents=True, exist_ok=True)
     images, vqa_questions, vqa_annotations, gqa, pope = [], [], [], {}, []
     for image_id, scene, removed in counterfactual_scenes(n, seed, scene_config, image_sizes):
-        data, file_name = jpeg_bytes(scene.image), coco_file_name(SPLIT, image_id)
+        data, file_name = jpeg_bytes(scene.image), formats.coco_file_name(SPLIT, image_id)
         (image_dir / file_name).write_bytes(data)
         (root / "gqa" / "images" / f"s{image_id}.jpg").write_bytes(data)
         images.append((image_id, file_name, scene))
-        asked = [removed_probe(removed), *questions_for_scene(scene, rng, VQA_TYPES)]
+        asked = [removed_probe(removed), *questions_for_scene(scene, rng, formats.VQA_TYPES)]
         qs, anns = formats.vqa_records(image_id, asked, image_id * 100)
         vqa_questions += qs
         vqa_annotations += anns
-        for j, q in enumerate(questions_for_scene(scene, rng, GQA_TYPES)):
+        for j, q in enumerate(questions_for_scene(scene, rng, formats.GQA_TYPES)):
             gqa[str(image_id * 100 + 50 + j)] = formats.gqa_record(f"s{image_id}", image_id, q)
         present = int(rng.integers(len(scene.objects)))
         for text, label, refs in ((scene.objects[present].category, "yes", [formats.annotation_id(image_id, present)]),

@@ -21,6 +21,14 @@ from fastrm_bench.world.questions import Question
 from fastrm_bench.world.scenes import CATEGORIES, Scene
 
 VQA_ANSWER_TYPES = {"count": "number", "exist": "yes/no"}
+#: the question types of each official format the world writes
+VQA_TYPES = ("color", "shape", "count", "exist", "position")
+GQA_TYPES = ("relate_color", "relate_shape", "relate_verify")
+
+
+def coco_file_name(split: str, image_id: int) -> str:
+    """An image's COCO file name (``COCO_val2014_000000200001.jpg``)."""
+    return f"COCO_{split}2014_{image_id:012d}.jpg"
 
 
 def write_json(path: Path, data: Any) -> None:
