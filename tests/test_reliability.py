@@ -81,8 +81,9 @@ def comparable_outputs(out: Path) -> tuple[list, dict, np.ndarray, list]:
         for key in TIMINGS:
             r.pop(key, None)
     results = json.loads((out / "results.json").read_text())
-    for key in TIMINGS:
-        results["metrics"].pop(key, None)
+    for metrics in (results["metrics"], results.get("image_dependent", {}).get("metrics", {})):
+        for key in TIMINGS:
+            metrics.pop(key, None)
     maps = load_sample_maps(out / "maps.npz")
     assert not (out / "maps").exists()
     return rows, results, np.concatenate(list(maps.values())) if maps else np.zeros(0), list(maps)
