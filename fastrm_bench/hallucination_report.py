@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fastrm_bench.image_dependence import Group, group_of
+from fastrm_bench.image_dependence import Group, group_of, interval_cell
 from fastrm_bench.metrics.hallucination import ORIENTATION, detection
 from fastrm_bench.metrics.uncertainty import RESAMPLES, percentile_interval
 from fastrm_bench.rundir import Run, read_records
@@ -70,16 +70,6 @@ def detection_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _cell(value: Any, interval: Any, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    form = "{:+.3f}" if sign else "{:.3f}"
-    text = form.format(value)
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(v is not None for v in interval):
-        text += " [" + ", ".join(form.format(v) for v in interval) + "]"
-    return text
-
-
 def render_markdown(frame: pd.DataFrame) -> str:
     """Per group: the words, then each method's AUROC per score and its difference from random."""
     parts = []
@@ -91,9 +81,9 @@ def render_markdown(frame: pd.DataFrame) -> str:
         for method, rows in group.groupby("method", sort=True):
             row = {"method": method}
             for r in rows.itertuples():
-                row[f"AUROC {r.score}"] = _cell(r.auroc, r.auroc_ci95)
+                row[f"AUROC {r.score}"] = interval_cell(r.auroc, r.auroc_ci95)
                 if "vs_random" in rows and r.vs_random == r.vs_random:
-                    row[f"{r.score} vs random"] = _cell(r.vs_random, r.vs_random_ci95, sign=True)
+                    row[f"{r.score} vs random"] = interval_cell(r.vs_random, r.vs_random_ci95, sign=True)
             wide.append(row)
         parts.append(pd.DataFrame(wide).fillna("-").to_markdown(index=False))
     return "\n\n".join(parts)

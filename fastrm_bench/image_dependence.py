@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fastrm_bench.rundir import Run, read_records
@@ -74,10 +75,15 @@ def image_dependent_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _cell(value: float | None, interval: list[float] | None) -> str:
-    if value is None:
+def interval_cell(value: Any, interval: Any, sign: bool = False) -> str:
+    """``0.123 [0.100, 0.150]`` (``+0.123 [...]`` with ``sign``); "-" where the value is missing or undefined."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f}"
+    form = "{:+.3f}" if sign else "{:.3f}"
+    text = form.format(value)
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(v is not None for v in interval):
+        text += " [" + ", ".join(form.format(v) for v in interval) + "]"
+    return text
 
 
 def render_markdown(frame: pd.DataFrame) -> str:
@@ -91,8 +97,8 @@ def render_markdown(frame: pd.DataFrame) -> str:
         for method, rows in group.groupby("method", sort=True):
             row = {"method": method}
             for r in rows.itertuples():
-                row[f"{r.metric} (all)"] = _cell(r.all, r.all_ci95)
-                row[f"{r.metric} (image-dependent)"] = _cell(r.dependent, r.dependent_ci95)
+                row[f"{r.metric} (all)"] = interval_cell(r.all, r.all_ci95)
+                row[f"{r.metric} (image-dependent)"] = interval_cell(r.dependent, r.dependent_ci95)
             wide.append(row)
         parts.append(pd.DataFrame(wide).to_markdown(index=False))
     return "\n\n".join(parts)
