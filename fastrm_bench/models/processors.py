@@ -147,6 +147,49 @@ def _processor_class_name(path_or_id: str | os.PathLike) -> str | None:
 def _processor_class(name: str) -> type[ProcessorMixin] | None:
     transformers = importlib.import_module("transformers")
     cls = getattr(transformers, name, None)
+    if isinstance(cls, type) and issubclass(cls, ProcessorMixin):
+        return cls
+    return torchvision_free_processor_class(name) if not is_torchvision_available() else None
+
+
+@functools.cache
+def torchvision_free_processor_class(name: str) -> type[ProcessorMixin] | None:
+    """A processor class that transformers marks as needing torchvision only because its module imports a helper
+    from the family's torchvision image processor module (Pixtral's ``get_resize_output_image_size``).
+
+    Without torchvision, ``transformers.PixtralProcessor`` is a placeholder that raises on use. Every such helper
+    has a twin in the family's PIL image processor module (``image_processing_pil_<family>``); the processor's module
+    is imported with that PIL module standing in for the torchvision one, the stand-in removed afterwards. Returns
+    None where the class is unknown or its module still fails to import.
+    """
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    for family in (model_type for model_type, cls in PROCESSOR_MAPPING_NAMES.items() if cls == name):
+        cls = _import_with_pil_stand_in(f"transformers.models.{family}", family, name)
+        if cls is not None:
+            return cls
+    return None
+
+
+def _import_with_pil_stand_in(package: str, family: str, name: str) -> type[ProcessorMixin] | None:
+    """``package.processing_<family>.<name>``, imported with the PIL image processor module standing in for the
+    torchvision one (see `torchvision_free_processor_class`); None where either module is missing."""
+    torchvision_module = f"{package}.image_processing_{family}"
+    try:
+        stand_in = importlib.import_module(f"{package}.image_processing_pil_{family}")
+    except ImportError:
+        return None
+    saved = sys.modules.get(torchvision_module)
+    sys.modules[torchvision_module] = stand_in
+    try:
+        cls = getattr(importlib.import_module(f"{package}.processing_{family}"), name, None)
+    except ImportError:
+        return None
+    finally:
+        if saved is None:
+            sys.modules.pop(torchvision_module, None)
+        else:
+            sys.modules[torchvision_module] = saved
     return cls if isinstance(cls, type) and issubclass(cls, ProcessorMixin) else None
 
 
@@ -163,10 +206,11 @@ def _video_side_failure(err: BaseException) -> bool:
 
 
 def load_processor(path_or_id: str | os.PathLike, **kwargs) -> ProcessorMixin:
-    """`AutoProcessor.from_pretrained`, or its image-only variant where only the video side fails.
+    """`AutoProcessor.from_pretrained`, or its torchvision-free variant where only the torchvision side fails.
 
-    The fallback runs only for processor classes that declare a video processor, and only when
-    torchvision is missing or the stock error is about the video side (torchvision, a missing
+    The fallback (`image_only_processor_class` of the class, itself imported with
+    `torchvision_free_processor_class` where transformers marks it as needing torchvision) runs only
+    when torchvision is missing or the stock error is about the video side (torchvision, a missing
     video processor config, SmolVLM's num2words). Raises `ModelLoadError` naming the folder and
     the fix when neither loads.
     """
@@ -177,12 +221,12 @@ def load_processor(path_or_id: str | os.PathLike, **kwargs) -> ProcessorMixin:
     name = _processor_class_name(path_or_id)
     cls = _processor_class(name) if name else None
     needs_video = cls is not None and any(a in VIDEO_ATTRIBUTES for a in cls.get_attributes())
-    if needs_video and (not is_torchvision_available() or _video_side_failure(first)):
-        try:
+    if cls is not None and (not is_torchvision_available() or _video_side_failure(first)):
+        try:  # without its video processor, and (Pixtral's) imported without torchvision
             return image_only_processor_class(cls).from_pretrained(str(path_or_id), **kwargs)
         except Exception as err:
             raise ModelLoadError(
-                f"cannot load the processor of {str(path_or_id)!r} ({name}), not even without its video processor: {err}. "
+                f"cannot load the processor of {str(path_or_id)!r} ({name}), not even without torchvision: {err}. "
                 f"The stock loader said: {first}. Check that the folder holds the tokenizer and preprocessor_config.json "
                 "of a saved model (save_pretrained of both model and processor), or install torchvision."
             ) from err
