@@ -27,6 +27,8 @@ IMAGE = (80, 48)  # width, height
 EXPECTED_GROUPS = {
     "llava": [((4, 4), (0, 16, 48, 64))],  # centre 48x48 crop, 12 px cells
     "llava_next": [((4, 4), (0, 0, 48, 80)), ((4, 8), (0, 0, 48, 80))],  # base, then 2x2 tiles unpadded to 4x8
+    # as llava_next, the 4x8 tile grid downsampled by sqrt(32 / 16) to int(4 // 1.41) x int(8 // 1.41) = 2x5
+    "llava_onevision": [((4, 4), (0, 0, 48, 80)), ((2, 5), (0, 0, 48, 80))],
     "qwen2_vl": [((2, 3), (0, 0, 48, 80))],
     "qwen2_5_vl": [((2, 3), (0, 0, 48, 80))],
     # 80x48 < min_pixels 32*32*8: x sqrt(8192/3840) = 1.46 -> 70x117, sides up to multiples of 32 -> 96 high x 128
@@ -36,9 +38,13 @@ EXPECTED_GROUPS = {
     "idefics3": [((2, 2), (r * 24, c * 80 / 3, (r + 1) * 24, (c + 1) * 80 / 3)) for r in range(2) for c in range(3)]
     + [((2, 2), (0, 0, 48, 80))],
     "gemma3": [((2, 2), (0, 0, 48, 80))],
-    "paligemma": [((4, 4), (0, 0, 48, 80))],  # 32 px resize of the whole image, 8 px patches: 12 x 20 px cells
+    "paligemma": [((4, 4), (0, 0, 48, 80))],
+    # longest edge 64: 80x48 / 1.25 = 64 x 38.4 -> whole 16 px units (8 px patches merged 2x2): 4 wide x 3 high
+    "mistral3": [((3, 4), (0, 0, 48, 80))],  # 32 px resize of the whole image, 8 px patches: 12 x 20 px cells
 }
 EXPECTED_GROUPS["smolvlm"] = EXPECTED_GROUPS["idefics3"]
+# InternVL: aspect 80/48 = 1.67, closest canvas within 6 tiles is 3 columns x 2 rows (1.5), the thumbnail last
+EXPECTED_GROUPS["internvl"] = EXPECTED_GROUPS["idefics3"]
 
 #: tokens on an object filling rows 0-23 and columns 0-27 (top left) at >= half coverage, by hand:
 #: llava: crop columns 16-28 = its first cell column; next: base cells are 20 px wide (28 px covers 1.4 of them),
@@ -47,6 +53,8 @@ EXPECTED_GROUPS["smolvlm"] = EXPECTED_GROUPS["idefics3"]
 EXPECTED_CORNER_TOKENS = {
     "llava": [0, 4],
     "llava_next": [0, 4, 16, 17, 18, 24, 25, 26],
+    # base as llava_next; tile cells 24 high x 16 wide: (0, 0) fully covered, (0, 1) 12/16
+    "llava_onevision": [0, 4, 16, 17],
     "qwen2_vl": [0],
     "qwen2_5_vl": [0],
     "qwen3_vl": [0, 4],  # 16 x 20 px cells: cell (1, 0) is exactly half covered (rows 16-23), (0, 1) only 8/20
@@ -55,6 +63,8 @@ EXPECTED_CORNER_TOKENS = {
     "smolvlm": [0, 1, 2, 3, 24],
     "gemma3": [0],
     "paligemma": [0, 4],
+    "internvl": [0, 1, 2, 3, 24],
+    "mistral3": [0, 4],  # 16 x 20 px cells, as qwen3_vl  # as idefics3: the same 2x3 tiles + whole-image thumbnail of 2x2 tokens
 }
 
 
@@ -86,8 +96,9 @@ def test_layout_follows_the_family_geometry(family_adapter):
         assert region == pytest.approx(want)
     ids = inputs.input_ids[0]
     assert torch.all(ids[layout.positions] == family_adapter.image_token_id)
-    if family_adapter.family == "llava_next":  # the newline slots carry the image token but are not patches
-        assert int((ids == family_adapter.image_token_id).sum()) == layout.num_tokens + 4
+    if family_adapter.family in ("llava_next", "llava_onevision"):  # the newline slots carry the image token but are not patches
+        newlines = layout.groups[-1].grid[0]  # one per tile row
+        assert int((ids == family_adapter.image_token_id).sum()) == layout.num_tokens + newlines
 
 
 def test_a_corner_mask_lands_on_the_right_tokens(family_adapter):

@@ -143,17 +143,17 @@ def test_the_family_puts_its_maps_on_the_image_tokens(installed_family, vipllava
 
 def test_an_unsupported_model_type_is_named_with_the_way_to_add_it(world_root, tmp_path):
     """A checkpoint of a type no family describes: its type, the supported ones and the guide's section, no guess."""
-    from transformers import InternVLConfig
+    from transformers import MllamaConfig
 
-    folder = tmp_path / "internvl"
-    InternVLConfig().save_pretrained(folder)
+    folder = tmp_path / "mllama"
+    MllamaConfig().save_pretrained(folder)
     (folder / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ModelLoadError) as raised:
         HFVisionLanguageAdapter.from_pretrained(folder, device="cpu")
     message = str(raised.value)
-    assert "'internvl'" in message and "fastrm-bench list families" in message and f'"{SECTION}"' in message
+    assert "'mllama'" in message and "fastrm-bench list families" in message and f'"{SECTION}"' in message
     assert all(name in message for name in FAMILIES.names()) and "did you mean" not in message.lower()
     assert f"\n## {SECTION}\n" in GUIDE.read_text()  # the pointer leads somewhere
     result = CliRunner().invoke(app, ["run", "--method", "attention", "--task", "pope", "--model", str(folder), "--limit", "1",
                                       "--output-dir", str(tmp_path / "run"), "--data-root", str(world_root), "--device", "cpu"])
-    assert result.exit_code != 0 and "'internvl'" in result.output and SECTION in result.output, result.output
+    assert result.exit_code != 0 and "'mllama'" in result.output and SECTION in result.output, result.output

@@ -27,6 +27,10 @@ EXPECTED_IMAGE_TOKENS = {
     "smolvlm": 28,
     "gemma3": GEMMA3_MM_TOKENS,
     "paligemma": PALIGEMMA_IMAGE_TOKENS,  # 32px / 8px patches = 4x4, whole image, no CLS
+    # base 4x4 = 16, then 2x2 tiles = 8x8 unpadded to 4x8, over anyres_max_1 by sqrt(2): downsampled to 2x5 + newlines
+    "llava_onevision": 28,
+    "internvl": 28,  # 2x3 tiles (closest aspect to 80/48 within 6 tiles) + the thumbnail, 4 tokens each
+    "mistral3": 12,  # resized to 48x64 (longest edge 64, sides to 16 px), 8 px patches merged 2x2 -> 3x4
 }
 #: families whose checkpoints have no chat template (the harness writes their prompt): PaliGemma's task prefix
 NO_CHAT_TEMPLATE = {"PaliGemmaProcessor": "<image>answer en {prompt}"}
@@ -92,7 +96,7 @@ def test_non_square_image_layout(loaded):
     inputs = _inputs(processor)
     n_image = int((inputs["input_ids"] == _image_token_id(model.config)).sum())
     assert n_image == EXPECTED_IMAGE_TOKENS[family]
-    if family == "llava_next":
+    if family in ("llava_next", "llava_onevision"):
         assert inputs["pixel_values"].shape[1] > 2  # base image + several anyres tiles
         assert inputs["image_sizes"].tolist() == [[IMAGE_SIZE[1], IMAGE_SIZE[0]]]
     elif family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
@@ -105,6 +109,13 @@ def test_non_square_image_layout(loaded):
         assert "<row_2_col_3>" in tokens and "<global-img>" in tokens
     elif family == "gemma3":
         assert n_image == model.config.mm_tokens_per_image
+    elif family == "internvl":  # tiles then the thumbnail, all between <img> and </img>
+        assert inputs["pixel_values"].shape[0] == 7
+        tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+        assert tokens.count("<img>") == 1 and tokens.count("</img>") == 1
+    elif family == "mistral3":  # each row of [IMG] tokens ends in [IMG_BREAK], the last in [IMG_END]
+        tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+        assert tokens.count("[IMG_BREAK]") == 2 and tokens.count("[IMG_END]") == 1
     elif family == "paligemma":  # image tokens, <bos> and prompt form the bidirectional prefix; labels for training
         assert inputs["token_type_ids"].eq(0).all() and "labels" in inputs
 
@@ -168,3 +179,18 @@ def test_image_only_processor_round_trips(loaded, tmp_path):
         config = json.loads((folder / "processor_config.json").read_text())
         assert config["video_processor"]["video_processor_type"].endswith("VideoProcessor")
         assert not hasattr(processor, "video_processor")
+
+
+def test_the_readme_family_table_lists_every_built_in_family():
+    """The README's family table names each built-in family once, and only those (a new family needs its row)."""
+    import re
+    from pathlib import Path
+
+    from fastrm_bench.models.families import FAMILIES as REGISTERED
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("## Model families", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    named = [name for cell in rows for name in re.findall(r"`([a-z0-9_]+)`", cell)]
+    built_in = [name for name in REGISTERED.names() if REGISTERED.entry(name).source == "builtin"]
+    assert sorted(named) == sorted(built_in) == sorted(FAMILIES)

@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerFast
 from fastrm_bench.world.questions import vocabulary
 
 FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "idefics3", "smolvlm", "gemma3",
-            "paligemma")
+            "paligemma", "internvl", "llava_onevision", "mistral3")
 
 #: Words the chat templates write outside the special tokens (role names).
 ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
@@ -507,6 +507,105 @@ def _paligemma():
     return PaliGemmaForConditionalGeneration(config), proc
 
 
+#: InternVL: 32 px tiles of 8 px patches (4x4), pixel-shuffled to 2x2 = 4 tokens per tile; up to 6 tiles, so an
+#: 80x48 image (aspect 1.67) is cut 2 rows x 3 columns (aspect 1.5, the closest), plus the thumbnail.
+INTERNVL_TILE_TOKENS = 4
+_INTERNVL_SPECIALS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                      "video_token": "<video>"}
+#: InternVL's chat template writes ``<IMG_CONTEXT>`` where a message has an image; the processor expands it to the tiles
+_INTERNVL_TEMPLATE = _QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
+
+
+def _internvl():
+    """InternVL 3 (InternViT + Qwen2): tiles + thumbnail, CLS dropped, pixel shuffle, an MLP projector."""
+    from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+
+    tok = build_word_tokenizer(["<|im_start|>", *_INTERNVL_SPECIALS.values()], bos=None, eos="<|im_end|>",
+                               pad="<|endoftext|>", unk="<unk>", prepend_bos=False, extra_special_tokens=_INTERNVL_SPECIALS)
+    ip = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=6)
+    proc = image_only(InternVLProcessor, image_processor=ip, tokenizer=tok, image_seq_length=INTERNVL_TILE_TOKENS,
+                      chat_template=_INTERNVL_TEMPLATE)
+    text = {"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 1024,
+            "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32,
+              "patch_size": 8}
+    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=tok.context_image_token_id,
+                            downsample_ratio=0.5)
+    return InternVLForConditionalGeneration(config), proc
+
+
+#: LLaVA-OneVision: SigLIP 32 px crops of 8 px patches (4x4 base grid); ``anyres_max_1`` makes the tile grid of any
+#: image larger than one base grid get downsampled, as ``anyres_max_9`` does for large images in real checkpoints
+ONEVISION_PINPOINTS = [[32, 64], [64, 32], [64, 64]]
+
+
+def _llava_onevision():
+    """LLaVA-OneVision (SigLIP + Qwen2): base grid + anyres tiles, unpadded, downsampled, newline-terminated rows."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+    )
+
+    specials = {"image_token": "<image>", "video_token": "<video>"}
+    tok = build_word_tokenizer(["<|im_start|>", *specials.values()], bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+                               unk="<unk>", prepend_bos=False, extra_special_tokens=specials)
+    ip = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=ONEVISION_PINPOINTS)
+    template = _QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
+    proc = image_only(LlavaOnevisionProcessor, image_processor=ip, tokenizer=tok, num_image_tokens=16,
+                      vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_1", chat_template=template)
+    text = {"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 1024,
+            "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+    vision = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "vision_use_head": False}
+    config = LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
+                                  video_token_id=tok.convert_tokens_to_ids("<video>"), image_grid_pinpoints=ONEVISION_PINPOINTS,
+                                  vision_aspect_ratio="anyres_max_1", vision_feature_select_strategy="full",
+                                  vision_feature_layer=-1)
+    return LlavaOnevisionForConditionalGeneration(config), proc
+
+
+_MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}[INST]"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}[IMG]{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}[/INST]"
+    "{% else %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def _mistral3():
+    """Mistral 3 (Pixtral tower + Mistral LM): longest edge 64 px, 8 px patches merged 2x2, ``[IMG_BREAK]`` rows.
+
+    Its processor class (Pixtral's) is imported without torchvision (`torchvision_free_processor_class`)."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessorPil
+
+    from fastrm_bench.models.processors import torchvision_free_processor_class
+
+    tok = build_word_tokenizer(["[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"], bos="<s>", eos="</s>", pad="<pad>",
+                               unk="<unk>", prepend_bos=False)
+    ip = PixtralImageProcessorPil(size={"longest_edge": 64}, patch_size=8)
+    proc = torchvision_free_processor_class("PixtralProcessor")(image_processor=ip, tokenizer=tok, patch_size=8,
+                                                                 spatial_merge_size=2, chat_template=_MISTRAL_TEMPLATE)
+    text = {"model_type": "mistral", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+            "max_position_embeddings": 1024, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id}
+    vision = {"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": 64, "patch_size": 8, "head_dim": 16}
+    config = Mistral3Config(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+                            spatial_merge_size=2, vision_feature_layer=-1)
+    model = Mistral3ForConditionalGeneration(config)
+    with torch.no_grad():  # at std 0.02 the merger and two linears shrink image features to 1/20 of a word embedding's
+        for layer in model.model.multi_modal_projector.modules():  # norm: the image would barely reach the random LM
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(std=0.05)
+    return model, proc
+
+
 _BUILDERS: dict[str, Callable] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -518,6 +617,9 @@ _BUILDERS: dict[str, Callable] = {
     "smolvlm": _smolvlm,
     "gemma3": _gemma3,
     "paligemma": _paligemma,
+    "internvl": _internvl,
+    "llava_onevision": _llava_onevision,
+    "mistral3": _mistral3,
 }
 
 
@@ -528,6 +630,8 @@ _VIDEO_PROCESSOR_KEYS = {
     "Qwen2_5_VLProcessor": ("Qwen2VLVideoProcessor", ("size", "patch_size", "temporal_patch_size", "merge_size")),
     "Qwen3VLProcessor": ("Qwen3VLVideoProcessor", ("size", "patch_size", "temporal_patch_size", "merge_size")),
     "SmolVLMProcessor": ("SmolVLMVideoProcessor", ("size", "max_image_size", "resample")),
+    "InternVLProcessor": ("InternVLVideoProcessor", ("size", "resample")),
+    "LlavaOnevisionProcessor": ("LlavaOnevisionVideoProcessor", ("size", "resample")),
 }
 
 

@@ -118,6 +118,18 @@ class Family:
         """
         return self.language_model(model).layers
 
+    def _whole_image_grids(self, model, tensors, images, grid_of: Callable[[int], tuple[int, int]], what: str
+                           ) -> list[ImageLayout]:
+        """One grid per input over its whole image, ``grid_of(row)`` (rows, cols) of the batch row's image tokens."""
+        out = []
+        for row, (ids, image) in enumerate(zip(tensors["input_ids"], images)):
+            grid = grid_of(row)
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            self._check(len(positions), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} {what}")
+            image_size = (image.height, image.width)
+            out.append(single_grid(positions, grid, whole_image(image_size), image_size))
+        return out
+
     # ------------------------------------------------------------------ geometry (override per family)
     def keeps_cls(self, config) -> bool:
         """Whether the LM sees the vision tower's CLS token: LLaVA's ``vision_feature_select_strategy`` "full"
@@ -185,16 +197,30 @@ class LlavaNextFamily(Family):
     """LLaVA-NeXT (1.6): a base grid over the whole (resized) image, then the anyres tiles as one grid whose
     rows end in an image-newline token (not a patch: not in the layout), unpadded to the image's aspect."""
 
-    def _tile_indices(self, model, image_size: tuple[int, int]) -> torch.Tensor:
-        """Index of each kept tile patch in the crops' patch order, as the rows x cols grid the LM sees."""
-        from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+    @staticmethod
+    def _anyres(model, image_size: tuple[int, int]) -> tuple[int, int, int]:
+        """(patches per crop side, tile rows, tile columns) the model's anyres rule gives ``image_size``."""
+        from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
 
         config = model.config
         side = config.vision_config.image_size // config.vision_config.patch_size
         nph, npw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, config.vision_config.image_size)
-        index = torch.arange(nph * npw * side * side).view(nph, npw, side, side, 1)
-        index = index.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # as pack_image_features arranges the tiles
-        return unpad_image(index, list(image_size))[0]
+        return side, nph, npw
+
+    def _arrange_tiles(self, model, image_size: tuple[int, int], values: torch.Tensor) -> torch.Tensor:
+        """Per-patch values of the anyres tiles ``[C, tiles x patches]`` (the crops' order) -> ``[C, rows, cols]``, the
+        grid the LM sees: the tiles put side by side and the padding rows or columns cut off, as the model packs them."""
+        from transformers.models.llava_next.modeling_llava_next import unpad_image
+
+        side, nph, npw = self._anyres(model, image_size)
+        grid = values.reshape(-1, nph, npw, side, side).permute(0, 1, 3, 2, 4).reshape(-1, nph * side, npw * side)
+        return unpad_image(grid, list(image_size))
+
+    def _tile_grid_shape(self, model, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(rows, cols) of the tile grid the LM sees (`_arrange_tiles` of a dummy map)."""
+        side, nph, npw = self._anyres(model, image_size)
+        rows, cols = self._arrange_tiles(model, image_size, torch.zeros(1, nph * npw * side * side)).shape[-2:]
+        return int(rows), int(cols)
 
     def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
         config = model.config
@@ -203,8 +229,7 @@ class LlavaNextFamily(Family):
         for row, (ids, image) in enumerate(zip(tensors["input_ids"], images)):
             image_size = tuple(int(x) for x in tensors["image_sizes"][row].tolist())
             positions = self._image_positions(ids, self.image_token_id(config))
-            tiles = self._tile_indices(model, image_size)
-            rows, cols = tiles.shape
+            rows, cols = self._tile_grid_shape(model, image_size)
             self._check(len(positions), side * side + rows * (cols + 1), f"a {side}x{side} base + {rows}x{cols} tiles + newlines")
             base = LayoutGroup(tuple(positions[: side * side]), (side, side), whole_image(image_size))
             tile_positions = torch.tensor(positions[side * side :]).view(rows, cols + 1)[:, :cols]  # newline slots left out
@@ -221,7 +246,24 @@ class LlavaNextFamily(Family):
         image_size = tuple(int(x) for x in tensors["image_sizes"][0].tolist())
         base = crops[..., 0, :]
         tiles = crops[..., 1:, :].flatten(-2)
-        return torch.cat([base, tiles[..., self._tile_indices(model, image_size).flatten()]], dim=-1)
+        grid = self._arrange_tiles(model, image_size, tiles.reshape(-1, tiles.shape[-1]))
+        return torch.cat([base, grid.reshape(*tiles.shape[:-1], -1)], dim=-1)
+
+
+class LlavaOnevisionFamily(LlavaNextFamily):
+    """LLaVA-OneVision: LLaVA-NeXT's base grid + unpadded anyres tiles (rows ending in a newline token), except that
+    a tile grid larger than ``anyres_max_N`` base grids (by more than 10%) is bilinearly downsampled, as the model
+    does; a token of the downsampled grid mixes its neighbouring patches, and Grad-CAM pools them the same way."""
+
+    def _arrange_tiles(self, model, image_size, values):
+        grid = super()._arrange_tiles(model, image_size, values)
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        max_tiles = int(model.config.vision_aspect_ratio.removeprefix("anyres_max_"))
+        _, height, width = grid.shape
+        ratio = math.sqrt(height * width / (max_tiles * side**2))
+        if ratio > 1.1:  # the model's own rule and rounding (pack_image_features)
+            grid = torch.nn.functional.interpolate(grid[None], [int(height // ratio), int(width // ratio)], mode="bilinear")[0]
+        return grid
 
 
 class QwenVLFamily(Family):
@@ -230,16 +272,12 @@ class QwenVLFamily(Family):
 
     def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
         merge = model.config.vision_config.spatial_merge_size
-        thw = tensors["image_grid_thw"]
-        out = []
-        for row, (ids, image) in enumerate(zip(tensors["input_ids"], images)):
-            t, h, w = (int(x) for x in thw[row].tolist())
-            grid = (t * h // merge, w // merge)
-            positions = self._image_positions(ids, self.image_token_id(model.config))
-            self._check(len(positions), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} merged grid")
-            image_size = (image.height, image.width)
-            out.append(single_grid(positions, grid, whole_image(image_size), image_size))
-        return out
+
+        def grid_of(row: int) -> tuple[int, int]:
+            t, h, w = (int(x) for x in tensors["image_grid_thw"][row].tolist())
+            return t * h // merge, w // merge
+
+        return self._whole_image_grids(model, tensors, images, grid_of, "merged grid")
 
     def vision_target(self, model):
         return model.model.visual.blocks[-1]  # feeds the patch merger
@@ -287,6 +325,22 @@ class Qwen3VLFamily(QwenVLFamily):
             features * visual.to(features.device, features.dtype).unsqueeze(-1) for features in deepstack]
 
 
+def tiles_and_whole_image(positions: Sequence[int], tiles: tuple[int, int], side: int, image_size: tuple[int, int]
+                          ) -> ImageLayout:
+    """``rows x cols`` tiles (row-major, each a ``side x side`` grid over its rectangle of the image), then one more
+    grid over the whole image (Idefics3's global image, InternVL's thumbnail); ``(0, 0)`` tiles: the whole image alone."""
+    rows, cols = tiles
+    height, width = image_size
+    per_tile = side * side
+    groups = []
+    for k in range(rows * cols):
+        i, j = divmod(k, cols)
+        region = (i * height / rows, j * width / cols, (i + 1) * height / rows, (j + 1) * width / cols)
+        groups.append(LayoutGroup(tuple(positions[k * per_tile : (k + 1) * per_tile]), (side, side), region))
+    groups.append(LayoutGroup(tuple(positions[rows * cols * per_tile :]), (side, side), whole_image(image_size)))
+    return ImageLayout(tuple(groups), image_size)
+
+
 class Idefics3Family(Family):
     """Idefics3 / SmolVLM: the image split into tiles (row-major) plus the global image last, each tile a
     square grid after the connector's pixel shuffle; `<row_i_col_j>` markers say how the tiles are laid out."""
@@ -316,14 +370,7 @@ class Idefics3Family(Family):
             rows, cols = self._tiles(processor, ids)
             tiles = rows * cols
             self._check(len(positions), per_tile * (tiles + 1 if tiles else 1), f"{rows}x{cols} tiles + the global image")
-            height, width = image.height, image.width
-            groups = []
-            for k in range(tiles):
-                i, j = divmod(k, cols)
-                region = (i * height / rows, j * width / cols, (i + 1) * height / rows, (j + 1) * width / cols)
-                groups.append(LayoutGroup(tuple(positions[k * per_tile : (k + 1) * per_tile]), (side, side), region))
-            groups.append(LayoutGroup(tuple(positions[tiles * per_tile :]), (side, side), whole_image((height, width))))
-            out.append(ImageLayout(tuple(groups), (height, width)))
+            out.append(tiles_and_whole_image(positions, (rows, cols), side, (image.height, image.width)))
         return out
 
     def vision_target(self, model):
@@ -416,6 +463,84 @@ class PaliGemmaFamily(Family):
         return values  # one LM token per patch
 
 
+class InternVLFamily(Family):
+    """InternVL (2.5 / 3): the image resized to the tile grid whose aspect is closest to its own (``crop_to_patches``:
+    ``min_patches``..``max_patches`` tiles, row-major), then a thumbnail of the whole image when there is more than one
+    tile; each tile's patches (CLS dropped) pixel-shuffled 2x2 into ``image_seq_length`` tokens, the tiles' tokens in
+    tile order between ``<img>`` and ``</img>``. A causal Qwen2 / Llama LM with 1D positions."""
+
+    def _canvas(self, processor, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(rows, cols) of the tile grid the image processor cuts ``image_size`` into (its own rule)."""
+        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+        ip = processor.image_processor
+        size = ip.size
+        cols, rows = get_optimal_tiled_canvas(tuple(image_size), (size["height"], size["width"]), ip.min_patches, ip.max_patches)
+        return rows, cols
+
+    def _side(self, model) -> int:
+        """Tokens per tile side: patches per side times the downsample ratio (pixel shuffle)."""
+        vision = model.config.vision_config
+        return int(vision.image_size[0] // vision.patch_size[0] * model.config.downsample_ratio)
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        side = self._side(model)
+        per_tile = side * side
+        out = []
+        for ids, image in zip(tensors["input_ids"], images):
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            image_size = (image.height, image.width)
+            rows, cols = self._canvas(processor, image_size)
+            tiles = rows * cols if rows * cols > 1 else 0
+            self._check(len(positions), per_tile * (tiles + 1), f"{rows}x{cols} tiles of {side}x{side} tokens + the thumbnail")
+            out.append(tiles_and_whole_image(positions, (rows, cols) if tiles else (0, 0), side, image_size))
+        return out
+
+    def vision_target(self, model):
+        """The features the pixel shuffle reads: the tower's final norm for layer -1 (``last_hidden_state``;
+        an identity with mean pooling, as in InternVL's checkpoints), else that encoder layer."""
+        layer = model.config.vision_feature_layer
+        tower = model.model.vision_tower
+        return tower.layernorm if layer == -1 else tower.encoder.layer[layer if layer < 0 else layer - 1]
+
+    def vision_to_tokens(self, model, tensors, values):
+        """``[..., tiles x (CLS + patches)]`` -> ``[..., tiles x tokens]``: CLS dropped, 2x2 patches pooled."""
+        side = self._side(model)
+        scale = int(round(1 / model.config.downsample_ratio))
+        tiles = values.reshape(*values.shape[:-1], tensors["pixel_values"].shape[0], -1)
+        patches = tiles[..., -(side * scale) ** 2 :]  # "default" drops the CLS token
+        blocks = patches.reshape(*patches.shape[:-1], side, scale, side, scale)
+        return blocks.mean(dim=(-1, -3)).flatten(-3)
+
+
+class Mistral3Family(Family):
+    """Mistral 3 (Mistral Small 3.1 / Pixtral's tower): the image resized whole (longest edge capped, sides to
+    multiples of patch x merge), its patches 2x2-merged (``spatial_merge_size``) into one grid of ``[IMG]`` tokens;
+    each row ends in ``[IMG_BREAK]`` and the image in ``[IMG_END]``, text tokens that are not in the layout."""
+
+    def _grid(self, model, tensors, row: int) -> tuple[int, int]:
+        """(rows, cols) of merged tokens of the input's image: its processed size over patch x merge."""
+        unit = model.config.vision_config.patch_size * model.config.spatial_merge_size
+        height, width = (int(x) for x in tensors["image_sizes"][row].tolist())
+        return height // unit, width // unit
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        return self._whole_image_grids(model, tensors, images, lambda row: self._grid(model, tensors, row),
+                                       "grid of merged patches")
+
+    def vision_target(self, model):
+        """The transformer layer ``vision_feature_layer`` selects (Pixtral has no norm after its last layer)."""
+        layer = model.config.vision_feature_layer
+        return model.model.vision_tower.transformer.layers[layer if layer < 0 else layer - 1]
+
+    def vision_to_tokens(self, model, tensors, values):
+        """``[..., patches]`` (row-major over the image's patch grid) -> ``[..., merged tokens]``: the merger's windows."""
+        merge = model.config.spatial_merge_size
+        rows, cols = self._grid(model, tensors, 0)
+        blocks = values.reshape(*values.shape[:-1], rows, merge, cols, merge)
+        return blocks.mean(dim=(-1, -3)).flatten(-2)
+
+
 _LLAVA_15 = "USER: <image>\n{prompt} ASSISTANT:"
 for _family, _types in (
     (Family("llava", "LlavaForConditionalGeneration", "one square grid over the centre crop (CLS dropped)",
@@ -423,6 +548,9 @@ for _family, _types in (
     (LlavaNextFamily("llava_next", "LlavaNextForConditionalGeneration",
                      "base grid + anyres tile grid (unpadded), rows end in a newline token", fallback_template=_LLAVA_15),
      ("llava_next",)),
+    (LlavaOnevisionFamily("llava_onevision", "LlavaOnevisionForConditionalGeneration",
+                          "as LLaVA-NeXT, the tile grid bilinearly downsampled beyond anyres_max_N base grids"),
+     ("llava_onevision",)),
     (QwenVLFamily("qwen2_vl", "Qwen2VLForConditionalGeneration", "one non-square grid of 2x2-merged patches per image",
                   embeds_suffice=False), ("qwen2_vl",)),
     (Qwen25VLFamily("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "as Qwen2-VL (window attention in the vision tower)",
@@ -438,6 +566,11 @@ for _family, _types in (
     (Gemma3Family("gemma3", "Gemma3ForConditionalGeneration", "one fixed grid of soft tokens over the whole image",
                   embeds_suffice=False),
      ("gemma3",)),
+    (InternVLFamily("internvl", "InternVLForConditionalGeneration",
+                    "one grid per tile (aspect-matched tile canvas) + a thumbnail (pixel shuffle)"), ("internvl",)),
+    (Mistral3Family("mistral3", "Mistral3ForConditionalGeneration",
+                    "one grid of 2x2-merged patches over the whole image; rows end in [IMG_BREAK] (not in the layout)"),
+     ("mistral3",)),
     (PaliGemmaFamily("paligemma", "PaliGemmaForConditionalGeneration", "one grid over the whole image, prefix attention",
                      embeds_suffice=False, fallback_template="<image>answer en {prompt}"), ("paligemma",)),
 ):
