@@ -34,6 +34,10 @@ COMPARE_METHODS = ("chefer", "chefer-reference", "gradcam-lm", "gradcam", "dex-a
 #: answers whose overlay files are kept (Gradio copies each update's files to its cache before the next update)
 KEPT_ANSWERS = 8
 
+#: four maps to a row whatever the answer's length: Gradio gives a two-token answer two columns, whose square maps are
+#: then taller than the gallery and cut off at its bottom (in the page itself, since Gradio 6 takes `css` at launch)
+GALLERY_CSS = ("#live-maps .grid-container, #compare-maps .grid-container "
+               "{ grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }")
 #: the page's clock at a click, per tab (runs in the browser before the request is sent)
 CLICK_JS = "() => { window.fastrmClicks = {...(window.fastrmClicks || {}), %(tab)s: performance.now()}; return ''; }"
 #: after the last update: wait until the tab's pictures are loaded and drawn, then report the time since the click
@@ -248,7 +252,7 @@ class LiveDemo:
             with gr.Row():
                 maps_view = gr.Gallery(label="FastRM map of each token, as it is generated", columns=4, height=330,
                                        format="png", object_fit="contain", scale=8, elem_id="live-maps")
-                gr.HTML(self._live_bar(), label="colour bar")
+                gr.HTML(f"<style>{GALLERY_CSS}</style>{self._live_bar()}", label="colour bar")  # the style: whoever launches
             confidence = gr.Markdown(elem_id="live-confidence")
             waited = gr.Markdown(elem_id="live-waited")
             live_data = gr.JSON(label="data (answer, tokens, maps, confidence, token-to-map times)")

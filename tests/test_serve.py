@@ -137,6 +137,12 @@ def test_the_demo_page_renders_and_answers_in_a_browser(server):
         assert fits and all(w > 0.99 and h > 0.99 and fit != 'cover' for w, h, fit in fits), fits  # cover crops a
         # picture whose aspect differs from its box's
         assert "colour-bar" in browser.page_source  # the scale beside the maps
+        # nor cut off by the gallery's own box (Gradio gives two maps two columns: square maps taller than the box)
+        inside = browser.execute_script(
+            "const box = document.querySelector('#live-maps').getBoundingClientRect(); return [...document"
+            ".querySelectorAll('#live-maps img')].map(i => { const r = i.getBoundingClientRect(); return r.top >= box.top"
+            " && r.bottom <= box.bottom && r.left >= box.left && r.right <= box.right; })")
+        assert inside == [True, True], inside
 
 
 @needs_gradio
