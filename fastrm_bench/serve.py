@@ -10,17 +10,47 @@ too (``/explain``, ``/compare``; see the page's "Use via API" link or `gradio_cl
 Maps are viridis (colour-blind-safe) over the image in grey, each gallery shows whole pictures (no
 crop) beside a colour bar, and a non-square upload is padded to a square where the model's processor
 would crop it (`fastrm_bench.explain.fit_inputs`), the page saying so.
+
+Streaming: each token's overlay is written to a PNG file once, when it is drawn, and the gallery is
+given the files. Given pictures instead, Gradio re-encodes every picture of the gallery at every
+update, so the cost of an update grew with the answer's length and a long answer's updates fell
+behind generation and reached the page in bursts. The time a tab reports as "you waited" is measured
+in the browser (`WAITED_JS`), from the click to the last picture drawn: the server cannot see the
+transfer and the drawing, which on a small model are most of the wait.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 #: methods the comparison tab offers (gradient methods first; `fastrm-bench list methods` has them all)
 COMPARE_METHODS = ("chefer", "chefer-reference", "gradcam-lm", "gradcam", "dex-ar", "tam", "rollout")
+#: answers whose overlay files are kept (Gradio copies each update's files to its cache before the next update)
+KEPT_ANSWERS = 8
+
+#: four maps to a row whatever the answer's length: Gradio gives a two-token answer two columns, whose square maps are
+#: then taller than the gallery and cut off at its bottom (in the page itself, since Gradio 6 takes `css` at launch)
+GALLERY_CSS = ("#live-maps .grid-container, #compare-maps .grid-container "
+               "{ grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }")
+#: the page's clock at a click, per tab (runs in the browser before the request is sent)
+CLICK_JS = "() => { window.fastrmClicks = {...(window.fastrmClicks || {}), %(tab)s: performance.now()}; return ''; }"
+#: after the last update: wait until the tab's pictures are loaded and drawn, then report the time since the click
+WAITED_JS = """async () => {
+  const frame = () => new Promise(done => requestAnimationFrame(done));
+  await frame();
+  const pictures = [...document.querySelectorAll('#%(tab)s-maps img')];
+  await Promise.all(pictures.map(p => p.complete ? null : new Promise(done => { p.onload = p.onerror = done; })));
+  await frame();
+  const waited = performance.now() - window.fastrmClicks.%(tab)s;
+  return `You waited **${Math.round(waited)} ms** from the click to the last picture on this page (measured in `
+    + `this browser: the answer, the maps, the transfer and the drawing).`;
+}"""
 
 
 def require_gradio():
@@ -56,6 +86,16 @@ class LiveDemo:
         self.calibrated = find_calibration(calibration, adapter, "fastrm")
         self.aggregate = create_aggregation("mean")[0]
         self.methods: dict[str, Any] = {}  # the comparison tab's methods, prepared on first use
+        self.pictures = Path(tempfile.mkdtemp(prefix="fastrm-live-"))
+        self.answers: collections.deque[Path] = collections.deque()
+
+    def picture_folder(self) -> Path:
+        """A new folder for one answer's overlays; the oldest is removed once `KEPT_ANSWERS` are kept."""
+        folder = Path(tempfile.mkdtemp(dir=self.pictures))
+        self.answers.append(folder)
+        if len(self.answers) > KEPT_ANSWERS:
+            shutil.rmtree(self.answers.popleft(), ignore_errors=True)
+        return folder
 
     @staticmethod
     def check(image, question: str | None) -> tuple[Any, str]:
@@ -80,7 +120,8 @@ class LiveDemo:
         """Stream the answer, each token with its FastRM overlay as soon as it is chosen; the confidence at the end.
 
         The first update clears the last answer's outputs, so that an error (no image, no question) leaves no
-        stale answer or confidence on the page."""
+        stale answer or confidence on the page. The gallery holds PNG files, each written once (see the module's
+        docstring), so an update costs the same at the tenth token as at the first."""
         import torch
 
         from fastrm_bench.explain import fit_inputs, overlay
@@ -89,8 +130,9 @@ class LiveDemo:
         yield "", [], "", {}
         image, question = self.check(image, question)
         image, inputs, fit_note = fit_inputs(self.adapter, image, question)
+        folder = self.picture_folder()
         tokens: list[str] = []
-        gallery: list[tuple[Any, str]] = []
+        gallery: list[tuple[str, str]] = []
         maps: list[list[float]] = []
         timings: list[dict[str, float]] = []
         for item in stream_fastrm(self.adapter, self.proxy, inputs, self.max_new_tokens):
@@ -98,19 +140,20 @@ class LiveDemo:
                 stacked = torch.stack([torch.as_tensor(m) for m in maps]) if maps else torch.zeros(0, inputs.layout.num_tokens)
                 yield self._live_end(inputs, item, stacked, tokens, maps, timings, gallery, fit_note)
                 return
-            picture = overlay(image, inputs.layout, item.map.numpy(), (0.0, 1.0))
+            picture = folder / f"{len(tokens) + 1}.png"
+            overlay(image, inputs.layout, item.map.numpy(), (0.0, 1.0)).save(picture, compress_level=1)
             ready = time.perf_counter()
             tokens.append(item.text)
             maps.append([round(float(v), 6) for v in item.map])
-            gallery.append((picture, f"{len(tokens)}: {item.text}"))
+            gallery.append((str(picture), f"{len(tokens)}: {item.text}"))
             timings.append({"token": item.text, "token_to_map_ms": item.token_to_map_seconds * 1000,
                             "token_to_overlay_ms": (ready - item.token_at) * 1000})
-            data = {"answer": None, "tokens": tokens, "maps": maps, "entropy": None, "calibrated_threshold": None,
-                    "confidence": None, "timings": timings, "image_fit": fit_note}
-            yield " ".join(t.strip() for t in tokens), gallery, "*answering...*", data
+            data = {"answer": None, "tokens": list(tokens), "maps": list(maps), "entropy": None,
+                    "calibrated_threshold": None, "confidence": None, "timings": list(timings), "image_fit": fit_note}
+            yield " ".join(t.strip() for t in tokens), list(gallery), "*answering...*", data  # copies: an update is final
 
     def _live_end(self, inputs, end, stacked, tokens: list[str], maps: list[list[float]], timings: list[dict[str, float]],
-                  gallery: list[tuple[Any, str]], fit_note: str) -> tuple[str, list[tuple[Any, str]], str, dict[str, Any]]:
+                  gallery: list[tuple[str, str]], fit_note: str) -> tuple[str, list[tuple[str, str]], str, dict[str, Any]]:
         """The live tab's last update: the whole answer and its confidence."""
         generation = end.generation
         result = self.confidence_of(inputs, generation, stacked, 0.0)
@@ -121,9 +164,10 @@ class LiveDemo:
         return generation.text, gallery, f"**Confidence:** {text}. *Image: {fit_note}.*", data
 
     def compare(self, image, question, name: str):
-        """One greedy answer explained by FastRM and by ``name``, token by token; the time is the wall time the user
-        waited (from the request to the pictures), with what it went to: preparing the method on first use,
-        generation, each method's maps, drawing. The first update clears the last comparison (see `live`)."""
+        """One greedy answer explained by FastRM and by ``name``, token by token; the time is the demo's wall time on
+        the request (from its arrival to the pictures), with what it went to: preparing the method on first use,
+        generation, each method's maps, drawing. What the user waited (transfer and the browser's drawing added) is
+        measured in the browser (`WAITED_JS`). The first update clears the last comparison (see `live`)."""
         from fastrm_bench.explain import colour_bar_html, fit_inputs
         from fastrm_bench.live import adapter_lock
 
@@ -149,8 +193,9 @@ class LiveDemo:
         parts = {"prepare_seconds": prepared - start, "generation_seconds": generated - prepared,
                  "maps_seconds": explained - generated, "drawing_seconds": wall - (explained - start)}
         text = (f"Answer **{generation.text}** ({t} token{'s' if t != 1 else ''}, the same greedy answer as the live tab). "
-                f"You waited **{wall * 1000:.0f} ms**: {parts['prepare_seconds'] * 1000:.0f} ms receiving the request and "
-                f"preparing {name} (its first use loads it), {parts['generation_seconds'] * 1000:.0f} ms answering, "
+                f"The demo worked **{wall * 1000:.0f} ms** on it (its own clock, from the request's arrival to the "
+                f"pictures): {parts['prepare_seconds'] * 1000:.0f} ms receiving the request and preparing {name} (its "
+                f"first use loads it), {parts['generation_seconds'] * 1000:.0f} ms answering, "
                 f"{parts['maps_seconds'] * 1000:.0f} ms for the maps (FastRM's own clock: {fast.seconds * 1000:.1f} ms, "
                 f"{name}'s: {other.seconds * 1000:.1f} ms), {parts['drawing_seconds'] * 1000:.0f} ms drawing. "
                 f"*Image: {fit_note}.*")
@@ -203,28 +248,38 @@ class LiveDemo:
     def _live_tab(self, gr, image, question) -> None:
         with gr.Tab("FastRM live"):
             ask = gr.Button("Answer and explain", variant="primary")
-            answer = gr.Textbox(label="answer (streams in)", interactive=False)
+            answer = gr.Textbox(label="answer (streams in)", interactive=False, elem_id="live-answer")
             with gr.Row():
                 maps_view = gr.Gallery(label="FastRM map of each token, as it is generated", columns=4, height=330,
-                                       format="png", object_fit="contain", scale=8)
-                gr.HTML(self._live_bar(), label="colour bar")
-            confidence = gr.Markdown()
+                                       format="png", object_fit="contain", scale=8, elem_id="live-maps")
+                gr.HTML(f"<style>{GALLERY_CSS}</style>{self._live_bar()}", label="colour bar")  # the style: whoever launches
+            confidence = gr.Markdown(elem_id="live-confidence")
+            waited = gr.Markdown(elem_id="live-waited")
             live_data = gr.JSON(label="data (answer, tokens, maps, confidence, token-to-map times)")
-            ask.click(self.live, [image, question], [answer, maps_view, confidence, live_data], api_name="explain")
+            timed(ask.click(None, None, waited, js=CLICK_JS % {"tab": "live"})
+                  .then(self.live, [image, question], [answer, maps_view, confidence, live_data], api_name="explain"),
+                  waited, "live")
 
     def _compare_tab(self, gr, image, question) -> None:
         with gr.Tab("Compare with a gradient method"):
             with gr.Row():
                 method = gr.Dropdown(list(COMPARE_METHODS), value="chefer", label="method")
                 run = gr.Button("Explain the same answer with both", variant="primary")
-            times = gr.Markdown()
+            times = gr.Markdown(elem_id="compare-times")
+            waited = gr.Markdown(elem_id="compare-waited")
             with gr.Row():
                 pairs = gr.Gallery(label="FastRM and the chosen method, token by token", columns=4, height=330,
-                                   format="png", object_fit="contain", scale=8)
+                                   format="png", object_fit="contain", scale=8, elem_id="compare-maps")
                 bars = gr.HTML(label="colour bars")
             compare_data = gr.JSON(label="data (times and maps)")
-            run.click(self.compare, [image, question, method], [times, pairs, compare_data, bars], api_name="compare")
+            timed(run.click(None, None, waited, js=CLICK_JS % {"tab": "compare"})
+                  .then(self.compare, [image, question, method], [times, pairs, compare_data, bars], api_name="compare"),
+                  waited, "compare")
 
+
+def timed(event, waited, tab: str) -> None:
+    """After ``event`` succeeds, the browser's wait from the click to the last picture drawn, into ``waited``."""
+    event.success(None, None, waited, js=WAITED_JS % {"tab": tab})
 
 def _colour_scale(maps) -> tuple[float, float]:
     """0 (or the lowest value, if negative) to the largest value of a method's maps over one answer."""
