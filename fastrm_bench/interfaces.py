@@ -30,9 +30,11 @@ from fastrm_bench.weights import weights_hash
 
 @dataclass
 class Sample:
-    """One question about one image, as every task yields it."""
+    """One question about one image (or several), as every task yields it."""
 
     id: str
+    #: the image; for a sample of several images, the canvas showing them side by side (`layout.side_by_side_image`):
+    #: maps are drawn, and masks given, over it
     image: Image.Image
     question: str
     references: list[str]  # accepted answers (VQAv2: the 10 human answers)
@@ -43,6 +45,13 @@ class Sample:
     #: different objects: ``meta["token_objects"]`` then gives, per word of ``meta["words"]`` (the reference
     #: split into words), the id of the object it names or None. Empty where the task has no per-object truth.
     object_masks: dict[int, np.ndarray] = field(default_factory=dict)
+    #: the images the model is given, in order, where there are several (``image`` is then their canvas)
+    images: tuple[Image.Image, ...] = ()
+
+    @property
+    def model_images(self) -> Image.Image | tuple[Image.Image, ...]:
+        """What `ModelAdapter.build_inputs` takes for this sample: its image, or its several images."""
+        return self.images if self.images else self.image
 
 
 @dataclass
@@ -57,9 +66,10 @@ class ModelInputs:
     #: maps never depend on call order. Identity only: ground truth reaches a method through `explain_sample`.
     sample_id: str = ""
     draw: int = 0
-    #: the images the batch was built from, one per row (`ModelAdapter.build_inputs` records them): a method that
-    #: asks the model another question about the same image (`rel-att`'s generic prompt) builds it from these
-    images: tuple[Image.Image, ...] = ()
+    #: the images the batch was built from, one entry per row, a tuple where a row has several (`ModelAdapter.build_inputs`
+    #: records them): a method that asks the model another question about the same image (`rel-att`'s generic prompt)
+    #: builds it from these
+    images: tuple[Image.Image | tuple[Image.Image, ...], ...] = ()
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -181,8 +191,11 @@ class ModelAdapter(ABC):
         is what FastRM reads (`Generation.last_hidden`)."""
 
     @abstractmethod
-    def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:
-        """Wrap prompts in the model's prompt format and encode a batch (left padding), with a layout per row."""
+    def build_inputs(self, images: Sequence[Image.Image | Sequence[Image.Image]], prompts: Sequence[str]) -> ModelInputs:
+        """Wrap prompts in the model's prompt format and encode a batch (left padding), with a layout per row.
+
+        A row's entry of ``images`` is one image, or several (a tuple): the prompt then shows them all, in order,
+        and the row's layout draws them side by side (`layout.side_by_side`) on one canvas."""
 
     @abstractmethod
     def generate(

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 #: (top, left, bottom, right) in pixels of the original image; may reach past its borders (padding)
 Region = tuple[float, float, float, float]
@@ -60,6 +61,13 @@ class ImageLayout:
         """The same layout with every position moved by ``offset`` (left padding added or removed)."""
         return ImageLayout(tuple(LayoutGroup(tuple(p + offset for p in g.positions), g.grid, g.region) for g in self.groups),
                            self.image_size)
+
+    def placed(self, left: float, canvas_size: tuple[int, int]) -> ImageLayout:
+        """The same tokens with their image drawn ``left`` pixels from the left of a ``canvas_size`` canvas (several
+        images of one input side by side, `side_by_side`): regions move right, positions stay."""
+        groups = tuple(LayoutGroup(g.positions, g.grid, (g.region[0], g.region[1] + left, g.region[2], g.region[3] + left))
+                       for g in self.groups)
+        return ImageLayout(groups, canvas_size)
 
     def split(self, values: torch.Tensor | np.ndarray) -> list[np.ndarray]:
         """A map ``[num_tokens]`` as one ``[rows, cols]`` array per group."""
@@ -131,6 +139,39 @@ class ImageLayout:
             groups.append(LayoutGroup(tuple(range(start, start + rows * cols)), (rows, cols), tuple(g["region"])))
             start += rows * cols
         return cls(tuple(groups), tuple(data["image_size"]))
+
+
+#: pixels between two images drawn side by side: no token sees them, so a heatmap leaves a visible gap (NaN)
+SIDE_BY_SIDE_GAP = 8
+
+
+def side_by_side(sizes: Sequence[tuple[int, int]], gap: int = SIDE_BY_SIDE_GAP) -> tuple[tuple[int, int], list[int]]:
+    """The canvas (height, width) several images (each (height, width)) make drawn left to right, top-aligned,
+    ``gap`` pixels apart, and each image's left offset: how an input of several images is shown and masked."""
+    offsets, left = [], 0
+    for _, width in sizes:
+        offsets.append(left)
+        left += width + gap
+    return (max(height for height, _ in sizes), left - gap), offsets
+
+
+def side_by_side_image(images: Sequence[Image.Image], background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Several images on one canvas, as `side_by_side` places them: what a map of their input is drawn over."""
+    canvas_size, offsets = side_by_side([(im.height, im.width) for im in images])
+    canvas = Image.new("RGB", (canvas_size[1], canvas_size[0]), background)
+    for image, left in zip(images, offsets):
+        canvas.paste(image.convert("RGB"), (left, 0))
+    return canvas
+
+
+def side_by_side_mask(masks: Sequence[np.ndarray | None], sizes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Each image's mask (None: nothing of it) placed on the canvas of `side_by_side`."""
+    canvas_size, offsets = side_by_side(sizes)
+    out = np.zeros(canvas_size, dtype=bool)
+    for mask, (height, width), left in zip(masks, sizes, offsets):
+        if mask is not None:
+            out[:height, left : left + width] = np.asarray(mask, dtype=bool)
+    return out
 
 
 def single_grid(positions: Sequence[int], grid: tuple[int, int], region: Region, image_size: tuple[int, int]) -> ImageLayout:

@@ -132,7 +132,7 @@ def profile_natural(methods=DEFAULT_METHODS, task: str = "describe", limit: int 
     adapter = load_model(model, device=device, attn_implementation=attn_implementation)
     task_obj, task_spec = create_task_for_model(task, model, data_root)
     samples = list(task_obj.samples(limit=limit, seed=seed))
-    inputs = [adapter.build_inputs([s.image], [task_obj.prompt(s)]) for s in samples]
+    inputs = [adapter.build_inputs([s.model_images], [task_obj.prompt(s)]) for s in samples]
     timings: list[dict[str, Any]] = []
     for name in methods:
         method, spec = create_method(name)

@@ -190,12 +190,12 @@ class Evaluator:
     def evaluate(self, samples: list[Sample]) -> list[Evaluated]:
         """What `__call__` gives for each sample, the batch answered together."""
         adapter = self.adapter
-        inputs = [replace(adapter.build_inputs([s.image], [self.task.prompt(s)]), sample_id=s.id) for s in samples]
+        inputs = [replace(adapter.build_inputs([s.model_images], [self.task.prompt(s)]), sample_id=s.id) for s in samples]
         t0 = time.perf_counter()
         if len(samples) == 1:
             generations = adapter.generate(inputs[0], self.cfg.max_new_tokens, return_hidden=self.return_hidden)
         else:
-            batch = adapter.build_inputs([s.image for s in samples], [self.task.prompt(s) for s in samples])
+            batch = adapter.build_inputs([s.model_images for s in samples], [self.task.prompt(s) for s in samples])
             generations = adapter.generate(batch, self.cfg.max_new_tokens, return_hidden=self.return_hidden)
         seconds = (time.perf_counter() - t0) / len(samples)  # a batch's answering time, shared equally
         contexts = [self._context(*args, seconds) for args in zip(samples, inputs, generations)]
@@ -245,7 +245,8 @@ class Evaluator:
 
     def _answer_group(self, contexts: list[SampleContext], wanted: list[torch.Tensor]) -> None:
         """Answer the removals of samples with one image-token count in one batch, and give each its scores."""
-        batch = self.adapter.build_inputs([c.sample.image for c in contexts], [self.task.prompt(c.sample) for c in contexts])
+        samples = [c.sample for c in contexts]
+        batch = self.adapter.build_inputs([s.model_images for s in samples], [self.task.prompt(s) for s in samples])
         keep = torch.cat(wanted)
         owner = torch.cat([torch.full((len(rows),), j) for j, rows in enumerate(wanted)])
         answers = self.adapter.generate(batch, self.cfg.max_new_tokens, image_keep=keep, removal=self.cfg.removal,

@@ -268,7 +268,7 @@ def _answers(cfg: SanityConfig, task, adapter, progress: bool) -> tuple[list[_It
         except SampleDataError as err:
             skipped.append({"id": str(err.sample_id), "reason": str(err)})
             continue
-        inputs = replace(adapter.build_inputs([sample.image], [task.prompt(sample)]), sample_id=sample.id)
+        inputs = replace(adapter.build_inputs([sample.model_images], [task.prompt(sample)]), sample_id=sample.id)
         generation = adapter.generate(inputs, cfg.max_new_tokens)[0]
         if generation.num_generated == 0:
             skipped.append({"id": sample.id, "reason": "empty answer: nothing to explain"})

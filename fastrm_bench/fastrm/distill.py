@@ -109,7 +109,7 @@ class _ShardMaker:
         queries, keys, relevancy, owner = [], [], [], []
         for record in self.samples[start : start + self.cfg.shard_size]:
             sample = self.task.sample(record)
-            inputs = replace(self.adapter.build_inputs([sample.image], [self.task.prompt(sample)]), sample_id=sample.id)
+            inputs = replace(self.adapter.build_inputs([sample.model_images], [self.task.prompt(sample)]), sample_id=sample.id)
             generation = self.adapter.generate(inputs, self.cfg.max_new_tokens, return_hidden=True)[0]
             if generation.num_generated == 0:
                 continue

@@ -81,7 +81,7 @@ class ImageReliance(Metric):
 def _logprob_without_question(context: SampleContext) -> float:
     """Mean log-probability of the answer's tokens with the image whole and an empty question in the prompt template."""
     adapter = context.adapter
-    inputs = adapter.build_inputs([context.sample.image], [""])
+    inputs = adapter.build_inputs([context.sample.model_images], [""])
     answer = context.generation.generated_ids.to(inputs.input_ids.device)
     generation = Generation(torch.cat([inputs.input_ids, answer[None]], dim=1), inputs.prompt_length, answer,
                             context.generation.text)

@@ -30,6 +30,7 @@ from PIL import Image
 from fastrm_bench.checkpoint_files import InvalidWeightsFile, loading_problem, read_safetensors_shapes
 from fastrm_bench.interfaces import ATTENTION_KINDS, Generation, ModelAdapter, ModelInputs, TeacherForced
 from fastrm_bench.layer_attention import LayerAttention
+from fastrm_bench.layout import ImageLayout, LayoutGroup, side_by_side
 from fastrm_bench.models.attention_capture import (
     ATTN_IMPLEMENTATIONS,
     DEFAULT_ATTN_IMPLEMENTATION,
@@ -37,7 +38,7 @@ from fastrm_bench.models.attention_capture import (
     capturing_attention,
 )
 from fastrm_bench.models.errors import ModelLoadError
-from fastrm_bench.models.families import Family, family_for
+from fastrm_bench.models.families import Family, LayoutError, family_for
 from fastrm_bench.registry import FAMILIES
 
 REMOVAL_STRATEGIES = ("zero", "drop")
@@ -156,26 +157,66 @@ class HFVisionLanguageAdapter(ModelAdapter):
         return self.family_spec.embeds_suffice
 
     # ---------------------------------------------------------------- inputs
-    def format_prompt(self, prompt: str) -> str:
-        if self.prompt_template is not None:
-            return self.prompt_template.format(prompt=prompt)
-        if getattr(self.processor, "chat_template", None) is not None:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    def format_prompt(self, prompt: str, n_images: int = 1) -> str:
+        """The prompt as the model expects it, showing ``n_images`` images before the question: the chat template's
+        image parts, or a fixed template's one image token repeated (one per line), as LLaVA-1.5's multi-image use."""
+        if self.prompt_template is None and getattr(self.processor, "chat_template", None) is not None:
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+            messages = [{"role": "user", "content": content}]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.family_spec.fallback_template.format(prompt=prompt)
+        template = self.prompt_template if self.prompt_template is not None else self.family_spec.fallback_template
+        text = template.format(prompt=prompt)
+        if n_images == 1:
+            return text
+        token = self.processor.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        if text.count(token) != 1:
+            raise ValueError(f"{self.name}'s prompt template has {text.count(token)} image places ({token}); several images "
+                             "per prompt need a template with one (repeated per image) or a chat template")
+        return text.replace(token, "\n".join([token] * n_images), 1)
 
-    def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> ModelInputs:
-        images = [im.convert("RGB") for im in images]
-        texts = [self.format_prompt(p) for p in prompts]
-        enc = self.processor(images=self.family_spec.batch_images(images), text=texts, padding=True, return_tensors="pt",
+    def build_inputs(self, images: Sequence[Image.Image | Sequence[Image.Image]], prompts: Sequence[str]) -> ModelInputs:
+        rows = [tuple(im.convert("RGB") for im in entry) if isinstance(entry, (list, tuple)) else (entry.convert("RGB"),)
+                for entry in images]
+        if any(not row for row in rows):
+            raise ValueError("every prompt needs at least one image")
+        texts = [self.format_prompt(p, len(row)) for p, row in zip(prompts, rows)]
+        enc = self.processor(images=self.family_spec.batch_images(rows), text=texts, padding=True, return_tensors="pt",
                              **self.processor_options)
         # the harness never asks for a loss: training labels a processor adds (PaliGemma's) are not model inputs here
         tensors = {k: v.to(self.device) for k, v in enc.items() if torch.is_tensor(v) and k != "labels"}
         if "pixel_values" in tensors and tensors["pixel_values"].is_floating_point():
             tensors["pixel_values"] = tensors["pixel_values"].to(self.model.dtype)
-        layouts = self.family_spec.layouts(self.model, self.processor, tensors, images)
+        if all(len(row) == 1 for row in rows):
+            layouts = self.family_spec.layouts(self.model, self.processor, tensors, [row[0] for row in rows])
+        else:
+            layouts = [self._several_images_layout(ids, row) for ids, row in zip(tensors["input_ids"], rows)]
         return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts,
-                           images=tuple(images))
+                           images=tuple(row[0] if len(row) == 1 else row for row in rows))
+
+    def _several_images_layout(self, ids: torch.Tensor, images: Sequence[Image.Image]) -> ImageLayout:
+        """The layout of a row showing several images: each image's own layout (the family's, from the image encoded
+        alone), its tokens taken in order from the row's image tokens, drawn side by side on one canvas.
+
+        This holds where the processor encodes an image the same way alone and beside others; where it does not
+        (LLaVA-OneVision drops its anyres tiles for several images), the counts differ and the error says so."""
+        found = torch.nonzero(ids == self.image_token_id).flatten().tolist()
+        canvas, offsets = side_by_side([(im.height, im.width) for im in images])
+        groups, start = [], 0
+        for image, left in zip(images, offsets):
+            alone = self.build_inputs([image], [""])
+            alone_positions = torch.nonzero(alone.input_ids[0] == self.image_token_id).flatten().tolist()
+            rank = {position: k for k, position in enumerate(alone_positions)}
+            if start + len(alone_positions) > len(found):
+                break
+            layout = alone.layout
+            moved = [LayoutGroup(tuple(found[start + rank[p]] for p in g.positions), g.grid, g.region) for g in layout.groups]
+            groups.extend(ImageLayout(tuple(moved), layout.image_size).placed(left, canvas).groups)
+            start += len(alone_positions)
+        if start != len(found) or len(groups) == 0:
+            raise LayoutError(f"the {self.family} processor encodes these {len(images)} images differently together than "
+                              f"alone ({len(found)} image tokens together); several images per sample are not supported "
+                              f"for the {self.family} family")
+        return ImageLayout(tuple(groups), canvas)
 
     # ---------------------------------------------------------------- hooks on the language model's input
     @contextlib.contextmanager
@@ -525,6 +566,9 @@ class HFVisionLanguageAdapter(ModelAdapter):
         return logprobs.gather(-1, targets.expand(logprobs.shape[0], -1).unsqueeze(-1)).squeeze(-1).cpu()
 
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
+        if any(isinstance(entry, tuple) for entry in inputs.images):
+            raise ValueError("vision-side Grad-CAM (`gradcam`) pools one image's patches into its tokens; inputs of several "
+                             "images are not supported by it yet (`gradcam-lm` and the attention methods are)")
         return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
 
 

@@ -76,9 +76,10 @@ class Family:
             raise LayoutError(f"found {count} image tokens, expected {expected} for {what}; "
                               "check the processor's patch size / vision_feature_select_strategy against the model config")
 
-    def batch_images(self, images: Sequence[Image.Image]) -> list:
-        """Images as the family's processor takes them for a batch of one image per prompt."""
-        return list(images)
+    def batch_images(self, rows: Sequence[Sequence[Image.Image]]) -> list:
+        """A batch's images (``rows``: each prompt's images, in order) as the family's processor takes them: one flat
+        list, the processor giving each prompt's image places the next images."""
+        return [image for row in rows for image in row]
 
     def answer_inputs(self, key: str, answer: torch.Tensor) -> torch.Tensor:
         """A per-token model input (``key``) over the answer tokens ``answer`` [1, T], as the family's generate
@@ -345,8 +346,8 @@ class Idefics3Family(Family):
     """Idefics3 / SmolVLM: the image split into tiles (row-major) plus the global image last, each tile a
     square grid after the connector's pixel shuffle; `<row_i_col_j>` markers say how the tiles are laid out."""
 
-    def batch_images(self, images):
-        return [[image] for image in images]
+    def batch_images(self, rows):
+        return [list(row) for row in rows]  # its processor takes each prompt's images as a list
 
     def _tiles(self, processor, ids: torch.Tensor) -> tuple[int, int]:
         tokenizer = processor.tokenizer
@@ -406,8 +407,8 @@ class Gemma3Family(Family):
     with pan-and-scan (the processor option ``do_pan_and_scan``) one such grid per crop of the image's long side;
     the image tokens attend to each other bidirectionally (token_type_ids), so `drop` is refused."""
 
-    def batch_images(self, images):
-        return [[image] for image in images]  # its processor counts images per prompt
+    def batch_images(self, rows):
+        return [list(row) for row in rows]  # its processor counts images per prompt
 
     def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
         side = int(round(model.config.mm_tokens_per_image ** 0.5))

@@ -58,7 +58,7 @@ def _batches(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
 
 
 def _inputs(adapter: ModelAdapter, task: Task, batch: list[Sample]) -> ModelInputs:
-    return adapter.build_inputs([s.image for s in batch], [task.prompt(s) for s in batch])
+    return adapter.build_inputs([s.model_images for s in batch], [task.prompt(s) for s in batch])
 
 
 def _answers(adapter: ModelAdapter, task: Task, batch: list[Sample], keep: torch.Tensor | None = None,
