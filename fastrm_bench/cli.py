@@ -420,8 +420,9 @@ def workbench(
 
 @app.command()
 def explain(
-    image: Annotated[Path | None, typer.Option(help="The image (any format PIL reads; `fastrm-bench explain --example` "
-                                             "lists the shipped ones).")] = None,
+    image: Annotated[list[Path] | None, typer.Option(
+        help="The image (any format PIL reads; `fastrm-bench explain --example` lists the shipped ones); repeat the "
+             "flag for a question about several images, shown to the model in order and drawn side by side.")] = None,
     question: Annotated[str | None, typer.Option(help="The question (default for a shipped example: its own).")] = None,
     method: Annotated[list[str] | None, typer.Option(
         "--method", "-m", help="Method(s) to explain with; repeat the flag (default: fastrm and chefer).")] = None,
@@ -488,29 +489,33 @@ def _check_explain_options(max_new_tokens: int, min_new_tokens: int, cmap: str, 
         _fail(f"--fit must be 'pad' or 'crop', got {fit!r}")
 
 
-def _image_and_question(image: Path | None, question: str | None, example: str | None) -> tuple[Any, str]:
-    """The picture and question `explain` was given: a file and a question, or a shipped example (its own question
-    unless one is given); anything missing or unreadable is one line and exit code 2."""
+def _image_and_question(images: list[Path] | None, question: str | None, example: str | None) -> tuple[Any, str]:
+    """The picture (a tuple of them for several ``--image``) and question `explain` was given: files and a question,
+    or a shipped example (its own question unless one is given); anything missing or unreadable is one line, exit 2."""
     from PIL import Image, UnidentifiedImageError
 
     from fastrm_bench import examples
 
-    if (image is None) == (example is None):
-        _fail("pass --image PATH, or --example NAME for a shipped image (--example list lists them)")
+    if (not images) == (example is None):
+        _fail("pass --image PATH (repeat it for several images), or --example NAME for a shipped image "
+              "(--example list lists them)")
     if example is not None:
         try:
-            image = examples.path(example)
+            images = [examples.path(example)]
         except KeyError as err:
             _fail(str(err.args[0]))
         question = question or examples.QUESTIONS[example]
     if not question:
         _fail("pass --question TEXT")
-    try:
-        picture = Image.open(image)
-        picture.load()
-    except (OSError, UnidentifiedImageError) as err:
-        _fail(f"cannot read the image {image}: {err}")
-    return picture, question
+    pictures = []
+    for image in images:
+        try:
+            picture = Image.open(image)
+            picture.load()
+        except (OSError, UnidentifiedImageError) as err:
+            _fail(f"cannot read the image {image}: {err}")
+        pictures.append(picture)
+    return (pictures[0] if len(pictures) == 1 else tuple(pictures)), question
 
 
 @app.command()

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fastrm_bench.layout import ImageLayout
+from fastrm_bench.layout import ImageLayout, side_by_side_image
 from fastrm_bench.report import DEFAULT_CMAP
 from fastrm_bench.rundir import Run, find_runs, is_finished_run, read_run
 
@@ -231,7 +231,8 @@ def covers_image(layout: ImageLayout) -> bool:
     return not np.isnan(layout.to_image(np.zeros(layout.num_tokens), size=size)).any()
 
 
-def fit_inputs(adapter, image: Image.Image, prompt: str, fit: str = "pad") -> tuple[Image.Image, Any, str]:
+def fit_inputs(adapter, image: Image.Image | tuple[Image.Image, ...], prompt: str, fit: str = "pad"
+               ) -> tuple[Image.Image, Any, str]:
     """The model's inputs for ``image``, the image the maps are drawn over, and a sentence saying what was done.
 
     ``fit="pad"`` (default): where the model's processor would crop part of the image away (CLIP-style processors
@@ -241,6 +242,8 @@ def fit_inputs(adapter, image: Image.Image, prompt: str, fit: str = "pad") -> tu
     """
     if fit not in ("pad", "crop"):
         raise ValueError(f"fit must be 'pad' or 'crop', got {fit!r}")
+    if isinstance(image, tuple):
+        return _fit_several(adapter, image, prompt, fit)
     image = image.convert("RGB")
     inputs = adapter.build_inputs([image], [prompt])
     width, height = image.size
@@ -254,6 +257,18 @@ def fit_inputs(adapter, image: Image.Image, prompt: str, fit: str = "pad") -> tu
     return padded, adapter.build_inputs([padded], [prompt]), (
         f"the {width}x{height} image padded to a {side}x{side} square (LLaVA-1.5's expand2square), because the model's "
         "processor would otherwise crop its sides away; the map covers the whole padded image")
+
+
+def _fit_several(adapter, images: tuple[Image.Image, ...], prompt: str, fit: str) -> tuple[Image.Image, Any, str]:
+    """`fit_inputs` for several images: each padded as one alone would be, all drawn side by side on one canvas."""
+    images = tuple(im.convert("RGB") for im in images)
+    padded = tuple(im if fit == "crop" or covers_image(adapter.build_inputs([im], [prompt]).layout) else square_padded(im)
+                   for im in images)
+    changed = sum(a is not b for a, b in zip(images, padded))
+    note = f"{len(images)} images side by side, in the order the model sees them"
+    if changed:
+        note += f"; {changed} padded to a square (LLaVA-1.5's expand2square) so that the model sees all of it"
+    return side_by_side_image(padded), adapter.build_inputs([padded], [prompt]), note
 
 
 def overlay(image: Image.Image, layout: ImageLayout, values: np.ndarray, scale: tuple[float, float],

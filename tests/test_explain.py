@@ -71,7 +71,7 @@ def test_explain_a_shipped_example_by_name_and_list_them(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--image", "missing.png", "--question", "q"], "cannot read the image"),
-    (["--question", "q"], "pass --image PATH, or --example NAME"),
+    (["--question", "q"], "pass --image PATH (repeat it for several images), or --example NAME"),
     (["--example", "nope.png"], "no example image"),
     (["--example", "four-shapes.png", "--method", "chefr"], "chefer"),  # did you mean
 ])
