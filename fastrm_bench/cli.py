@@ -721,12 +721,13 @@ def eval_vlm(
 ) -> None:
     """Held-out accuracy per question type (describe too, on a world with captions), and the grounding check, of a
     model on the embedded world."""
+    from fastrm_bench.cache import portable_path
     from fastrm_bench.models.zoo import load_model, trained_world
     from fastrm_bench.world.checks import grounding_check, heldout_accuracy
 
     adapter = load_model(model)
     root = Path(data_root) if data_root else trained_world(model)
-    result: dict = {"model": adapter.name, "split": split, "data_root": str(root) if root else None,
+    result: dict = {"model": adapter.name, "split": split, "data_root": portable_path(root) if root else None,
                     "accuracy": heldout_accuracy(adapter, root, split, limit)}
     typer.echo("accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if not k.startswith("n")))
     if grounding:

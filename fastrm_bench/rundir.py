@@ -47,6 +47,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from fastrm_bench.cache import resolve_portable
 from fastrm_bench.maps_io import load_sample_maps, load_token_maps, save_sample_maps, save_token_maps
 
 #: version of the layout above; directories of another format are never resumed or mixed into
@@ -539,8 +540,10 @@ class Run:
 
     @property
     def data_root(self) -> str | None:
-        """The resolved folder of the task's data, where the run had one."""
-        return self.config.get("data_root")
+        """The folder of the task's data on this machine, where the run had one (a folder of the run's cache is
+        looked up in this machine's: `fastrm_bench.cache.resolve_portable`)."""
+        recorded = self.config.get("data_root")
+        return None if recorded is None else str(resolve_portable(recorded))
 
     @property
     def aggregation(self) -> str:

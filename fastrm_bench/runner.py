@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fastrm_bench.builders import create_aggregation, create_method, create_metric, create_task_for_model
+from fastrm_bench.cache import portable_path, resolve_portable
 from fastrm_bench.data_errors import SampleDataError
 from fastrm_bench.interfaces import Explanation, Sample, check_maps
 from fastrm_bench.metrics import DEFAULT_METRICS, legacy_metrics
@@ -371,8 +372,9 @@ def prepare_run(cfg: RunConfig, ranks: Ranks, log: Callable[[str], Any]) -> Prep
     method.prepare(adapter)  # e.g. the FastRM checkpoint: a bad one fails here, before the run directory is touched
     evaluator = Evaluator(cfg, adapter, task, method, metrics)  # the metrics' reference methods are prepared here too
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
-    data_root = None if task.data_root is None else str(Path(task.data_root).resolve())
-    config = {"run": asdict(cfg), "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
+    data_root = None if task.data_root is None else portable_path(task.data_root)
+    recorded_run = {**asdict(cfg), "data_root": None if cfg.data_root is None else portable_path(cfg.data_root)}
+    config = {"run": recorded_run, "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
               "scoring": task.scoring, "data_root": data_root, "family": adapter.family,
               "attn_implementation": adapter.attn_implementation, "versions": _versions(), "device": str(adapter.device)}
@@ -560,8 +562,8 @@ def summary_inputs(run_dir: str | Path) -> tuple[Any, list[dict[str, Any]], RunC
     spec = config["task_spec"]
     params = dict(spec["params"])
     # aggregation reads no data: a moved data root is no obstacle
-    if config["data_root"] is not None and Path(config["data_root"]).is_dir():
-        params["data_root"] = config["data_root"]
+    if config["data_root"] is not None and resolve_portable(config["data_root"]).is_dir():
+        params["data_root"] = str(resolve_portable(config["data_root"]))
     task = TASKS.create(spec["implementation"], **params)
     task.name = spec["name"]
     return task, records, RunConfig.from_dict(config["run"]), config

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fastrm_bench.cache import resolve_portable
 from fastrm_bench.data_errors import CorruptImageError, MissingImageError, UnparsableRecordError, one_line
 from fastrm_bench.interfaces import Sample, Task
 from fastrm_bench.tasks.entries import INT, STR, TYPE_NAMES, Record, entry_problem, shown, type_name
@@ -59,7 +60,7 @@ class FileTask(Task):
             data_root = tempfile.mkdtemp(prefix="fastrm-hf-")  # nothing is read from it
             data_source = data_source or "hf"
         self.uses_embedded_world = data_root is None
-        self.data_root = Path(ensure_world() if data_root is None else data_root).expanduser()
+        self.data_root = Path(ensure_world() if data_root is None else resolve_portable(str(data_root))).expanduser()
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"data root {self.data_root} does not exist")
         self.split = split

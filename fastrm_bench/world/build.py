@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from fastrm_bench.cache import cache_root
 from fastrm_bench.tasks.pope_builder import build_pope_files
 from fastrm_bench.world import formats
 from fastrm_bench.world.counterfactual import SPLIT as COUNTERFACTUAL_SPLIT
@@ -54,10 +54,6 @@ class WorldSizes:
     val: int = 1000
     test: int = 1000
     pope_images: int = 500
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("FASTRM_BENCH_CACHE", Path.home() / ".cache" / "fastrm-bench"))
 
 
 def default_data_root(seed: int = 0, variant: str = "") -> Path:
