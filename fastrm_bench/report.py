@@ -355,11 +355,13 @@ def fig_threshold(runs: list[Run], report: Report) -> None:
         return
     plt = _style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    styles = method_styles({f"{r.task_label}, {r.method}" for r in swept})  # the colour-blind-safe palette, one per line
     for r in sorted(swept, key=lambda r: r.task_label):
         sweep = r.results["threshold_sweep"]
         c = [float(k) for k in sweep]
+        label = f"{r.task_label}, {r.method}"
         for ax, key in zip(axes, ("accuracy", "f1")):
-            ax.plot(c, [v[key] for v in sweep.values()], marker="o", ms=3, label=f"{r.task_label}, {r.method}")
+            ax.plot(c, [v[key] for v in sweep.values()], label=label, **{**styles[label], "markevery": 1})
     for ax, key in zip(axes, ("accuracy", "F1")):
         ax.set_xlabel("classification threshold c (prob >= c)")
         ax.set_ylabel(f"per-patch {key} vs binarised Chefer labels")
