@@ -118,7 +118,7 @@ def test_real_shapes_give_the_real_image_token_counts():
         image = Image.new("RGB", shape.real.image)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
         text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = processor(images=family.batch_images([image]), text=[text], return_tensors="pt")["input_ids"]
+        ids = processor(images=family.batch_images([[image]]), text=[text], return_tensors="pt")["input_ids"]
         assert int((ids == family.image_token_id(config)).sum()) == expected
         assert config.get_text_config().hidden_size == shape.real.hidden
 
