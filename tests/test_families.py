@@ -40,7 +40,9 @@ EXPECTED_GROUPS = {
     "gemma3": [((2, 2), (0, 0, 48, 80))],
     "paligemma": [((4, 4), (0, 0, 48, 80))],
     # longest edge 64: 80x48 / 1.25 = 64 x 38.4 -> whole 16 px units (8 px patches merged 2x2): 4 wide x 3 high
-    "mistral3": [((3, 4), (0, 0, 48, 80))],  # 32 px resize of the whole image, 8 px patches: 12 x 20 px cells
+    "mistral3": [((3, 4), (0, 0, 48, 80))],
+    # longest edge 64, 8 px patches, no merging: 38.4 -> 5 rows of 8 px (40 high), 64 -> 8 columns
+    "llava-pixtral": [((5, 8), (0, 0, 48, 80))],  # 32 px resize of the whole image, 8 px patches: 12 x 20 px cells
 }
 EXPECTED_GROUPS["smolvlm"] = EXPECTED_GROUPS["idefics3"]
 # InternVL: aspect 80/48 = 1.67, closest canvas within 6 tiles is 3 columns x 2 rows (1.5), the thumbnail last
@@ -64,7 +66,10 @@ EXPECTED_CORNER_TOKENS = {
     "gemma3": [0],
     "paligemma": [0, 4],
     "internvl": [0, 1, 2, 3, 24],
-    "mistral3": [0, 4],  # 16 x 20 px cells, as qwen3_vl  # as idefics3: the same 2x3 tiles + whole-image thumbnail of 2x2 tokens
+    "mistral3": [0, 4],  # 16 x 20 px cells, as qwen3_vl
+    # 9.6 x 10 px cells; row 2 holds pixel rows 19-28 (5 of 10 covered), column 2 pixel columns 20-29 (8 of 10):
+    # cells (2, 0), (2, 1) half covered, (0, 2), (1, 2) 0.8, (2, 2) only 0.4
+    "llava-pixtral": [0, 1, 2, 8, 9, 10, 16, 17],  # as idefics3: the same 2x3 tiles + whole-image thumbnail of 2x2 tokens
 }
 
 

@@ -31,6 +31,7 @@ EXPECTED_IMAGE_TOKENS = {
     "llava_onevision": 28,
     "internvl": 28,  # 2x3 tiles (closest aspect to 80/48 within 6 tiles) + the thumbnail, 4 tokens each
     "mistral3": 12,  # resized to 48x64 (longest edge 64, sides to 16 px), 8 px patches merged 2x2 -> 3x4
+    "llava-pixtral": 40,  # resized to 40x64 (sides to 8 px), one token per 8 px patch -> 5x8
 }
 #: families whose checkpoints have no chat template (the harness writes their prompt): PaliGemma's task prefix
 NO_CHAT_TEMPLATE = {"PaliGemmaProcessor": "<image>answer en {prompt}"}
@@ -113,9 +114,10 @@ def test_non_square_image_layout(loaded):
         assert inputs["pixel_values"].shape[0] == 7
         tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
         assert tokens.count("<img>") == 1 and tokens.count("</img>") == 1
-    elif family == "mistral3":  # each row of [IMG] tokens ends in [IMG_BREAK], the last in [IMG_END]
+    elif family in ("mistral3", "llava-pixtral"):  # each row of [IMG] tokens ends in [IMG_BREAK], the last in [IMG_END]
         tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
-        assert tokens.count("[IMG_BREAK]") == 2 and tokens.count("[IMG_END]") == 1
+        rows = {"mistral3": 3, "llava-pixtral": 5}[family]
+        assert tokens.count("[IMG_BREAK]") == rows - 1 and tokens.count("[IMG_END]") == 1
     elif family == "paligemma":  # image tokens, <bos> and prompt form the bidirectional prefix; labels for training
         assert inputs["token_type_ids"].eq(0).all() and "labels" in inputs
 
@@ -191,6 +193,6 @@ def test_the_readme_family_table_lists_every_built_in_family():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme.split("## Model families", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
-    named = [name for cell in rows for name in re.findall(r"`([a-z0-9_]+)`", cell)]
+    named = [name for cell in rows for name in re.findall(r"`([a-z0-9_-]+)`", cell)]
     built_in = [name for name in REGISTERED.names() if REGISTERED.entry(name).source == "builtin"]
     assert sorted(named) == sorted(built_in) == sorted(FAMILIES)

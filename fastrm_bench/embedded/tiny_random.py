@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerFast
 from fastrm_bench.world.questions import vocabulary
 
 FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "idefics3", "smolvlm", "gemma3",
-            "paligemma", "internvl", "llava_onevision", "mistral3")
+            "paligemma", "internvl", "llava_onevision", "mistral3", "llava-pixtral")
 
 #: Words the chat templates write outside the special tokens (role names).
 ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
@@ -581,29 +581,55 @@ def _mistral3():
     """Mistral 3 (Pixtral tower + Mistral LM): longest edge 64 px, 8 px patches merged 2x2, ``[IMG_BREAK]`` rows.
 
     Its processor class (Pixtral's) is imported without torchvision (`torchvision_free_processor_class`)."""
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessorPil
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
-    from fastrm_bench.models.processors import torchvision_free_processor_class
-
-    tok = build_word_tokenizer(["[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"], bos="<s>", eos="</s>", pad="<pad>",
-                               unk="<unk>", prepend_bos=False)
-    ip = PixtralImageProcessorPil(size={"longest_edge": 64}, patch_size=8)
-    proc = torchvision_free_processor_class("PixtralProcessor")(image_processor=ip, tokenizer=tok, patch_size=8,
-                                                                 spatial_merge_size=2, chat_template=_MISTRAL_TEMPLATE)
-    text = {"model_type": "mistral", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
-            "max_position_embeddings": 1024, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id}
-    vision = {"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "image_size": 64, "patch_size": 8, "head_dim": 16}
-    config = Mistral3Config(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("[IMG]"),
-                            spatial_merge_size=2, vision_feature_layer=-1)
+    tok, ip, processor_class = _pixtral_processor()
+    proc = processor_class(image_processor=ip, tokenizer=tok, patch_size=8, spatial_merge_size=2,
+                           chat_template=_MISTRAL_TEMPLATE)
+    config = Mistral3Config(vision_config=dict(_PIXTRAL_VISION), text_config=_mistral_text(tok),
+                            image_token_index=tok.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2, vision_feature_layer=-1)
     model = Mistral3ForConditionalGeneration(config)
     with torch.no_grad():  # at std 0.02 the merger and two linears shrink image features to 1/20 of a word embedding's
         for layer in model.model.multi_modal_projector.modules():  # norm: the image would barely reach the random LM
             if isinstance(layer, torch.nn.Linear):
                 layer.weight.normal_(std=0.05)
     return model, proc
+
+
+def _pixtral_processor():
+    """Pixtral's processor (imported without torchvision) over Mistral's tokens: longest edge 64 px, 8 px patches."""
+    from transformers import PixtralImageProcessorPil
+
+    from fastrm_bench.models.processors import torchvision_free_processor_class
+
+    tok = build_word_tokenizer(["[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"], bos="<s>", eos="</s>", pad="<pad>",
+                               unk="<unk>", prepend_bos=False)
+    ip = PixtralImageProcessorPil(size={"longest_edge": 64}, patch_size=8)
+    return tok, ip, torchvision_free_processor_class("PixtralProcessor")
+
+
+def _mistral_text(tok: PreTrainedTokenizerFast) -> dict:
+    return {"model_type": "mistral", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+            "max_position_embeddings": 1024, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id}
+
+
+_PIXTRAL_VISION = {"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                   "num_attention_heads": 2, "image_size": 64, "patch_size": 8, "head_dim": 16}
+
+
+def _llava_pixtral():
+    """Pixtral-12B's layout (LLaVA + Pixtral tower, "full" features): one [IMG] token per 8 px patch, [IMG_BREAK] rows."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    tok, ip, processor_class = _pixtral_processor()
+    proc = processor_class(image_processor=ip, tokenizer=tok, patch_size=8, spatial_merge_size=1,
+                           chat_template=_MISTRAL_TEMPLATE)
+    config = LlavaConfig(vision_config=dict(_PIXTRAL_VISION), text_config=_mistral_text(tok),
+                         image_token_index=tok.convert_tokens_to_ids("[IMG]"), vision_feature_layer=-1,
+                         vision_feature_select_strategy="full")
+    return LlavaForConditionalGeneration(config), proc
 
 
 _BUILDERS: dict[str, Callable] = {
@@ -620,6 +646,7 @@ _BUILDERS: dict[str, Callable] = {
     "internvl": _internvl,
     "llava_onevision": _llava_onevision,
     "mistral3": _mistral3,
+    "llava-pixtral": _llava_pixtral,
 }
 
 

@@ -38,7 +38,7 @@ from fastrm_bench.models.attention_capture import (
     capturing_attention,
 )
 from fastrm_bench.models.errors import ModelLoadError
-from fastrm_bench.models.families import Family, LayoutError, family_for
+from fastrm_bench.models.families import Family, LayoutError, family_for, family_key
 from fastrm_bench.registry import FAMILIES
 
 REMOVAL_STRATEGIES = ("zero", "drop")
@@ -53,12 +53,14 @@ class _Captured(Exception):
     """Raised by a capture hook to stop a forward once the language model's inputs are known."""
 
 
-def _family_of(model_type: str, source: str) -> Family:
-    """The family serving ``model_type``; an unsupported type is a `ModelLoadError` naming it and the way to add one.
+def _family_of(config, source: str) -> Family:
+    """The family serving the checkpoint's config (`family_key`); an unsupported type is a `ModelLoadError` naming
+    it and the way to add one.
 
     The registry's own "did you mean" would suggest the nearest spelling (``internvl`` -> ``qwen2_vl``), which for a
     ``config.model_type`` read from a checkpoint is a different architecture, not a typo.
     """
+    model_type = family_key(config)
     if model_type not in FAMILIES:
         raise ModelLoadError(
             f"{source}: no model family supports its model type {model_type!r}; supported: "
@@ -127,7 +129,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot read the config of {source!r}: {err}") from err
-        family = _family_of(config.model_type, source)
+        family = _family_of(config, source)
         processor = load_processor(source)
         if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"{source!r}: the processor has no tokenizer and image processor; not a VLM checkpoint")

@@ -519,9 +519,13 @@ class Mistral3Family(Family):
     multiples of patch x merge), its patches 2x2-merged (``spatial_merge_size``) into one grid of ``[IMG]`` tokens;
     each row ends in ``[IMG_BREAK]`` and the image in ``[IMG_END]``, text tokens that are not in the layout."""
 
+    def _merge(self, config) -> int:
+        """Patches per merged token side (Mistral 3's ``spatial_merge_size``)."""
+        return config.spatial_merge_size
+
     def _grid(self, model, tensors, row: int) -> tuple[int, int]:
         """(rows, cols) of merged tokens of the input's image: its processed size over patch x merge."""
-        unit = model.config.vision_config.patch_size * model.config.spatial_merge_size
+        unit = model.config.vision_config.patch_size * self._merge(model.config)
         height, width = (int(x) for x in tensors["image_sizes"][row].tolist())
         return height // unit, width // unit
 
@@ -536,10 +540,19 @@ class Mistral3Family(Family):
 
     def vision_to_tokens(self, model, tensors, values):
         """``[..., patches]`` (row-major over the image's patch grid) -> ``[..., merged tokens]``: the merger's windows."""
-        merge = model.config.spatial_merge_size
+        merge = self._merge(model.config)
         rows, cols = self._grid(model, tensors, 0)
         blocks = values.reshape(*values.shape[:-1], rows, merge, cols, merge)
         return blocks.mean(dim=(-1, -3)).flatten(-2)
+
+
+class PixtralLlavaFamily(Mistral3Family):
+    """Pixtral-12B as transformers holds it: `LlavaForConditionalGeneration` with a Pixtral tower, one ``[IMG]`` token
+    per 16 px patch (no merging), rows ending in ``[IMG_BREAK]`` (its checkpoints select "full" features: Pixtral has
+    no CLS token)."""
+
+    def _merge(self, config) -> int:
+        return 1
 
 
 _LLAVA_15 = "USER: <image>\n{prompt} ASSISTANT:"
@@ -572,11 +585,22 @@ for _family, _types in (
     (Mistral3Family("mistral3", "Mistral3ForConditionalGeneration",
                     "one grid of 2x2-merged patches over the whole image; rows end in [IMG_BREAK] (not in the layout)"),
      ("mistral3",)),
+    (PixtralLlavaFamily("llava-pixtral", "LlavaForConditionalGeneration",
+                        "LLaVA with a Pixtral tower (Pixtral-12B): one grid of 16 px patches; rows end in [IMG_BREAK]"),
+     ("llava-pixtral",)),
     (PaliGemmaFamily("paligemma", "PaliGemmaForConditionalGeneration", "one grid over the whole image, prefix attention",
                      embeds_suffice=False, fallback_template="<image>answer en {prompt}"), ("paligemma",)),
 ):
     for _type in _types:
         FAMILIES.register(_type, _family, description=_family.layout_note)
+
+
+def family_key(config) -> str:
+    """The registry key of a checkpoint's family: ``<model_type>-<vision model_type>`` where a family is registered
+    for that pair (a LLaVA checkpoint with a Pixtral tower: ``llava-pixtral``), else ``config.model_type``."""
+    vision = getattr(config, "vision_config", None)
+    paired = f"{config.model_type}-{vision.model_type}" if vision is not None else None
+    return paired if paired is not None and paired in FAMILIES else config.model_type
 
 
 def family_for(model_type: str) -> Family:
