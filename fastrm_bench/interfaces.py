@@ -28,6 +28,20 @@ from fastrm_bench.profiling import PeakMemory
 from fastrm_bench.weights import weights_hash
 
 
+@dataclass(frozen=True)
+class Video:
+    """A clip given to the model as its frames (in time order), for the families that take video."""
+
+    frames: tuple[Image.Image, ...]
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            raise ValueError("a video needs at least one frame")
+        sizes = {frame.size for frame in self.frames}
+        if len(sizes) > 1:
+            raise ValueError(f"a video's frames must share one size, got {sorted(sizes)}")
+
+
 @dataclass
 class Sample:
     """One question about one image (or several), as every task yields it."""
@@ -69,7 +83,7 @@ class ModelInputs:
     #: the images the batch was built from, one entry per row, a tuple where a row has several (`ModelAdapter.build_inputs`
     #: records them): a method that asks the model another question about the same image (`rel-att`'s generic prompt)
     #: builds it from these
-    images: tuple[Image.Image | tuple[Image.Image, ...], ...] = ()
+    images: tuple[Image.Image | tuple[Image.Image, ...] | Video, ...] = ()
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -191,11 +205,13 @@ class ModelAdapter(ABC):
         is what FastRM reads (`Generation.last_hidden`)."""
 
     @abstractmethod
-    def build_inputs(self, images: Sequence[Image.Image | Sequence[Image.Image]], prompts: Sequence[str]) -> ModelInputs:
+    def build_inputs(self, images: Sequence[Image.Image | Sequence[Image.Image] | Video], prompts: Sequence[str]
+                     ) -> ModelInputs:
         """Wrap prompts in the model's prompt format and encode a batch (left padding), with a layout per row.
 
         A row's entry of ``images`` is one image, or several (a tuple): the prompt then shows them all, in order,
-        and the row's layout draws them side by side (`layout.side_by_side`) on one canvas."""
+        and the row's layout draws them side by side (`layout.side_by_side`) on one canvas; or a `Video` (every row
+        then a video), for families that take video: one layout group per time step, drawn side by side."""
 
     @abstractmethod
     def generate(

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from fastrm_bench.checkpoint_files import InvalidWeightsFile, loading_problem, read_safetensors_shapes
-from fastrm_bench.interfaces import ATTENTION_KINDS, Generation, ModelAdapter, ModelInputs, TeacherForced
+from fastrm_bench.interfaces import ATTENTION_KINDS, Generation, ModelAdapter, ModelInputs, TeacherForced, Video
 from fastrm_bench.layer_attention import LayerAttention
 from fastrm_bench.layout import ImageLayout, LayoutGroup, side_by_side
 from fastrm_bench.models.attention_capture import (
@@ -159,11 +159,15 @@ class HFVisionLanguageAdapter(ModelAdapter):
         return self.family_spec.embeds_suffice
 
     # ---------------------------------------------------------------- inputs
-    def format_prompt(self, prompt: str, n_images: int = 1) -> str:
-        """The prompt as the model expects it, showing ``n_images`` images before the question: the chat template's
-        image parts, or a fixed template's one image token repeated (one per line), as LLaVA-1.5's multi-image use."""
+    def format_prompt(self, prompt: str, n_images: int = 1, video: bool = False) -> str:
+        """The prompt as the model expects it, showing ``n_images`` images (or a video) before the question: the chat
+        template's image (video) parts, or a fixed template's one image token repeated (one per line), as LLaVA-1.5's
+        multi-image use."""
+        if video and (self.prompt_template is not None or getattr(self.processor, "chat_template", None) is None):
+            raise ValueError(f"video inputs need the processor's chat template; {self.name} has a fixed prompt template")
         if self.prompt_template is None and getattr(self.processor, "chat_template", None) is not None:
-            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+            visual = [{"type": "video"}] if video else [{"type": "image"}] * n_images
+            content = [*visual, {"type": "text", "text": prompt}]
             messages = [{"role": "user", "content": content}]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         template = self.prompt_template if self.prompt_template is not None else self.family_spec.fallback_template
@@ -176,7 +180,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
                              "per prompt need a template with one (repeated per image) or a chat template")
         return text.replace(token, "\n".join([token] * n_images), 1)
 
-    def build_inputs(self, images: Sequence[Image.Image | Sequence[Image.Image]], prompts: Sequence[str]) -> ModelInputs:
+    def build_inputs(self, images: Sequence[Image.Image | Sequence[Image.Image] | Video], prompts: Sequence[str]
+                     ) -> ModelInputs:
+        if any(isinstance(entry, Video) for entry in images):
+            return self._build_video_inputs(images, prompts)
         rows = [tuple(im.convert("RGB") for im in entry) if isinstance(entry, (list, tuple)) else (entry.convert("RGB"),)
                 for entry in images]
         if any(not row for row in rows):
@@ -194,6 +201,30 @@ class HFVisionLanguageAdapter(ModelAdapter):
             layouts = [self._several_images_layout(ids, row) for ids, row in zip(tensors["input_ids"], rows)]
         return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts,
                            images=tuple(row[0] if len(row) == 1 else row for row in rows))
+
+    def _build_video_inputs(self, videos: Sequence[Any], prompts: Sequence[str]) -> ModelInputs:
+        """`build_inputs` for a batch of clips: the family encodes each (`Family.encode_video`), the prompt's one video
+        token becomes the clip's count of them, and the layout has a group per time step (`Family.video_layouts`)."""
+        if not all(isinstance(entry, Video) for entry in videos):
+            raise ValueError("a batch mixes videos and images; give every row a video, or none")
+        encoded = [self.family_spec.encode_video(self.model, self.processor, v.frames) for v in videos]
+        token = self.processor.tokenizer.convert_ids_to_tokens(int(self.model.config.video_token_id))
+        texts = []
+        for prompt, (_, count) in zip(prompts, encoded):
+            text = self.format_prompt(prompt, video=True)
+            if text.count(token) != 1:
+                raise ValueError(f"{self.name}'s chat template writes {text.count(token)} video places ({token}) for a video")
+            texts.append(text.replace(token, token * count))
+        tensors = dict(self.processor.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False))
+        if "mm_token_type_ids" in self.processor.model_input_names:  # M-RoPE reads each token's modality (2: video)
+            tensors["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids(tensors["input_ids"].tolist()))
+        for key in encoded[0][0]:
+            tensors[key] = torch.cat([inputs[key] for inputs, _ in encoded])
+        tensors = {k: v.to(self.device) for k, v in tensors.items()}
+        tensors["pixel_values_videos"] = tensors["pixel_values_videos"].to(self.model.dtype)
+        layouts = self.family_spec.video_layouts(self.model, tensors, [v.frames for v in videos])
+        return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts,
+                           images=tuple(videos))
 
     def _several_images_layout(self, ids: torch.Tensor, images: Sequence[Image.Image]) -> ImageLayout:
         """The layout of a row showing several images: each image's own layout (the family's, from the image encoded
@@ -568,9 +599,9 @@ class HFVisionLanguageAdapter(ModelAdapter):
         return logprobs.gather(-1, targets.expand(logprobs.shape[0], -1).unsqueeze(-1)).squeeze(-1).cpu()
 
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
-        if any(isinstance(entry, tuple) for entry in inputs.images):
+        if any(isinstance(entry, (tuple, Video)) for entry in inputs.images):
             raise ValueError("vision-side Grad-CAM (`gradcam`) pools one image's patches into its tokens; inputs of several "
-                             "images are not supported by it yet (`gradcam-lm` and the attention methods are)")
+                             "images or a video are not supported by it yet (`gradcam-lm` and the attention methods are)")
         return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
 
 

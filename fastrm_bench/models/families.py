@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.hooks import RemovableHandle
 
-from fastrm_bench.layout import ImageLayout, LayoutGroup, Region, centre_square, single_grid, whole_image
+from fastrm_bench.layout import ImageLayout, LayoutGroup, Region, centre_square, side_by_side, single_grid, whole_image
 from fastrm_bench.registry import FAMILIES
 
 
@@ -80,6 +80,18 @@ class Family:
         """A batch's images (``rows``: each prompt's images, in order) as the family's processor takes them: one flat
         list, the processor giving each prompt's image places the next images."""
         return [image for row in rows for image in row]
+
+    def encode_video(self, model, processor, frames: Sequence[Image.Image]) -> tuple[dict[str, torch.Tensor], int]:
+        """A clip's model inputs (e.g. ``pixel_values_videos``, ``video_grid_thw``) and its number of video tokens.
+
+        Families that take no video (or not yet) refuse it in one line."""
+        raise ValueError(f"video inputs are not supported for the {self.name} family (families with video: "
+                         "qwen2_vl, qwen2_5_vl)")
+
+    def video_layouts(self, model, tensors: dict[str, torch.Tensor], videos: Sequence[Sequence[Image.Image]]
+                      ) -> list[ImageLayout]:
+        """One layout per row of a batch of clips (`encode_video`'s inputs, tokenized)."""
+        raise ValueError(f"video inputs are not supported for the {self.name} family")
 
     def answer_inputs(self, key: str, answer: torch.Tensor) -> torch.Tensor:
         """A per-token model input (``key``) over the answer tokens ``answer`` [1, T], as the family's generate
@@ -280,6 +292,44 @@ class QwenVLFamily(Family):
 
         return self._whole_image_grids(model, tensors, images, grid_of, "merged grid")
 
+    def encode_video(self, model, processor, frames):
+        """A clip as Qwen2-VL's video inputs: each frame resized and normalised as the image processor does one image,
+        then consecutive frames paired into temporal patches (``temporal_patch_size``; an odd last frame repeated, as
+        the video processor pads), in the video processor's patch order. Built from the image processor so that no
+        torchvision is needed; where the stock video processor resizes differently (its own pixel limits), the token
+        count differs, the model's handling of the tokens does not."""
+        ip = processor.image_processor
+        step, merge = ip.temporal_patch_size, ip.merge_size
+        per_frame = [ip(images=[frame], return_tensors="pt") for frame in frames]
+        _, h, w = (int(x) for x in per_frame[0]["image_grid_thw"][0].tolist())
+        # each frame's patches (channels, time, rows, columns) carry the frame `step` times (the image processor's
+        # broadcast of one image): keep one copy per frame
+        singles = [f["pixel_values"].view(h * w, 3, step, -1)[:, :, 0] for f in per_frame]
+        singles += [singles[-1]] * (-len(singles) % step)
+        slots = [torch.stack(singles[k : k + step], dim=2).reshape(h * w, -1) for k in range(0, len(singles), step)]
+        grid = torch.tensor([[len(slots), h, w]])
+        return {"pixel_values_videos": torch.cat(slots), "video_grid_thw": grid}, len(slots) * h * w // merge**2
+
+    def video_layouts(self, model, tensors, videos):
+        """Per row, one group per time step (a pair of frames): a grid of merged patches drawn over the step's first
+        frame, the steps side by side (`layout.side_by_side`)."""
+        merge = model.config.vision_config.spatial_merge_size
+        token = int(model.config.video_token_id)
+        out = []
+        for row, (ids, frames) in enumerate(zip(tensors["input_ids"], videos)):
+            t, h, w = (int(x) for x in tensors["video_grid_thw"][row].tolist())
+            positions = self._image_positions(ids, token)
+            per_step = (h // merge) * (w // merge)
+            self._check(len(positions), t * per_step, f"{t} time steps of {h // merge}x{w // merge} merged patches")
+            step = model.config.vision_config.temporal_patch_size
+            shown = [frames[min(k * step, len(frames) - 1)] for k in range(t)]  # each step's first frame
+            canvas, offsets = side_by_side([(f.height, f.width) for f in shown])
+            groups = [LayoutGroup(tuple(positions[k * per_step : (k + 1) * per_step]), (h // merge, w // merge),
+                                  (0.0, float(left), float(f.height), float(left + f.width)))
+                      for k, (f, left) in enumerate(zip(shown, offsets))]
+            out.append(ImageLayout(tuple(groups), canvas))
+        return out
+
     def vision_target(self, model):
         return model.model.visual.blocks[-1]  # feeds the patch merger
 
@@ -313,7 +363,11 @@ class Qwen3VLFamily(QwenVLFamily):
 
     Removing an image token zeroes its input embedding AND its DeepStack features. Grad-CAM's target stays the
     last vision block (the merger's input): the DeepStack features come from earlier blocks, not through it.
+    Video is not taken yet: Qwen3-VL's prompts interleave timestamps with the time steps.
     """
+
+    encode_video = Family.encode_video
+    video_layouts = Family.video_layouts
 
     def remove_image_tokens(self, lm_kwargs: dict[str, Any], factor: torch.Tensor) -> None:
         super().remove_image_tokens(lm_kwargs, factor)
