@@ -17,6 +17,8 @@ TASKS.register("pope", "fastrm_bench.tasks.pope:POPETask",
                description="POPE yes/no object probes; accuracy, precision, recall, F1, yes-ratio per category.")
 TASKS.register("pairs", "fastrm_bench.tasks.pairs:PairsTask",
                description="Two images per question: is the object in the left or the right image (from POPE's files).")
+TASKS.register("clips", "fastrm_bench.tasks.clips:ClipsTask",
+               description="Clips of the embedded world: is the object moving left or right (a video per question).")
 TASKS.register("describe", "fastrm_bench.tasks.describe:DescribeTask",
                description="Describe the objects from left to right (COCO captions, per-word object ids); exact match.")
 

@@ -61,10 +61,14 @@ class Sample:
     object_masks: dict[int, np.ndarray] = field(default_factory=dict)
     #: the images the model is given, in order, where there are several (``image`` is then their canvas)
     images: tuple[Image.Image, ...] = ()
+    #: the clip the model is given, for a video sample (``image`` is then its frames side by side)
+    video: Video | None = None
 
     @property
-    def model_images(self) -> Image.Image | tuple[Image.Image, ...]:
-        """What `ModelAdapter.build_inputs` takes for this sample: its image, or its several images."""
+    def model_images(self) -> Image.Image | tuple[Image.Image, ...] | Video:
+        """What `ModelAdapter.build_inputs` takes for this sample: its video, its several images, or its image."""
+        if self.video is not None:
+            return self.video
         return self.images if self.images else self.image
 
 

@@ -62,8 +62,9 @@ def test_the_layout_has_a_group_per_time_step_side_by_side(adapter):
     inputs = adapter.build_inputs([clip()], [QUESTION])
     layout = inputs.layout
     assert [g.grid for g in layout.groups] == [(2, 3), (2, 3)]  # 4 frames -> 2 steps of 84x56 -> 6x4 patches, merged
-    assert [g.region for g in layout.groups] == [(0.0, 0.0, 48.0, 80.0), (0.0, 88.0, 48.0, 168.0)]
-    assert layout.image_size == (48, 168)
+    # all four frames side by side (80 px + 8 px gaps); each step drawn over its first frame (frames 0 and 2)
+    assert [g.region for g in layout.groups] == [(0.0, 0.0, 48.0, 80.0), (0.0, 176.0, 48.0, 256.0)]
+    assert layout.image_size == (48, 4 * 80 + 3 * 8)
     ids = inputs.input_ids[0]
     video_token = int(adapter.model.config.video_token_id)
     assert torch.equal(layout.positions, torch.nonzero(ids == video_token).flatten())
@@ -98,3 +99,54 @@ def test_families_without_video_and_mixed_batches_refuse_in_one_line(adapter, tm
     assert "\n" not in str(raised.value)
     with pytest.raises(ValueError, match="frames must share one size"):
         Video((Image.new("RGB", (8, 8)), Image.new("RGB", (9, 8))))
+
+
+# ---------------------------------------------------------------------------------------------- the clips task
+def test_a_clip_moves_one_object_and_keeps_the_rest():
+    import numpy as np
+
+    from fastrm_bench.world.clips import generate_clip
+
+    clip = generate_clip(12, frames=4)
+    assert generate_clip(12, frames=4).direction == clip.direction and len(clip.frames) == len(clip.masks) == 4
+    xs = [float(np.nonzero(mask)[1].mean()) for mask in clip.masks]
+    assert (np.diff(xs) > 0).all() if clip.direction == "right" else (np.diff(xs) < 0).all()
+    moved = np.logical_or.reduce(clip.masks)
+    for frame in clip.frames[1:]:  # everything but the mover is the same in every frame
+        assert np.array_equal(frame[~moved], clip.frames[0][~moved])
+
+
+def test_clips_samples_are_videos_on_a_canvas_of_their_frames():
+    from fastrm_bench.builders import create_task
+    from fastrm_bench.layout import side_by_side_image
+
+    task = create_task("clips")[0]
+    samples = list(task.samples(limit=12))
+    assert {s.references[0] for s in samples} == {"left", "right"}
+    sample = samples[0]
+    frames = sample.video.frames
+    assert sample.model_images is sample.video and len(frames) == 4
+    assert sample.image.size == side_by_side_image(frames).size
+    width = frames[0].width
+    for k in range(4):  # the mover's mask lies on every frame of the canvas
+        assert sample.mask[:, k * (width + 8) : k * (width + 8) + width].any()
+    assert sample.question.endswith("moving left or right?")
+    assert task.score(f"it goes {sample.references[0]}", sample) == 1.0 and task.score("up", sample) == 0.0
+
+
+def test_clips_and_pairs_run_end_to_end_on_the_second_shipped_model(tmp_path):
+    """`run --model tiny-qwen-shapes` on a video task and a two-image task, with chefer and the shipped FastRM."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fastrm_bench.cli import app
+
+    for task in ("clips", "pairs"):
+        for method in ("chefer", "fastrm"):
+            out = tmp_path / task / method
+            result = CliRunner().invoke(app, ["run", "--model", "tiny-qwen-shapes", "--method", method, "--task", task,
+                                              "--limit", "2", "--output-dir", str(out), "--device", "cpu"])
+            assert result.exit_code == 0, result.output
+            records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
+            assert len(records) == 2 and all(len(r["layout"]["groups"]) == 2 for r in records), (task, method)

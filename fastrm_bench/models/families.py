@@ -312,8 +312,10 @@ class QwenVLFamily(Family):
 
     def video_layouts(self, model, tensors, videos):
         """Per row, one group per time step (a pair of frames): a grid of merged patches drawn over the step's first
-        frame, the steps side by side (`layout.side_by_side`)."""
+        frame, on the canvas of all the clip's frames side by side (`layout.side_by_side`); the step's second frame,
+        which the same tokens see, is left uncovered."""
         merge = model.config.vision_config.spatial_merge_size
+        step = model.config.vision_config.temporal_patch_size
         token = int(model.config.video_token_id)
         out = []
         for row, (ids, frames) in enumerate(zip(tensors["input_ids"], videos)):
@@ -321,12 +323,13 @@ class QwenVLFamily(Family):
             positions = self._image_positions(ids, token)
             per_step = (h // merge) * (w // merge)
             self._check(len(positions), t * per_step, f"{t} time steps of {h // merge}x{w // merge} merged patches")
-            step = model.config.vision_config.temporal_patch_size
-            shown = [frames[min(k * step, len(frames) - 1)] for k in range(t)]  # each step's first frame
-            canvas, offsets = side_by_side([(f.height, f.width) for f in shown])
-            groups = [LayoutGroup(tuple(positions[k * per_step : (k + 1) * per_step]), (h // merge, w // merge),
-                                  (0.0, float(left), float(f.height), float(left + f.width)))
-                      for k, (f, left) in enumerate(zip(shown, offsets))]
+            canvas, offsets = side_by_side([(f.height, f.width) for f in frames])
+            groups = []
+            for k in range(t):
+                first = min(k * step, len(frames) - 1)
+                left, frame = offsets[first], frames[first]
+                groups.append(LayoutGroup(tuple(positions[k * per_step : (k + 1) * per_step]), (h // merge, w // merge),
+                                          (0.0, float(left), float(frame.height), float(left + frame.width))))
             out.append(ImageLayout(tuple(groups), canvas))
         return out
 

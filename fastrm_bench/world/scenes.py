@@ -65,7 +65,7 @@ class Scene:
     objects: list[SceneObject]
 
 
-def _shape_mask(shape: str, size: int, height: int, width: int, x0: int, y0: int) -> np.ndarray:
+def shape_mask(shape: str, size: int, height: int, width: int, x0: int, y0: int) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     u = (xx + 0.5 - x0) / size  # in [0, 1] inside the bounding box
     v = (yy + 0.5 - y0) / size
@@ -118,7 +118,7 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig(), size: tuple[i
                 break
         else:
             continue
-        mask = _shape_mask(shape, side, height, width, x0, y0)
+        mask = shape_mask(shape, side, height, width, x0, y0)
         occupied[y0 : y0 + side, x0 : x0 + side] = True
         rgb = np.array(COLORS[color], dtype=np.float64) + rng.normal(0.0, 8.0, size=3)
         image[mask] = rgb + rng.normal(0.0, 4.0, size=(int(mask.sum()), 3))
