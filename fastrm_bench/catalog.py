@@ -28,6 +28,9 @@ MODELS.register("tiny-llava-shapes", "fastrm_bench.models.zoo:tiny_llava_shapes"
 MODELS.register("tiny-qwen-shapes", "fastrm_bench.models.zoo:tiny_qwen_shapes",
                 description="Embedded Qwen2-VL (dynamic resolution) trained on variable-size shapes scenes and the "
                             "describe task; ships with the package.")
+MODELS.register("tiny-qwen-shapes-multi", "fastrm_bench.models.zoo:tiny_qwen_shapes_multi",
+                description="tiny-qwen-shapes fine-tuned on two-image (pairs) and clip (clips) questions by train-multi; "
+                            "ships with the package.")
 MODELS.register("llava-1.5-7b", "fastrm_bench.models.zoo:llava_15_7b",
                 description="LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from the Hugging Face cache.")
 MODELS.register("llava-1.5-13b", "fastrm_bench.models.zoo:llava_15_13b",

@@ -635,6 +635,46 @@ def train_vlm(
     typer.echo(f"model written to {out / 'model'}; use it with --model {out / 'model'}")
 
 
+@app.command("train-multi")
+def train_multi(
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned model.")],
+    base: ModelOption = "tiny-qwen-shapes",
+    steps: Annotated[int, typer.Option(help="Optimiser steps (8 items each).")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seed of the items drawn and of training.")] = 0,
+    eval_questions: Annotated[int, typer.Option(help="Held-out questions per task scored at the end.")] = 200,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+) -> None:
+    """Fine-tune a shipped model on two-image (`pairs`) and clip (`clips`) questions, replaying its single-image ones;
+    prints and saves the held-out accuracy of each."""
+    import time
+
+    import torch
+
+    from fastrm_bench.builders import create_task_for_model
+    from fastrm_bench.embedded.train_multi import MultiTrainConfig, TrainItems, finetune, heldout_accuracy, save
+    from fastrm_bench.models.zoo import load_model, model_folder
+    from fastrm_bench.world.build import variant_of_recipe
+
+    torch.set_num_threads(threads)
+    cfg = MultiTrainConfig(steps=steps, seed=seed, eval_questions=eval_questions)
+    folder = model_folder(base)
+    recipe_file = folder / "training.json" if folder is not None else None
+    if recipe_file is None or not recipe_file.is_file():
+        _fail(f"{base}: no training.json (the world it learnt); train-multi fine-tunes a model made by train-vlm")
+        return
+    recipe = json.loads(recipe_file.read_text())
+    adapter = load_model(base, device="cpu")
+    start = time.perf_counter()
+    finetune(adapter, TrainItems(variant_of_recipe(recipe["config"]).image_sizes, cfg.train_scenes, cfg.seed), cfg,
+             log=typer.echo)
+    seconds = time.perf_counter() - start
+    heldout = {task: heldout_accuracy(adapter, create_task_for_model(task, base)[0], cfg.eval_questions)
+               for task in ("pairs", "clips", "vqav2", "gqa")}
+    typer.echo("held out: " + ", ".join(f"{k} {v:.3f}" for k, v in heldout.items()))
+    save(adapter, out, cfg, base, recipe, heldout, seconds)
+    typer.echo(f"model written to {out}; use it with --model {out}")
+
+
 @app.command()
 def distill(
     ctx: typer.Context,

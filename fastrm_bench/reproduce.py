@@ -45,6 +45,11 @@ HALLUCINATION_METRICS = ("chair", "hallucination", "image-reliance")
 #: the counterfactual scenes' hallucinations (`counterfactual_configs`): the methods whose maps try to detect them
 COUNTERFACTUAL_METHODS = ("fastrm", "chefer", "tam", "gradcam", "rollout", "attention", "random")
 COUNTERFACTUAL_METRICS = ("hallucination", "image-reliance")
+#: the second model fine-tuned on two images and clips (`train-multi`): its maps on the pairs and clips tasks
+MULTI_MODEL = "tiny-qwen-shapes-multi"
+MULTI_TASKS = ("pairs", "clips")
+MULTI_METHODS = ("chefer", "attention", "rollout", "random")  # no FastRM proxy distilled for it yet
+MULTI_METRICS = ("perturbation", "localisation", "cost")
 #: methods of the second model's latency profile on natural describe answers
 SECOND_PROFILE_METHODS = ("fastrm", "tam", "chefer", "chefer-reference")
 
@@ -221,6 +226,15 @@ def counterfactual_configs(plan: Plan) -> list[RunConfig]:
     return configs
 
 
+def multi_configs(plan: Plan) -> list[RunConfig]:
+    """``multi/<task>/<method>``: the fine-tuned second model on questions about two images and about clips."""
+    if plan.second_model is None:
+        return []
+    return [RunConfig(method=method, task=task, model=MULTI_MODEL, limit=plan.ablation_limit, seed=plan.seed,
+                      output_dir=str(plan.out / "multi" / task / method), metrics=list(MULTI_METRICS))
+            for task in MULTI_TASKS for method in MULTI_METHODS]
+
+
 def reproduce(plan: Plan) -> None:
     from fastrm_bench.profile import DEFAULT_METHODS, profile, save
     from fastrm_bench.report import make_report
@@ -236,7 +250,7 @@ def reproduce(plan: Plan) -> None:
         frame = profile(list(DEFAULT_METHODS), plan.profile_lengths, repeats=3)
         save(frame, profile_dir)  # with the ratios of the named pairs (fastrm and chefer vs the reference, tam vs fastrm)
     second_model_runs(plan)  # under runs/ and profile/: the report finds them there
-    for cfg in [*hallucination_configs(plan), *counterfactual_configs(plan)]:
+    for cfg in [*hallucination_configs(plan), *counterfactual_configs(plan), *multi_configs(plan)]:
         _run_once(cfg, plan.log)
     ablations(plan)
     sanity_dir = plan.out / "sanity"

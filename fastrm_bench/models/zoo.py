@@ -17,16 +17,17 @@ CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 #: the models trained on the embedded world that ship in CHECKPOINTS, and the `train-vlm --family` of each
-EMBEDDED_MODELS = {"tiny-llava-shapes": "llava", "tiny-qwen-shapes": "qwen2_vl"}
+EMBEDDED_MODELS = {"tiny-llava-shapes": "llava", "tiny-qwen-shapes": "qwen2_vl", "tiny-qwen-shapes-multi": "qwen2_vl"}
+#: how each shipped model is remade (the missing-checkpoint error says it)
+REMAKE = {"tiny-qwen-shapes-multi": "`fastrm-bench train-multi --out DIR` and pass --model DIR"}
 
 
 def _shipped(name: str, device: str | None, load: dict[str, Any]) -> HFVisionLanguageAdapter:
     path = CHECKPOINTS / name
     if not (path / "config.json").exists():
-        raise ModelLoadError(
-            f"the shipped checkpoint is missing at {path}; reinstall the package or run "
-            f"`fastrm-bench train-vlm --family {EMBEDDED_MODELS[name]} --out DIR` and pass --model DIR/model"
-        )
+        trained = f"`fastrm-bench train-vlm --family {EMBEDDED_MODELS[name]} --out DIR` and pass --model DIR/model"
+        remake = REMAKE.get(name, trained)
+        raise ModelLoadError(f"the shipped checkpoint is missing at {path}; reinstall the package or run {remake}")
     return HFVisionLanguageAdapter.from_pretrained(path, device=device, name=name, **load)
 
 
@@ -39,6 +40,11 @@ def tiny_qwen_shapes(device: str | None = None, **load: Any) -> HFVisionLanguage
     """Embedded Qwen2-VL (dynamic resolution, 4 px patches merged 2x2) trained on variable-size scenes with the
     describe task; ships with the package."""
     return _shipped("tiny-qwen-shapes", device, load)
+
+
+def tiny_qwen_shapes_multi(device: str | None = None, **load: Any) -> HFVisionLanguageAdapter:
+    """`tiny-qwen-shapes` fine-tuned on two-image and clip questions (`train-multi`); ships with the package."""
+    return _shipped("tiny-qwen-shapes-multi", device, load)
 
 
 def model_folder(name_or_path: str) -> Path | None:
