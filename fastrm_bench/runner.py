@@ -49,6 +49,7 @@ from fastrm_bench.metrics.perturbation import DEFAULT_FRACTIONS
 from fastrm_bench.models.adapter import REMOVAL_STRATEGIES
 from fastrm_bench.parallel import Ranks, current_ranks
 from fastrm_bench.rundir import RESULTS, RunDir, RunDirError, replace_file, shard_dir
+from fastrm_bench.specs import recorded
 
 
 @dataclass
@@ -374,7 +375,7 @@ def prepare_run(cfg: RunConfig, ranks: Ranks, log: Callable[[str], Any]) -> Prep
     out = Path(cfg.output_dir or f"runs/{Path(adapter.name).name}/{task_spec.name}/{method_spec.name}")
     data_root = None if task.data_root is None else portable_path(task.data_root)
     recorded_run = {**asdict(cfg), "data_root": None if cfg.data_root is None else portable_path(cfg.data_root)}
-    config = {"run": recorded_run, "task_spec": asdict(task_spec), "method_spec": asdict(method_spec),
+    config = {"run": recorded_run, "task_spec": recorded(task_spec), "method_spec": recorded(method_spec),
               "model": adapter.name, "model_weights_sha256": adapter.weights_sha256, "data_source": task.data_source,
               "scoring": task.scoring, "data_root": data_root, "family": adapter.family,
               "attn_implementation": adapter.attn_implementation, "versions": _versions(), "device": str(adapter.device)}

@@ -15,7 +15,7 @@ variable ``FASTRM_BENCH_SPEC_PATH`` (``os.pathsep``-separated; later folders win
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,17 @@ def _builtin_root() -> Path:
 def spec_roots() -> list[Path]:
     env = [Path(p) for p in os.environ.get(SPEC_PATH_ENV, "").split(os.pathsep) if p]
     return [_builtin_root(), *env, *_extra_dirs]
+
+
+def recorded(spec: Spec) -> dict[str, Any]:
+    """A spec as a run records it: its file named inside the spec folder it lies in (``tasks/vqav2.yaml``), not by
+    this machine's absolute path (a file outside every spec folder keeps its resolved path)."""
+    out = asdict(spec)
+    if spec.path is not None:
+        path = Path(spec.path).resolve()
+        inside = [path.relative_to(root.resolve()) for root in spec_roots() if path.is_relative_to(root.resolve())]
+        out["path"] = inside[0].as_posix() if inside else str(path)
+    return out
 
 
 class SpecFileError(ValueError):

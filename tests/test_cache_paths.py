@@ -39,6 +39,7 @@ def test_a_run_on_data_in_the_cache_resumes_from_another_cache(world_root, tiny_
     run(config(first), log=lambda *_: None)
     recorded = json.loads((out / "config.json").read_text())
     assert recorded["data_root"] == recorded["run"]["data_root"] == "$FASTRM_BENCH_CACHE/data/shapes"
+    assert recorded["task_spec"]["path"] == "tasks/pope.yaml"  # named inside the spec folder, not by this machine's path
     monkeypatch.setenv("FASTRM_BENCH_CACHE", str(second))
     assert read_run(out).data_root == str(second / "data" / "shapes")
     said: list[str] = []
@@ -51,3 +52,6 @@ def test_committed_runs_name_no_machine_s_cache():
         data = json.loads(path.read_text())
         if isinstance(data, dict) and isinstance(data.get("data_root"), str):
             assert not Path(data["data_root"]).is_absolute(), (path, data["data_root"])
+        for kind in ("task_spec", "method_spec"):
+            if isinstance(data, dict) and isinstance(data.get(kind), dict) and data[kind].get("path"):
+                assert not Path(data[kind]["path"]).is_absolute(), (path, data[kind]["path"])
