@@ -399,7 +399,31 @@ def tiles_and_whole_image(positions: Sequence[int], tiles: tuple[int, int], side
     return ImageLayout(tuple(groups), image_size)
 
 
-class Idefics3Family(Family):
+class TiledFamily(Family):
+    """Families that cut the image into a grid of tiles (row-major) and add the whole image as one more grid
+    (Idefics3's global image, InternVL's thumbnail), every grid ``side x side`` tokens (`tiles_and_whole_image`)."""
+
+    def _side(self, model) -> int:
+        """Tokens per tile side."""
+        raise NotImplementedError
+
+    def _tile_grid(self, processor, ids: torch.Tensor, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(rows, cols) of tiles of this input; (0, 0) when the whole image comes alone."""
+        raise NotImplementedError
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        side = self._side(model)
+        out = []
+        for ids, image in zip(tensors["input_ids"], images):
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            image_size = (image.height, image.width)
+            rows, cols = self._tile_grid(processor, ids, image_size)
+            self._check(len(positions), side * side * (rows * cols + 1), f"{rows}x{cols} tiles + the whole image")
+            out.append(tiles_and_whole_image(positions, (rows, cols), side, image_size))
+        return out
+
+
+class Idefics3Family(TiledFamily):
     """Idefics3 / SmolVLM: the image split into tiles (row-major) plus the global image last, each tile a
     square grid after the connector's pixel shuffle; `<row_i_col_j>` markers say how the tiles are laid out."""
 
@@ -419,17 +443,8 @@ class Idefics3Family(Family):
         vision = model.config.vision_config
         return vision.image_size // vision.patch_size // model.config.scale_factor
 
-    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
-        side = self._side(model)
-        per_tile = side * side
-        out = []
-        for ids, image in zip(tensors["input_ids"], images):
-            positions = self._image_positions(ids, self.image_token_id(model.config))
-            rows, cols = self._tiles(processor, ids)
-            tiles = rows * cols
-            self._check(len(positions), per_tile * (tiles + 1 if tiles else 1), f"{rows}x{cols} tiles + the global image")
-            out.append(tiles_and_whole_image(positions, (rows, cols), side, (image.height, image.width)))
-        return out
+    def _tile_grid(self, processor, ids: torch.Tensor, image_size: tuple[int, int]) -> tuple[int, int]:
+        return self._tiles(processor, ids)  # the <row_i_col_j> markers the processor wrote
 
     def vision_target(self, model):
         return _vision_transformer(model.model.vision_model).post_layernorm  # what the connector reads
@@ -521,7 +536,7 @@ class PaliGemmaFamily(Family):
         return values  # one LM token per patch
 
 
-class InternVLFamily(Family):
+class InternVLFamily(TiledFamily):
     """InternVL (2.5 / 3): the image resized to the tile grid whose aspect is closest to its own (``crop_to_patches``:
     ``min_patches``..``max_patches`` tiles, row-major), then a thumbnail of the whole image when there is more than one
     tile; each tile's patches (CLS dropped) pixel-shuffled 2x2 into ``image_seq_length`` tokens, the tiles' tokens in
@@ -541,18 +556,9 @@ class InternVLFamily(Family):
         vision = model.config.vision_config
         return int(vision.image_size[0] // vision.patch_size[0] * model.config.downsample_ratio)
 
-    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
-        side = self._side(model)
-        per_tile = side * side
-        out = []
-        for ids, image in zip(tensors["input_ids"], images):
-            positions = self._image_positions(ids, self.image_token_id(model.config))
-            image_size = (image.height, image.width)
-            rows, cols = self._canvas(processor, image_size)
-            tiles = rows * cols if rows * cols > 1 else 0
-            self._check(len(positions), per_tile * (tiles + 1), f"{rows}x{cols} tiles of {side}x{side} tokens + the thumbnail")
-            out.append(tiles_and_whole_image(positions, (rows, cols) if tiles else (0, 0), side, image_size))
-        return out
+    def _tile_grid(self, processor, ids: torch.Tensor, image_size: tuple[int, int]) -> tuple[int, int]:
+        rows, cols = self._canvas(processor, image_size)
+        return (rows, cols) if rows * cols > 1 else (0, 0)  # one tile: the thumbnail alone
 
     def vision_target(self, model):
         """The features the pixel shuffle reads: the tower's final norm for layer -1 (``last_hidden_state``;
