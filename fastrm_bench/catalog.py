@@ -91,6 +91,9 @@ METRICS.register("threshold", "fastrm_bench.metrics.threshold:ThresholdAgreement
                  description="Per-patch accuracy/F1 of probability maps against binarised Chefer labels (FastRM).")
 METRICS.register("localisation", "fastrm_bench.metrics.localisation:Localisation",
                  description="Relevance mass and pointing game on the question's objects (needs object masks).")
+METRICS.register("image-localisation", "fastrm_bench.metrics.image_localisation:ImageLocalisation",
+                 description="Several images or a clip: does the map choose the image showing the object, and point "
+                             "at it inside each image (frame)? (samples with object masks)")
 METRICS.register("token-localisation", "fastrm_bench.metrics.token_localisation:TokenLocalisation",
                  description="Per answer word: pointing game and mass of its map on its own object vs the others "
                              "(samples with per-word object ids, e.g. the describe task).")
