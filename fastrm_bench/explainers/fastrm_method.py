@@ -27,12 +27,14 @@ from fastrm_bench.layout import ImageLayout
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 #: the proxy shipped for each shipped model (distilled from Chefer's maps)
 SHIPPED = {"tiny-llava-shapes": CHECKPOINTS / "fastrm-tiny-llava-shapes",
-           "tiny-qwen-shapes": CHECKPOINTS / "fastrm-tiny-qwen-shapes"}
+           "tiny-qwen-shapes": CHECKPOINTS / "fastrm-tiny-qwen-shapes",
+           "tiny-qwen-shapes-multi": CHECKPOINTS / "fastrm-tiny-qwen-shapes-multi"}
 #: the proxies shipped for each (shipped model, teacher method)
 SHIPPED_BY_TEACHER = {
     ("tiny-llava-shapes", "chefer"): SHIPPED["tiny-llava-shapes"],
     ("tiny-llava-shapes", "tam"): CHECKPOINTS / "fastrm-tam-tiny-llava-shapes",
     ("tiny-qwen-shapes", "chefer"): SHIPPED["tiny-qwen-shapes"],
+    ("tiny-qwen-shapes-multi", "chefer"): SHIPPED["tiny-qwen-shapes-multi"],
 }
 
 
