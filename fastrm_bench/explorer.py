@@ -208,7 +208,7 @@ def _group_data(label: str, model: str, group: list[Run], max_samples: int, max_
     notes = [note] if note else []
     columns = _columns(group, notes)
     first = columns[0].records
-    task_records = {rec.id: rec for rec in task.records} if task is not None else {}
+    task_records = task.handles() if task is not None else {}
     inside = _workbench(group, notes)
     wanted = set(choose_samples(list(first.values()), max_samples)) | (set(inside) & set(first))
     metric_names: dict[str, None] = {}

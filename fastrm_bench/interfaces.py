@@ -282,9 +282,15 @@ class Task(ABC):
         """Samples in a deterministic order; ``limit`` takes a seeded subsample."""
 
     def select(self, limit: int | None, seed: int) -> list[Any] | None:
-        """Cheap handles of the samples a run evaluates (`sample` opens one), so that a resumed run skips
-        finished samples before any image is opened; None (the default): the run streams `samples`."""
+        """Cheap handles of the samples a run evaluates (`sample` opens one), each with the sample's ``id``, so
+        that a resumed run skips finished samples before any image is opened; None (the default): the run
+        streams `samples`."""
         return None
+
+    def handles(self) -> dict[str, Any]:
+        """Every sample's handle by sample id: how a page showing given samples of a run (the report, the
+        explorer) opens them; empty for a task whose samples are streamed."""
+        return {handle.id: handle for handle in self.select(None, 0) or []}
 
     def sample(self, handle: Any) -> Sample:
         """The sample behind a handle of `select`."""

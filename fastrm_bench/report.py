@@ -536,7 +536,7 @@ def fig_qualitative(runs: list[Run], report: Report, n: int = 4, methods: tuple[
     by_method = candidates[label]
     first = next(iter(by_method.values()))
     task, _ = create_task(first.task, data_root=first.data_root)
-    task_records = {rec.id: rec for rec in task.records}
+    task_records = task.handles()
     maps = {m: r.sample_maps() for m, r in by_method.items()}
     ids = [i for i in _one_token_shared(by_method, records)
            if i in task_records and all(i in maps[m] for m in by_method)][:n]

@@ -51,7 +51,7 @@ def write_workbench(run_dir: Path, samples: int = 4, sample_ids: list[str] | Non
     settings = run.config.get("run", {})
     adapter = load_model(run.model_ref, device=device, dtype=settings.get("dtype", "float32"),
                          attn_implementation=settings.get("attn_implementation", "sdpa"))
-    task_records = {rec.id: rec for rec in task.records}
+    task_records = task.handles()
     out: dict[str, Any] = {"format": FORMAT, "model": run.model, "weights_sha256": adapter.weights_sha256,
                            "layers": adapter.num_layers, "rows": "predicting position of each answer token",
                            "samples": {}}

@@ -10,10 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from fastrm_bench.explorer import explorer_data
 from fastrm_bench.interfaces import Sample, Video
 from fastrm_bench.layout import ImageLayout, side_by_side, side_by_side_mask, single_grid, whole_image
 from fastrm_bench.metrics.base import SampleContext
 from fastrm_bench.metrics.image_localisation import ImageLocalisation, part_tokens
+from fastrm_bench.rundir import read_run
 
 
 def two_images_layout() -> tuple[ImageLayout, list[tuple[int, int]]]:
@@ -112,3 +114,7 @@ def test_runs_of_the_two_image_and_clip_tasks_score_each_image(task, parts, tmp_
     assert summary["metrics"]["n_several_images"]["value"] == 3
     low, high = summary["metrics"]["per_image_pointing_game"]["ci95"]  # bootstrapped over the samples
     assert 0 <= low <= summary["metrics"]["per_image_pointing_game"]["value"] <= high <= 1
+    # the explorer opens each sample of the run by its id: the canvas of its images (frames) and the object's mask
+    (group,) = explorer_data([read_run(out)])["groups"]
+    assert len(group["samples"]) == 3 and not group["notes"]
+    assert all(entry["image"] and entry["mask"] for entry in group["samples"])
