@@ -48,8 +48,9 @@ COUNTERFACTUAL_METRICS = ("hallucination", "image-reliance")
 #: the second model fine-tuned on two images and clips (`train-multi`): its maps on the pairs and clips tasks
 MULTI_MODEL = "tiny-qwen-shapes-multi"
 MULTI_TASKS = ("pairs", "clips")
-MULTI_METHODS = ("chefer", "attention", "rollout", "random")  # no FastRM proxy distilled for it yet
-MULTI_METRICS = ("perturbation", "localisation", "cost")
+MULTI_METHODS = ("fastrm", "chefer", "attention", "rollout", "random")
+#: `image-localisation`: does a map choose the image showing the object, and find it inside each image (frame)?
+MULTI_METRICS = ("perturbation", "localisation", "image-localisation", "cost")
 #: methods of the second model's latency profile on natural describe answers
 SECOND_PROFILE_METHODS = ("fastrm", "tam", "chefer", "chefer-reference")
 
@@ -259,5 +260,6 @@ def reproduce(plan: Plan) -> None:
     # kept as it is when done; a check of fewer methods (a method added since) gets the others added
     run_sanity(SanityConfig(methods=list(SANITY_METHODS), task="vqav2", limit=plan.sanity_limit, seed=plan.seed,
                             out=str(sanity_dir)), log=plan.log)
-    make_report([runs, profile_dir, plan.out / "ablations" / "runs", sanity_dir, plan.out / "hallucination"], plan.out / "report",
+    make_report([runs, profile_dir, plan.out / "ablations" / "runs", sanity_dir, plan.out / "hallucination", plan.out / "multi"],
+                plan.out / "report",
                 f"fastrm-bench reproduce --out {plan.out}")

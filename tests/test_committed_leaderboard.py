@@ -8,7 +8,8 @@ from fastrm_bench.report import Report, leaderboard_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the folders `fastrm-bench reproduce --out results` gives its report, as it names them (relative: run_dir column)
-REPORTED = ("results/runs", "results/profile", "results/ablations/runs", "results/sanity", "results/hallucination")
+REPORTED = ("results/runs", "results/profile", "results/ablations/runs", "results/sanity", "results/hallucination",
+            "results/multi")
 
 
 def test_the_committed_leaderboard_regenerates_equal(tmp_path, monkeypatch):
