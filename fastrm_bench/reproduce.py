@@ -133,7 +133,7 @@ def _ablation_run(plan: Plan, data_dir: Path, kind: str, value, recipe) -> Path:
     spec_dir.mkdir(parents=True, exist_ok=True)
     (spec_dir / f"fastrm-{name}.yaml").write_text(json.dumps({
         "name": f"fastrm-{name}", "implementation": "fastrm", "description": f"FastRM ablation {kind}={value}",
-        "params": {"checkpoint": str(proxy_dir.resolve())}}))
+        "params": {"checkpoint": str(proxy_dir)}}))  # as --out names it: no machine path in the record
     add_spec_dir(spec_dir.parent)
     cfg = RunConfig(method=f"fastrm-{name}", task="vqav2", limit=plan.ablation_limit, seed=plan.seed,
                     output_dir=str(run_dir), fractions=[0.0, 0.05, 0.1, 0.15, 0.2])

@@ -55,3 +55,21 @@ def test_committed_runs_name_no_machine_s_cache():
         for kind in ("task_spec", "method_spec"):
             if isinstance(data, dict) and isinstance(data.get(kind), dict) and data[kind].get("path"):
                 assert not Path(data[kind]["path"]).is_absolute(), (path, data[kind]["path"])
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_committed_run_configs_name_no_absolute_path_at_all():
+    """Spec parameters too (an ablation's proxy folder): a record names paths as its command named them."""
+    for path in RESULTS.rglob("config.json"):
+        absolute = [s for s in _strings(json.loads(path.read_text())) if s.startswith("/")]
+        assert not absolute, (path, absolute)
