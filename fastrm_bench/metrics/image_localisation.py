@@ -22,7 +22,7 @@ import torch
 from fastrm_bench.interfaces import Sample
 from fastrm_bench.layout import ImageLayout, side_by_side
 from fastrm_bench.metrics.base import Metric, Needs, RunSettings, SampleContext
-from fastrm_bench.metrics.localisation import object_tokens, pointing_game, relevance_mass
+from fastrm_bench.metrics.localisation import defined_mean, object_tokens, pointing_game, relevance_mass
 
 
 def part_sizes(sample: Sample) -> list[tuple[int, int]]:
@@ -47,11 +47,6 @@ def part_tokens(layout: ImageLayout, sizes: Sequence[tuple[int, int]]) -> list[n
         owner[start : start + len(group.positions)] = inside[0]
         start += len(group.positions)
     return [owner == i for i in range(len(sizes))]
-
-
-def _mean(values: list[float]) -> float | None:
-    values = [v for v in values if v == v]
-    return float(np.mean(values)) if values else None
 
 
 class ImageLocalisation(Metric):
@@ -92,11 +87,11 @@ class ImageLocalisation(Metric):
         out["n_several_images"] = float(len(several))
         for key, name in (("per_image_pointing", "per_image_pointing_game"), ("per_image_mass", "per_image_relevance_mass")):
             # a sample's images (frames) are averaged first, so every sample weighs the same
-            value = _mean([v for v in (_mean(r[key]) for r in several) if v is not None])
+            value = defined_mean([defined_mean(r[key]) for r in several])
             if value is not None:
                 out[name] = value
         for key in ("image_choice_pointing", "image_choice_mass"):
-            value = _mean([r[key] for r in several if key in r])
+            value = defined_mean([r[key] for r in several if key in r])
             if value is not None:
                 out[key] = value
         return out

@@ -43,7 +43,8 @@ def pointing_game(sample_map: torch.Tensor, on_object: np.ndarray) -> float:
 CORRECT_SCORE = 1.0
 
 
-def _mean(values: list[float]) -> float | None:
+def defined_mean(values: list[float | None]) -> float | None:
+    """Mean of the values that are defined (not None, not NaN); None when none is."""
     values = [v for v in values if v is not None and v == v]
     return float(np.mean(values)) if values else None
 
@@ -67,7 +68,7 @@ class Localisation(Metric):
     def compute(self, records, settings: RunSettings) -> dict[str, float]:
         out: dict[str, float] = {}
         for key in ("relevance_mass", "pointing_game", "object_patch_share"):
-            value = _mean([r[key] for r in records if key in r])
+            value = defined_mean([r[key] for r in records if key in r])
             if value is not None:
                 out[key] = value
         correct = [r for r in records if r["score"] >= CORRECT_SCORE]
