@@ -27,6 +27,7 @@ SHIPPED_WEIGHTS = {
     "fastrm-tam-tiny-llava-shapes": "85907a35b569a1d088236d9e74ec52b87844ffc9f0247452cb534532d9fb99ee",
     "fastrm-tiny-llava-shapes": "2ae7813b84736521835b9b0782412617bdde0cc56ab79c937018ba5910abd7d9",
     "fastrm-tiny-qwen-shapes": "978f5fcc97e22a437107338119895fbaf508c949d3a52bf6028183f34ca5458c",
+    "fastrm-tiny-qwen-shapes-multi": "b7a4f91ab703d50aaf393c0bc04619cb1104ae88c49f47be241d0655767adfd7",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "runs"
 
@@ -68,6 +69,18 @@ def test_save_and_load_round_trip_weights_config_and_card(tmp_path):
     assert not loaded.training  # loaded for inference
     with pytest.raises(CheckpointError, match="hidden size 8 .* model's hidden size is 16"):
         FastRM.from_pretrained(tmp_path / "p", expected_hidden_size=16)
+
+
+def test_the_card_written_at_save_is_the_one_its_reloaded_config_generates(tmp_path):
+    """The config is saved with sorted keys: a teacher or training data recorded in another order must not make
+    the saved card differ from `model_card` of the reloaded config."""
+    config = FastRMConfig(8, teacher={"name": "chefer", "implementation": "chefer", "params": {"b": 1, "a": 2}},
+                          training_data={"tasks": ["vqav2", "pairs"], "questions": 3, "splits": ["train"]})
+    torch.manual_seed(0)
+    FastRM(config).save_pretrained(tmp_path)
+    reloaded = FastRM.from_pretrained(tmp_path).config
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == str(model_card(reloaded))
+    assert "implementation: chefer\n  name: chefer" in str(model_card(reloaded))
 
 
 def test_a_folder_with_another_models_config_json_is_refused(tmp_path):

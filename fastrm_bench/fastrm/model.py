@@ -225,12 +225,21 @@ def card_data(config: FastRMConfig) -> ModelCardData:
     if all(isinstance(n, int) for n in tokens):
         training["token_samples"] = sum(tokens)
     hub = FastRM._hub_mixin_info.model_card_data
+    # keys sorted as the saved config sorts them: the card written at save equals the one its reload generates
+    training, teacher = _sorted_keys(training), _sorted_keys(_recorded_teacher(config))
     return ModelCardData(library_name=hub.library_name, tags=list(hub.tags), base_model=config.distilled_from or None,
                          explained_model_weights_sha256=config.model_weights_sha256 or None,
-                         teacher=_recorded_teacher(config),
+                         teacher=teacher,
                          training_data={k: v for k, v in training.items() if v is not None} or None,
                          proxy_metrics=_held_out_metrics(config) or None, hidden_size=config.hidden_size,
                          labeling_threshold=config.labeling_threshold)
+
+
+def _sorted_keys(value: Any) -> Any:
+    """`value` with every mapping's keys in sorted order, as ``json.dumps(sort_keys=True)`` writes them."""
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    return [_sorted_keys(v) for v in value] if isinstance(value, list) else value
 
 
 def _card_body(config: FastRMConfig) -> str:
