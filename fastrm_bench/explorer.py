@@ -9,6 +9,8 @@ curves) is inlined as JSON and the images as base64 JPEG; a small script draws t
   entropy and per-sample metrics); it sorts (click a column header) and filters (text, right/wrong);
 - a chosen sample shows its image with each method's map of the chosen answer token (click a token; the
   "whole answer" button shows the run's sample map) and the method's perturbation curves of that sample.
+- a sample of several images or a clip is drawn side by side; the page also shows its images (the clip's
+  time steps) one at a time, chosen or played (`_parts`: each one's span of the canvas).
 
 Runs written before per-token maps were kept (no ``token_maps.npz``) show their sample map for every
 token, and the page says so. Size: at most ``max_samples`` samples per group (every wrong answer first,
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from fastrm_bench.layout import ImageLayout, side_by_side
 from fastrm_bench.maps_io import record_layout
 from fastrm_bench.rundir import Run, label_tasks
 
@@ -214,9 +217,9 @@ def _group_data(label: str, model: str, group: list[Run], max_samples: int, max_
     metric_names: dict[str, None] = {}
     samples = []
     for sample_id in [i for i in first if i in wanted]:
-        size, image, mask = _image(task, task_records.get(sample_id), image_side)
-        entry = _sample_entry(first[sample_id], group[0], size, image, max_tokens)
-        entry["mask"], entry["inside"] = mask, inside.get(sample_id)
+        picture = _image(task, task_records.get(sample_id), image_side)
+        entry = _sample_entry(first[sample_id], group[0], picture, max_tokens)
+        entry["mask"], entry["inside"] = picture.mask, inside.get(sample_id)
         for column in columns:
             if sample_id in column.records:
                 entry["runs"][column.name] = _run_entry(column, sample_id, max_tokens)
@@ -247,19 +250,53 @@ def _columns(group: list[Run], notes: list[str]) -> list[_Column]:
     return columns
 
 
-def _image(task: Any, record: Any, side: int) -> tuple[tuple[int, int] | None, str | None, str | None]:
-    """The sample's image size, picture and the mask of the question's objects (data URLs); None for what cannot be
-    read or is not known: it costs the picture only."""
+@dataclass(frozen=True)
+class _Picture:
+    """What the page shows of a sample's input: its size, picture and object mask (data URLs), and for several
+    images or a clip each image's (frame's) size in the order the picture shows them side by side."""
+
+    size: tuple[int, int] | None = None
+    image: str | None = None
+    mask: str | None = None
+    part_sizes: tuple[tuple[int, int], ...] = ()
+    part_noun: str = "image"
+
+
+def _image(task: Any, record: Any, side: int) -> _Picture:
+    """The sample's picture; what cannot be read or is not known is left out: it costs the picture only."""
     if task is None or record is None:
-        return None, None, None
+        return _Picture()
     size = None
     try:
         sample = task.sample(record)
         picture = sample.image
         size = (picture.height, picture.width)
-        return size, _image_url(picture, side), _mask_url(sample.mask, side)
+        return _Picture(size, _image_url(picture, side), _mask_url(sample.mask, side), tuple(sample.part_sizes()),
+                        "frame" if sample.video is not None else "image")
     except Exception:  # noqa: BLE001 - one unreadable image costs its picture only
-        return size, None, None
+        return _Picture(size)
+
+
+def _parts(layout: ImageLayout, picture: _Picture) -> list[dict[str, Any]] | None:
+    """Each image that holds tokens, or each time step of a clip (its tokens lie over its first frame), with its span
+    of the side-by-side canvas: what the page shows one at a time. None for one image."""
+    if len(picture.part_sizes) < 2 or picture.size != tuple(layout.image_size):
+        return None
+    _, lefts = side_by_side(picture.part_sizes)
+    centres = [(g.region[1] + g.region[3]) / 2 for g in layout.groups]
+    kept = [i for i, ((_, width), left) in enumerate(zip(picture.part_sizes, lefts))
+            if any(left <= c < left + width for c in centres)]
+    if len(kept) < 2:
+        return None
+    parts = []
+    for k, i in enumerate(kept):
+        height, width = picture.part_sizes[i]
+        label = f"image {i + 1}"
+        if picture.part_noun == "frame":  # a time step: its frames up to the next one's first
+            last = (kept[k + 1] if k + 1 < len(kept) else len(picture.part_sizes)) - 1
+            label = f"time step {k + 1} (frame{'s' if last > i else ''} {i + 1}{f'-{last + 1}' if last > i else ''})"
+        parts.append({"label": label, "left": lefts[i], "width": width, "height": height})
+    return parts
 
 
 def _mask_url(mask: np.ndarray | None, side: int) -> str | None:
@@ -295,17 +332,18 @@ def _workbench(group: list[Run], notes: list[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _sample_entry(base: dict[str, Any], run: Run, size: tuple[int, int] | None, image: str | None,
-                  max_tokens: int) -> dict[str, Any]:
-    """A sample's row as the first run of its group recorded it: question, answer, tokens, image and layout."""
+def _sample_entry(base: dict[str, Any], run: Run, picture: _Picture, max_tokens: int) -> dict[str, Any]:
+    """A sample's row as the first run of its group recorded it: question, answer, tokens, image and layout (and
+    its images' or frames' spans, where it has several)."""
+    size = picture.size
     if size is None and "layout" in base:
         size = tuple(base["layout"]["image_size"])
-    layout = record_layout(base, run.config, size or (64, 64)).to_dict()
+    layout = record_layout(base, run.config, size or (64, 64))
     return {"id": base["id"], "question": base.get("question", ""), "answer": base.get("prediction", ""),
             "reference": base.get("reference", ""), "score": base.get("score"),
             "correct": base.get("score", 0) >= 0.5, "tokens": base.get("tokens", [])[:max_tokens],
             "n_tokens": base.get("num_tokens", len(base.get("tokens", []))),
-            "image": image, "layout": layout, "runs": {}}
+            "image": picture.image, "layout": layout.to_dict(), "parts": _parts(layout, picture), "runs": {}}
 
 
 def _run_entry(column: _Column, sample_id: str, max_tokens: int) -> dict[str, Any]:

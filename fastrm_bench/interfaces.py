@@ -33,10 +33,15 @@ class Video:
     """A clip given to the model as its frames (in time order), for the families that take video."""
 
     frames: tuple[Image.Image, ...]
+    #: frames per second of ``frames`` (as sampled), for families whose prompts give each time step its time
+    #: (Qwen3-VL); None: 24, what transformers assumes for frames given without their video's metadata
+    fps: float | None = None
 
     def __post_init__(self) -> None:
         if not self.frames:
             raise ValueError("a video needs at least one frame")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"a video's fps must be positive, got {self.fps}")
         sizes = {frame.size for frame in self.frames}
         if len(sizes) > 1:
             raise ValueError(f"a video's frames must share one size, got {sorted(sizes)}")
@@ -70,6 +75,13 @@ class Sample:
         if self.video is not None:
             return self.video
         return self.images if self.images else self.image
+
+    def part_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of each image (or video frame) the model is given, in the order ``image`` shows them
+        side by side; [] for a sample of one image."""
+        if self.video is not None:
+            return [(f.height, f.width) for f in self.video.frames]
+        return [(im.height, im.width) for im in self.images]
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from fastrm_bench.cli import app
 from fastrm_bench.explorer import NAME, explorer_data, sample_metrics
+from fastrm_bench.layout import SIDE_BY_SIDE_GAP
 from fastrm_bench.maps_io import load_sample_maps, load_token_maps
 from fastrm_bench.report import label_tasks, load_runs
 from fastrm_bench.runner import RunConfig, run
@@ -381,3 +382,65 @@ def test_no_map_is_cropped_on_a_non_square_image(qwen_report):
                     f"const c = document.getElementById('{canvas}'); return [c.width, c.height, c.dataset.extent]")
                 assert abs(w / h - width / height) <= 1 / min(w, h) + 1e-9  # the image's shape
                 assert extent == f"0,0,{w},{h}"  # the map covers the whole image: nothing cropped
+
+
+@pytest.fixture(scope="module")
+def several_report(tmp_path_factory) -> Path:
+    """The multi-image model on two images and on clips (chefer and random), reported."""
+    root = tmp_path_factory.mktemp("several-explorer")
+    for task in ("pairs", "clips"):
+        for method in METHODS:
+            run(RunConfig(method=method, task=task, model="tiny-qwen-shapes-multi", limit=2, seed=0,
+                          output_dir=str(root / "runs" / f"{task}-{method}"), max_new_tokens=3, device="cpu",
+                          metrics=["entropy"]), log=lambda *_: None)
+    result = CliRunner().invoke(app, ["report", str(root / "runs"), "--out", str(root / "report")])
+    assert result.exit_code == 0, result.output
+    return root / "report" / NAME
+
+
+def test_each_image_and_each_time_step_with_tokens_is_a_part_of_the_page(several_report):
+    groups = {g["task"]: g for g in _data(several_report)["groups"]}
+    for sample in groups["pairs"]["samples"]:
+        (height, canvas_width), parts = sample["layout"]["image_size"], sample["parts"]
+        assert [p["label"] for p in parts] == ["image 1", "image 2"]
+        assert parts[0]["left"] == 0 and parts[1]["left"] > parts[0]["width"]  # a gap between them
+        assert parts[1]["left"] + parts[1]["width"] == canvas_width and max(p["height"] for p in parts) == height
+    for sample in groups["clips"]["samples"]:  # 4 frames, 2 per time step: its tokens over frames 1 and 3
+        assert [p["label"] for p in sample["parts"]] == ["time step 1 (frames 1-2)", "time step 2 (frames 3-4)"]
+        assert [p["left"] for p in sample["parts"]] == [0, 2 * (sample["parts"][0]["width"] + SIDE_BY_SIDE_GAP)]
+
+
+@needs_browser
+def test_a_clips_maps_show_one_time_step_at_a_time_and_play(several_report):
+    from selenium.webdriver.support.ui import Select
+
+    clips = next(i for i, g in enumerate(_data(several_report)["groups"]) if g["task"] == "clips")
+    sample = _data(several_report)["groups"][clips]["samples"][0]
+    with chromium() as browser:
+        browser.get(f"{several_report.as_uri()}#g={clips}&s={sample['id']}&t=0")
+        whole = _drawn(browser, "map-0")
+        width, height = browser.execute_script("const c = document.getElementById('map-0'); return [c.width, c.height]")
+        assert width / height > 3  # four frames side by side
+        views = []
+        for part in (0, 1):
+            Select(browser.find_element("id", "part")).select_by_value(str(part))
+            wait_for(lambda part=part: browser.execute_script("return window.explorer.part") == part)
+            drawn = _drawn(browser, "map-0")
+            w, h, extent = browser.execute_script(
+                "const c = document.getElementById('map-0'); return [c.width, c.height, c.dataset.extent]")
+            frame = sample["parts"][part]
+            assert abs(w / h - frame["width"] / frame["height"]) <= 1 / min(w, h) + 1e-9  # one frame's shape
+            assert extent == f"0,0,{w},{h}"  # its time step's tokens cover the whole frame
+            assert f"f={part}" in browser.current_url  # the link keeps the chosen frame
+            views.append(drawn)
+        assert len({whole, *views}) == 3  # each frame is its own picture
+        browser.find_element("id", "play").click()
+        assert browser.find_element("id", "play").get_attribute("aria-pressed") == "true"
+        wait_for(lambda: browser.execute_script("return window.explorer.part") == 0, what="the next frame")
+        wait_for(lambda: browser.execute_script("return window.explorer.part") == 1, what="the frame after")
+        browser.find_element("id", "play").click()
+        assert browser.execute_script("return window.explorer.playing") is False
+        Select(browser.find_element("id", "part")).select_by_value("-1")
+        assert _drawn(browser, "map-0") == whole
+        log = browser.get_log("browser") if hasattr(browser, "get_log") else []
+        assert log == [], log

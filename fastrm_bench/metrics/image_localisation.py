@@ -19,17 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastrm_bench.interfaces import Sample
 from fastrm_bench.layout import ImageLayout, side_by_side
 from fastrm_bench.metrics.base import Metric, Needs, RunSettings, SampleContext
 from fastrm_bench.metrics.localisation import defined_mean, object_tokens, pointing_game, relevance_mass
-
-
-def part_sizes(sample: Sample) -> list[tuple[int, int]]:
-    """(height, width) of each image (or frame) the model was given, in canvas order; [] for one image."""
-    if sample.video is not None:
-        return [(f.height, f.width) for f in sample.video.frames]
-    return [(im.height, im.width) for im in sample.images]
 
 
 def part_tokens(layout: ImageLayout, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -59,7 +51,7 @@ class ImageLocalisation(Metric):
     columns = {"image_choice_pointing": "image_choice_pointing", "per_image_pointing_game": "per_image_pointing_game"}
 
     def update(self, context: SampleContext) -> dict[str, Any]:
-        sizes = part_sizes(context.sample)
+        sizes = context.sample.part_sizes()
         if len(sizes) < 2:
             return {}
         parts = part_tokens(context.inputs.layout, sizes)
