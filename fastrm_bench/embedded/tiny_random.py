@@ -514,7 +514,8 @@ INTERNVL_TILE_TOKENS = 4
 _INTERNVL_SPECIALS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
                       "video_token": "<video>"}
 #: InternVL's chat template writes ``<IMG_CONTEXT>`` where a message has an image; the processor expands it to the tiles
-_INTERNVL_TEMPLATE = _QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
+_INTERNVL_TEMPLATE = _QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n").replace(
+    "<|vision_start|><|video_pad|><|vision_end|>", "<video>\n")
 
 
 def _internvl():
@@ -554,7 +555,8 @@ def _llava_onevision():
     tok = build_word_tokenizer(["<|im_start|>", *specials.values()], bos=None, eos="<|im_end|>", pad="<|endoftext|>",
                                unk="<unk>", prepend_bos=False, extra_special_tokens=specials)
     ip = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=ONEVISION_PINPOINTS)
-    template = _QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
+    template = _QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n").replace(
+        "<|vision_start|><|video_pad|><|vision_end|>", "<video>\n")
     proc = image_only(LlavaOnevisionProcessor, image_processor=ip, tokenizer=tok, num_image_tokens=16,
                       vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_1", chat_template=template)
     text = {"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,

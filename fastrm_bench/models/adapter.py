@@ -208,20 +208,22 @@ class HFVisionLanguageAdapter(ModelAdapter):
         if not all(isinstance(entry, Video) for entry in videos):
             raise ValueError("a batch mixes videos and images; give every row a video, or none")
         encoded = [self.family_spec.encode_video(self.model, self.processor, v.frames) for v in videos]
-        token = self.processor.tokenizer.convert_ids_to_tokens(int(self.model.config.video_token_id))
+        token = self.family_spec.video_place(self.model, self.processor)
         texts = []
-        for prompt, (_, count) in zip(prompts, encoded):
+        for prompt, video, (video_inputs, count) in zip(prompts, videos, encoded):
             text = self.format_prompt(prompt, video=True)
             if text.count(token) != 1:
                 raise ValueError(f"{self.name}'s chat template writes {text.count(token)} video places ({token}) for a video")
-            texts.append(text.replace(token, token * count))
+            texts.append(self.family_spec.expand_video_place(self.processor, text, token, video_inputs, count, video))
         tensors = dict(self.processor.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False))
         if "mm_token_type_ids" in self.processor.model_input_names:  # M-RoPE reads each token's modality (2: video)
             tensors["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids(tensors["input_ids"].tolist()))
         for key in encoded[0][0]:
             tensors[key] = torch.cat([inputs[key] for inputs, _ in encoded])
         tensors = {k: v.to(self.device) for k, v in tensors.items()}
-        tensors["pixel_values_videos"] = tensors["pixel_values_videos"].to(self.model.dtype)
+        for key in encoded[0][0]:  # the pixels (pixel_values_videos; InternVL: pixel_values) in the model's dtype
+            if tensors[key].is_floating_point():
+                tensors[key] = tensors[key].to(self.model.dtype)
         layouts = self.family_spec.video_layouts(self.model, tensors, [v.frames for v in videos])
         return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts,
                            images=tuple(videos))

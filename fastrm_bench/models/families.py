@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.hooks import RemovableHandle
 
+from fastrm_bench.interfaces import Video
 from fastrm_bench.layout import ImageLayout, LayoutGroup, Region, centre_square, side_by_side, single_grid, whole_image
 from fastrm_bench.registry import FAMILIES
 
@@ -86,7 +87,17 @@ class Family:
 
         Families that take no video (or not yet) refuse it in one line."""
         raise ValueError(f"video inputs are not supported for the {self.name} family (families with video: "
-                         "qwen2_vl, qwen2_5_vl)")
+                         "qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_vl_moe, llava_onevision, internvl)")
+
+    def video_place(self, model, processor) -> str:
+        """The token the chat template writes where a message has a video (the model's video token)."""
+        return processor.tokenizer.convert_ids_to_tokens(int(model.config.video_token_id))
+
+    def expand_video_place(self, processor, text: str, token: str, video_inputs: dict[str, torch.Tensor], count: int,
+                           video: Video) -> str:
+        """The prompt with its one video place (``token``, as the chat template writes it) made the clip's ``count``
+        video tokens, and whatever the family puts around them."""
+        return text.replace(token, token * count)
 
     def video_layouts(self, model, tensors: dict[str, torch.Tensor], videos: Sequence[Sequence[Image.Image]]
                       ) -> list[ImageLayout]:
@@ -266,7 +277,34 @@ class LlavaNextFamily(Family):
 class LlavaOnevisionFamily(LlavaNextFamily):
     """LLaVA-OneVision: LLaVA-NeXT's base grid + unpadded anyres tiles (rows ending in a newline token), except that
     a tile grid larger than ``anyres_max_N`` base grids (by more than 10%) is bilinearly downsampled, as the model
-    does; a token of the downsampled grid mixes its neighbouring patches, and Grad-CAM pools them the same way."""
+    does; a token of the downsampled grid mixes its neighbouring patches, and Grad-CAM pools them the same way.
+
+    A clip: every frame at the base resolution, its patch grid bilinearly halved (``ceil(side / 2)``), the frames'
+    grids one after another and one newline token after them all (`get_video_features`)."""
+
+    def encode_video(self, model, processor, frames):
+        """A clip as LLaVA-OneVision's video inputs: each frame as the image processor makes its base image (the whole
+        frame resized to the vision tower's size, normalised), built without torchvision (the video processor resizes
+        the same way with its own kernel, so pixels may differ slightly); ``frames x pooled grid + 1`` video tokens."""
+        bases = [processor.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0, 0] for frame in frames]
+        return {"pixel_values_videos": torch.stack(bases)[None]}, len(frames) * self._pooled_side(model) ** 2 + 1
+
+    @staticmethod
+    def _pooled_side(model) -> int:
+        """Tokens per side of a video frame: the vision tower's patch grid, bilinearly halved (`apply_pooling`)."""
+        return math.ceil(model.config.vision_config.image_size // model.config.vision_config.patch_size / 2)
+
+    def video_layouts(self, model, tensors, videos):
+        """Per row, one group per frame: its pooled grid over that frame on the canvas of the clip's frames side by
+        side (`layout.side_by_side`); the closing newline token is not in the layout."""
+        side, token = self._pooled_side(model), int(model.config.video_token_id)
+        out = []
+        for ids, frames in zip(tensors["input_ids"], videos):
+            positions = self._image_positions(ids, token)
+            self._check(len(positions), len(frames) * side * side + 1, f"{len(frames)} frames of {side}x{side} pooled "
+                        "patches and a newline")
+            out.append(grid_per_frame(positions, side, frames))
+        return out
 
     def _arrange_tiles(self, model, image_size, values):
         grid = super()._arrange_tiles(model, image_size, values)
@@ -366,11 +404,21 @@ class Qwen3VLFamily(QwenVLFamily):
 
     Removing an image token zeroes its input embedding AND its DeepStack features. Grad-CAM's target stays the
     last vision block (the merger's input): the DeepStack features come from earlier blocks, not through it.
-    Video is not taken yet: Qwen3-VL's prompts interleave timestamps with the time steps.
+    A clip is encoded as Qwen2-VL's; its prompt gives each time step its time, as Qwen3-VL's processor writes it
+    (`expand_video_place`), and the video tokens carry DeepStack features as image tokens do.
     """
 
-    encode_video = Family.encode_video
-    video_layouts = Family.video_layouts
+    def expand_video_place(self, processor, text, token, video_inputs, count, video):
+        """Each time step as ``<t seconds><|vision_start|>`` + its video tokens + ``<|vision_end|>`` in place of the chat
+        template's one wrapped video token: t is the mean time of the step's first and last frame (an odd last frame
+        repeated), at the clip's fps (None: 24, as transformers assumes for frames without metadata)."""
+        steps = int(video_inputs["video_grid_thw"][0, 0])
+        start, end = processor.vision_start_token, processor.vision_end_token
+        seconds, step, last = 1.0 / (video.fps or 24.0), processor.image_processor.temporal_patch_size, len(video.frames) - 1
+        times = [(k * step + min(k * step + step - 1, last)) / 2 * seconds for k in range(steps)]
+        places = "".join(f"<{t:.1f} seconds>{start}{token * (count // steps)}{end}" for t in times)
+        wrapped = start + token + end
+        return text.replace(wrapped, places, 1) if wrapped in text else text.replace(token, places, 1)
 
     def remove_image_tokens(self, lm_kwargs: dict[str, Any], factor: torch.Tensor) -> None:
         super().remove_image_tokens(lm_kwargs, factor)
@@ -381,6 +429,16 @@ class Qwen3VLFamily(QwenVLFamily):
         visual = factor[lm_kwargs["visual_pos_masks"].to(factor.device)]
         lm_kwargs["deepstack_visual_embeds"] = [
             features * visual.to(features.device, features.dtype).unsqueeze(-1) for features in deepstack]
+
+
+def grid_per_frame(positions: Sequence[int], side: int, frames: Sequence[Image.Image]) -> ImageLayout:
+    """A clip whose every frame is one ``side x side`` grid of tokens (in frame order, from ``positions``), each drawn
+    over its frame on the canvas of the frames side by side (`layout.side_by_side`)."""
+    canvas, offsets = side_by_side([(f.height, f.width) for f in frames])
+    groups = [LayoutGroup(tuple(positions[k * side * side : (k + 1) * side * side]), (side, side),
+                          (0.0, float(left), float(frame.height), float(left + frame.width)))
+              for k, (frame, left) in enumerate(zip(frames, offsets))]
+    return ImageLayout(tuple(groups), canvas)
 
 
 def tiles_and_whole_image(positions: Sequence[int], tiles: tuple[int, int], side: int, image_size: tuple[int, int]
@@ -559,6 +617,32 @@ class InternVLFamily(TiledFamily):
     def _tile_grid(self, processor, ids: torch.Tensor, image_size: tuple[int, int]) -> tuple[int, int]:
         rows, cols = self._canvas(processor, image_size)
         return (rows, cols) if rows * cols > 1 else (0, 0)  # one tile: the thumbnail alone
+
+    def encode_video(self, model, processor, frames):
+        """A clip as InternVL takes one: every frame one tile (the whole frame resized to the tile size, no crops, no
+        thumbnail), as the image processor makes it without torchvision; ``image_seq_length`` image tokens a frame."""
+        tiles = [processor.image_processor(images=[frame], crop_to_patches=False, return_tensors="pt")["pixel_values"]
+                 for frame in frames]
+        return {"pixel_values": torch.cat(tiles)}, len(frames) * int(processor.image_seq_length)
+
+    def video_place(self, model, processor):
+        return processor.video_token
+
+    def expand_video_place(self, processor, text, token, video_inputs, count, video):
+        """``FrameN: <img>`` + the frame's image tokens + ``</img>``, one line a frame, as InternVL's processor writes a
+        video (the model sees its frames as images)."""
+        per_frame = processor.start_image_token + processor.image_token * (count // len(video.frames)) + processor.end_image_token
+        return text.replace(token, "\n".join(f"Frame{i + 1}: {per_frame}" for i in range(len(video.frames))), 1)
+
+    def video_layouts(self, model, tensors, videos):
+        """Per row, one group per frame: its tile's grid over that frame on the canvas of the clip's frames side by
+        side (`layout.side_by_side`)."""
+        side, out = self._side(model), []
+        for ids, frames in zip(tensors["input_ids"], videos):
+            positions = self._image_positions(ids, self.image_token_id(model.config))
+            self._check(len(positions), len(frames) * side * side, f"{len(frames)} frames of one {side}x{side} tile")
+            out.append(grid_per_frame(positions, side, frames))
+        return out
 
     def vision_target(self, model):
         """The features the pixel shuffle reads: the tower's final norm for layer -1 (``last_hidden_state``;
