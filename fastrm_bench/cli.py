@@ -423,6 +423,12 @@ def explain(
     image: Annotated[list[Path] | None, typer.Option(
         help="The image (any format PIL reads; `fastrm-bench explain --example` lists the shipped ones); repeat the "
              "flag for a question about several images, shown to the model in order and drawn side by side.")] = None,
+    frame: Annotated[list[Path] | None, typer.Option(
+        help="A frame of a video clip, in time order: repeat the flag per frame (families that take video: Qwen2/2.5/3-VL, "
+             "LLaVA-OneVision, InternVL). The frames are drawn side by side, a map per time step.")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frames per second of the --frame clip, for prompts that give each "
+                                                   "time step its time (Qwen3-VL; default: 24, as transformers assumes).")
+                   ] = None,
     question: Annotated[str | None, typer.Option(help="The question (default for a shipped example: its own).")] = None,
     method: Annotated[list[str] | None, typer.Option(
         "--method", "-m", help="Method(s) to explain with; repeat the flag (default: fastrm and chefer).")] = None,
@@ -461,7 +467,8 @@ def explain(
         for name in examples.names():
             typer.echo(f"{name}  ({examples.path(name)}): {examples.QUESTIONS[name]}")
         return
-    picture, question = _image_and_question(image, question, example)
+    picture, question = _clip_and_question(frame, fps, question, image, example) if frame else \
+        _image_and_question(image, question, example)
     _check_explain_options(max_new_tokens, min_new_tokens, cmap, fit)
     try:
         adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
@@ -489,16 +496,42 @@ def _check_explain_options(max_new_tokens: int, min_new_tokens: int, cmap: str, 
         _fail(f"--fit must be 'pad' or 'crop', got {fit!r}")
 
 
+def _clip_and_question(frames: list[Path], fps: float | None, question: str | None, images: list[Path] | None,
+                       example: str | None) -> tuple[Any, str]:
+    """The clip (`Video`) and question `explain` was given as ``--frame`` files; anything missing, unreadable or
+    mixed with ``--image`` / ``--example`` is one line, exit 2."""
+    from fastrm_bench.interfaces import Video
+
+    if images or example is not None:
+        _fail("pass either --frame (a clip) or --image / --example (images), not both")
+    if not question:
+        _fail("pass --question TEXT")
+    try:
+        return Video(tuple(_read_picture(path, "frame") for path in frames), fps), question
+    except ValueError as err:  # frames of different sizes, fps not positive
+        _fail(str(err))
+
+
+def _read_picture(path: Path, what: str) -> Any:
+    """The image file at ``path``, loaded; unreadable is one line, exit 2."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        picture = Image.open(path)
+        picture.load()
+    except (OSError, UnidentifiedImageError) as err:
+        _fail(f"cannot read the {what} {path}: {err}")
+    return picture
+
+
 def _image_and_question(images: list[Path] | None, question: str | None, example: str | None) -> tuple[Any, str]:
     """The picture (a tuple of them for several ``--image``) and question `explain` was given: files and a question,
     or a shipped example (its own question unless one is given); anything missing or unreadable is one line, exit 2."""
-    from PIL import Image, UnidentifiedImageError
-
     from fastrm_bench import examples
 
     if (not images) == (example is None):
-        _fail("pass --image PATH (repeat it for several images), or --example NAME for a shipped image "
-              "(--example list lists them)")
+        _fail("pass --image PATH (repeat it for several images), --frame PATH per frame of a clip, or --example NAME "
+              "for a shipped image (--example list lists them)")
     if example is not None:
         try:
             images = [examples.path(example)]
@@ -507,14 +540,7 @@ def _image_and_question(images: list[Path] | None, question: str | None, example
         question = question or examples.QUESTIONS[example]
     if not question:
         _fail("pass --question TEXT")
-    pictures = []
-    for image in images:
-        try:
-            picture = Image.open(image)
-            picture.load()
-        except (OSError, UnidentifiedImageError) as err:
-            _fail(f"cannot read the image {image}: {err}")
-        pictures.append(picture)
+    pictures = [_read_picture(path, "image") for path in images]
     return (pictures[0] if len(pictures) == 1 else tuple(pictures)), question
 
 

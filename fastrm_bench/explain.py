@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fastrm_bench.interfaces import Video
 from fastrm_bench.layout import ImageLayout, side_by_side_image
 from fastrm_bench.report import DEFAULT_CMAP
 from fastrm_bench.rundir import Run, find_runs, is_finished_run, read_run
@@ -150,7 +151,8 @@ def _calibration(run: Run, adapter, method: str) -> Calibration | None:
                        run.metric("entropy_tp_rate_below"), run.metric("entropy_base_rate"))
 
 
-def explain_image(adapter, image: Image.Image, question: str, methods: list[str], max_new_tokens: int = 10,
+def explain_image(adapter, image: Image.Image | tuple[Image.Image, ...] | Video, question: str, methods: list[str],
+                  max_new_tokens: int = 10,
                   prompt_suffix: str = "", calibration_roots: list[str | Path] | None = None, warmup: bool = True,
                   fit: str = "pad", min_new_tokens: int = 0) -> Explained:
     """Answer ``question`` about ``image`` greedily once, then explain every answer token with each method.
@@ -231,7 +233,7 @@ def covers_image(layout: ImageLayout) -> bool:
     return not np.isnan(layout.to_image(np.zeros(layout.num_tokens), size=size)).any()
 
 
-def fit_inputs(adapter, image: Image.Image | tuple[Image.Image, ...], prompt: str, fit: str = "pad"
+def fit_inputs(adapter, image: Image.Image | tuple[Image.Image, ...] | Video, prompt: str, fit: str = "pad"
                ) -> tuple[Image.Image, Any, str]:
     """The model's inputs for ``image``, the image the maps are drawn over, and a sentence saying what was done.
 
@@ -242,6 +244,11 @@ def fit_inputs(adapter, image: Image.Image | tuple[Image.Image, ...], prompt: st
     """
     if fit not in ("pad", "crop"):
         raise ValueError(f"fit must be 'pad' or 'crop', got {fit!r}")
+    if isinstance(image, Video):  # the video encoders see whole frames: nothing to pad
+        frames = tuple(frame.convert("RGB") for frame in image.frames)
+        return side_by_side_image(frames), adapter.build_inputs([Video(frames, image.fps)], [prompt]), (
+            f"the clip's {len(frames)} frames side by side, in time order; each time step's map is drawn over its first "
+            "frame (Qwen-VL steps pair two frames: the second is left uncovered)")
     if isinstance(image, tuple):
         return _fit_several(adapter, image, prompt, fit)
     image = image.convert("RGB")

@@ -71,7 +71,10 @@ def test_explain_a_shipped_example_by_name_and_list_them(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--image", "missing.png", "--question", "q"], "cannot read the image"),
-    (["--question", "q"], "pass --image PATH (repeat it for several images), or --example NAME"),
+    (["--question", "q"], "pass --image PATH (repeat it for several images), --frame PATH per frame of a clip, or "
+                          "--example NAME"),
+    (["--frame", "missing.png", "--question", "q"], "cannot read the frame"),
+    (["--frame", "a.png", "--image", "b.png", "--question", "q"], "not both"),
     (["--example", "nope.png"], "no example image"),
     (["--example", "four-shapes.png", "--method", "chefr"], "chefer"),  # did you mean
 ])

@@ -255,3 +255,33 @@ def test_clips_and_pairs_run_end_to_end_on_the_second_shipped_model(tmp_path):
             assert result.exit_code == 0, result.output
             records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
             assert len(records) == 2 and all(len(r["layout"]["groups"]) == 2 for r in records), (task, method)
+
+
+def test_explain_a_clip_draws_each_time_step_over_its_frames(tmp_path):
+    """`fastrm-bench explain --frame ... --frame ...`: the model fine-tuned on clips answers the clips task's question
+    about a clip given as files, and each time step's map lies over its first frame on the frames' canvas."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fastrm_bench.builders import create_task
+    from fastrm_bench.cli import app
+
+    sample = next(iter(create_task("clips")[0].samples(limit=1)))
+    paths = []
+    for k, frame in enumerate(sample.video.frames):
+        paths += ["--frame", str(tmp_path / f"frame{k}.png")]
+        frame.save(tmp_path / f"frame{k}.png")
+    result = CliRunner().invoke(app, ["explain", *paths, "--question", sample.question, "--model", "tiny-qwen-shapes-multi",
+                                      "--method", "chefer", "--out", str(tmp_path / "out"), "--device", "cpu",
+                                      "--no-warmup", "--max-new-tokens", "3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "out" / "explanation.json").read_text())
+    assert data["answer"].strip().lower() == sample.references[0]  # it saw the clip: held out it answers every one
+    width = sample.video.frames[0].width
+    assert data["layout"]["image_size"] == [sample.image.height, sample.image.width]
+    assert [g["region"][1] for g in data["layout"]["groups"]] == [0.0, 2 * (width + 8)]  # frames 1 and 3
+    assert (tmp_path / "out" / "explanation.png").is_file() and "4 frames side by side" in data["image_fit"]
+    odd = CliRunner().invoke(app, ["explain", "--frame", str(tmp_path / "frame0.png"), "--frame",
+                                   str(tmp_path / "out" / "explanation.png"), "--question", "q", "--out", str(tmp_path / "x")])
+    assert odd.exit_code == 2 and "frames must share one size" in odd.output
