@@ -61,6 +61,12 @@ def _family_of(config, source: str) -> Family:
     ``config.model_type`` read from a checkpoint is a different architecture, not a typo.
     """
     model_type = family_key(config)
+    text_config = getattr(config, "text_config", None)
+    if model_type not in FAMILIES and getattr(text_config, "cross_attention_layers", None):
+        raise ModelLoadError(
+            f"{source}: its model type {model_type!r} gives the image to the language model through cross-attention "
+            f"layers {list(text_config.cross_attention_layers)}, not as tokens in its sequence, which every method and "
+            "removal here explains; cross-attention models are not supported yet (docs/models.md)")
     if model_type not in FAMILIES:
         raise ModelLoadError(
             f"{source}: no model family supports its model type {model_type!r}; supported: "
