@@ -467,8 +467,7 @@ def explain(
         for name in examples.names():
             typer.echo(f"{name}  ({examples.path(name)}): {examples.QUESTIONS[name]}")
         return
-    picture, question = _clip_and_question(frame, fps, question, image, example) if frame else \
-        _image_and_question(image, question, example)
+    picture, question = _explained_input(image, frame, fps, question, example)
     _check_explain_options(max_new_tokens, min_new_tokens, cmap, fit)
     try:
         adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn_implementation)
@@ -494,6 +493,13 @@ def _check_explain_options(max_new_tokens: int, min_new_tokens: int, cmap: str, 
         _fail(f"--cmap: no matplotlib colour map {cmap!r} (e.g. viridis, cividis, inferno, jet)")
     if fit not in ("pad", "crop"):
         _fail(f"--fit must be 'pad' or 'crop', got {fit!r}")
+
+
+def _explained_input(images: list[Path] | None, frames: list[Path] | None, fps: float | None, question: str | None,
+                     example: str | None) -> tuple[Any, str]:
+    """What `explain` shows the model (an image, several, or a clip) and the question."""
+    return _clip_and_question(frames, fps, question, images, example) if frames else \
+        _image_and_question(images, question, example)
 
 
 def _clip_and_question(frames: list[Path], fps: float | None, question: str | None, images: list[Path] | None,
