@@ -24,7 +24,6 @@ import base64
 import io
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,9 +125,11 @@ def _curves(record: dict[str, Any]) -> dict[str, list[float]]:
 
 def open_task(run: Run) -> tuple[Any, str | None]:
     """The run's task with its images, or None and why not: the run's data root, else a world of the same
-    name in this machine's cache, else the embedded world of that seed built here (it is deterministic)."""
+    name in this machine's cache, else that embedded world built here (it is deterministic): a seed's default or
+    shifted world (`rebuild_named_world`), or the variant the run's embedded model learnt (`trained_world`)."""
     from fastrm_bench.builders import create_task
-    from fastrm_bench.world.build import WORLD_VERSION, cache_root, ensure_world
+    from fastrm_bench.models.zoo import trained_world
+    from fastrm_bench.world.build import cache_root, rebuild_named_world
 
     root = run.data_root
     if not root:
@@ -143,9 +144,11 @@ def open_task(run: Run) -> tuple[Any, str | None]:
                 return create_task(run.task, data_root=str(candidate))[0], None
             except Exception as err:  # noqa: BLE001
                 return None, f"images unavailable ({err})"
-    embedded = re.fullmatch(rf"{re.escape(WORLD_VERSION)}-seed(\d+)", Path(root).name)
-    if embedded:
-        world = ensure_world(seed=int(embedded.group(1)))
+    world = rebuild_named_world(Path(root).name)
+    if world is None:  # a variant an embedded model's recipe defines (variable-size scenes): that model's world
+        trained = trained_world(run.model)
+        world = trained if trained is not None and trained.name == Path(root).name else None
+    if world is not None:
         return create_task(run.task, data_root=str(world))[0], None
     return None, f"images unavailable: the run's data root {root} is not on this machine"
 

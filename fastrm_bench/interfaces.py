@@ -289,6 +289,11 @@ class Task(ABC):
     #: direction of the task's aggregates by name (a key ``a/b`` takes the first part that is named here)
     DIRECTIONS: dict[str, bool | None] = {"accuracy": True}
 
+    def embedded_world_note(self) -> str:
+        """What a run of a task on the embedded world says first: where its samples come from, and how to use real files."""
+        where = self.data_root if self.data_root is not None else "drawn in memory, no files"
+        return f"Data: the embedded synthetic world ({where}); pass --data-root DIR to use the real files."
+
     @abstractmethod
     def samples(self, limit: int | None = None, seed: int = 0) -> Iterator[Sample]:
         """Samples in a deterministic order; ``limit`` takes a seeded subsample."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fastrm_bench.runner import RunConfig, resummarise, run
 from fastrm_bench.specs import add_spec_dir
+from fastrm_bench.world.build import shifted_world
 
 TASKS = ("vqav2", "gqa", "pope")
 METHODS = ("fastrm", "chefer", "chefer-stale", "dex-ar", "dex-ar-sentence", "tam", "gradcam", "rollout", "rel-att", "grad-att",
@@ -22,7 +23,6 @@ ABLATION_DATA_SIZES = (500, 1000, 2000, None)  # token samples; None = all of th
 ABLATION_STEPS = (500, 1500, 3500)
 #: Fig. 9 needs wrong answers, and the shipped model gets ~1 in 300 wrong on its own world: entropy
 #: confidence is measured on a shifted world (4-7 smaller objects, 3x the noise; held out ~0.84)
-SHIFTED_SCENES = {"min_objects": 4, "max_objects": 7, "min_size": 10, "max_size": 16, "noise_std": 36.0}
 SHIFTED_TASKS = ("vqav2", "gqa")
 #: methods of the model-randomisation sanity check (`fastrm-bench sanity`), on VQAv2-style questions
 SANITY_METHODS = ("chefer", "gradcam", "rollout", "attention", "fastrm", "tam", "dex-ar", "chefer-stale", "random", "oracle",
@@ -139,16 +139,6 @@ def _ablation_run(plan: Plan, data_dir: Path, kind: str, value, recipe) -> Path:
                     output_dir=str(run_dir), fractions=[0.0, 0.05, 0.1, 0.15, 0.2])
     _run_once(cfg, plan.log)
     return run_dir
-
-
-def shifted_world(seed: int, captions: bool = False) -> Path:
-    """The cached shifted world (`SHIFTED_SCENES`, 400 val scenes and their counterfactuals), with captions or not."""
-    from fastrm_bench.world.build import WORLD_VERSION, WorldSizes, cache_root, ensure_world
-    from fastrm_bench.world.scenes import SceneConfig
-
-    name = f"{WORLD_VERSION}-seed{seed}-shifted" + ("-describe" if captions else "")
-    return ensure_world(cache_root() / "data" / name, seed, WorldSizes(train=10, val=400, test=10, pope_images=50),
-                        SceneConfig(**SHIFTED_SCENES), captions=captions)
 
 
 def shifted_world_runs(plan: Plan) -> None:

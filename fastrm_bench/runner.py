@@ -360,7 +360,7 @@ def prepare_run(cfg: RunConfig, ranks: Ranks, log: Callable[[str], Any]) -> Prep
     with ranks.main_first():  # the embedded world is built once, by the main process
         task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world and ranks.is_main:
-        log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
+        log(task.embedded_world_note())
     selected = task.select(cfg.limit, cfg.seed)
     if selected is None and ranks.parallel:
         raise ValueError(f"{task_spec.name} streams its samples and cannot be shared between processes: run it in one")

@@ -201,7 +201,7 @@ def run_sanity(cfg: SanityConfig, adapter=None, log: Callable[[str], Any] = prin
     methods = [create_method(name) for name in cfg.methods if name not in done]  # unknown names fail before any work
     task, task_spec = create_task_for_model(cfg.task, cfg.model, cfg.data_root)
     if task.uses_embedded_world:
-        log(f"Data: the embedded synthetic world ({task.data_root}); pass --data-root DIR to use the real files.")
+        log(task.embedded_world_note())
     if adapter is None:
         adapter = load_model(cfg.model, device=cfg.device)
     original_hash = adapter.weights_sha256

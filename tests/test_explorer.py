@@ -444,3 +444,26 @@ def test_a_clips_maps_show_one_time_step_at_a_time_and_play(several_report):
         assert _drawn(browser, "map-0") == whole
         log = browser.get_log("browser") if hasattr(browser, "get_log") else []
         assert log == [], log
+
+
+def test_a_run_recorded_on_another_machine_finds_its_embedded_world_again(tmp_path, monkeypatch):
+    """The page's images come back for a run of any embedded world whose folder is not here: the shifted world (with
+    captions or not) is rebuilt by its name, a model's variant by that model's recipe; other data is said missing."""
+    from types import SimpleNamespace
+
+    from fastrm_bench.explorer import open_task
+    from fastrm_bench.world.build import SHIFTED_SCENES
+
+    monkeypatch.setenv("FASTRM_BENCH_CACHE", str(tmp_path / "cache"))
+    elsewhere = "/another/machine/.cache/fastrm-bench/data"
+    task, why = open_task(SimpleNamespace(data_root=f"{elsewhere}/shapes-v1-seed0-shifted-describe", task="describe",
+                                          model="tiny-llava-shapes"))
+    manifest = json.loads((task.data_root / "manifest.json").read_text())
+    assert why is None and task.data_root == tmp_path / "cache" / "data" / "shapes-v1-seed0-shifted-describe"
+    assert manifest["data_source"] == "shapes-shifted" and manifest["captions"] is True
+    assert manifest["scenes"]["noise_std"] == SHIFTED_SCENES.noise_std
+    task, why = open_task(SimpleNamespace(data_root=f"{elsewhere}/shapes-v1-seed0-variable-describe", task="vqav2",
+                                          model="tiny-qwen-shapes"))
+    assert why is None and task.data_root.name == "shapes-v1-seed0-variable-describe"
+    task, why = open_task(SimpleNamespace(data_root="/another/machine/coco", task="vqav2", model="tiny-llava-shapes"))
+    assert task is None and "/another/machine/coco is not on this machine" in why

@@ -20,6 +20,7 @@ from fastrm_bench.embedded.tiny_random import FAMILIES, build_tiny_random
 from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
 from fastrm_bench.models.attention_capture import AttentionCaptureError
+from tests.gradcam_pooling import assert_pooling_is_the_models_dependencies
 
 IMAGE = (80, 48)  # width, height
 
@@ -371,22 +372,8 @@ def test_every_method_runs_on_every_family(family_adapter, family_dirs, world_ro
 
 
 def test_gradcam_pools_patches_into_the_tokens_they_feed(family_adapter):
-    """The family's patch -> token pooling (Grad-CAM's geometry) equals the model's own dependency structure:
-    LM image token k depends on exactly the vision-layer patches that `vision_to_tokens` pools into k."""
-    adapter = family_adapter
-    inputs = _inputs(adapter)
-    generation = adapter.generate(inputs, max_new_tokens=2, min_new_tokens=2)[0]
-    captured: list[torch.Tensor] = []
-    with adapter._on_lm_input(lambda x: captured.append(x) or x):  # noqa: SLF001 - read the LM input with its graph
-        forward = adapter.teacher_forced(inputs, generation, vision_leaf=True)
-    leaf, embeds = forward.leaf, captured[0][0]
-    n_patches = leaf.shape[:-1].numel()
-    pooling = adapter.vision_to_tokens(inputs, torch.eye(n_patches))  # [patch, token]: how each patch is pooled
-    positions = inputs.layout.positions
-    for k in range(inputs.layout.num_tokens):
-        (grad,) = torch.autograd.grad(embeds[positions[k]].sum(), leaf, retain_graph=True)
-        feeds = grad.reshape(n_patches, -1).abs().sum(-1) > 0
-        assert torch.equal(feeds, pooling[:, k] != 0), (adapter.family, k)
+    """The family's patch -> token pooling (Grad-CAM's geometry) equals the model's own dependency structure."""
+    assert_pooling_is_the_models_dependencies(family_adapter, _inputs(family_adapter))
 
 
 def test_dex_ar_tam_and_stale_chefer_on_every_family(family_adapter):

@@ -29,6 +29,7 @@ from fastrm_bench.layout import centre_square
 from fastrm_bench.maps_io import load_token_maps
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter, ModelLoadError
 from fastrm_bench.registry import FAMILIES
+from tests.gradcam_pooling import assert_pooling_is_the_models_dependencies
 from tests.test_plugin import GUIDE, install_guide_package
 
 SECTION = "Add your own model family"
@@ -129,16 +130,7 @@ def test_the_family_puts_its_maps_on_the_image_tokens(installed_family, vipllava
     ids = inputs.input_ids[0]
     assert inputs.layout.positions.tolist() == torch.nonzero(ids == adapter.image_token_id).flatten().tolist()
     assert inputs.layout.num_tokens == GRID[0] * GRID[1]
-    generation = adapter.generate(inputs, max_new_tokens=2, min_new_tokens=2)[0]
-    captured: list[torch.Tensor] = []
-    with adapter._on_lm_input(lambda x: captured.append(x) or x):  # noqa: SLF001 - read the LM input with its graph
-        forward = adapter.teacher_forced(inputs, generation, vision_leaf=True)
-    leaf, embeds = forward.leaf, captured[0][0]
-    n_patches = leaf.shape[:-1].numel()
-    pooling = adapter.vision_to_tokens(inputs, torch.eye(n_patches))  # [patch, token]
-    for k, position in enumerate(inputs.layout.positions.tolist()):
-        (grad,) = torch.autograd.grad(embeds[position].sum(), leaf, retain_graph=True)
-        assert torch.equal(grad.reshape(n_patches, -1).abs().sum(-1) > 0, pooling[:, k] != 0), k
+    assert_pooling_is_the_models_dependencies(adapter, inputs)
 
 
 def test_an_unsupported_model_type_is_named_with_the_way_to_add_it(world_root, tmp_path):

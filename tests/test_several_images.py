@@ -17,6 +17,7 @@ from fastrm_bench.embedded.tiny_random import FAMILIES, build_tiny_random
 from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.layout import SIDE_BY_SIDE_GAP, side_by_side, side_by_side_image, side_by_side_mask
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
+from tests.gradcam_pooling import assert_pooling_is_the_models_dependencies
 
 WIDE, TALL = (80, 48), (48, 64)  # PIL sizes (width, height)
 QUESTION = "Is the yellow circle in the left image or the right image?"
@@ -91,11 +92,18 @@ def test_removing_every_token_of_both_images_removes_them(adapter):
     torch.testing.assert_close(first[1], second[1], rtol=0, atol=1e-5)
 
 
-def test_vision_side_gradcam_refuses_several_images_in_one_line(adapter):
+def test_vision_side_gradcam_pools_each_image_into_its_own_tokens(adapter):
+    """Grad-CAM's pooling of two images (each image's patches pooled as that image alone) is the model's own."""
+    assert_pooling_is_the_models_dependencies(adapter, adapter.build_inputs([_pair()], [QUESTION]))
+
+
+def test_vision_side_gradcam_maps_two_images(adapter):
+    from fastrm_bench.explainers.gradcam import GradCAM
+
     inputs = adapter.build_inputs([_pair()], [QUESTION])
-    with pytest.raises(ValueError, match="several images") as raised:
-        adapter.vision_to_tokens(inputs, torch.zeros(4))
-    assert "\n" not in str(raised.value)
+    generation = adapter.generate(inputs, max_new_tokens=2, min_new_tokens=2)[0]
+    maps = GradCAM().explain(adapter, inputs, generation).maps
+    assert maps.shape == (2, inputs.layout.num_tokens) and torch.isfinite(maps).all() and (maps >= 0).all()
 
 
 # ---------------------------------------------------------------------------------------------- the pairs task
@@ -119,8 +127,8 @@ def test_pairs_task_puts_the_object_on_one_side_and_its_mask_there(world_root):
     assert task.score("left right" if probe.references[0] == "right" else "right", probe) == 0.0
 
 
-def test_pairs_runs_end_to_end_with_chefer_and_fastrm(world_root, tmp_path):
-    """`fastrm-bench run --task pairs` on the shipped model: both images' tokens mapped; gradcam skips in one line."""
+def test_pairs_runs_end_to_end_with_chefer_fastrm_and_gradcam(world_root, tmp_path):
+    """`fastrm-bench run --task pairs` on the shipped model: both images' tokens mapped by each method."""
     from typer.testing import CliRunner
 
     from fastrm_bench.cli import app
@@ -130,11 +138,7 @@ def test_pairs_runs_end_to_end_with_chefer_and_fastrm(world_root, tmp_path):
         result = CliRunner().invoke(app, ["run", "--method", method, "--task", "pairs", "--limit", "2", "--output-dir",
                                           str(out), "--data-root", str(world_root), "--device", "cpu"])
         assert result.exit_code == 0, result.output
-        if method == "gradcam":
-            skipped = (out / "skipped.jsonl").read_text()
-            assert not (out / "samples.jsonl").exists() or not (out / "samples.jsonl").read_text().strip()
-            assert "several images" in skipped
-            continue
+        assert not (out / "skipped.jsonl").exists() or not (out / "skipped.jsonl").read_text().strip(), method
         records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
         assert len(records) == 2
         for record in records:

@@ -21,6 +21,7 @@ from fastrm_bench.embedded.tiny_random import build_tiny_random
 from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.interfaces import Video
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
+from tests.gradcam_pooling import assert_pooling_is_the_models_dependencies
 
 #: the families whose clips are temporal patches of two frames (the rest: one grid per frame)
 QWEN_VIDEO = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -158,6 +159,12 @@ def test_chefer_equals_the_reference_on_a_clip(adapter):
     assert fast.shape == reference.shape == (3, inputs.layout.num_tokens)
     scale = reference.abs().amax(dim=1).clamp_min(1e-12)
     assert torch.all((fast - reference).abs().amax(dim=1) <= 1e-5 * scale)
+
+
+def test_vision_side_gradcam_pools_a_clip_as_the_model_does(adapter):
+    """Grad-CAM's pooling of a clip's frames into video tokens (Qwen's merge windows over time steps, InternVL's tile
+    per frame, OneVision's bilinearly halved grid per frame) is the model's own dependency structure."""
+    assert_pooling_is_the_models_dependencies(adapter, adapter.build_inputs([clip()], [QUESTION]))
 
 
 def test_removing_every_video_token_removes_the_clip(adapter):

@@ -607,10 +607,42 @@ class HFVisionLanguageAdapter(ModelAdapter):
         return logprobs.gather(-1, targets.expand(logprobs.shape[0], -1).unsqueeze(-1)).squeeze(-1).cpu()
 
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
-        if any(isinstance(entry, (tuple, Video)) for entry in inputs.images):
-            raise ValueError("vision-side Grad-CAM (`gradcam`) pools one image's patches into its tokens; inputs of several "
-                             "images or a video are not supported by it yet (`gradcam-lm` and the attention methods are)")
-        return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
+        """The family's pooling (`Family.vision_to_tokens`); a clip's through `Family.video_vision_to_tokens`; several
+        images' one image at a time: the vision layer sees them one after another, so ``values`` is cut into each
+        image's patches (`_vision_patches` of the image encoded alone) and each piece pooled as that image alone."""
+        entry = inputs.images[0] if len(inputs.images) == 1 else None
+        if isinstance(entry, Video):
+            return self.family_spec.video_vision_to_tokens(self.model, inputs.tensors, values)
+        if not isinstance(entry, tuple):
+            return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
+        alone = [self.build_inputs([image], [""]).tensors for image in entry]
+        sizes = [self._vision_patches(tensors) for tensors in alone]
+        if sum(sizes) != values.shape[-1]:
+            raise LayoutError(f"the {self.family} vision layer sees {values.shape[-1]} patches for {len(entry)} images, "
+                              f"{sum(sizes)} when each is encoded alone; Grad-CAM cannot tell them apart")
+        pieces = values.split(sizes, dim=-1)
+        return torch.cat([self.family_spec.vision_to_tokens(self.model, tensors, piece)
+                          for tensors, piece in zip(alone, pieces)], dim=-1)
+
+    @torch.no_grad()
+    def _vision_patches(self, tensors: dict[str, torch.Tensor]) -> int:
+        """How many patches (positions of the leaf's token dims, crops or tiles included) the Grad-CAM vision layer
+        outputs for these inputs: its output's size, read by a hook that stops the forward there."""
+        sizes: list[int] = []
+
+        def measure(activations: torch.Tensor) -> torch.Tensor:
+            sizes.append(activations.shape[:-1].numel())
+            raise _Captured
+
+        handle = self.family_spec.vision_leaf_hook(self.model, measure)
+        try:
+            with contextlib.suppress(_Captured):
+                self.model(**tensors, use_cache=False)
+        finally:
+            handle.remove()
+        if len(sizes) != 1:
+            raise RuntimeError(f"{self.family}: the Grad-CAM vision layer ran {len(sizes)} times for one input")
+        return sizes[0]
 
 
 def _harness_config(local: Path) -> dict[str, Any]:

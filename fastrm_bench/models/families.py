@@ -217,6 +217,12 @@ class Family:
         return values if self.keeps_cls(model.config) else values[..., -grid * grid :]
 
 
+    def video_vision_to_tokens(self, model, tensors: dict[str, torch.Tensor], values: torch.Tensor) -> torch.Tensor:
+        """`vision_to_tokens` for a clip's inputs (`encode_video`): per-patch values of the frames -> per video token.
+        By default the same pooling as images (Qwen's merge windows, InternVL's tiles, one per frame)."""
+        return self.vision_to_tokens(model, tensors, values)
+
+
 class LlavaNextFamily(Family):
     """LLaVA-NeXT (1.6): a base grid over the whole (resized) image, then the anyres tiles as one grid whose
     rows end in an image-newline token (not a patch: not in the layout), unpadded to the image's aspect."""
@@ -306,6 +312,15 @@ class LlavaOnevisionFamily(LlavaNextFamily):
             out.append(grid_per_frame(positions, side, frames))
         return out
 
+    def video_vision_to_tokens(self, model, tensors, values):
+        """``[..., frames x (CLS + patches)]`` -> ``[..., frames x pooled tokens]``: CLS dropped ("default"), each frame's
+        grid bilinearly halved as `apply_pooling` halves its features (bilinear interpolation is linear in them)."""
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        frames = values.reshape(*values.shape[:-1], tensors["pixel_values_videos"].shape[1], -1)
+        grids = frames[..., -side * side :].reshape(-1, 1, side, side)
+        pooled = torch.nn.functional.interpolate(grids, size=[self._pooled_side(model)] * 2, mode="bilinear")
+        return pooled.reshape(*values.shape[:-1], -1)
+
     def _arrange_tiles(self, model, image_size, values):
         grid = super()._arrange_tiles(model, image_size, values)
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
@@ -394,6 +409,10 @@ class Qwen25VLFamily(QwenVLFamily):
             window_index, _ = get_vision_window_index(tensors["image_grid_thw"], spatial_merge_size=visual.spatial_merge_size,
                                                       window_size=visual.window_size, patch_size=visual.patch_size)
         return units[..., torch.argsort(window_index.to(units.device))]
+
+    def video_vision_to_tokens(self, model, tensors, values):
+        """As images, the window order taken from the clip's grid (``video_grid_thw``)."""
+        return self.vision_to_tokens(model, {**tensors, "image_grid_thw": tensors["video_grid_thw"]}, values)
 
 
 class Qwen3VLFamily(QwenVLFamily):

@@ -185,3 +185,31 @@ def ensure_world(root: Path | None = None, seed: int = 0, sizes: WorldSizes = Wo
             return root
     log.info("building the embedded world in %s (first use; a few seconds)", root)
     return build_world(root, seed, sizes, scene_config, image_sizes, captions)
+
+
+#: the scenes of the shifted world: more, smaller objects and more noise than the shipped models learnt
+SHIFTED_SCENES = SceneConfig(min_objects=4, max_objects=7, min_size=10, max_size=16, noise_std=36.0)
+#: the shifted world is for evaluation only: 400 val scenes (and their counterfactuals), few of the rest
+SHIFTED_SIZES = WorldSizes(train=10, val=400, test=10, pope_images=50)
+
+
+def shifted_world(seed: int = 0, captions: bool = False) -> Path:
+    """The cached shifted world of ``seed`` (`SHIFTED_SCENES`), with the describe captions or not, built on first use."""
+    name = f"{WORLD_VERSION}-seed{seed}-shifted" + ("-describe" if captions else "")
+    return ensure_world(cache_root() / "data" / name, seed, SHIFTED_SIZES, SHIFTED_SCENES, captions=captions)
+
+
+def rebuild_named_world(name: str) -> Path | None:
+    """The embedded world whose cache folder is called ``name``, built in this machine's cache: the default world of
+    a seed, or its shifted one (with captions or not). None for any other name (a variant a model's recipe defines,
+    `variant_of_recipe`, or files that are not the embedded world). A run recorded on another machine finds its
+    images again this way: the world is deterministic."""
+    import re
+
+    found = re.fullmatch(rf"{re.escape(WORLD_VERSION)}-seed(\d+)(-shifted(-describe)?)?", name)
+    if found is None:
+        return None
+    seed = int(found.group(1))
+    if found.group(2):
+        return shifted_world(seed, captions=bool(found.group(3)))
+    return ensure_world(seed=seed)
