@@ -100,10 +100,15 @@ class ModelInputs:
     #: records them): a method that asks the model another question about the same image (`rel-att`'s generic prompt)
     #: builds it from these
     images: tuple[Image.Image | tuple[Image.Image, ...] | Video, ...] = ()
+    #: ``[B, prompt_length]`` the ids of the sequence maps and positions index, where it is not the model's own
+    #: ``input_ids``: a cross-attention model's image keys come first, written as image tokens (`input_ids`)
+    sequence_ids: torch.Tensor | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
-        return self.tensors["input_ids"]
+        """The ids of the sequence the layouts' positions, ``prompt_length`` and every method index (the model's own
+        ``tensors["input_ids"]`` but for cross-attention models, `sequence_ids`)."""
+        return self.tensors["input_ids"] if self.sequence_ids is None else self.sequence_ids
 
     @property
     def layout(self) -> ImageLayout:
@@ -121,7 +126,8 @@ class ModelInputs:
         if len(self.layouts) != 1:
             raise ValueError("repeat() takes single-sample inputs")
         tensors = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in self.tensors.items()}
-        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample_id, self.draw, self.images * n)
+        ids = self.sequence_ids.repeat(n, 1) if self.sequence_ids is not None else None
+        return ModelInputs(tensors, self.prompt_length, self.layouts * n, self.sample_id, self.draw, self.images * n, ids)
 
 
 @dataclass

@@ -62,7 +62,7 @@ class LayerAttention:
             mask = self.mask[:, rows]
             scores = scores.masked_fill(~mask, lowest) if mask.dtype == torch.bool else scores + mask.float()
         elif self.causal:
-            columns = torch.arange(self.length, device=scores.device)
+            columns = torch.arange(self.key.shape[1], device=scores.device)
             scores = scores.masked_fill(columns[None, :] > rows[:, None], lowest)
         return scores.softmax(dim=-1)
 
@@ -82,3 +82,55 @@ class LayerAttention:
         """``rows`` in blocks whose float32 ``[copies, H, block, N]`` scores take at most ``block_bytes``."""
         per_row = max(copies * self.num_heads * self.length * 4, 1)
         yield from torch.split(rows, max(1, block_bytes // per_row))
+
+
+@dataclass
+class PrefixedAttention(LayerAttention):
+    """A layer's attention seen over ``[prefix; sequence]``: a cross-attention model's image keys (the prefix, never
+    updated by the LM) before its text. A cross-attention layer's queries are the text and its keys the prefix; a
+    self-attention layer's keys the text. Rows and columns are positions of that joint sequence: a text row's
+    probabilities are the layer's own on its keys and zero on the rest; a prefix row attends only to itself (the image
+    states pass every layer unchanged), and the gradients at prefix rows are zero (no output there).
+
+    With Chefer's rule ``R = R + Abar R`` this is the bi-modal rule of Chefer et al. (ICCV 2021) for text queries and
+    image keys whose own relevance stays the identity: a self-attention layer updates text-to-text and text-to-image
+    relevance, a cross-attention layer adds its text-to-image attention (``R_ti += Abar_ti``).
+    """
+
+    prefix: int = 0
+    reads_prefix: bool = False  # a cross-attention layer: its keys are the prefix
+
+    @property
+    def length(self) -> int:
+        return self.prefix + int(self.query.shape[1])
+
+    def _columns(self, inner: torch.Tensor) -> torch.Tensor:
+        """``inner`` ``[..., r, K]`` over the layer's own keys, placed among the joint columns ``[..., r, length]``."""
+        before = 0 if self.reads_prefix else self.prefix
+        return torch.nn.functional.pad(inner, (before, self.length - before - inner.shape[-1]))
+
+    def _split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = rows.to(self.query.device)
+        text = rows >= self.prefix
+        return text, rows[text] - self.prefix
+
+    def probabilities(self, rows: torch.Tensor) -> torch.Tensor:
+        text, inner_rows = self._split(rows)
+        out = torch.zeros(self.num_heads, len(rows), self.length, device=self.query.device)
+        out[:, text] = self._columns(super().probabilities(inner_rows))
+        image = torch.nonzero(~text).flatten()
+        out[:, image, rows.to(out.device)[image]] = 1.0
+        return out
+
+    def probability_gradients(self, output_grads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        text, inner_rows = self._split(rows)
+        inner = self._columns(super().probability_gradients(output_grads, inner_rows))  # [..., H, r_text, length]
+        out = inner.new_zeros(*inner.shape[:-2], len(rows), self.length)
+        out[..., text, :] = inner
+        return out
+
+    def own_row_gradients(self, output_grads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        text, inner_rows = self._split(rows)
+        if not bool(text.all()):
+            raise ValueError("own-row gradients are of text rows (answer positions), not of the image prefix")
+        return self._columns(super().own_row_gradients(output_grads, inner_rows))

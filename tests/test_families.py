@@ -20,6 +20,7 @@ from fastrm_bench.embedded.tiny_random import FAMILIES, build_tiny_random
 from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
 from fastrm_bench.models.attention_capture import AttentionCaptureError
+from fastrm_bench.models.zoo import load_model
 from tests.gradcam_pooling import assert_pooling_is_the_models_dependencies
 
 IMAGE = (80, 48)  # width, height
@@ -45,6 +46,12 @@ EXPECTED_GROUPS = {
     # longest edge 64, 8 px patches, no merging: 38.4 -> 5 rows of 8 px (40 high), 64 -> 8 columns
     "llava-pixtral": [((5, 8), (0, 0, 48, 80))],  # 32 px resize of the whole image, 8 px patches: 12 x 20 px cells
 }
+# mllama: no canvas of up to 4 32 px tiles holds 48x80 unscaled; the largest scale is 0.8 on 2x2 tiles (64x64): the image
+# resized to 38x64 (top left), padded; a tile is 32 canvas px = 48/38 x 32 high, 40 wide; per tile its CLS then 4x4 patches
+_MLLAMA_TILE = (32 * 48 / 38, 40)
+EXPECTED_GROUPS["mllama"] = [
+    (grid, (r * _MLLAMA_TILE[0], c * _MLLAMA_TILE[1], (r + 1) * _MLLAMA_TILE[0], (c + 1) * _MLLAMA_TILE[1]))
+    for r in range(2) for c in range(2) for grid in ((1, 1), (4, 4))]
 EXPECTED_GROUPS["smolvlm"] = EXPECTED_GROUPS["idefics3"]
 # InternVL: aspect 80/48 = 1.67, closest canvas within 6 tiles is 3 columns x 2 rows (1.5), the thumbnail last
 EXPECTED_GROUPS["internvl"] = EXPECTED_GROUPS["idefics3"]
@@ -70,12 +77,15 @@ EXPECTED_CORNER_TOKENS = {
     "mistral3": [0, 4],  # 16 x 20 px cells, as qwen3_vl
     # 9.6 x 10 px cells; row 2 holds pixel rows 19-28 (5 of 10 covered), column 2 pixel columns 20-29 (8 of 10):
     # cells (2, 0), (2, 1) half covered, (0, 2), (1, 2) 0.8, (2, 2) only 0.4
-    "llava-pixtral": [0, 1, 2, 8, 9, 10, 16, 17],  # as idefics3: the same 2x3 tiles + whole-image thumbnail of 2x2 tokens
+    "llava-pixtral": [0, 1, 2, 8, 9, 10, 16, 17],
+    # tile (0, 0): 40.4 x 40 px, its CLS 24x28 / (40.4x40) = 0.42 covered; patch cells 10.1 x 10: rows 0-1 (row 2 only
+    # 3.8/10.1), columns 0-2 (column 2 8/10): tokens 1 + 4 r + c
+    "mllama": [1, 2, 3, 5, 6, 7],  # as idefics3: the same 2x3 tiles + whole-image thumbnail of 2x2 tokens
 }
 
 
 #: families whose LM needs more than embeddings and a mask (M-RoPE, bidirectional image blocks): no "drop" removal
-NO_DROP = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "gemma3", "paligemma")
+NO_DROP = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "gemma3", "paligemma", "mllama")
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +95,7 @@ def family_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session", params=FAMILIES)
 def family_adapter(request, family_dirs):
-    return HFVisionLanguageAdapter.from_pretrained(family_dirs[request.param], device="cpu")
+    return load_model(str(family_dirs[request.param]), device="cpu")  # the family's adapter (mllama: cross-attention)
 
 
 def _inputs(adapter):
@@ -159,8 +169,7 @@ def test_attention_methods_under_sdpa_equal_their_eager_selves(family_adapter, f
     compared on the shipped models (tests/test_attention_capture.py)."""
     from fastrm_bench.builders import create_method
 
-    eager = HFVisionLanguageAdapter.from_pretrained(family_dirs[family_adapter.family], device="cpu",
-                                                    attn_implementation="eager")
+    eager = load_model(str(family_dirs[family_adapter.family]), device="cpu", attn_implementation="eager")
     cases = []
     for adapter in (family_adapter, eager):
         inputs = _inputs(adapter)

@@ -32,6 +32,7 @@ EXPECTED_IMAGE_TOKENS = {
     "internvl": 28,  # 2x3 tiles (closest aspect to 80/48 within 6 tiles) + the thumbnail, 4 tokens each
     "mistral3": 12,  # resized to 48x64 (longest edge 64, sides to 16 px), 8 px patches merged 2x2 -> 3x4
     "llava-pixtral": 40,  # resized to 40x64 (sides to 8 px), one token per 8 px patch -> 5x8
+    "mllama": 1,  # one <|image|> token: the image reaches the LM as cross-attention keys, not tokens
 }
 #: families whose checkpoints have no chat template (the harness writes their prompt): PaliGemma's task prefix
 NO_CHAT_TEMPLATE = {"PaliGemmaProcessor": "<image>answer en {prompt}"}
@@ -118,6 +119,9 @@ def test_non_square_image_layout(loaded):
         tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
         rows = {"mistral3": 3, "llava-pixtral": 5}[family]
         assert tokens.count("[IMG_BREAK]") == rows - 1 and tokens.count("[IMG_END]") == 1
+    elif family == "mllama":  # 80x48 fits no 32 px canvas of <= 4 tiles unscaled: the largest scale, 0.8 on 2x2 tiles
+        assert tuple(inputs["pixel_values"].shape) == (1, 1, 4, 3, 32, 32) and inputs["aspect_ratio_mask"].tolist() == [[[1] * 4]]
+        assert tuple(inputs["cross_attention_mask"].shape) == (1, inputs["input_ids"].shape[1], 1, 4)
     elif family == "paligemma":  # image tokens, <bos> and prompt form the bidirectional prefix; labels for training
         assert inputs["token_type_ids"].eq(0).all() and "labels" in inputs
 
@@ -131,7 +135,11 @@ def test_generate_and_attentions(loaded):
         result = model(**inputs, output_attentions=True)
     seq = inputs["input_ids"].shape[1]
     assert len(result.attentions) == model.config.text_config.num_hidden_layers
-    assert all(a.shape[-2:] == (seq, seq) for a in result.attentions)
+    cross = set(getattr(model.config.text_config, "cross_attention_layers", None) or ())
+    keys = {k: seq for k in range(len(result.attentions))}
+    if cross:  # a cross-attention layer's keys are the image's tile states (4 tiles of a CLS and 4x4 patches)
+        keys.update({k: 4 * (1 + 16) for k in cross})
+    assert all(a.shape[-2:] == (seq, keys[k]) for k, a in enumerate(result.attentions))
 
 
 def test_build_is_deterministic(tmp_path):

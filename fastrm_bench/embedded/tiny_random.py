@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerFast
 from fastrm_bench.world.questions import vocabulary
 
 FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "idefics3", "smolvlm", "gemma3",
-            "paligemma", "internvl", "llava_onevision", "mistral3", "llava-pixtral")
+            "paligemma", "internvl", "llava_onevision", "mistral3", "llava-pixtral", "mllama")
 
 #: Words the chat templates write outside the special tokens (role names).
 ROLE_WORDS = ("USER", "ASSISTANT", "User", "Assistant", "user", "assistant", "model", "system")
@@ -635,6 +635,45 @@ def _llava_pixtral():
     return LlavaForConditionalGeneration(config), proc
 
 
+_MLLAMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|image|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}"
+    "<|eot_id|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def _mllama():
+    """Llama 3.2 Vision: the image cut into up to 4 tiles of an aspect-matched canvas (resized, padded), each tile's
+    patches + CLS the keys of cross-attention layers (1 and 3 of 4); the text holds one <|image|> token. The tanh gates,
+    zero at init (the model would ignore the image), are set to 1."""
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
+
+    tok = build_word_tokenizer(["<|image|>", "<|python_tag|>", "<|start_header_id|>", "<|end_header_id|>"],
+                               bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>", unk="<unk>",
+                               prepend_bos=False)
+    ip = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=4)
+    proc = MllamaProcessor(image_processor=ip, tokenizer=tok, chat_template=_MLLAMA_TEMPLATE)
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_global_layers": 1,
+              "attention_heads": 2, "image_size": 32, "patch_size": 8, "max_num_tiles": 4, "vision_output_dim": 64,
+              "intermediate_layers_indices": [0]}
+    text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "cross_attention_layers": [1, 3],
+            "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id}
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "gate" in name.rsplit(".", 1)[-1]:
+                parameter.fill_(1.0)
+    return model, proc
+
+
 _BUILDERS: dict[str, Callable] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -650,6 +689,7 @@ _BUILDERS: dict[str, Callable] = {
     "llava_onevision": _llava_onevision,
     "mistral3": _mistral3,
     "llava-pixtral": _llava_pixtral,
+    "mllama": _mllama,
 }
 
 

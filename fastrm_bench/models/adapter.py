@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -61,12 +61,6 @@ def _family_of(config, source: str) -> Family:
     ``config.model_type`` read from a checkpoint is a different architecture, not a typo.
     """
     model_type = family_key(config)
-    text_config = getattr(config, "text_config", None)
-    if model_type not in FAMILIES and getattr(text_config, "cross_attention_layers", None):
-        raise ModelLoadError(
-            f"{source}: its model type {model_type!r} gives the image to the language model through cross-attention "
-            f"layers {list(text_config.cross_attention_layers)}, not as tokens in its sequence, which every method and "
-            "removal here explains; cross-attention models are not supported yet (docs/models.md)")
     if model_type not in FAMILIES:
         raise ModelLoadError(
             f"{source}: no model family supports its model type {model_type!r}; supported: "
@@ -81,6 +75,10 @@ def default_device() -> torch.device:
 
 class HFVisionLanguageAdapter(ModelAdapter):
     """A transformers VLM of a registered family, with its processor (local folder or hub id in the cache)."""
+
+    #: whether this adapter explains models that read the image through cross-attention layers
+    #: (`fastrm_bench.models.cross_attention.CrossAttentionAdapter`); `from_pretrained` refuses the other kind
+    reads_cross_attention: ClassVar[bool] = False
 
     def __init__(self, model: torch.nn.Module, processor: Any, name: str, family: Family, prompt_template: str | None = None,
                  device: torch.device | None = None, processor_options: dict[str, Any] | None = None):
@@ -136,6 +134,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot read the config of {source!r}: {err}") from err
         family = _family_of(config, source)
+        if family.cross_attention != cls.reads_cross_attention:
+            raise ModelLoadError(f"{source}: the {family.name} family reads its image through cross-attention layers "
+                                 f"{'' if family.cross_attention else 'not '}(load it with fastrm_bench.models.zoo.load_model, "
+                                 "which picks the adapter)")
         processor = load_processor(source)
         if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"{source!r}: the processor has no tokenizer and image processor; not a VLM checkpoint")
@@ -484,7 +486,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
         if len(inputs.layouts) != 1:
             raise ValueError("teacher forcing takes single-sample inputs")
         answer = generation.generated_ids[: max(generation.num_generated - 1, 0)].to(self.device).unsqueeze(0)
-        prompt_shape = inputs.input_ids.shape
+        prompt_shape = inputs.tensors["input_ids"].shape
         out = {}
         for key, value in inputs.tensors.items():
             if value.shape[:2] == prompt_shape:

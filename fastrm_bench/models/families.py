@@ -57,6 +57,9 @@ class Family:
     embeds_suffice: bool = True
     #: prompt used when neither the model folder nor the processor gives one (LLaVA-1.5's)
     fallback_template: str | None = None
+    #: the LM reads the image through cross-attention layers, not as tokens of its sequence: the adapter explains the
+    #: joint sequence [image keys; text] (`fastrm_bench.models.cross_attention`)
+    cross_attention: bool = False
 
     # ------------------------------------------------------------------ helpers shared by families
     @staticmethod
@@ -721,6 +724,78 @@ class PixtralLlavaFamily(Mistral3Family):
         return 1
 
 
+class MllamaFamily(Family):
+    """Llama 3.2 Vision: the image resized into an aspect-matched canvas of up to 4 tiles (row-major, padded at the
+    bottom and right), each tile a CLS and a patch grid; the image is read through cross-attention layers
+    (`fastrm_bench.models.cross_attention.CrossAttentionAdapter`), its keys before the text in the joint sequence."""
+
+    def batch_images(self, rows):
+        if any(len(row) != 1 for row in rows):
+            raise ValueError("several images per prompt are not supported for the mllama family yet (one image a prompt)")
+        return [list(row) for row in rows]
+
+    @staticmethod
+    def tile_tokens(model) -> int:
+        """States per tile: the CLS and the patches (``vision_model.num_patches``)."""
+        return int(model.model.vision_model.num_patches)
+
+    def prefix_length(self, model) -> int:
+        """``V``: the keys of one image, padding tiles included (the width of ``cross_attention_states``)."""
+        return int(model.config.vision_config.max_num_tiles) * self.tile_tokens(model)
+
+    @staticmethod
+    def tiles(processor, image_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((tile rows, tile columns), (resized height, width)) the image processor gives an image of ``image_size``."""
+        from transformers.models.mllama.image_processing_pil_mllama import (
+            get_image_size_fit_to_canvas,
+            get_optimal_tiled_canvas,
+        )
+
+        ip = processor.image_processor
+        tile = int(ip.size["height"])
+        canvas_h, canvas_w = get_optimal_tiled_canvas(image_size[0], image_size[1], ip.max_image_tiles, tile)
+        resized = get_image_size_fit_to_canvas(image_size[0], image_size[1], canvas_h, canvas_w, tile)
+        return (int(canvas_h) // tile, int(canvas_w) // tile), (int(resized[0]), int(resized[1]))
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        """Per row, per real tile (row-major): its CLS as a 1x1 group over the tile, then its patch grid; positions in the
+        joint sequence after the row's left padding. A tile's rectangle is that of the canvas mapped back to the image
+        (the padding below and right of the resized image lies past the image's border)."""
+        vision = model.config.vision_config
+        side, per_tile = vision.image_size // vision.patch_size, self.tile_tokens(model)
+        out = []
+        for row, image in enumerate(images):
+            image_size = (image.height, image.width)
+            (rows, cols), (height, width) = self.tiles(processor, image_size)
+            real = int(tensors["aspect_ratio_mask"][row, 0].sum())
+            self._check(real * per_tile, rows * cols * per_tile, f"{rows}x{cols} tiles of {per_tile} states")
+            pad = int((tensors["attention_mask"][row].cumsum(-1) == 0).sum())
+            tile = int(processor.image_processor.size["height"])
+            sy, sx = image.height / height, image.width / width
+            groups = []
+            for k in range(rows * cols):
+                i, j = divmod(k, cols)
+                region = (i * tile * sy, j * tile * sx, (i + 1) * tile * sy, (j + 1) * tile * sx)
+                start = pad + k * per_tile
+                groups.append(LayoutGroup((start,), (1, 1), region))
+                groups.append(LayoutGroup(tuple(range(start + 1, start + per_tile)), (side, side), region))
+            out.append(ImageLayout(tuple(groups), image_size))
+        return out
+
+    def vision_leaf_hook(self, model, make_leaf: Callable[[torch.Tensor], torch.Tensor]):
+        """The projector's input: the vision tower's output per tile state (``[B, images, tiles, states, C]``)."""
+        return model.model.multi_modal_projector.register_forward_pre_hook(
+            lambda module, args: (make_leaf(args[0]), *args[1:]), prepend=True)
+
+    def vision_to_tokens(self, model, tensors, values):
+        """One key per tile state: the real tiles' states, in order (padding tiles come last)."""
+        real = int(tensors["aspect_ratio_mask"][0, 0].sum())
+        return values[..., : real * self.tile_tokens(model)]
+
+    def video_place(self, model, processor) -> str:
+        raise ValueError("video inputs are not supported for the mllama family")
+
+
 _LLAVA_15 = "USER: <image>\n{prompt} ASSISTANT:"
 for _family, _types in (
     (Family("llava", "LlavaForConditionalGeneration", "one square grid over the centre crop (CLS dropped)",
@@ -754,6 +829,9 @@ for _family, _types in (
     (PixtralLlavaFamily("llava-pixtral", "LlavaForConditionalGeneration",
                         "LLaVA with a Pixtral tower (Pixtral-12B): one grid of 16 px patches; rows end in [IMG_BREAK]"),
      ("llava-pixtral",)),
+    (MllamaFamily("mllama", "MllamaForConditionalGeneration",
+                  "keys of up to 4 tiles (CLS + patch grid each) before the text, read by cross-attention layers",
+                  embeds_suffice=False, cross_attention=True), ("mllama",)),
     (PaliGemmaFamily("paligemma", "PaliGemmaForConditionalGeneration", "one grid over the whole image, prefix attention",
                      embeds_suffice=False, fallback_template="<image>answer en {prompt}"), ("paligemma",)),
 ):

@@ -10,7 +10,9 @@ import torch
 
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter, ModelLoadError
 from fastrm_bench.models.attention_capture import DEFAULT_ATTN_IMPLEMENTATION
-from fastrm_bench.registry import MODELS, UnknownNameError
+from fastrm_bench.models.cross_attention import CrossAttentionAdapter
+from fastrm_bench.models.families import family_for, family_key
+from fastrm_bench.registry import FAMILIES, MODELS, UnknownNameError
 
 DEFAULT_MODEL = "tiny-llava-shapes"
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -74,7 +76,7 @@ def trained_world(name_or_path: str) -> Path | None:
 
 def _hub_model(hub_id: str, doc: str):
     def load(device: str | None = None, **options: Any) -> HFVisionLanguageAdapter:
-        return HFVisionLanguageAdapter.from_pretrained(hub_id, device=device, name=hub_id, **options)
+        return adapter_class(hub_id).from_pretrained(hub_id, device=device, name=hub_id, **options)
 
     load.__doc__ = doc
     return load
@@ -98,7 +100,20 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dty
         return MODELS.get(name_or_path)(device=device, **options)
     path = Path(name_or_path).expanduser()
     if path.exists():
-        return HFVisionLanguageAdapter.from_pretrained(path, device=device, **options)
+        return adapter_class(path).from_pretrained(path, device=device, **options)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
-        return HFVisionLanguageAdapter.from_pretrained(name_or_path, device=device, **options)
+        return adapter_class(name_or_path).from_pretrained(name_or_path, device=device, **options)
     raise UnknownNameError("model", name_or_path, MODELS.names(include_aliases=True))
+
+
+def adapter_class(source: str | Path) -> type[HFVisionLanguageAdapter]:
+    """The adapter serving a checkpoint: `CrossAttentionAdapter` where its family reads the image through cross-attention
+    layers (Llama 3.2 Vision), else `HFVisionLanguageAdapter`; an unreadable or unsupported config gets the latter,
+    whose loading says what is wrong."""
+    from transformers import AutoConfig
+
+    try:
+        key = family_key(AutoConfig.from_pretrained(str(source)))
+    except (OSError, ValueError):
+        return HFVisionLanguageAdapter
+    return CrossAttentionAdapter if key in FAMILIES and family_for(key).cross_attention else HFVisionLanguageAdapter
