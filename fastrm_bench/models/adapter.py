@@ -300,6 +300,11 @@ class HFVisionLanguageAdapter(ModelAdapter):
 
         return self._on_lm_call(remove)
 
+    def _removing(self, batch: ModelInputs, keep: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+        """Inside: the model's forwards over ``batch`` have its image tokens removed where ``keep`` [B, n] is 0 (the
+        hook path of families whose LM needs more than embeddings)."""
+        return self._removing_image_tokens(torch.stack([layout.positions for layout in batch.layouts]).to(self.device), keep)
+
     @torch.no_grad()
     def lm_input_embeds(self, inputs: ModelInputs) -> torch.Tensor:
         """The language model's input embeddings ``[B, L, d]`` (image features in place), computed once."""
@@ -438,9 +443,10 @@ class HFVisionLanguageAdapter(ModelAdapter):
         if keep_rows is not None and (image_keep is None or not self.packs_removals):
             raise ValueError(f"keep_rows packs removals of several samples: it needs image_keep and a family whose "
                              f"language model takes embeddings alone (not {self.family})")
+        model_length = int(inputs.tensors["input_ids"].shape[1])  # the prompt as the model gets it
         if image_keep is None:
             out = self.model.generate(**inputs.tensors, **kwargs)
-            new = out.sequences[:, inputs.prompt_length :]
+            new = out.sequences[:, model_length:]
         elif self.family_spec.embeds_suffice:
             embeds, attn = self.perturbed_embeds(inputs, image_keep, removal, keep_rows)
             out = self.model.generate(inputs_embeds=embeds, attention_mask=attn, **kwargs)
@@ -450,10 +456,9 @@ class HFVisionLanguageAdapter(ModelAdapter):
             self._check_removal(removal)
             keep = image_keep.to(self.device)
             batch = inputs.repeat(keep.shape[0]) if len(inputs.layouts) == 1 and keep.shape[0] > 1 else inputs
-            positions = torch.stack([layout.positions for layout in batch.layouts]).to(self.device)
-            with self._removing_image_tokens(positions, keep):
+            with self._removing(batch, keep):
                 out = self.model.generate(**batch.tensors, **kwargs)
-            new = out.sequences[:, inputs.prompt_length :]
+            new = out.sequences[:, model_length:]
             prompt_ids = None
         return out, new, prompt_ids
 
@@ -601,8 +606,7 @@ class HFVisionLanguageAdapter(ModelAdapter):
         else:  # positions or masks of the family's own: its forward on the repeated inputs, image tokens zeroed by a hook
             single = ModelInputs(self._with_answer(inputs, generation, None), inputs.prompt_length, inputs.layouts)
             batch = single.repeat(keep.shape[0]) if keep.shape[0] > 1 else single
-            image = torch.stack([layout.positions for layout in batch.layouts]).to(self.device)
-            with self._removing_image_tokens(image, keep):
+            with self._removing(batch, keep):
                 logits = self.model(**batch.tensors, use_cache=False, logits_to_keep=n).logits
         logprobs = torch.log_softmax(logits[:, -n:].float(), dim=-1)
         targets = generation.generated_ids.to(logprobs.device)

@@ -97,10 +97,10 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
         finally:
             handle.remove()
 
-    def _removing_keys(self, inputs: ModelInputs, keep: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+    def _removing(self, batch: ModelInputs, keep: torch.Tensor) -> contextlib.AbstractContextManager[None]:
         """Inside: the image states at the layouts' positions scaled by ``keep`` [B, n] (0 removes a key)."""
-        pads = (inputs.tensors["attention_mask"].cumsum(-1) == 0).sum(-1)
-        positions = torch.stack([layout.positions for layout in inputs.layouts]).to(self.device) - pads[:, None]
+        pads = (batch.tensors["attention_mask"].cumsum(-1) == 0).sum(-1)
+        positions = torch.stack([layout.positions for layout in batch.layouts]).to(self.device) - pads[:, None]
 
         def remove(kwargs: dict[str, Any]) -> None:
             states = kwargs["cross_attention_states"]
@@ -128,21 +128,6 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
         keys = self.final_norm()(states[0]).detach()
         return [replace(g, last_hidden=torch.cat([keys[min(b, len(keys) - 1)], g.last_hidden]))
                 for b, g in enumerate(generations)]
-
-    def _generate(self, inputs: ModelInputs, kwargs: dict[str, Any], image_keep: torch.Tensor | None, removal: str,
-                  keep_rows: torch.Tensor | None):
-        if keep_rows is not None:
-            raise ValueError(f"keep_rows packs removals of several samples; the {self.family} family answers them one by one")
-        length = int(inputs.tensors["input_ids"].shape[1])
-        if image_keep is None:
-            out = self.model.generate(**inputs.tensors, **kwargs)
-            return out, out.sequences[:, length:], inputs.input_ids
-        self._check_removal(removal)
-        keep = image_keep.to(self.device)
-        batch = inputs.repeat(keep.shape[0]) if len(inputs.layouts) == 1 and keep.shape[0] > 1 else inputs
-        with self._removing_keys(batch, keep):
-            out = self.model.generate(**batch.tensors, **kwargs)
-        return out, out.sequences[:, length:], None
 
     # ---------------------------------------------------------------- teacher forcing
     def _with_answer(self, inputs: ModelInputs, generation: Generation, length: int | None) -> dict[str, torch.Tensor]:
@@ -259,22 +244,6 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
             yield
         finally:
             config._attn_implementation = loaded
-
-    @torch.no_grad()
-    def answer_logprobs(self, inputs: ModelInputs, generation: Generation, image_keep: torch.Tensor,
-                        removal: str = "zero") -> torch.Tensor:
-        self._check_removal(removal)
-        n = generation.num_generated
-        keep = image_keep.to(self.device)
-        if n == 0:
-            return torch.zeros(keep.shape[0], 0)
-        single = replace(inputs, tensors=self._with_answer(inputs, generation, None))
-        batch = single.repeat(keep.shape[0]) if keep.shape[0] > 1 else single
-        with self._removing_keys(batch, keep):
-            logits = self.model(**batch.tensors, use_cache=False, logits_to_keep=n).logits
-        logprobs = torch.log_softmax(logits[:, -n:].float(), dim=-1)
-        targets = generation.generated_ids.to(logprobs.device)
-        return logprobs.gather(-1, targets.expand(logprobs.shape[0], -1).unsqueeze(-1)).squeeze(-1).cpu()
 
     def vision_to_tokens(self, inputs: ModelInputs, values: torch.Tensor) -> torch.Tensor:
         return self.family_spec.vision_to_tokens(self.model, inputs.tensors, values)
