@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from fastrm_bench.embedded.tiny_random import build_tiny_random
-from fastrm_bench.explainers.chefer import Chefer
+from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.layer_attention import LayerAttention, PrefixedAttention
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter, ModelLoadError
 from fastrm_bench.models.cross_attention import CrossAttentionAdapter
@@ -152,3 +152,18 @@ def test_fastrm_reads_the_keys_final_norm_states(adapter):
     torch.testing.assert_close(generation.last_hidden[: adapter.prefix_length], adapter.final_norm()(states))
     assert torch.equal(generation.sequences[0, : adapter.prefix_length],
                        torch.full((adapter.prefix_length,), adapter.image_token_id))
+
+
+@pytest.mark.slow
+def test_chefer_equals_the_reference_at_llama_3_2_visions_tile_geometry(tmp_path):
+    """560 px tiles of 14 px patches (1,601 states a tile, 6,404 keys) at tiny widths: a 640x480 image takes 1x2 tiles
+    unscaled (the right one mostly padding), and the fast Chefer equals the reference (about a minute: the reference's
+    joint matrices are 6.4k x 6.4k a layer)."""
+    adapter = load_model(str(build_tiny_random("mllama", tmp_path / "m", seed=0, image_size=560, patch_size=14)), device="cpu")
+    inputs = adapter.build_inputs([_image(size=(640, 480))], [QUESTION])
+    assert adapter.prefix_length == 4 * 1601 and inputs.layout.num_tokens == 2 * 1601
+    assert [g.region for g in inputs.layout.groups if g.grid == (40, 40)] == [(0, 0, 560, 560), (0, 560, 560, 1120)]
+    generation = adapter.generate(inputs, max_new_tokens=1, min_new_tokens=1)[0]
+    fast = Chefer().explain(adapter, inputs, generation).maps
+    reference = CheferReference().explain(adapter, inputs, generation).maps
+    assert torch.all((fast - reference).abs().amax(dim=1) <= 1e-5 * reference.abs().amax(dim=1))

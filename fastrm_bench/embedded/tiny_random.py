@@ -648,20 +648,21 @@ _MLLAMA_TEMPLATE = (
 )
 
 
-def _mllama():
+def _mllama(image_size: int = 32, patch_size: int = 8):
     """Llama 3.2 Vision: the image cut into up to 4 tiles of an aspect-matched canvas (resized, padded), each tile's
     patches + CLS the keys of cross-attention layers (1 and 3 of 4); the text holds one <|image|> token. The tanh gates,
-    zero at init (the model would ignore the image), are set to 1."""
+    zero at init (the model would ignore the image), are set to 1. ``image_size=560, patch_size=14`` is Llama 3.2
+    Vision's own tile geometry (1,601 states a tile)."""
     from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
 
     tok = build_word_tokenizer(["<|image|>", "<|python_tag|>", "<|start_header_id|>", "<|end_header_id|>"],
                                bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>", unk="<unk>",
                                prepend_bos=False)
-    ip = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=4)
+    ip = MllamaImageProcessorPil(size={"height": image_size, "width": image_size}, max_image_tiles=4)
     proc = MllamaProcessor(image_processor=ip, tokenizer=tok, chat_template=_MLLAMA_TEMPLATE)
     vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_global_layers": 1,
-              "attention_heads": 2, "image_size": 32, "patch_size": 8, "max_num_tiles": 4, "vision_output_dim": 64,
-              "intermediate_layers_indices": [0]}
+              "attention_heads": 2, "image_size": image_size, "patch_size": patch_size, "max_num_tiles": 4,
+              "vision_output_dim": 64, "intermediate_layers_indices": [0]}
     text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
             "num_attention_heads": 2, "num_key_value_heads": 1, "cross_attention_layers": [1, 3],
             "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id}
