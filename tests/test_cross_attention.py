@@ -138,7 +138,7 @@ def test_removal_zeroes_the_keys_and_leaves_the_text(adapter):
         adapter.generate(inputs, 1, image_keep=torch.ones(1, n))
         adapter.generate(inputs, 1, image_keep=keep)
     whole, removed = seen
-    assert whole.shape == (1, adapter.prefix_length, adapter.hidden_size) and whole[0, :17].abs().sum() > 0
+    assert whole.shape == (1, adapter.prefix_length(inputs), adapter.hidden_size) and whole[0, :17].abs().sum() > 0
     assert removed[0, :17].abs().sum() == 0
     torch.testing.assert_close(removed[0, 17:], whole[0, 17:], rtol=0, atol=0)
 
@@ -148,10 +148,10 @@ def test_fastrm_reads_the_keys_final_norm_states(adapter):
     inputs = adapter.build_inputs([_image()], [QUESTION])
     generation = adapter.generate(inputs, 2, min_new_tokens=2, return_hidden=True)[0]
     assert generation.last_hidden.shape[0] == inputs.prompt_length + 1 == generation.sequences.shape[1] - 1
-    states = adapter.lm_input_embeds(inputs)[0, : adapter.prefix_length]
-    torch.testing.assert_close(generation.last_hidden[: adapter.prefix_length], adapter.final_norm()(states))
-    assert torch.equal(generation.sequences[0, : adapter.prefix_length],
-                       torch.full((adapter.prefix_length,), adapter.image_token_id))
+    keys = adapter.prefix_length(inputs)
+    states = adapter.lm_input_embeds(inputs)[0, :keys]
+    torch.testing.assert_close(generation.last_hidden[:keys], adapter.final_norm()(states))
+    assert torch.equal(generation.sequences[0, :keys], torch.full((keys,), adapter.image_token_id))
 
 
 @pytest.mark.slow
@@ -161,9 +161,28 @@ def test_chefer_equals_the_reference_at_llama_3_2_visions_tile_geometry(tmp_path
     joint matrices are 6.4k x 6.4k a layer)."""
     adapter = load_model(str(build_tiny_random("mllama", tmp_path / "m", seed=0, image_size=560, patch_size=14)), device="cpu")
     inputs = adapter.build_inputs([_image(size=(640, 480))], [QUESTION])
-    assert adapter.prefix_length == 4 * 1601 and inputs.layout.num_tokens == 2 * 1601
+    assert adapter.prefix_length(inputs) == 4 * 1601 and inputs.layout.num_tokens == 2 * 1601
     assert [g.region for g in inputs.layout.groups if g.grid == (40, 40)] == [(0, 0, 560, 560), (0, 560, 560, 1120)]
     generation = adapter.generate(inputs, max_new_tokens=1, min_new_tokens=1)[0]
     fast = Chefer().explain(adapter, inputs, generation).maps
     reference = CheferReference().explain(adapter, inputs, generation).maps
     assert torch.all((fast - reference).abs().amax(dim=1) <= 1e-5 * reference.abs().amax(dim=1))
+
+
+def test_a_batch_of_one_and_two_images_is_answered_as_each_alone(adapter):
+    """Rows with different numbers of images (the processor pads the image slots) are answered as each prompt alone:
+    the same tokens, sequence (its keys, then its text) and prompt length; the second image's keys follow the first's."""
+    rows = [(_image(1), _image(2, (48, 64))), _image(3)]
+    batch = adapter.build_inputs(rows, [QUESTION, "What color is the circle?"])
+    together = adapter.generate(batch, 3, min_new_tokens=3, return_hidden=True)
+    per_image = adapter.family_spec.image_keys(adapter.model)
+    for row, prompt, generation in zip(rows, [QUESTION, "What color is the circle?"], together):
+        alone_inputs = adapter.build_inputs([row], [prompt])
+        alone = adapter.generate(alone_inputs, 3, min_new_tokens=3, return_hidden=True)[0]
+        assert generation.generated_ids.tolist() == alone.generated_ids.tolist()
+        assert generation.prompt_length == alone.prompt_length == alone_inputs.prompt_length
+        assert torch.equal(generation.sequences, alone.sequences)
+        torch.testing.assert_close(generation.last_hidden, alone.last_hidden, rtol=1e-4, atol=1e-5)
+    two = adapter.build_inputs([rows[0]], [QUESTION]).layout
+    first_tiles = adapter.build_inputs([rows[0][0]], [QUESTION]).layout.num_tokens
+    assert two.positions[first_tiles] == per_image  # the second image's first key (its first tile's CLS)

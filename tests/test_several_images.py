@@ -16,7 +16,7 @@ from PIL import Image
 from fastrm_bench.embedded.tiny_random import FAMILIES, build_tiny_random
 from fastrm_bench.explainers.chefer import Chefer, CheferReference
 from fastrm_bench.layout import SIDE_BY_SIDE_GAP, side_by_side, side_by_side_image, side_by_side_mask
-from fastrm_bench.models.adapter import HFVisionLanguageAdapter
+from fastrm_bench.models.zoo import load_model
 from tests.gradcam_pooling import assert_pooling_is_the_models_dependencies
 
 WIDE, TALL = (80, 48), (48, 64)  # PIL sizes (width, height)
@@ -36,29 +36,16 @@ def test_side_by_side_geometry_by_hand():
     assert mask.sum() == 64 * 48 and mask[:, 88:].all() and not mask[:, :88].any()
 
 
-#: every family but the cross-attention one (one image a prompt there, `test_mllama_refuses_several_images_in_one_line`)
-SEVERAL = tuple(family for family in FAMILIES if family != "mllama")
-
-
-@pytest.fixture(scope="module", params=SEVERAL)
+@pytest.fixture(scope="module", params=FAMILIES)
 def adapter(request, tmp_path_factory):
     folder = build_tiny_random(request.param, tmp_path_factory.mktemp(f"several-{request.param}"), seed=0)
-    return HFVisionLanguageAdapter.from_pretrained(folder, device="cpu")
+    return load_model(str(folder), device="cpu")
 
 
 def _pair(seed: int = 0) -> tuple[Image.Image, Image.Image]:
     rng = np.random.default_rng(seed)
     return (Image.fromarray(rng.integers(0, 256, size=(WIDE[1], WIDE[0], 3), dtype=np.uint8)),
             Image.fromarray(rng.integers(0, 256, size=(TALL[1], TALL[0], 3), dtype=np.uint8)))
-
-
-def test_mllama_refuses_several_images_in_one_line(tmp_path):
-    from fastrm_bench.models.zoo import load_model
-
-    adapter = load_model(str(build_tiny_random("mllama", tmp_path / "mllama", seed=0)), device="cpu")
-    with pytest.raises(ValueError, match="several images per prompt are not supported for the mllama family") as raised:
-        adapter.build_inputs([_pair()], [QUESTION])
-    assert "\n" not in str(raised.value)
 
 
 def test_two_images_make_one_layout_of_both_side_by_side(adapter):

@@ -203,12 +203,14 @@ class HFVisionLanguageAdapter(ModelAdapter):
         tensors = {k: v.to(self.device) for k, v in enc.items() if torch.is_tensor(v) and k != "labels"}
         if "pixel_values" in tensors and tensors["pixel_values"].is_floating_point():
             tensors["pixel_values"] = tensors["pixel_values"].to(self.model.dtype)
+        return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]),
+                           layouts=self._layouts(tensors, rows), images=tuple(row[0] if len(row) == 1 else row for row in rows))
+
+    def _layouts(self, tensors: dict[str, torch.Tensor], rows: Sequence[tuple[Image.Image, ...]]) -> list[ImageLayout]:
+        """Each batch row's layout: the family's, or for a row of several images `_several_images_layout`."""
         if all(len(row) == 1 for row in rows):
-            layouts = self.family_spec.layouts(self.model, self.processor, tensors, [row[0] for row in rows])
-        else:
-            layouts = [self._several_images_layout(ids, row) for ids, row in zip(tensors["input_ids"], rows)]
-        return ModelInputs(tensors=tensors, prompt_length=int(tensors["input_ids"].shape[1]), layouts=layouts,
-                           images=tuple(row[0] if len(row) == 1 else row for row in rows))
+            return self.family_spec.layouts(self.model, self.processor, tensors, [row[0] for row in rows])
+        return [self._several_images_layout(ids, row) for ids, row in zip(tensors["input_ids"], rows)]
 
     def _build_video_inputs(self, videos: Sequence[Any], prompts: Sequence[str]) -> ModelInputs:
         """`build_inputs` for a batch of clips: the family encodes each (`Family.encode_video`), the prompt's one video

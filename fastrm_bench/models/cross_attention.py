@@ -48,9 +48,9 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
     family_spec: MllamaFamily
     reads_cross_attention = True
 
-    @property
-    def prefix_length(self) -> int:
-        return self.family_spec.prefix_length(self.model)
+    def prefix_length(self, inputs: ModelInputs) -> int:
+        """``V``: the image keys before each row's text (every image slot of the batch, padding tiles included)."""
+        return self.family_spec.prefix_length(self.model, inputs.tensors)
 
     # ---------------------------------------------------------------- inputs
     def build_inputs(self, images: Sequence[Image.Image | Sequence[Image.Image] | Video], prompts: Sequence[str]
@@ -59,20 +59,37 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
             raise ValueError(f"video inputs are not supported for the {self.family} family")
         inputs = super().build_inputs(images, prompts)
         ids, mask = inputs.tensors["input_ids"], inputs.tensors["attention_mask"]
-        keys = ids.new_full((self.prefix_length,), self.image_token_id)
+        prefix = self.prefix_length(inputs)
+        keys = ids.new_full((prefix,), self.image_token_id)
         rows = []
         for row, row_mask in zip(ids, mask):
             pad = int((row_mask.cumsum(-1) == 0).sum())
             rows.append(torch.cat([row[:pad], keys, row[pad:]]))
-        return replace(inputs, prompt_length=inputs.prompt_length + self.prefix_length, sequence_ids=torch.stack(rows))
+        return replace(inputs, prompt_length=inputs.prompt_length + prefix, sequence_ids=torch.stack(rows))
+
+    def _layouts(self, tensors, rows):
+        return self.family_spec.several_layouts(self.model, self.processor, tensors, rows)
 
     def _row(self, inputs: ModelInputs, b: int) -> ModelInputs:
-        """Row ``b`` of a left-padded batch as it would be built alone (its padding removed)."""
+        """Row ``b`` of a left-padded batch as it would be built alone: its padding and its empty image slots removed."""
         ids = inputs.tensors["input_ids"]
         pad = int((inputs.tensors["attention_mask"][b].cumsum(-1) == 0).sum())
-        tensors = {k: v[b : b + 1, pad:] if v.shape[:2] == ids.shape else v[b : b + 1] for k, v in inputs.tensors.items()}
-        return ModelInputs(tensors, inputs.prompt_length - pad, [inputs.layouts[b].shifted(-pad)], inputs.sample_id,
-                           inputs.draw, inputs.images[b : b + 1], inputs.input_ids[b : b + 1, pad:])
+        entry = inputs.images[b]
+        n_images = len(entry) if isinstance(entry, tuple) else 1
+        slots = {"pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"}
+        tensors = {}
+        for key, value in inputs.tensors.items():
+            value = value[b : b + 1, pad:] if value.shape[:2] == ids.shape else value[b : b + 1]
+            if key in slots:
+                value = value[:, :n_images]
+            elif key == "cross_attention_mask":  # [B, L, images, tiles]
+                value = value[..., :n_images, :]
+            tensors[key] = value
+        prefix, kept = self.prefix_length(inputs), n_images * self.family_spec.image_keys(self.model)
+        sequence = inputs.input_ids[b, pad:]
+        sequence = torch.cat([sequence[:kept], sequence[prefix:]])[None]
+        return ModelInputs(tensors, inputs.prompt_length - pad - (prefix - kept), [inputs.layouts[b].shifted(-pad)],
+                           inputs.sample_id, inputs.draw, inputs.images[b : b + 1], sequence)
 
     # ---------------------------------------------------------------- hooks on the language model's call
     @contextlib.contextmanager
@@ -133,7 +150,7 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
     def _with_answer(self, inputs: ModelInputs, generation: Generation, length: int | None) -> dict[str, torch.Tensor]:
         """The model's tensors over prompt + answer; ``length`` counts joint positions. The cross-attention mask goes on
         as generate continues it: each answer token sees what the last prompt token sees."""
-        real = None if length is None else length - self.prefix_length
+        real = None if length is None else length - self.prefix_length(inputs)
         if real is not None and real < 1:
             raise ValueError(f"a teacher-forced forward of the {self.family} family needs at least one text position")
         mask = inputs.tensors["cross_attention_mask"]
@@ -164,7 +181,7 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
                 stack.callback(handle.remove)
             records = []
             if attention == "eager":
-                stack.enter_context(self._joint_eager_attention())
+                stack.enter_context(self._joint_eager_attention(self.prefix_length(inputs)))
             elif attention == "capture":
                 records = stack.enter_context(self._captured_attention())
             out = self.model(**tensors, output_attentions=attention == "eager", output_hidden_states=hidden_states,
@@ -173,12 +190,13 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
             raise RuntimeError(f"{self.family}: expected one graph leaf and one image-state call, got {len(leaves)}, "
                                f"{len(keys)}")
         prefix = keys[0][0]
-        logits = torch.cat([out.logits.new_zeros(self.prefix_length, out.logits.shape[-1]), out.logits[0]])
+        prefix_length = self.prefix_length(inputs)
+        logits = torch.cat([out.logits.new_zeros(prefix_length, out.logits.shape[-1]), out.logits[0]])
         layers = None
         if hidden_states:
             layers = tuple(torch.cat([prefix, h[0]]) for h in out.hidden_states[1:-1]) + (torch.cat([prefix, last[0][0]]),)
         cross_layers = set(self.model.config.text_config.cross_attention_layers)
-        joint = tuple(self._prefixed(record, layer in cross_layers) for layer, record in enumerate(records))
+        joint = tuple(self._prefixed(record, prefix_length, layer in cross_layers) for layer, record in enumerate(records))
         return TeacherForced(logits, leaves[0], joint, tuple(out.attentions) if attention == "eager" else (), layers)
 
     def _on_lm_input(self, change: Callable[[torch.Tensor], torch.Tensor]) -> contextlib.AbstractContextManager[None]:
@@ -201,20 +219,20 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
 
         return self._on_cross_states(replace_joint)
 
-    def _prefixed(self, record, cross: bool) -> PrefixedAttention:
+    @staticmethod
+    def _prefixed(record, prefix: int, cross: bool) -> PrefixedAttention:
         """A captured layer's attention over the joint sequence (a cross-attention layer's keys are the image's)."""
         fields = {name: getattr(record, name) for name in record.__dataclass_fields__}
-        return PrefixedAttention(**fields, prefix=self.prefix_length, reads_prefix=cross)
+        return PrefixedAttention(**fields, prefix=prefix, reads_prefix=cross)
 
     @contextlib.contextmanager
-    def _joint_eager_attention(self) -> Iterator[None]:
+    def _joint_eager_attention(self, prefix: int) -> Iterator[None]:
         """Inside: the language model's attention is eager, and each layer returns its probabilities over the joint
         sequence ``[1, H, V + N, V + N]`` (key rows attend to themselves, as `PrefixedAttention`'s) as the graph node its
         output is computed from (`chefer-reference` takes gradients there); the vision tower runs as loaded."""
         from transformers import AttentionInterface
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-        prefix = self.prefix_length
         cross_layers = set(self.model.config.text_config.cross_attention_layers)
 
         def attend(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):

@@ -725,23 +725,26 @@ class PixtralLlavaFamily(Mistral3Family):
 
 
 class MllamaFamily(Family):
-    """Llama 3.2 Vision: the image resized into an aspect-matched canvas of up to 4 tiles (row-major, padded at the
-    bottom and right), each tile a CLS and a patch grid; the image is read through cross-attention layers
-    (`fastrm_bench.models.cross_attention.CrossAttentionAdapter`), its keys before the text in the joint sequence."""
+    """Llama 3.2 Vision: each image resized into an aspect-matched canvas of up to 4 tiles (row-major, padded at the
+    bottom and right), each tile a CLS and a patch grid; the images are read through cross-attention layers
+    (`fastrm_bench.models.cross_attention.CrossAttentionAdapter`), their keys before the text in the joint sequence,
+    image after image (each with ``max_num_tiles`` tiles' room, its padding tiles masked by the model)."""
 
     def batch_images(self, rows):
-        if any(len(row) != 1 for row in rows):
-            raise ValueError("several images per prompt are not supported for the mllama family yet (one image a prompt)")
-        return [list(row) for row in rows]
+        return [list(row) for row in rows]  # its processor takes each prompt's images as a list
 
     @staticmethod
     def tile_tokens(model) -> int:
         """States per tile: the CLS and the patches (``vision_model.num_patches``)."""
         return int(model.model.vision_model.num_patches)
 
-    def prefix_length(self, model) -> int:
-        """``V``: the keys of one image, padding tiles included (the width of ``cross_attention_states``)."""
+    def image_keys(self, model) -> int:
+        """Keys an image takes in ``cross_attention_states``, its padding tiles included."""
         return int(model.config.vision_config.max_num_tiles) * self.tile_tokens(model)
+
+    def prefix_length(self, model, tensors: dict[str, torch.Tensor]) -> int:
+        """``V``: the keys before each row's text, every image slot of the batch (``pixel_values`` ``[B, images, ...]``)."""
+        return int(tensors["pixel_values"].shape[1]) * self.image_keys(model)
 
     @staticmethod
     def tiles(processor, image_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -757,29 +760,43 @@ class MllamaFamily(Family):
         resized = get_image_size_fit_to_canvas(image_size[0], image_size[1], canvas_h, canvas_w, tile)
         return (int(canvas_h) // tile, int(canvas_w) // tile), (int(resized[0]), int(resized[1]))
 
-    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
-        """Per row, per real tile (row-major): its CLS as a 1x1 group over the tile, then its patch grid; positions in the
-        joint sequence after the row's left padding. A tile's rectangle is that of the canvas mapped back to the image
-        (the padding below and right of the resized image lies past the image's border)."""
+    def _image_layout(self, model, processor, image: Image.Image, start: int, real_tiles: int) -> ImageLayout:
+        """One image's tiles (row-major), keys from ``start``: per tile its CLS as a 1x1 group over the tile, then its
+        patch grid. A tile's rectangle is the canvas's mapped back to the image (the padding below and right of the
+        resized image lies past the image's border)."""
         vision = model.config.vision_config
         side, per_tile = vision.image_size // vision.patch_size, self.tile_tokens(model)
+        (rows, cols), (height, width) = self.tiles(processor, (image.height, image.width))
+        self._check(real_tiles * per_tile, rows * cols * per_tile, f"{rows}x{cols} tiles of {per_tile} states")
+        tile = int(processor.image_processor.size["height"])
+        sy, sx = image.height / height, image.width / width
+        groups = []
+        for k in range(rows * cols):
+            i, j = divmod(k, cols)
+            region = (i * tile * sy, j * tile * sx, (i + 1) * tile * sy, (j + 1) * tile * sx)
+            first = start + k * per_tile
+            groups.append(LayoutGroup((first,), (1, 1), region))
+            groups.append(LayoutGroup(tuple(range(first + 1, first + per_tile)), (side, side), region))
+        return ImageLayout(tuple(groups), (image.height, image.width))
+
+    def layouts(self, model, processor, tensors, images) -> list[ImageLayout]:
+        return self.several_layouts(model, processor, tensors, [(image,) for image in images])
+
+    def several_layouts(self, model, processor, tensors, rows: Sequence[Sequence[Image.Image]]) -> list[ImageLayout]:
+        """Per batch row, its images' tile layouts (`_image_layout`), positions in the joint sequence after the row's
+        left padding, image ``i``'s keys from ``i x image_keys``; several images drawn side by side (`side_by_side`)."""
         out = []
-        for row, image in enumerate(images):
-            image_size = (image.height, image.width)
-            (rows, cols), (height, width) = self.tiles(processor, image_size)
-            real = int(tensors["aspect_ratio_mask"][row, 0].sum())
-            self._check(real * per_tile, rows * cols * per_tile, f"{rows}x{cols} tiles of {per_tile} states")
+        for row, images in enumerate(rows):
             pad = int((tensors["attention_mask"][row].cumsum(-1) == 0).sum())
-            tile = int(processor.image_processor.size["height"])
-            sy, sx = image.height / height, image.width / width
-            groups = []
-            for k in range(rows * cols):
-                i, j = divmod(k, cols)
-                region = (i * tile * sy, j * tile * sx, (i + 1) * tile * sy, (j + 1) * tile * sx)
-                start = pad + k * per_tile
-                groups.append(LayoutGroup((start,), (1, 1), region))
-                groups.append(LayoutGroup(tuple(range(start + 1, start + per_tile)), (side, side), region))
-            out.append(ImageLayout(tuple(groups), image_size))
+            real = tensors["aspect_ratio_mask"][row].sum(-1).tolist()
+            parts = [self._image_layout(model, processor, image, pad + i * self.image_keys(model), int(real[i]))
+                     for i, image in enumerate(images)]
+            if len(parts) == 1:
+                out.append(parts[0])
+                continue
+            canvas, lefts = side_by_side([part.image_size for part in parts])
+            out.append(ImageLayout(tuple(g for part, left in zip(parts, lefts) for g in part.placed(left, canvas).groups),
+                                   canvas))
         return out
 
     def vision_leaf_hook(self, model, make_leaf: Callable[[torch.Tensor], torch.Tensor]):
@@ -788,9 +805,11 @@ class MllamaFamily(Family):
             lambda module, args: (make_leaf(args[0]), *args[1:]), prepend=True)
 
     def vision_to_tokens(self, model, tensors, values):
-        """One key per tile state: the real tiles' states, in order (padding tiles come last)."""
-        real = int(tensors["aspect_ratio_mask"][0, 0].sum())
-        return values[..., : real * self.tile_tokens(model)]
+        """One key per tile state: each image's real tiles' states, image after image (padding tiles left out)."""
+        per_image, per_tile = self.image_keys(model), self.tile_tokens(model)
+        real = tensors["aspect_ratio_mask"][0].sum(-1).tolist()
+        return torch.cat([values[..., i * per_image : i * per_image + int(n) * per_tile] for i, n in enumerate(real) if n],
+                         dim=-1)
 
     def video_place(self, model, processor) -> str:
         raise ValueError("video inputs are not supported for the mllama family")
