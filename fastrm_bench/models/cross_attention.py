@@ -6,13 +6,16 @@ projected to the LM's width: the ``cross_attention_states``. Some LM layers (``c
 the text to them (tanh-gated); the others are ordinary causal self-attention over the text, and the text holds one
 ``<|image|>`` token that the image does not replace. The joint sequence puts those states before the text:
 
-- positions ``0 .. V-1`` (``V = max_num_tiles x num_patches``, padding tiles included) are the keys, the layout's
-  image tokens the real tiles' (per tile a CLS over the tile and its patch grid; tiles cover the resized image and its
-  padding); then the text at ``V + i`` (`ModelInputs.sequence_ids` writes the keys as image tokens). A left-padded
-  batch row keeps its padding first, so a row is ``[padding, keys, text]``.
+- positions ``0 .. V-1`` (``V = images x max_num_tiles x num_patches``, padding tiles and empty image slots included)
+  are the keys, the layout's image tokens the real tiles' (per tile a CLS over the tile and its patch grid; tiles cover
+  the resized image and its padding; several images side by side); then the text at ``V + i``
+  (`ModelInputs.sequence_ids` writes the keys as image tokens). A left-padded batch row keeps its padding first, so a
+  row is ``[padding, keys, text]``.
 - a layer's attention over it (`PrefixedAttention`): text rows attend to the text (self-attention layers) or to the keys
-  (cross-attention layers), key rows to themselves. Chefer's ``R = R + Abar R`` over it is the bi-modal rule of Chefer
-  et al. (2021) with the image's self-relevance the identity: the image states are not updated by the LM.
+  (cross-attention layers), key rows to themselves. Chefer's ``R = R + Abar R`` over it is the bi-modal rules of
+  Chefer et al. (2021) with the image's self-relevance the identity (the LM never updates the image states): rules
+  6-7 on self-attention layers, rule 10 as the authors' code computes it with ``apply_self_in_rule_10=False`` and
+  rule 11 on cross-attention layers (docs/models.md says why not their default rule 10).
 - the graph leaf is the joint ``[keys; text embeddings]``; hidden states of key rows are the keys themselves (the logit
   lens and FastRM read them through the final norm as every other row).
 - removing an image token zeroes its key state: its key and value become zero (no bias, RMS-normed keys), so with every
@@ -34,6 +37,7 @@ from PIL import Image
 
 from fastrm_bench.interfaces import ATTENTION_KINDS, Generation, ModelInputs, TeacherForced, Video
 from fastrm_bench.layer_attention import PrefixedAttention
+from fastrm_bench.layout import ImageLayout
 from fastrm_bench.models.adapter import HFVisionLanguageAdapter
 from fastrm_bench.models.families import MllamaFamily
 
@@ -41,9 +45,9 @@ _JOINT_EAGER = "fastrm_joint_eager"
 
 
 class CrossAttentionAdapter(HFVisionLanguageAdapter):
-    """`HFVisionLanguageAdapter` for a model that reads its image through cross-attention layers, explained over the
-    joint sequence ``[image keys; text]`` (module docstring). One image a prompt; a batch of several prompts is answered
-    one prompt at a time (each row's keys stand between its padding and its text)."""
+    """`HFVisionLanguageAdapter` for a model that reads its images through cross-attention layers, explained over the
+    joint sequence ``[image keys; text]`` (module docstring). A batch of several prompts is answered one prompt at a
+    time (`_row`: each as it would be built alone)."""
 
     family_spec: MllamaFamily
     reads_cross_attention = True
@@ -67,7 +71,8 @@ class CrossAttentionAdapter(HFVisionLanguageAdapter):
             rows.append(torch.cat([row[:pad], keys, row[pad:]]))
         return replace(inputs, prompt_length=inputs.prompt_length + prefix, sequence_ids=torch.stack(rows))
 
-    def _layouts(self, tensors, rows):
+    def _layouts(self, tensors: dict[str, torch.Tensor], rows: Sequence[tuple[Image.Image, ...]]) -> list[ImageLayout]:
+        """Every row's tiles among the keys, one image slot after another (`MllamaFamily.several_layouts`)."""
         return self.family_spec.several_layouts(self.model, self.processor, tensors, rows)
 
     def _row(self, inputs: ModelInputs, b: int) -> ModelInputs:
