@@ -15,7 +15,7 @@ from fastrm_bench.embedded.tiny_random import FAMILIES, build_tiny_random
 from fastrm_bench.explainers.fastrm_method import ExplainedAnswer, FastRMMethod, explain_answer
 from fastrm_bench.fastrm.model import FastRM, FastRMConfig
 from fastrm_bench.metrics.entropy import map_entropy
-from fastrm_bench.models.adapter import HFVisionLanguageAdapter
+from fastrm_bench.models.zoo import load_model
 
 IMAGE = (80, 48)
 
@@ -23,7 +23,7 @@ IMAGE = (80, 48)
 @pytest.fixture(scope="module", params=FAMILIES)
 def family_adapter(request, tmp_path_factory):
     folder = build_tiny_random(request.param, tmp_path_factory.mktemp(f"lean-{request.param}"), seed=0)
-    return HFVisionLanguageAdapter.from_pretrained(folder, device="cpu")
+    return load_model(str(folder), device="cpu")  # the family's adapter (mllama: cross-attention)
 
 
 def _proxy(adapter, folder) -> FastRMMethod:
