@@ -48,7 +48,7 @@ COUNTERFACTUAL_METRICS = ("hallucination", "image-reliance")
 #: the second model fine-tuned on two images and clips (`train-multi`): its maps on the pairs and clips tasks
 MULTI_MODEL = "tiny-qwen-shapes-multi"
 MULTI_TASKS = ("pairs", "clips")
-MULTI_METHODS = ("fastrm", "chefer", "attention", "rollout", "random")
+MULTI_METHODS = ("fastrm", "chefer", "attention", "rollout", "gradcam", "random")
 #: `image-localisation`: does a map choose the image showing the object, and find it inside each image (frame)?
 MULTI_METRICS = ("perturbation", "localisation", "image-localisation", "cost")
 #: methods of the second model's latency profile on natural describe answers
